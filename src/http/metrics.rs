@@ -1,0 +1,111 @@
+//! Prometheus metrics: HTTP request count and latency by route template, method and status,
+//! pool gauges (sampled at scrape time) and process metrics, served at `GET /metrics`.
+
+use crate::http::AppState;
+use actix_web::{get, web, HttpResponse};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(metrics);
+}
+
+/// Every metric the engine exports, on one registry (so tests get a fresh one per app).
+pub struct Metrics {
+    pub registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub db_pool_size: IntGauge,
+    pub db_pool_available: IntGauge,
+    pub db_pool_waiting: IntGauge,
+    pub redis_pool_size: IntGauge,
+    pub redis_pool_available: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("iace".to_owned()), None)?;
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by route template, method and status",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ],
+            ),
+            &["route", "method", "status"],
+        )?;
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help);
+        let db_pool_size = gauge("db_pool_connections", "Postgres pool: open connections")?;
+        let db_pool_available = gauge("db_pool_available", "Postgres pool: idle connections")?;
+        let db_pool_waiting = gauge("db_pool_waiting", "Postgres pool: tasks waiting for one")?;
+        let redis_pool_size = gauge("redis_pool_connections", "Redis pool: open connections")?;
+        let redis_pool_available = gauge("redis_pool_available", "Redis pool: idle connections")?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        for g in [
+            &db_pool_size,
+            &db_pool_available,
+            &db_pool_waiting,
+            &redis_pool_size,
+            &redis_pool_available,
+        ] {
+            registry.register(Box::new(g.clone()))?;
+        }
+        // Process metrics (CPU, resident memory, open fds) are read from /proc at scrape time.
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(Self {
+            registry,
+            http_requests,
+            http_duration,
+            db_pool_size,
+            db_pool_available,
+            db_pool_waiting,
+            redis_pool_size,
+            redis_pool_available,
+        })
+    }
+
+    /// Records one finished request.
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let status = status.to_string();
+        let labels = [route, method, status.as_str()];
+        self.http_requests.with_label_values(&labels).inc();
+        self.http_duration
+            .with_label_values(&labels)
+            .observe(seconds);
+    }
+}
+
+fn as_gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[get("/metrics")]
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let m = &state.metrics;
+    let db = state.db.status();
+    m.db_pool_size.set(as_gauge(db.size));
+    m.db_pool_available.set(as_gauge(db.available));
+    m.db_pool_waiting.set(as_gauge(db.waiting));
+    let redis = state.redis.status();
+    m.redis_pool_size.set(as_gauge(redis.size));
+    m.redis_pool_available.set(as_gauge(redis.available));
+
+    let mut out = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&m.registry.gather(), &mut out) {
+        return actix_web::ResponseError::error_response(&crate::error::ApiError::internal(e));
+    }
+    HttpResponse::Ok()
+        .content_type(prometheus::TEXT_FORMAT)
+        .body(out)
+}

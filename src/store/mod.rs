@@ -1,0 +1,43 @@
+//! Persistence: the diesel schema, the Postgres and Redis pools, embedded migrations and the
+//! query functions. Every query on tenant data takes the organization id and filters by it.
+
+pub mod migrations;
+pub mod pool;
+pub mod schema;
+
+pub use pool::{DbConn, DbPool, RedisPool};
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database pool: {0}")]
+    Pool(String),
+    #[error("database query failed")]
+    Query(#[from] diesel::result::Error),
+    #[error("database connection failed")]
+    Connection(#[from] diesel::ConnectionError),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("redis: {0}")]
+    Redis(String),
+}
+
+impl From<diesel_async::pooled_connection::deadpool::PoolError> for StoreError {
+    fn from(err: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
+        StoreError::Pool(err.to_string())
+    }
+}
+
+impl From<StoreError> for crate::error::ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Query(diesel::result::Error::NotFound) => {
+                crate::error::ApiError::NotFound("resource")
+            }
+            StoreError::Pool(_) | StoreError::Connection(_) | StoreError::Redis(_) => {
+                crate::error::ApiError::Unavailable(err.into())
+            }
+            other => crate::error::ApiError::Internal(other.into()),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Logging and error reporting: tracing subscriber (readable lines in development, JSON lines in
+//! production), the per-request root span with request id, route, status and timing, and Sentry.
+
+use crate::config::{LogFormat, Settings};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::HttpMessage;
+use std::time::Instant;
+use tracing::Span;
+use tracing_actix_web::RootSpanBuilder;
+use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter};
+
+/// Installs the global subscriber. `RUST_LOG`, when set, wins over `log.level`.
+/// Safe to call more than once (later calls are ignored), which tests rely on.
+pub fn init(settings: &Settings) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match settings.log.format {
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+            .try_init(),
+        LogFormat::Pretty => registry.with(fmt::layer().compact()).try_init(),
+    };
+}
+
+/// Starts Sentry when a DSN is configured; the guard must live as long as the process.
+pub fn init_sentry(settings: &Settings) -> Option<sentry::ClientInitGuard> {
+    if settings.sentry.dsn.is_empty() {
+        return None;
+    }
+    let mut options = sentry::ClientOptions::new();
+    options.release = Some(env!("CARGO_PKG_VERSION").into());
+    options.environment = Some(settings.environment.as_str().into());
+    options.send_default_pii = false;
+    let options = options.traces_sample_rate(settings.sentry.traces_sample_rate);
+    Some(sentry::init((settings.sentry.dsn.expose(), options)))
+}
+
+/// The request id of the current request (taken from `X-Request-Id` or generated).
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// When the request entered the server, for `process_time_ms`.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestStart(pub Instant);
+
+/// Root span of every HTTP request: request id, method and route template, then status,
+/// error code and processing time when it ends, with one "request completed" line.
+pub struct RequestSpan;
+
+impl RootSpanBuilder for RequestSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        let request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        let route = request
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        tracing::info_span!(
+            "http_request",
+            request_id = %request_id,
+            method = %request.method(),
+            route = %route,
+            status = tracing::field::Empty,
+            error_code = tracing::field::Empty,
+            process_time_ms = tracing::field::Empty,
+        )
+    }
+
+    fn on_request_end<B: MessageBody>(
+        span: Span,
+        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
+    ) {
+        let (status, error_code, started) = match outcome {
+            Ok(res) => (
+                res.status().as_u16(),
+                res.headers()
+                    .get(crate::error::ERROR_CODE_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                res.request().extensions().get::<RequestStart>().copied(),
+            ),
+            Err(err) => (err.as_response_error().status_code().as_u16(), None, None),
+        };
+        let ms = started.map_or(0.0, |s| s.0.elapsed().as_secs_f64() * 1000.0);
+        span.record("status", status);
+        span.record("process_time_ms", ms);
+        if let Some(code) = &error_code {
+            span.record("error_code", code.as_str());
+        }
+        span.in_scope(|| {
+            if status >= 500 {
+                tracing::error!(status, process_time_ms = ms, "request completed");
+            } else {
+                tracing::info!(status, process_time_ms = ms, "request completed");
+            }
+        });
+    }
+}
