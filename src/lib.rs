@@ -1,5 +1,8 @@
 //! IACE, a real-time AI call engine: the library behind the `iace` binary and the tests.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::todo))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::todo)
+)]
 
 pub mod config;
 pub mod error;

@@ -1,0 +1,242 @@
+//! Test harness: `spawn_app()` builds the application exactly as `main` does, on port 0, with a
+//! database cloned from a migrated template (fast), dropped when the `TestApp` goes away.
+
+#![allow(dead_code)] // shared by every test file; not each uses all of it
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use iace::config::{Environment, Settings};
+use iace::startup::ShutdownHandle;
+use iace::Application;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub settings: Settings,
+    pub db_name: String,
+    pub client: reqwest::Client,
+    pub shutdown: ShutdownHandle,
+    pub state: iace::http::AppState,
+}
+
+pub fn project_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The test layer of the configuration, with the environment's overrides (the database and
+/// Redis URLs that `scripts/test` exports).
+pub fn test_settings() -> Settings {
+    Settings::load_for(&project_dir().join("config"), Environment::Test)
+        .expect("test configuration loads")
+}
+
+/// Replaces the database name of a Postgres URL.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("database url has a path");
+    format!("{base}/{db}")
+}
+
+/// Connection to the maintenance database, for CREATE/DROP DATABASE.
+pub fn admin_connection() -> PgConnection {
+    let url = with_database(test_settings().database.url.expose(), "postgres");
+    PgConnection::establish(&url).expect("connect to the local Postgres (is scripts/services up?)")
+}
+
+static TEMPLATE: Mutex<Option<String>> = Mutex::new(None);
+
+/// Name of the migrated template database, created once per migration set. An advisory lock
+/// keeps concurrent test processes from building it twice.
+fn template_database() -> String {
+    let mut guard = TEMPLATE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(name) = guard.as_ref() {
+        return name.clone();
+    }
+    let name = format!("iace_tpl_{:016x}", migrations_fingerprint());
+    let mut admin = admin_connection();
+    diesel::sql_query("SELECT pg_advisory_lock(727274)")
+        .execute(&mut admin)
+        .expect("lock");
+    let exists: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+        "EXISTS (SELECT 1 FROM pg_database WHERE datname = '{name}')"
+    )))
+    .get_result(&mut admin)
+    .expect("query pg_database");
+    if !exists {
+        let building = format!("{name}_building");
+        diesel::sql_query(format!("DROP DATABASE IF EXISTS {building}"))
+            .execute(&mut admin)
+            .unwrap();
+        diesel::sql_query(format!("CREATE DATABASE {building}"))
+            .execute(&mut admin)
+            .unwrap();
+        let url = with_database(test_settings().database.url.expose(), &building);
+        iace::store::migrations::run_pending(&url).expect("migrations apply to the template");
+        diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {name}"))
+            .execute(&mut admin)
+            .unwrap();
+    }
+    diesel::sql_query("SELECT pg_advisory_unlock(727274)")
+        .execute(&mut admin)
+        .expect("unlock");
+    *guard = Some(name.clone());
+    name
+}
+
+/// Changes whenever a migration file changes, so a stale template is never reused.
+fn migrations_fingerprint() -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut files: Vec<PathBuf> = std::fs::read_dir(project_dir().join("migrations"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .collect();
+    files.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for f in files {
+        f.to_string_lossy().hash(&mut hasher);
+        std::fs::read(&f).unwrap().hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// A new database cloned from the migrated template.
+pub fn fresh_database() -> String {
+    let template = template_database();
+    let name = format!("iace_test_{}", uuid::Uuid::new_v4().simple());
+    diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}"))
+        .execute(&mut admin_connection())
+        .expect("clone the template database");
+    name
+}
+
+/// An empty database (no migrations), for migration tests.
+pub fn empty_database() -> String {
+    let name = format!("iace_test_{}", uuid::Uuid::new_v4().simple());
+    diesel::sql_query(format!("CREATE DATABASE {name}"))
+        .execute(&mut admin_connection())
+        .expect("create database");
+    name
+}
+
+pub fn drop_database(name: &str) {
+    let name = name.to_owned();
+    // Drop runs on a plain thread: it may be called from inside the test's async runtime.
+    let _ = std::thread::spawn(move || {
+        diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin_connection())
+    })
+    .join();
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the application with settings adjusted by `tweak` (after the test database and port 0
+/// are set, so a test can still point anything elsewhere).
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    if std::env::var("TEST_LOG").is_ok() {
+        let mut s = test_settings();
+        s.log.level = "debug".into();
+        iace::telemetry::init(&s);
+    }
+    let db_name = fresh_database();
+    let mut settings = test_settings();
+    settings.database.url =
+        iace::config::Secret::new(with_database(settings.database.url.expose(), &db_name));
+    settings.server.port = 0;
+    tweak(&mut settings);
+    let app = Application::build(settings.clone())
+        .await
+        .expect("application builds");
+    let port = app.port();
+    let shutdown = app.shutdown_handle();
+    let state = app.state().clone();
+    actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        settings,
+        db_name,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        shutdown,
+        state,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        drop_database(&self.db_name);
+    }
+}
+
+/// Asserts the status and the error code of an error response, and returns its message.
+pub async fn assert_error(res: reqwest::Response, status: u16, code: &str) -> String {
+    let actual = res.status().as_u16();
+    let body: serde_json::Value = res.json().await.expect("error body is JSON");
+    assert_eq!(actual, status, "status (body: {body})");
+    assert_eq!(body["code"], code, "error code (body: {body})");
+    body["message"]
+        .as_str()
+        .expect("message is a string")
+        .to_owned()
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A blocking `GET` over a plain socket (for tests that drive the binary from a sync thread):
+/// returns the status and the body, or None when nothing answers.
+pub fn blocking_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
