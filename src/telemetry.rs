@@ -92,14 +92,18 @@ impl RootSpanBuilder for RequestSpan {
             ),
             Err(err) => (err.as_response_error().status_code().as_u16(), None, None),
         };
-        let ms = started.map_or(0.0, |s| s.0.elapsed().as_secs_f64() * 1000.0);
+        // Microsecond precision is plenty, and keeps log lines short.
+        let ms = started.map_or(0.0, |s| {
+            (s.0.elapsed().as_secs_f64() * 1e6).round() / 1000.0
+        });
         span.record("status", status);
         span.record("process_time_ms", ms);
         if let Some(code) = &error_code {
             span.record("error_code", code.as_str());
         }
         span.in_scope(|| {
-            if status >= 500 {
+            // 503 is how readiness says "not now"; only real failures are errors.
+            if status >= 500 && status != 503 {
                 tracing::error!(status, process_time_ms = ms, "request completed");
             } else {
                 tracing::info!(status, process_time_ms = ms, "request completed");

@@ -1,7 +1,7 @@
 //! Liveness (`GET /health`) and readiness (`GET /health/ready`): database, Redis, telephony and
 //! AI services, each check bounded by `health.check_timeout_ms`, all run at once.
 
-use crate::config::{is_loopback_url, Secret};
+use crate::config::{is_loopback_url, Environment, Secret};
 use crate::http::AppState;
 use actix_web::{get, web, HttpResponse};
 use diesel_async::RunQueryDsl;
@@ -108,23 +108,26 @@ async fn check_redis(state: &AppState) -> Result<(), String> {
 }
 
 /// A provider is usable when its base URL is set and either a key is configured or the URL is a
-/// loopback simulator. (Later issues replace these with live checks through the provider clients.)
-fn provider_configured(base_url: &str, api_key: &Secret) -> bool {
+/// loopback simulator, which production never accepts. (Later issues replace these with live
+/// checks through the provider clients.)
+fn provider_configured(state: &AppState, base_url: &str, api_key: &Secret) -> bool {
     let has_scheme = ["http://", "https://", "ws://", "wss://"]
         .iter()
         .any(|s| base_url.starts_with(s));
-    has_scheme && (!api_key.is_empty() || is_loopback_url(base_url))
+    let simulated =
+        is_loopback_url(base_url) && state.settings.environment != Environment::Production;
+    has_scheme && (!api_key.is_empty() || simulated)
 }
 
 fn telephony_configured(state: &AppState) -> bool {
     let t = &state.settings.telnyx;
-    provider_configured(&t.base_url, &t.api_key) && !t.connection_id.is_empty()
+    provider_configured(state, &t.base_url, &t.api_key) && !t.connection_id.is_empty()
 }
 
 fn ai_services_configured(state: &AppState) -> bool {
     let s = &state.settings;
-    provider_configured(&s.deepgram.base_url, &s.deepgram.api_key)
-        && provider_configured(&s.cartesia.base_url, &s.cartesia.api_key)
-        && provider_configured(&s.groq.base_url, &s.groq.api_key)
-        && provider_configured(&s.gemini.base_url, &s.gemini.api_key)
+    provider_configured(state, &s.deepgram.base_url, &s.deepgram.api_key)
+        && provider_configured(state, &s.cartesia.base_url, &s.cartesia.api_key)
+        && provider_configured(state, &s.groq.base_url, &s.groq.api_key)
+        && provider_configured(state, &s.gemini.base_url, &s.gemini.api_key)
 }

@@ -1,0 +1,65 @@
+# IACE container image: one `iace` binary plus its config/ folder.
+#   docker build -t iace .
+#   docker run --rm -p 8080:8080 -e IACE__DATABASE__URL=... -e IACE__REDIS__URL=... iace
+# The image runs `iace serve`; `docker run ... iace migrate` applies the migrations (Fly runs
+# that as its release command, see fly.toml).
+
+# ---------------------------------------------------------------------------
+# Build
+# ---------------------------------------------------------------------------
+FROM rust:1.95-bookworm AS builder
+
+# diesel_migrations pulls in diesel's postgres backend, which links libpq (pq-sys finds it
+# through pkg-config).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libpq-dev pkg-config \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+
+# Dependencies first, against stub sources, so this layer is reused until Cargo.toml or
+# Cargo.lock change. (The [[test]] target in Cargo.toml is not built here, so tests/ is not
+# needed.)
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src \
+    && echo 'fn main() {}' > src/main.rs \
+    && touch src/lib.rs \
+    && cargo build --release --locked \
+    && rm -rf src
+
+# The real sources. The migrations are embedded in the binary at compile time
+# (embed_migrations!("migrations")), so they must be here before the build.
+COPY src ./src
+COPY migrations ./migrations
+# COPY keeps the files' original modification times, which can be older than the stub build
+# above; touch them so cargo rebuilds the iace crate instead of reusing the stub.
+RUN touch src/main.rs src/lib.rs \
+    && cargo build --release --locked --bin iace
+
+# ---------------------------------------------------------------------------
+# Runtime
+# ---------------------------------------------------------------------------
+FROM debian:bookworm-slim AS runtime
+
+# libpq5: the binary links libpq (used by `iace migrate`). ca-certificates: TLS to Postgres
+# through libpq.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libpq5 ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN groupadd --system --gid 10001 iace \
+    && useradd --system --uid 10001 --gid iace --no-create-home --home-dir /app \
+        --shell /usr/sbin/nologin iace
+
+WORKDIR /app
+COPY --from=builder /app/target/release/iace /usr/local/bin/iace
+COPY config /app/config
+
+ENV APP_ENV=production
+# Found from any working directory (for example `fly ssh console -C "iace migrate"`).
+ENV IACE_CONFIG_DIR=/app/config
+
+EXPOSE 8080
+USER iace
+ENTRYPOINT ["iace"]
+CMD ["serve"]

@@ -1,0 +1,3 @@
+//! Domain types with no actix and no diesel in them: ids, the call state machine, outcomes.
+
+pub mod call;
