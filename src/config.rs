@@ -151,7 +151,12 @@ pub struct TelnyxSettings {
     /// Base64 of the raw 32-byte Ed25519 key Telnyx signs webhooks with.
     pub webhook_public_key: String,
     pub connection_id: String,
+    /// Deadline of one Call Control request attempt, response body included.
     pub request_timeout_ms: u64,
+    /// Further attempts after a 5xx or a timeout (same `command_id`, so Telnyx runs it once).
+    pub max_retries: u32,
+    /// First retry delay; doubles per attempt, with jitter.
+    pub retry_backoff_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -253,6 +258,9 @@ impl Settings {
         }
         if !(0.0..=1.0).contains(&self.sentry.traces_sample_rate) {
             return fail("sentry.traces_sample_rate", "must be between 0.0 and 1.0");
+        }
+        if self.telnyx.request_timeout_ms == 0 {
+            return fail("telnyx.request_timeout_ms", "must be greater than 0");
         }
         if self.health.check_timeout_ms == 0 {
             return fail("health.check_timeout_ms", "must be greater than 0");

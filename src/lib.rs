@@ -8,8 +8,17 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod providers;
+pub mod sim;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
 
 pub use startup::Application;
+
+/// Installs rustls' ring crypto provider for the whole process. awc brings none, and TLS panics
+/// without one; call it once at start-up (calling it again is harmless).
+pub fn install_crypto_provider() {
+    // An error only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,4 +1,5 @@
-//! The `iace` command line: `serve` runs the engine, `migrate` applies the database migrations.
+//! The `iace` command line: `serve` runs the engine, `migrate` applies the database migrations,
+//! `sim` runs the provider simulators (and `sim call` makes the running one place a call).
 
 use clap::{Parser, Subcommand};
 use iace::config::Settings;
@@ -27,6 +28,38 @@ enum Command {
         #[arg(long)]
         revert_all: bool,
     },
+    /// Run the Telnyx simulator: Call Control on --bind, signed webhooks to
+    /// {server.public_url}/webhooks/telnyx. Stops on SIGTERM or SIGINT.
+    Sim {
+        #[command(subcommand)]
+        action: Option<SimAction>,
+        /// Address to listen on (the default `telnyx.base_url`).
+        #[arg(long, default_value = "127.0.0.1:8790")]
+        bind: String,
+        /// Seed of the webhook signing key. The default is the development key the engine trusts
+        /// in development when `telnyx.webhook_public_key` is empty.
+        #[arg(long, default_value = iace::sim::telnyx::DEV_KEY_SEED)]
+        seed: String,
+        /// How long a dialled number rings before it answers.
+        #[arg(long, default_value_t = 1000)]
+        answer_delay_ms: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum SimAction {
+    /// Make the running simulator place an inbound call to one of our numbers.
+    Call {
+        /// The simulated caller's number.
+        #[arg(long)]
+        from: String,
+        /// Our number being dialled.
+        #[arg(long)]
+        to: String,
+        /// The running simulator (default: `telnyx.base_url`).
+        #[arg(long)]
+        sim_url: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,9 +72,20 @@ fn main() -> ExitCode {
         }
     };
     iace::telemetry::init(&settings);
+    iace::install_crypto_provider();
     match cli.command {
         Command::Migrate { revert_all } => migrate(&settings, revert_all),
         Command::Serve => serve(settings),
+        Command::Sim {
+            action: None,
+            bind,
+            seed,
+            answer_delay_ms,
+        } => sim(&settings, bind, &seed, answer_delay_ms),
+        Command::Sim {
+            action: Some(SimAction::Call { from, to, sim_url }),
+            ..
+        } => sim_call(&settings, sim_url, &from, &to),
     }
 }
 
@@ -98,6 +142,58 @@ fn serve(settings: Settings) -> ExitCode {
         }
         Err(err) => {
             eprintln!("iace failed: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sim(settings: &Settings, bind: String, seed: &str, answer_delay_ms: u64) -> ExitCode {
+    use iace::sim::telnyx::{signing_key_from_seed, TelnyxSim, TelnyxSimConfig};
+    let config = TelnyxSimConfig {
+        bind,
+        webhook_url: format!(
+            "{}/webhooks/telnyx",
+            settings.server.public_url.trim_end_matches('/')
+        ),
+        api_key: settings.telnyx.api_key.expose().to_owned(),
+        connection_id: settings.telnyx.connection_id.clone(),
+        answer_delay_ms,
+        signing_key: Some(signing_key_from_seed(seed)),
+        ..TelnyxSimConfig::default()
+    };
+    let result = actix_web::rt::System::new().block_on(async move {
+        let webhook_url = config.webhook_url.clone();
+        let sim = TelnyxSim::start(config).await?;
+        println!("telnyx sim: Call Control on {}", sim.base_url());
+        println!("telnyx sim: webhooks to {webhook_url}");
+        println!(
+            "telnyx sim: public key {} (IACE__TELNYX__WEBHOOK_PUBLIC_KEY)",
+            sim.public_key_b64()
+        );
+        wait_for_signal().await;
+        sim.stop().await;
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("telnyx sim failed: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sim_call(settings: &Settings, sim_url: Option<String>, from: &str, to: &str) -> ExitCode {
+    let url = sim_url.unwrap_or_else(|| settings.telnyx.base_url.clone());
+    let result = actix_web::rt::System::new()
+        .block_on(iace::sim::telnyx::request_inbound_call(&url, from, to));
+    match result {
+        Ok(call_control_id) => {
+            println!("{call_control_id}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("{err:#}");
             ExitCode::FAILURE
         }
     }

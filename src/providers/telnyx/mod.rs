@@ -1,0 +1,15 @@
+//! Telnyx: the Call Control v2 REST client (`client`) and the signed webhooks it answers with
+//! (`webhook`). Wire formats: PROTOCOLS.md sections 1 and 2.
+
+pub mod client;
+pub mod webhook;
+
+pub use client::{
+    AnswerRequest, BidirectionalMode, CallControl, DialRequest, DialResponse, PlaybackRequest,
+    RecordRequest, RejectCause, SpeakRequest, StreamCodec, StreamSettings, StreamTrack,
+    TelnyxClient, TelnyxError, TransferRequest,
+};
+pub use webhook::{
+    sign_webhook, verify_signature, CallPayload, SignatureError, TelnyxEventKind, WebhookEnvelope,
+    WebhookEvent, WebhookVerifier, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+};
