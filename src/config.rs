@@ -81,6 +81,8 @@ pub struct Settings {
     pub cartesia: ProviderSettings,
     pub groq: GroqSettings,
     pub gemini: GeminiSettings,
+    pub calls: CallSettings,
+    pub recorder: RecorderSettings,
 }
 
 fn default_env() -> Environment {
@@ -157,6 +159,8 @@ pub struct TelnyxSettings {
     pub max_retries: u32,
     /// First retry delay; doubles per attempt, with jitter.
     pub retry_backoff_ms: u64,
+    /// Webhooks signed further than this from now (either way) are refused as replays.
+    pub webhook_tolerance_secs: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +184,33 @@ pub struct GeminiSettings {
     pub api_key: Secret,
     pub base_url: String,
     pub model: String,
+}
+
+/// Limits and timers of live calls.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallSettings {
+    /// Registry shards (one arbiter thread each); 0 = one per core.
+    pub registry_shards: usize,
+    /// A call is hung up when it reaches this length (also sent to Telnyx as time_limit_secs).
+    pub max_duration_secs: u32,
+    /// Outbound ring time before Telnyx gives up.
+    pub ring_timeout_secs: u32,
+    /// An answered call that hears no media for this long is hung up.
+    pub no_media_timeout_secs: u64,
+    pub media_check_interval_ms: u64,
+    /// After we hang up, how long to wait for Telnyx's `call.hangup` before closing anyway.
+    pub hangup_confirm_timeout_secs: u64,
+}
+
+/// Batching and retries of the recorder (call records written off the hot path).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecorderSettings {
+    pub batch_size: usize,
+    pub flush_interval_ms: u64,
+    pub retry_backoff_max_ms: u64,
+    pub max_attempts_per_write: u32,
 }
 
 /// A configuration problem, rendered as one line that names the key.
@@ -261,6 +292,26 @@ impl Settings {
         }
         if self.telnyx.request_timeout_ms == 0 {
             return fail("telnyx.request_timeout_ms", "must be greater than 0");
+        }
+        if self.calls.max_duration_secs == 0 || self.calls.max_duration_secs > 14_400 {
+            return fail("calls.max_duration_secs", "must be between 1 and 14400 (Telnyx's limit)");
+        }
+        if !(5..=600).contains(&self.calls.ring_timeout_secs) {
+            return fail("calls.ring_timeout_secs", "must be between 5 and 600");
+        }
+        if self.calls.media_check_interval_ms == 0 {
+            return fail("calls.media_check_interval_ms", "must be greater than 0");
+        }
+        if self.recorder.batch_size == 0 || self.recorder.flush_interval_ms == 0 {
+            return fail("recorder.batch_size", "batch_size and flush_interval_ms must be greater than 0");
+        }
+        if self.environment == Environment::Production {
+            if self.telnyx.webhook_public_key.is_empty() {
+                return fail("telnyx.webhook_public_key", "required in production");
+            }
+            if self.telnyx.api_key.is_empty() {
+                return fail("telnyx.api_key", "required in production");
+            }
         }
         if self.health.check_timeout_ms == 0 {
             return fail("health.check_timeout_ms", "must be greater than 0");

@@ -34,6 +34,12 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
+    #[error("the call has already ended")]
+    CallEnded,
+    #[error("the call is not live on this instance")]
+    CallNotLive,
+    #[error("webhook rejected: {0}")]
+    WebhookSignature(#[from] crate::providers::telnyx::SignatureError),
     #[error("too many requests, retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("the service is shutting down")]
@@ -60,6 +66,18 @@ impl ApiError {
             ApiError::RouteNotFound => ("route_not_found", StatusCode::NOT_FOUND),
             ApiError::MethodNotAllowed => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
             ApiError::Conflict(_) => ("conflict", StatusCode::CONFLICT),
+            ApiError::CallEnded => ("call_ended", StatusCode::CONFLICT),
+            ApiError::CallNotLive => ("call_not_live", StatusCode::CONFLICT),
+            ApiError::WebhookSignature(e) => {
+                use crate::providers::telnyx::SignatureError as S;
+                match e {
+                    S::Missing => ("signature_missing", StatusCode::UNAUTHORIZED),
+                    S::Malformed => ("signature_malformed", StatusCode::UNAUTHORIZED),
+                    S::Invalid => ("signature_invalid", StatusCode::UNAUTHORIZED),
+                    S::Stale => ("timestamp_stale", StatusCode::UNAUTHORIZED),
+                    S::BadPublicKey => ("webhook_key_invalid", StatusCode::SERVICE_UNAVAILABLE),
+                }
+            }
             ApiError::RateLimited { .. } => ("rate_limited", StatusCode::TOO_MANY_REQUESTS),
             ApiError::ShuttingDown => ("shutting_down", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::Unavailable(_) => ("service_unavailable", StatusCode::SERVICE_UNAVAILABLE),

@@ -4,6 +4,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::todo)
 )]
 
+pub mod actors;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -1,7 +1,12 @@
 //! Builds the application (pools, state, HTTP server on a bound listener; port 0 works) and
 //! runs it with an orderly shutdown: not ready, stop accepting, drain, close pools.
 
-use crate::config::Settings;
+use crate::actors::call::CallDeps;
+use crate::actors::recorder::{Flush, Recorder, RecorderConfig};
+use crate::actors::registry::CallRegistry;
+use crate::config::{Environment, Settings};
+use crate::providers::telnyx::{CallControl, TelnyxClient, WebhookVerifier};
+use actix::{Actor, Arbiter};
 use crate::error::{json_error_handler, path_error_handler, query_error_handler, ApiError};
 use crate::http::{self, metrics::Metrics, AppState, Readiness};
 use crate::store::pool;
@@ -18,6 +23,7 @@ pub struct Application {
     port: u16,
     server: Server,
     state: AppState,
+    recorder_arbiter: Arbiter,
 }
 
 /// Stops a running application in the documented order. Cloneable, so a signal task and a test
@@ -43,27 +49,76 @@ impl ShutdownHandle {
 }
 
 impl Application {
-    /// Binds the listener and builds everything; nothing is served until `run`.
+    /// Binds `server.host:server.port` and builds everything; nothing is served until `run`.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let address = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&address)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
+        Self::build_with_listener(settings, listener).await
+    }
+
+    /// Builds on a listener bound by the caller (tests bind first so simulators know the port).
+    /// Must run inside an actix `System`.
+    pub async fn build_with_listener(
+        settings: Settings,
+        listener: TcpListener,
+    ) -> anyhow::Result<Self> {
+        crate::install_crypto_provider();
         let settings = Arc::new(settings);
         let db = pool::db_pool(&settings.database)?;
         let redis = pool::redis_pool(&settings.redis)?;
+        let metrics = Arc::new(Metrics::new()?);
+
+        let recorder_arbiter = Arbiter::new();
+        let recorder_config = RecorderConfig {
+            batch_size: settings.recorder.batch_size,
+            flush_interval: Duration::from_millis(settings.recorder.flush_interval_ms),
+            retry_backoff_max: Duration::from_millis(settings.recorder.retry_backoff_max_ms),
+            max_attempts_per_write: settings.recorder.max_attempts_per_write,
+        };
+        let (recorder_db, failed) = (db.clone(), metrics.recorder_failed_writes.clone());
+        let recorder = Recorder::start_in_arbiter(&recorder_arbiter.handle(), move |_| {
+            Recorder::new(recorder_db, recorder_config, failed)
+        });
+
+        let telnyx: Arc<dyn CallControl + Send + Sync> =
+            Arc::new(TelnyxClient::new(&settings.telnyx));
+        let shards = match settings.calls.registry_shards {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let media_base_url = media_base_url(&settings.server.public_url);
+        let registry = {
+            let (telnyx, recorder, db) = (telnyx.clone(), recorder.clone(), db.clone());
+            let call_settings = settings.calls.clone();
+            CallRegistry::start(shards, db.clone(), move |registry| CallDeps {
+                telnyx: telnyx.clone(),
+                recorder: recorder.clone(),
+                registry,
+                db: db.clone(),
+                settings: call_settings.clone(),
+                media_base_url: media_base_url.clone(),
+            })
+        };
+
         let state = AppState {
             settings: settings.clone(),
             db,
             redis,
-            metrics: Arc::new(Metrics::new()?),
+            metrics,
             readiness: Arc::new(Readiness::default()),
+            registry,
+            recorder,
+            telnyx,
+            telnyx_verifier: WebhookVerifier::new(&webhook_public_key(&settings)),
         };
-        let address = format!("{}:{}", settings.server.host, settings.server.port);
-        let listener = TcpListener::bind(&address)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
         let port = listener.local_addr()?.port();
         let server = build_server(listener, state.clone())?;
         Ok(Self {
             port,
             server,
             state,
+            recorder_arbiter,
         })
     }
 
@@ -82,14 +137,43 @@ impl Application {
         }
     }
 
-    /// Serves until stopped (by a `ShutdownHandle`), then closes the pools.
+    /// Serves until stopped (by a `ShutdownHandle`), then flushes the recorder, stops the
+    /// call shards and closes the pools.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let state = self.state.clone();
         let result = self.server.await;
+        let flush = state.recorder.send(Flush);
+        if tokio::time::timeout(Duration::from_secs(10), flush).await.is_err() {
+            tracing::error!("shutdown: recorder did not flush in 10 s");
+        }
+        state.registry.stop();
+        self.recorder_arbiter.stop();
         state.db.close();
         state.redis.close();
         tracing::info!("shutdown: pools closed");
         result
+    }
+}
+
+/// `http(s)://host` → `ws(s)://host`: where Telnyx opens the media stream.
+fn media_base_url(public_url: &str) -> String {
+    let trimmed = public_url.trim_end_matches('/');
+    if let Some(rest) = trimmed.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = trimmed.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+/// The configured Telnyx public key; outside production an empty key means "trust the local
+/// simulator's development key" (production refuses to start without one, see config).
+fn webhook_public_key(settings: &Settings) -> String {
+    if settings.telnyx.webhook_public_key.is_empty() && settings.environment != Environment::Production {
+        crate::sim::telnyx::dev_public_key_b64()
+    } else {
+        settings.telnyx.webhook_public_key.clone()
     }
 }
 

@@ -4,7 +4,7 @@
 use crate::http::AppState;
 use actix_web::{get, web, HttpResponse};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -21,6 +21,10 @@ pub struct Metrics {
     pub db_pool_waiting: IntGauge,
     pub redis_pool_size: IntGauge,
     pub redis_pool_available: IntGauge,
+    pub webhooks_accepted: IntCounterVec,
+    pub webhooks_duplicate: IntCounter,
+    pub recorder_failed_writes: IntCounter,
+    pub live_calls: IntGauge,
 }
 
 impl Metrics {
@@ -47,6 +51,23 @@ impl Metrics {
         let db_pool_waiting = gauge("db_pool_waiting", "Postgres pool: tasks waiting for one")?;
         let redis_pool_size = gauge("redis_pool_connections", "Redis pool: open connections")?;
         let redis_pool_available = gauge("redis_pool_available", "Redis pool: idle connections")?;
+        let webhooks_accepted = IntCounterVec::new(
+            Opts::new("telnyx_webhooks_accepted_total", "Verified, new Telnyx webhooks by event type"),
+            &["event_type"],
+        )?;
+        let webhooks_duplicate = IntCounter::new(
+            "telnyx_webhooks_duplicate_total",
+            "Telnyx redeliveries dropped by event id",
+        )?;
+        let recorder_failed_writes = IntCounter::new(
+            "recorder_failed_writes_total",
+            "Call record writes given up after every retry (each one logged with its content)",
+        )?;
+        let live_calls = gauge("live_calls", "Calls live on this instance")?;
+        registry.register(Box::new(webhooks_accepted.clone()))?;
+        registry.register(Box::new(webhooks_duplicate.clone()))?;
+        registry.register(Box::new(recorder_failed_writes.clone()))?;
+        registry.register(Box::new(live_calls.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         for g in [
@@ -72,6 +93,10 @@ impl Metrics {
             db_pool_waiting,
             redis_pool_size,
             redis_pool_available,
+            webhooks_accepted,
+            webhooks_duplicate,
+            recorder_failed_writes,
+            live_calls,
         })
     }
 
@@ -100,6 +125,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let redis = state.redis.status();
     m.redis_pool_size.set(as_gauge(redis.size));
     m.redis_pool_available.set(as_gauge(redis.available));
+    m.live_calls.set(as_gauge(state.registry.live_count().await));
 
     let mut out = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&m.registry.gather(), &mut out) {

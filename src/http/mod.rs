@@ -1,10 +1,16 @@
 //! The HTTP surface: routes by resource, request middleware and the shared application state.
 
+pub mod agents;
+pub mod calls;
 pub mod health;
 pub mod metrics;
 pub mod middleware;
+pub mod webhooks;
 
+use crate::actors::recorder::Recorder;
+use crate::actors::registry::CallRegistry;
 use crate::config::Settings;
+use crate::providers::telnyx::{CallControl, SignatureError, WebhookVerifier};
 use crate::store::{DbPool, RedisPool};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,6 +38,11 @@ pub struct AppState {
     pub redis: RedisPool,
     pub metrics: Arc<metrics::Metrics>,
     pub readiness: Arc<Readiness>,
+    pub registry: CallRegistry,
+    pub recorder: actix::Addr<Recorder>,
+    pub telnyx: Arc<dyn CallControl + Send + Sync>,
+    /// The webhook verifier, or why the configured key is unusable (answered as 503).
+    pub telnyx_verifier: Result<WebhookVerifier, SignatureError>,
 }
 
 /// Registers every route. The same function serves `main` and the tests.

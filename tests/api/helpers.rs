@@ -6,7 +6,10 @@
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use iace::config::{Environment, Settings};
 use iace::startup::ShutdownHandle;
+use iace::sim::telnyx::{TelnyxSim, TelnyxSimConfig, TelnyxSimHandle};
 use iace::Application;
+use std::future::Future;
+use std::time::Duration;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -18,6 +21,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub shutdown: ShutdownHandle,
     pub state: iace::http::AppState,
+    /// The Telnyx simulator this app's webhooks come from and its commands go to.
+    pub telnyx: TelnyxSimHandle,
 }
 
 pub fn project_dir() -> PathBuf {
@@ -145,9 +150,25 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings();
     settings.database.url =
         iace::config::Secret::new(with_database(settings.database.url.expose(), &db_name));
-    settings.server.port = 0;
+    // Bind first: the Telnyx simulator must know where to deliver webhooks.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    let port = listener.local_addr().unwrap().port();
+    settings.server.port = port;
+    settings.server.public_url = format!("http://127.0.0.1:{port}");
+    let telnyx = TelnyxSim::start(TelnyxSimConfig {
+        webhook_url: format!("http://127.0.0.1:{port}/webhooks/telnyx"),
+        api_key: "test-telnyx-key".into(),
+        answer_delay_ms: 50,
+        webhook_retry_backoff_ms: 50,
+        ..TelnyxSimConfig::default()
+    })
+    .await
+    .expect("telnyx simulator starts");
+    settings.telnyx.base_url = telnyx.base_url();
+    settings.telnyx.api_key = iace::config::Secret::new("test-telnyx-key");
+    settings.telnyx.webhook_public_key = telnyx.public_key_b64();
     tweak(&mut settings);
-    let app = Application::build(settings.clone())
+    let app = Application::build_with_listener(settings.clone(), listener)
         .await
         .expect("application builds");
     let port = app.port();
@@ -165,6 +186,23 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
             .unwrap(),
         shutdown,
         state,
+        telnyx,
+    }
+}
+
+/// Polls `check` every 25 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
@@ -193,6 +231,7 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        self.state.registry.stop();
         drop_database(&self.db_name);
     }
 }

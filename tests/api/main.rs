@@ -1,8 +1,11 @@
 //! The one integration-test binary: every test starts the real application on port 0 with its
-//! own freshly migrated Postgres database and the local Redis (see `helpers::spawn_app`).
+//! own freshly migrated Postgres database, the local Redis and the provider simulators it needs
+//! (see `helpers::spawn_app`).
 
 mod helpers;
 
+mod calls;
 mod cli;
 mod health;
 mod migrations;
+mod webhooks;

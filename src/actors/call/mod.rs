@@ -1,0 +1,501 @@
+//! `Call`: one actor per live call, from `call.initiated` (or the API request that dials it) to
+//! its end. It owns the call's state machine and timers, commands Telnyx, and hands every change
+//! to the recorder. It is never restarted: when it stops, the call is over.
+
+pub mod messages;
+
+use crate::actors::recorder::{Record, Recorder, Write};
+use crate::actors::registry::{CallEnded, CallRegistry};
+use crate::config::CallSettings;
+use crate::domain::call::{
+    next_state, outcome_for, CallId, CallSignal, CallState, Direction, EndReason,
+};
+use crate::providers::telnyx::{
+    AnswerRequest, CallControl, DialRequest, RejectCause, StreamCodec, StreamSettings,
+    TelnyxError, TelnyxEventKind, TransferRequest, WebhookEvent,
+};
+use crate::store::calls::{CallChanges, NewCall};
+use crate::store::events::NewCallEvent;
+use crate::store::{agents, DbPool};
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use messages::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// What every call needs from the engine, cloned into each one.
+#[derive(Clone)]
+pub struct CallDeps {
+    pub telnyx: Arc<dyn CallControl + Send + Sync>,
+    pub recorder: Addr<Recorder>,
+    pub registry: CallRegistry,
+    pub db: DbPool,
+    pub settings: CallSettings,
+    /// Base of the media WebSocket URL Telnyx connects to (`ws(s)://host`).
+    pub media_base_url: String,
+}
+
+/// How the call came to be.
+pub enum Origin {
+    /// Telnyx reported an incoming call; the tenant is found from the number dialled.
+    Inbound { event: WebhookEvent },
+    /// The API created the call row and asks us to dial.
+    Outbound { organization_id: Uuid, agent_profile_id: Uuid },
+}
+
+pub struct Call {
+    id: CallId,
+    organization_id: Option<Uuid>,
+    agent_profile_id: Option<Uuid>,
+    direction: Direction,
+    from: String,
+    to: String,
+    control_id: Option<String>,
+    state: CallState,
+    answered_at: Option<DateTime<Utc>>,
+    last_media: Instant,
+    /// Set when we decided to end the call (time limit, no media, API) before Telnyx confirms.
+    ending: Option<EndReason>,
+    origin: Option<Origin>,
+    /// `finish` ran: the end is recorded and the registry told; later signals are history only.
+    finished: bool,
+    deps: CallDeps,
+    span: tracing::Span,
+}
+
+impl Call {
+    pub fn new(id: CallId, from: String, to: String, origin: Origin, deps: CallDeps) -> Self {
+        let (direction, control_id) = match &origin {
+            Origin::Inbound { event } => (Direction::Inbound, event.payload.call_control_id.clone()),
+            Origin::Outbound { .. } => (Direction::Outbound, None),
+        };
+        let span = tracing::info_span!("call", call_id = %id, direction = direction.as_str());
+        Self {
+            id,
+            organization_id: None,
+            agent_profile_id: None,
+            direction,
+            from,
+            to,
+            control_id,
+            state: match direction {
+                Direction::Inbound => CallState::Ringing,
+                Direction::Outbound => CallState::Dialing,
+            },
+            answered_at: None,
+            last_media: Instant::now(),
+            ending: None,
+            origin: Some(origin),
+            finished: false,
+            deps,
+            span,
+        }
+    }
+
+    fn stream_settings(&self) -> StreamSettings {
+        StreamSettings::bidirectional(
+            format!("{}/media/telnyx/{}", self.deps.media_base_url, self.id),
+            StreamCodec::Pcmu,
+        )
+    }
+
+    fn record(&self, write: Write) {
+        self.deps.recorder.do_send(Record(write));
+    }
+
+    fn record_changes(&self, changes: CallChanges) {
+        if let Some(org) = self.organization_id {
+            self.record(Write::UpdateCall { organization_id: org, call_id: self.id.0, changes });
+        }
+    }
+
+    fn record_event(&self, event: &WebhookEvent) {
+        let Some(org) = self.organization_id else { return };
+        self.record(Write::InsertCallEvent(NewCallEvent {
+            organization_id: org,
+            call_id: self.id.0,
+            event_type: event.event_type.clone(),
+            telnyx_event_id: Some(event.id.clone()),
+            payload: serde_json::to_value(&event.payload).unwrap_or_default(),
+            occurred_at: event.occurred_at.unwrap_or_else(Utc::now),
+        }));
+    }
+
+    /// An event of our own making (a decision, a failed command) in the call's history.
+    fn record_engine_event(&self, event_type: &str, payload: serde_json::Value) {
+        let Some(org) = self.organization_id else { return };
+        self.record(Write::InsertCallEvent(NewCallEvent {
+            organization_id: org,
+            call_id: self.id.0,
+            event_type: event_type.to_owned(),
+            telnyx_event_id: None,
+            payload,
+            occurred_at: Utc::now(),
+        }));
+    }
+
+    fn apply(&mut self, signal: CallSignal) -> bool {
+        let next = next_state(self.state, &signal);
+        let changed = next != self.state;
+        if changed {
+            tracing::debug!(parent: &self.span, from = self.state.as_str(), to = next.as_str(), "state");
+            self.state = next;
+        }
+        changed
+    }
+
+    /// Inbound set-up: find the tenant and profile by the number dialled, create the row,
+    /// answer with the media stream. Runs before any other message is handled.
+    fn set_up_inbound(&mut self, event: WebhookEvent, ctx: &mut Context<Self>) {
+        let db = self.deps.db.clone();
+        let to = self.to.clone();
+        let lookup = async move {
+            let mut conn = db.get().await.map_err(|e| e.to_string())?;
+            agents::find_by_number(&mut conn, &to).await.map_err(|e| e.to_string())
+        };
+        ctx.wait(lookup.into_actor(self).map(move |found, act, ctx| match found {
+            Ok(Some(profile)) => {
+                act.organization_id = Some(profile.organization_id);
+                act.agent_profile_id = Some(profile.id);
+                act.record(Write::InsertCall(NewCall {
+                    id: act.id.0,
+                    organization_id: profile.organization_id,
+                    agent_profile_id: Some(profile.id),
+                    direction: act.direction.as_str().to_owned(),
+                    from_number: act.from.clone(),
+                    to_number: act.to.clone(),
+                    call_control_id: act.control_id.clone(),
+                    call_leg_id: event.payload.call_leg_id.clone(),
+                    call_session_id: event.payload.call_session_id.clone(),
+                    status: act.state.as_str().to_owned(),
+                    started_at: event.occurred_at.unwrap_or_else(Utc::now),
+                }));
+                act.record_event(&event);
+                act.answer(ctx);
+            }
+            Ok(None) => {
+                tracing::warn!(parent: &act.span, to = %act.to, "no agent profile answers this number; rejecting");
+                act.reject(ctx);
+            }
+            Err(e) => {
+                tracing::error!(parent: &act.span, error = %e, "profile lookup failed; rejecting");
+                act.reject(ctx);
+            }
+        }));
+    }
+
+    fn answer(&mut self, ctx: &mut Context<Self>) {
+        let Some(ccid) = self.control_id.clone() else { return };
+        self.apply(CallSignal::AnswerSent);
+        self.record_changes(CallChanges { status: Some(self.state.as_str().into()), ..Default::default() });
+        let telnyx = self.deps.telnyx.clone();
+        let req = AnswerRequest {
+            stream: Some(self.stream_settings()),
+            client_state: Some(self.id.to_string()),
+        };
+        let fut = async move { telnyx.answer(&ccid, req).await };
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
+            if let Err(e) = result {
+                act.command_failed("answer", &e, ctx);
+            }
+        }));
+    }
+
+    fn reject(&mut self, ctx: &mut Context<Self>) {
+        let Some(ccid) = self.control_id.clone() else {
+            ctx.stop();
+            return;
+        };
+        let telnyx = self.deps.telnyx.clone();
+        let fut = async move { telnyx.reject(&ccid, RejectCause::CallRejected).await };
+        ctx.wait(fut.into_actor(self).map(|result, act, ctx| {
+            if let Err(e) = result {
+                tracing::warn!(parent: &act.span, error = %e, "reject failed");
+            }
+            // No tenant, no row: the raw webhook inbox keeps the trace of this call.
+            act.finish(EndReason::SetupFailed, ctx);
+        }));
+    }
+
+    fn dial(&mut self, organization_id: Uuid, agent_profile_id: Uuid, ctx: &mut Context<Self>) {
+        self.organization_id = Some(organization_id);
+        self.agent_profile_id = Some(agent_profile_id);
+        let telnyx = self.deps.telnyx.clone();
+        let req = DialRequest {
+            to: self.to.clone(),
+            from: self.from.clone(),
+            client_state: Some(self.id.to_string()),
+            timeout_secs: Some(self.deps.settings.ring_timeout_secs),
+            time_limit_secs: Some(self.deps.settings.max_duration_secs),
+            stream: Some(self.stream_settings()),
+            ..Default::default()
+        };
+        let fut = async move { telnyx.dial(req).await };
+        ctx.wait(fut.into_actor(self).map(|result, act, ctx| match result {
+            Ok(dialled) => {
+                act.control_id = Some(dialled.call_control_id.clone());
+                act.deps.registry.bind_control_id(&dialled.call_control_id, act.id);
+                act.record_changes(CallChanges {
+                    call_control_id: Some(dialled.call_control_id),
+                    call_leg_id: dialled.call_leg_id,
+                    call_session_id: dialled.call_session_id,
+                    ..Default::default()
+                });
+            }
+            Err(e) => {
+                tracing::warn!(parent: &act.span, error = %e, "dial failed");
+                act.record_engine_event("engine.dial_failed", serde_json::json!({ "error": e.to_string() }));
+                act.finish(EndReason::SetupFailed, ctx);
+            }
+        }));
+    }
+
+    fn command_failed(&mut self, command: &str, error: &TelnyxError, ctx: &mut Context<Self>) {
+        tracing::warn!(parent: &self.span, command, error = %error, "Telnyx command failed");
+        self.record_engine_event(
+            "engine.command_failed",
+            serde_json::json!({ "command": command, "error": error.to_string() }),
+        );
+        if matches!(error, TelnyxError::CallEnded) {
+            // Telnyx says the call is gone; its hangup webhook may never come.
+            self.finish(self.ending.unwrap_or(EndReason::Hangup), ctx);
+        }
+    }
+
+    /// We decided to end the call: hang up, and finish when Telnyx confirms (or after a grace).
+    fn terminate(&mut self, reason: EndReason, ctx: &mut Context<Self>) {
+        if self.state == CallState::Ended || self.ending.is_some() {
+            return;
+        }
+        tracing::info!(parent: &self.span, reason = reason.as_str(), "ending call");
+        self.ending = Some(reason);
+        self.record_engine_event("engine.hangup_requested", serde_json::json!({ "reason": reason.as_str() }));
+        self.send_hangup(ctx);
+        ctx.run_later(
+            Duration::from_secs(self.deps.settings.hangup_confirm_timeout_secs),
+            move |act, ctx| {
+                if act.state != CallState::Ended {
+                    tracing::warn!(parent: &act.span, "no hangup webhook; closing the call ourselves");
+                    act.finish(reason, ctx);
+                }
+            },
+        );
+    }
+
+    fn send_hangup(&mut self, ctx: &mut Context<Self>) {
+        let Some(ccid) = self.control_id.clone() else { return };
+        let telnyx = self.deps.telnyx.clone();
+        let fut = async move { telnyx.hangup(&ccid).await };
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
+            if let Err(e) = result {
+                act.command_failed("hangup", &e, ctx);
+            }
+        }));
+    }
+
+    /// The call is over: record how, tell the registry, stop.
+    fn finish(&mut self, reason: EndReason, ctx: &mut Context<Self>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let last_state = self.state;
+        self.state = CallState::Ended;
+        let ended_at = Utc::now();
+        let outcome = outcome_for(self.direction, last_state, reason);
+        let duration_ms = self
+            .answered_at
+            .map(|a| (ended_at - a).num_milliseconds().max(0))
+            .unwrap_or(0);
+        tracing::info!(parent: &self.span, reason = reason.as_str(), outcome = outcome.as_str(), duration_ms, "call ended");
+        self.record_changes(CallChanges {
+            status: Some(CallState::Ended.as_str().into()),
+            outcome: Some(outcome.as_str().into()),
+            end_reason: Some(reason.as_str().into()),
+            ended_at: Some(ended_at),
+            duration_ms: Some(duration_ms),
+            ..Default::default()
+        });
+        self.deps.registry.call_ended(CallEnded { call_id: self.id, control_id: self.control_id.clone() });
+        ctx.stop();
+    }
+
+    fn on_telnyx_event(&mut self, event: WebhookEvent, ctx: &mut Context<Self>) {
+        self.record_event(&event);
+        if self.state == CallState::Ended {
+            return;
+        }
+        let p = &event.payload;
+        match event.kind() {
+            TelnyxEventKind::CallInitiated => {
+                let mut changes = CallChanges::default();
+                if self.control_id.is_none() {
+                    if let Some(ccid) = &p.call_control_id {
+                        self.control_id = Some(ccid.clone());
+                        self.deps.registry.bind_control_id(ccid, self.id);
+                        changes.call_control_id = Some(ccid.clone());
+                    }
+                }
+                changes.call_leg_id = p.call_leg_id.clone();
+                changes.call_session_id = p.call_session_id.clone();
+                if self.apply(CallSignal::Initiated) {
+                    changes.status = Some(self.state.as_str().into());
+                }
+                self.record_changes(changes);
+            }
+            TelnyxEventKind::CallAnswered => {
+                if self.apply(CallSignal::Answered) {
+                    self.mark_answered(&event);
+                }
+            }
+            TelnyxEventKind::StreamingStarted => {
+                let was_answered = self.answered_at.is_some();
+                if self.apply(CallSignal::StreamingStarted) {
+                    if !was_answered {
+                        self.mark_answered(&event);
+                    } else {
+                        self.record_changes(CallChanges { status: Some(self.state.as_str().into()), ..Default::default() });
+                    }
+                }
+            }
+            TelnyxEventKind::StreamingStopped => {
+                if self.apply(CallSignal::StreamingStopped) {
+                    self.record_changes(CallChanges { status: Some(self.state.as_str().into()), ..Default::default() });
+                }
+            }
+            TelnyxEventKind::CallHangup => {
+                self.record_changes(CallChanges {
+                    hangup_cause: p.hangup_cause.clone(),
+                    hangup_source: p.hangup_source.clone(),
+                    ..Default::default()
+                });
+                let reason = self.ending.unwrap_or(EndReason::Hangup);
+                self.finish(reason, ctx);
+            }
+            // Recorded above; later layers act on DTMF, machine detection and recordings.
+            _ => {}
+        }
+    }
+
+    fn mark_answered(&mut self, event: &WebhookEvent) {
+        let at = event.occurred_at.unwrap_or_else(Utc::now);
+        self.answered_at = Some(at);
+        self.last_media = Instant::now();
+        self.record_changes(CallChanges {
+            status: Some(self.state.as_str().into()),
+            answered_at: Some(at),
+            ..Default::default()
+        });
+    }
+
+    fn check_media(&mut self, ctx: &mut Context<Self>) {
+        let limit = Duration::from_secs(self.deps.settings.no_media_timeout_secs);
+        if self.state.was_answered() && self.last_media.elapsed() > limit {
+            self.terminate(EndReason::NoMedia, ctx);
+        }
+    }
+}
+
+impl Actor for Call {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        match self.origin.take() {
+            Some(Origin::Inbound { event }) => self.set_up_inbound(event, ctx),
+            Some(Origin::Outbound { organization_id, agent_profile_id }) => {
+                self.dial(organization_id, agent_profile_id, ctx)
+            }
+            None => {}
+        }
+        let settings = &self.deps.settings;
+        ctx.run_later(Duration::from_secs(settings.max_duration_secs.into()), |act, ctx| {
+            act.terminate(EndReason::TimeLimit, ctx)
+        });
+        ctx.run_interval(Duration::from_millis(settings.media_check_interval_ms), |act, ctx| {
+            act.check_media(ctx)
+        });
+    }
+}
+
+impl Handler<TelnyxEventReceived> for Call {
+    type Result = ();
+    fn handle(&mut self, msg: TelnyxEventReceived, ctx: &mut Self::Context) {
+        let _entered = self.span.clone().entered();
+        self.on_telnyx_event(msg.0, ctx);
+    }
+}
+
+impl Call {
+    fn check_org(&self, organization_id: Uuid) -> Result<(), CommandError> {
+        if self.organization_id != Some(organization_id) {
+            return Err(CommandError::NotFound);
+        }
+        if self.state == CallState::Ended || self.ending.is_some() {
+            return Err(CommandError::Ended);
+        }
+        Ok(())
+    }
+}
+
+impl Handler<HangUp> for Call {
+    type Result = Result<(), CommandError>;
+    fn handle(&mut self, msg: HangUp, ctx: &mut Self::Context) -> Self::Result {
+        self.check_org(msg.organization_id)?;
+        self.terminate(EndReason::Hangup, ctx);
+        Ok(())
+    }
+}
+
+impl Handler<Transfer> for Call {
+    type Result = ResponseActFuture<Self, Result<(), CommandError>>;
+    fn handle(&mut self, msg: Transfer, _ctx: &mut Self::Context) -> Self::Result {
+        let checked = self.check_org(msg.organization_id).and_then(|()| {
+            if !self.state.was_answered() {
+                return Err(CommandError::InvalidState("the call is not answered yet".into()));
+            }
+            self.control_id.clone().ok_or(CommandError::InvalidState("no Telnyx call yet".into()))
+        });
+        let ccid = match checked {
+            Ok(ccid) => ccid,
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        };
+        self.apply(CallSignal::EscalationStarted);
+        self.record_changes(CallChanges { status: Some(self.state.as_str().into()), ..Default::default() });
+        self.record_engine_event("engine.transfer_requested", serde_json::json!({ "to": msg.to }));
+        let telnyx = self.deps.telnyx.clone();
+        let from = Some(self.to.clone());
+        let req = TransferRequest { to: msg.to, from };
+        let fut = async move { telnyx.transfer(&ccid, req).await };
+        Box::pin(fut.into_actor(self).map(|result, act, ctx| match result {
+            Ok(()) => {
+                act.ending = Some(EndReason::Transferred);
+                Ok(())
+            }
+            Err(TelnyxError::CallEnded) => {
+                act.finish(EndReason::Hangup, ctx);
+                Err(CommandError::Ended)
+            }
+            Err(e) => Err(CommandError::Provider(e.to_string())),
+        }))
+    }
+}
+
+impl Handler<MediaActivity> for Call {
+    type Result = ();
+    fn handle(&mut self, _: MediaActivity, _: &mut Self::Context) {
+        self.last_media = Instant::now();
+    }
+}
+
+impl Handler<GetSnapshot> for Call {
+    type Result = MessageResult<GetSnapshot>;
+    fn handle(&mut self, _: GetSnapshot, _: &mut Self::Context) -> Self::Result {
+        MessageResult(CallSnapshot {
+            call_id: self.id,
+            organization_id: self.organization_id,
+            state: self.state,
+            call_control_id: self.control_id.clone(),
+        })
+    }
+}

@@ -1,0 +1,6 @@
+//! The actors that run live calls: the sharded `CallRegistry`, one `Call` per live call, and the
+//! `Recorder` that persists what calls do, off their hot path.
+
+pub mod call;
+pub mod recorder;
+pub mod registry;

@@ -1,0 +1,320 @@
+//! `CallRegistry`: the table of live calls, split into shards (one actor on its own arbiter
+//! each) keyed by call id. Shards are the only writers of the table; webhooks, API commands and
+//! media sockets reach a call only through here.
+
+use crate::actors::call::messages::{CommandError, HangUp, TelnyxEventReceived, Transfer};
+use crate::actors::call::{Call, CallDeps, Origin};
+use crate::domain::call::CallId;
+use crate::providers::telnyx::{TelnyxEventKind, WebhookEvent};
+use crate::store::{calls, events, DbPool};
+use actix::prelude::*;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock, RwLock};
+use uuid::Uuid;
+
+/// Cloneable handle to every shard. Cheap to pass around (HTTP handlers, calls).
+#[derive(Clone)]
+pub struct CallRegistry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: OnceLock<Vec<Addr<RegistryShard>>>,
+    arbiters: Vec<Arbiter>,
+    /// Telnyx `call_control_id` → our id. Written only by shards; read by webhook routing.
+    control_ids: RwLock<HashMap<String, CallId>>,
+    db: DbPool,
+}
+
+impl CallRegistry {
+    /// Starts `shards` registry shards, each on its own arbiter (thread). Call actors live on
+    /// their shard's arbiter. `make_deps` builds the dependencies each call receives.
+    pub fn start(
+        shards: usize,
+        db: DbPool,
+        make_deps: impl Fn(CallRegistry) -> CallDeps,
+    ) -> CallRegistry {
+        let shards = shards.max(1);
+        let arbiters: Vec<Arbiter> = (0..shards).map(|_| Arbiter::new()).collect();
+        let registry = CallRegistry {
+            inner: Arc::new(Inner {
+                shards: OnceLock::new(),
+                arbiters,
+                control_ids: RwLock::new(HashMap::new()),
+                db,
+            }),
+        };
+        let deps = make_deps(registry.clone());
+        let addrs = registry
+            .inner
+            .arbiters
+            .iter()
+            .enumerate()
+            .map(|(index, arbiter)| {
+                let deps = deps.clone();
+                RegistryShard::start_in_arbiter(&arbiter.handle(), move |_| RegistryShard {
+                    index,
+                    calls: HashMap::new(),
+                    deps,
+                })
+            })
+            .collect();
+        let _ = registry.inner.shards.set(addrs);
+        registry
+    }
+
+    fn shard(&self, id: CallId) -> Option<&Addr<RegistryShard>> {
+        let shards = self.inner.shards.get()?;
+        let mut h = DefaultHasher::new();
+        id.hash(&mut h);
+        let n = shards.len() as u64;
+        shards.get(usize::try_from(h.finish() % n).unwrap_or(0))
+    }
+
+    fn lookup_control_id(&self, ccid: &str) -> Option<CallId> {
+        self.inner
+            .control_ids
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(ccid)
+            .copied()
+    }
+
+    /// Called by the call that learned its Telnyx id (on its own shard's thread).
+    pub fn bind_control_id(&self, ccid: &str, id: CallId) {
+        self.inner
+            .control_ids
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ccid.to_owned(), id);
+    }
+
+    /// Routes a stored, deduplicated webhook to its call. Never waits for the call.
+    pub fn route_webhook(&self, event: WebhookEvent) {
+        let by_state = event
+            .payload
+            .client_state_decoded()
+            .and_then(|s| Uuid::parse_str(s.trim()).ok())
+            .map(CallId);
+        let by_ccid = event.payload.call_control_id.as_deref().and_then(|c| self.lookup_control_id(c));
+        let target = by_ccid.or(by_state);
+        let is_new_inbound =
+            event.kind() == TelnyxEventKind::CallInitiated && event.payload.is_incoming();
+        match (target, is_new_inbound) {
+            (Some(id), _) => {
+                if let Some(shard) = self.shard(id) {
+                    shard.do_send(RouteToCall { id, event });
+                }
+            }
+            (None, true) => {
+                let id = CallId::new();
+                if let Some(ccid) = &event.payload.call_control_id {
+                    self.bind_control_id(ccid, id);
+                }
+                if let Some(shard) = self.shard(id) {
+                    shard.do_send(StartCall {
+                        id,
+                        from: event.payload.from.clone().unwrap_or_default(),
+                        to: event.payload.to.clone().unwrap_or_default(),
+                        origin: Origin::Inbound { event },
+                    });
+                }
+            }
+            (None, false) => self.unknown_call_event(event),
+        }
+    }
+
+    /// A webhook for no live call here: a late event of a call that already ended (attached
+    /// to its history) or one we never knew (kept in the inbox only).
+    fn unknown_call_event(&self, event: WebhookEvent) {
+        let db = self.inner.db.clone();
+        actix::spawn(async move {
+            let Some(ccid) = event.payload.call_control_id.clone() else {
+                tracing::info!(event_type = %event.event_type, "webhook without a call id, stored only");
+                return;
+            };
+            let Ok(mut conn) = db.get().await else { return };
+            match calls::find_by_control_id(&mut conn, &ccid).await {
+                Ok(Some(call)) => {
+                    let record = events::NewCallEvent {
+                        organization_id: call.organization_id,
+                        call_id: call.id,
+                        event_type: event.event_type.clone(),
+                        telnyx_event_id: Some(event.id.clone()),
+                        payload: serde_json::to_value(&event.payload).unwrap_or_default(),
+                        occurred_at: event.occurred_at.unwrap_or_else(chrono::Utc::now),
+                    };
+                    if let Err(e) = events::insert_call_event(&mut conn, &record).await {
+                        tracing::warn!(error = %e, "could not attach a late event to its call");
+                    }
+                    tracing::info!(call_id = %call.id, event_type = %event.event_type, "late event for an ended call");
+                }
+                Ok(None) => {
+                    tracing::warn!(event_type = %event.event_type, "webhook for an unknown call, stored only")
+                }
+                Err(e) => tracing::warn!(error = %e, "lookup of an unknown call failed"),
+            }
+        });
+    }
+
+    /// Creates an outbound call actor for a call row the API already wrote; it dials at once.
+    pub fn start_outbound(
+        &self,
+        id: CallId,
+        organization_id: Uuid,
+        agent_profile_id: Uuid,
+        from: String,
+        to: String,
+    ) {
+        if let Some(shard) = self.shard(id) {
+            shard.do_send(StartCall {
+                id,
+                from,
+                to,
+                origin: Origin::Outbound { organization_id, agent_profile_id },
+            });
+        }
+    }
+
+    pub async fn hang_up(&self, organization_id: Uuid, id: CallId) -> Result<(), CommandError> {
+        let call = self.find(id).await?;
+        call.send(HangUp { organization_id }).await?
+    }
+
+    pub async fn transfer(
+        &self,
+        organization_id: Uuid,
+        id: CallId,
+        to: String,
+    ) -> Result<(), CommandError> {
+        let call = self.find(id).await?;
+        call.send(Transfer { organization_id, to }).await?
+    }
+
+    /// The live call's address, if this instance holds it.
+    pub async fn find(&self, id: CallId) -> Result<Addr<Call>, CommandError> {
+        let shard = self.shard(id).ok_or(CommandError::NotFound)?;
+        shard.send(FindCall(id)).await?.ok_or(CommandError::NotFound)
+    }
+
+    /// How many calls are live on this instance.
+    pub async fn live_count(&self) -> usize {
+        let Some(shards) = self.inner.shards.get() else { return 0 };
+        let mut total = 0;
+        for shard in shards {
+            total += shard.send(CountCalls).await.unwrap_or(0);
+        }
+        total
+    }
+
+    /// Called by a call as it stops.
+    pub fn call_ended(&self, ended: CallEnded) {
+        if let Some(ccid) = &ended.control_id {
+            self.inner
+                .control_ids
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(ccid);
+        }
+        if let Some(shard) = self.shard(ended.call_id) {
+            shard.do_send(ended);
+        }
+    }
+
+    /// Stops the shards' arbiters (and the calls on them). For shutdown and tests.
+    pub fn stop(&self) {
+        for arbiter in &self.inner.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+/// One shard: the live calls whose id hashes to it.
+pub struct RegistryShard {
+    index: usize,
+    calls: HashMap<CallId, Addr<Call>>,
+    deps: CallDeps,
+}
+
+impl Actor for RegistryShard {
+    type Context = Context<Self>;
+    fn started(&mut self, _: &mut Self::Context) {
+        tracing::debug!(shard = self.index, "registry shard started");
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StartCall {
+    id: CallId,
+    from: String,
+    to: String,
+    origin: Origin,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RouteToCall {
+    id: CallId,
+    event: WebhookEvent,
+}
+
+#[derive(Message)]
+#[rtype(result = "Option<Addr<Call>>")]
+struct FindCall(CallId);
+
+#[derive(Message)]
+#[rtype(result = "usize")]
+struct CountCalls;
+
+/// A call stopped; forget it.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct CallEnded {
+    pub call_id: CallId,
+    pub control_id: Option<String>,
+}
+
+impl Handler<StartCall> for RegistryShard {
+    type Result = ();
+    fn handle(&mut self, msg: StartCall, _: &mut Self::Context) {
+        if self.calls.contains_key(&msg.id) {
+            return;
+        }
+        let call = Call::new(msg.id, msg.from, msg.to, msg.origin, self.deps.clone()).start();
+        self.calls.insert(msg.id, call);
+    }
+}
+
+impl Handler<RouteToCall> for RegistryShard {
+    type Result = ();
+    fn handle(&mut self, msg: RouteToCall, _: &mut Self::Context) {
+        match self.calls.get(&msg.id) {
+            Some(call) => call.do_send(TelnyxEventReceived(msg.event)),
+            None => self.deps.registry.unknown_call_event(msg.event),
+        }
+    }
+}
+
+impl Handler<FindCall> for RegistryShard {
+    type Result = Option<Addr<Call>>;
+    fn handle(&mut self, msg: FindCall, _: &mut Self::Context) -> Self::Result {
+        self.calls.get(&msg.0).filter(|a| a.connected()).cloned()
+    }
+}
+
+impl Handler<CountCalls> for RegistryShard {
+    type Result = usize;
+    fn handle(&mut self, _: CountCalls, _: &mut Self::Context) -> usize {
+        self.calls.len()
+    }
+}
+
+impl Handler<CallEnded> for RegistryShard {
+    type Result = ();
+    fn handle(&mut self, msg: CallEnded, _: &mut Self::Context) {
+        self.calls.remove(&msg.call_id);
+    }
+}

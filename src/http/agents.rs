@@ -1,0 +1,214 @@
+//! Agent profiles API (`/api/v1/agents`): what the voice agent says and how, and which numbers
+//! it answers. Reading needs any role; writing needs admin.
+
+use crate::auth::AuthUser;
+use crate::domain::phone::PhoneNumber;
+use crate::domain::role::Role;
+use crate::error::ApiError;
+use crate::http::AppState;
+use crate::store::agents::{self, AgentProfile, AgentProfileForm, AgentWriteError};
+use actix_web::{delete, get, post, put, web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(list_agents)
+        .service(create_agent)
+        .service(get_agent)
+        .service(update_agent)
+        .service(delete_agent);
+}
+
+fn default_language() -> String {
+    "en".into()
+}
+fn default_stt_model() -> String {
+    "nova-3".into()
+}
+fn default_threshold() -> f32 {
+    -0.5
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentBody {
+    pub name: String,
+    pub system_prompt: String,
+    pub greeting: String,
+    pub voice_id: String,
+    #[serde(default = "default_language")]
+    pub language: String,
+    #[serde(default = "default_stt_model")]
+    pub stt_model: String,
+    #[serde(default = "default_threshold")]
+    pub escalation_threshold: f32,
+    #[serde(default)]
+    pub escalation_number: Option<PhoneNumber>,
+    #[serde(default)]
+    pub phone_numbers: Vec<PhoneNumber>,
+}
+
+impl AgentBody {
+    fn validate(self) -> Result<(AgentProfileForm, Vec<String>), ApiError> {
+        let bad = |m: &str| Err(ApiError::Validation(m.to_owned()));
+        if self.name.trim().is_empty() || self.name.len() > 100 {
+            return bad("name: 1 to 100 characters");
+        }
+        if self.system_prompt.len() > 20_000 {
+            return bad("system_prompt: at most 20000 characters");
+        }
+        if self.greeting.trim().is_empty() || self.greeting.len() > 1000 {
+            return bad("greeting: 1 to 1000 characters");
+        }
+        if self.voice_id.trim().is_empty() || self.voice_id.len() > 200 {
+            return bad("voice_id: 1 to 200 characters");
+        }
+        let lang_ok = (2..=16).contains(&self.language.len())
+            && self.language.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !lang_ok {
+            return bad("language: a language tag such as en or en-US");
+        }
+        if !(-1.0..=1.0).contains(&self.escalation_threshold) {
+            return bad("escalation_threshold: between -1 and 1");
+        }
+        if self.phone_numbers.len() > 50 {
+            return bad("phone_numbers: at most 50");
+        }
+        let mut numbers: Vec<String> = self.phone_numbers.iter().map(|p| p.to_string()).collect();
+        numbers.sort();
+        numbers.dedup();
+        Ok((
+            AgentProfileForm {
+                name: self.name.trim().to_owned(),
+                system_prompt: self.system_prompt,
+                greeting: self.greeting,
+                voice_id: self.voice_id,
+                language: self.language,
+                stt_model: self.stt_model,
+                escalation_threshold: self.escalation_threshold,
+                escalation_number: self.escalation_number.map(String::from),
+            },
+            numbers,
+        ))
+    }
+}
+
+#[derive(Serialize)]
+pub struct AgentDto {
+    pub id: Uuid,
+    pub name: String,
+    pub system_prompt: String,
+    pub greeting: String,
+    pub voice_id: String,
+    pub language: String,
+    pub stt_model: String,
+    pub escalation_threshold: f32,
+    pub escalation_number: Option<String>,
+    pub phone_numbers: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<AgentProfile> for AgentDto {
+    fn from(p: AgentProfile) -> Self {
+        let r = p.row;
+        Self {
+            id: r.id,
+            name: r.name,
+            system_prompt: r.system_prompt,
+            greeting: r.greeting,
+            voice_id: r.voice_id,
+            language: r.language,
+            stt_model: r.stt_model,
+            escalation_threshold: r.escalation_threshold,
+            escalation_number: r.escalation_number,
+            phone_numbers: p.phone_numbers,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+impl From<AgentWriteError> for ApiError {
+    fn from(e: AgentWriteError) -> Self {
+        match e {
+            AgentWriteError::NumberTaken(n) => {
+                ApiError::Conflict(format!("phone number {n} already belongs to an agent profile"))
+            }
+            AgentWriteError::Store(s) => s.into(),
+        }
+    }
+}
+
+async fn conn(state: &AppState) -> Result<crate::store::DbConn, ApiError> {
+    state.db.get().await.map_err(|e| ApiError::Unavailable(e.into()))
+}
+
+#[get("/api/v1/agents")]
+async fn list_agents(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Viewer)?;
+    let list = agents::list(&mut *conn(&state).await?, user.organization_id).await?;
+    let data: Vec<AgentDto> = list.into_iter().map(AgentDto::from).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data })))
+}
+
+#[post("/api/v1/agents")]
+async fn create_agent(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    body: web::Json<AgentBody>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Admin)?;
+    let (form, numbers) = body.into_inner().validate()?;
+    let created = agents::create(&mut *conn(&state).await?, user.organization_id, &form, &numbers).await?;
+    Ok(HttpResponse::Created().json(AgentDto::from(created)))
+}
+
+#[get("/api/v1/agents/{id}")]
+async fn get_agent(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Viewer)?;
+    let found = agents::find(&mut *conn(&state).await?, user.organization_id, path.into_inner())
+        .await?
+        .ok_or(ApiError::NotFound("agent profile"))?;
+    Ok(HttpResponse::Ok().json(AgentDto::from(found)))
+}
+
+#[put("/api/v1/agents/{id}")]
+async fn update_agent(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+    body: web::Json<AgentBody>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Admin)?;
+    let (form, numbers) = body.into_inner().validate()?;
+    let updated = agents::update(
+        &mut *conn(&state).await?,
+        user.organization_id,
+        path.into_inner(),
+        &form,
+        &numbers,
+    )
+    .await?
+    .ok_or(ApiError::NotFound("agent profile"))?;
+    Ok(HttpResponse::Ok().json(AgentDto::from(updated)))
+}
+
+#[delete("/api/v1/agents/{id}")]
+async fn delete_agent(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Admin)?;
+    if agents::delete(&mut *conn(&state).await?, user.organization_id, path.into_inner()).await? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound("agent profile"))
+    }
+}

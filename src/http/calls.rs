@@ -1,0 +1,288 @@
+//! The calls API: place a call, list and read calls with their events, hang up and transfer.
+//! Every handler is tenant-scoped by the caller's token and role-checked.
+
+use crate::actors::call::messages::CommandError;
+use crate::auth::AuthUser;
+use crate::domain::call::{CallId, CallState, Direction, Outcome};
+use crate::domain::phone::PhoneNumber;
+use crate::domain::role::Role;
+use crate::error::ApiError;
+use crate::http::AppState;
+use crate::store::calls::{self, CallFilter, CallRow, Cursor, NewCall};
+use crate::store::{agents, events};
+use actix_web::{get, post, web, HttpResponse};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(create_call)
+        .service(list_calls)
+        .service(get_call)
+        .service(hangup_call)
+        .service(transfer_call);
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCallBody {
+    pub to: PhoneNumber,
+    pub from: PhoneNumber,
+    pub agent_profile_id: Uuid,
+}
+
+/// A call as the API shows it.
+#[derive(Serialize)]
+pub struct CallDto {
+    pub id: Uuid,
+    pub agent_profile_id: Option<Uuid>,
+    pub direction: String,
+    pub from: String,
+    pub to: String,
+    pub call_control_id: Option<String>,
+    pub status: String,
+    pub outcome: Option<String>,
+    pub end_reason: Option<String>,
+    pub hangup_cause: Option<String>,
+    pub hangup_source: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub sentiment_avg: Option<f32>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<CallRow> for CallDto {
+    fn from(c: CallRow) -> Self {
+        Self {
+            id: c.id,
+            agent_profile_id: c.agent_profile_id,
+            direction: c.direction,
+            from: c.from_number,
+            to: c.to_number,
+            call_control_id: c.call_control_id,
+            status: c.status,
+            outcome: c.outcome,
+            end_reason: c.end_reason,
+            hangup_cause: c.hangup_cause,
+            hangup_source: c.hangup_source,
+            started_at: c.started_at,
+            answered_at: c.answered_at,
+            ended_at: c.ended_at,
+            duration_ms: c.duration_ms,
+            sentiment_avg: c.sentiment_avg,
+            created_at: c.created_at,
+        }
+    }
+}
+
+async fn conn(state: &AppState) -> Result<crate::store::DbConn, ApiError> {
+    state.db.get().await.map_err(|e| ApiError::Unavailable(e.into()))
+}
+
+#[post("/api/v1/calls")]
+async fn create_call(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    body: web::Json<CreateCallBody>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Agent)?;
+    let body = body.into_inner();
+    let mut conn = conn(&state).await?;
+    let profile = agents::find(&mut conn, user.organization_id, body.agent_profile_id)
+        .await?
+        .ok_or_else(|| ApiError::Validation("agent_profile_id: no such agent profile".into()))?;
+    let id = CallId::new();
+    let call = NewCall {
+        id: id.0,
+        organization_id: user.organization_id,
+        agent_profile_id: Some(profile.row.id),
+        direction: Direction::Outbound.as_str().into(),
+        from_number: body.from.to_string(),
+        to_number: body.to.to_string(),
+        call_control_id: None,
+        call_leg_id: None,
+        call_session_id: None,
+        status: CallState::Dialing.as_str().into(),
+        started_at: Utc::now(),
+    };
+    // The row exists before the call actor does, so the 202 below is immediately readable.
+    calls::insert(&mut conn, &call).await?;
+    let row = calls::find(&mut conn, user.organization_id, id.0)
+        .await?
+        .ok_or(ApiError::NotFound("call"))?;
+    drop(conn);
+    state.registry.start_outbound(
+        id,
+        user.organization_id,
+        profile.row.id,
+        body.from.to_string(),
+        body.to.to_string(),
+    );
+    Ok(HttpResponse::Accepted().json(CallDto::from(row)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub status: Option<String>,
+    pub direction: Option<String>,
+    pub outcome: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct CallPage {
+    data: Vec<CallDto>,
+    next_cursor: Option<String>,
+}
+
+fn encode_cursor(c: &Cursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}|{}", c.created_at.timestamp_micros(), c.id))
+}
+
+fn decode_cursor(s: &str) -> Result<Cursor, ApiError> {
+    let bad = || ApiError::BadRequest("cursor: not a cursor this API returned".into());
+    let raw = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let (micros, id) = text.split_once('|').ok_or_else(bad)?;
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
+    Ok(Cursor {
+        created_at: DateTime::from_timestamp_micros(micros).ok_or_else(bad)?,
+        id: Uuid::parse_str(id).map_err(|_| bad())?,
+    })
+}
+
+impl ListQuery {
+    fn filter(&self) -> Result<CallFilter, ApiError> {
+        if let Some(s) = &self.status {
+            CallState::parse(s).ok_or_else(|| ApiError::BadRequest(format!("status: unknown value {s:?}")))?;
+        }
+        if let Some(d) = &self.direction {
+            if d != "inbound" && d != "outbound" {
+                return Err(ApiError::BadRequest("direction: inbound or outbound".into()));
+            }
+        }
+        if let Some(o) = &self.outcome {
+            Outcome::parse(o).ok_or_else(|| ApiError::BadRequest(format!("outcome: unknown value {o:?}")))?;
+        }
+        Ok(CallFilter {
+            status: self.status.clone(),
+            direction: self.direction.clone(),
+            outcome: self.outcome.clone(),
+            from: self.from,
+            to: self.to,
+        })
+    }
+}
+
+#[get("/api/v1/calls")]
+async fn list_calls(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Viewer)?;
+    let filter = query.filter()?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::BadRequest("limit: between 1 and 200".into()));
+    }
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let mut conn = conn(&state).await?;
+    // One extra row tells whether another page exists.
+    let mut rows = calls::list(&mut conn, user.organization_id, &filter, after, limit + 1).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(50));
+    let next_cursor = more
+        .then(|| rows.last().map(|r| encode_cursor(&Cursor { created_at: r.created_at, id: r.id })))
+        .flatten();
+    Ok(HttpResponse::Ok().json(CallPage { data: rows.into_iter().map(CallDto::from).collect(), next_cursor }))
+}
+
+#[derive(Serialize)]
+struct CallDetail {
+    #[serde(flatten)]
+    call: CallDto,
+    events: Vec<events::CallEventRow>,
+}
+
+#[get("/api/v1/calls/{id}")]
+async fn get_call(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Viewer)?;
+    let id = path.into_inner();
+    let mut conn = conn(&state).await?;
+    let call = calls::find(&mut conn, user.organization_id, id)
+        .await?
+        .ok_or(ApiError::NotFound("call"))?;
+    let events = events::list_call_events(&mut conn, user.organization_id, id).await?;
+    Ok(HttpResponse::Ok().json(CallDetail { call: call.into(), events }))
+}
+
+/// Maps a registry answer to the API's: a call that is not live is either unknown here (404),
+/// over (409 `call_ended`), or live on no instance we can reach (409 `call_not_live`).
+async fn command_error(state: &AppState, org: Uuid, id: Uuid, err: CommandError) -> ApiError {
+    match err {
+        CommandError::NotFound => {
+            let Ok(mut conn) = conn(state).await else {
+                return ApiError::Unavailable(anyhow::anyhow!("database unavailable"));
+            };
+            match calls::find(&mut conn, org, id).await {
+                Ok(Some(row)) if row.status == CallState::Ended.as_str() => ApiError::CallEnded,
+                Ok(Some(_)) => ApiError::CallNotLive,
+                Ok(None) => ApiError::NotFound("call"),
+                Err(e) => e.into(),
+            }
+        }
+        CommandError::Ended => ApiError::CallEnded,
+        CommandError::InvalidState(why) => ApiError::Conflict(why),
+        CommandError::Provider(why) => ApiError::Unavailable(anyhow::anyhow!(why)),
+        CommandError::Mailbox(e) => ApiError::Internal(e.into()),
+    }
+}
+
+#[post("/api/v1/calls/{id}/hangup")]
+async fn hangup_call(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Agent)?;
+    let id = path.into_inner();
+    match state.registry.hang_up(user.organization_id, CallId(id)).await {
+        Ok(()) => Ok(HttpResponse::Accepted().json(serde_json::json!({ "id": id, "status": "hanging_up" }))),
+        Err(e) => Err(command_error(&state, user.organization_id, id, e).await),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferBody {
+    pub to: PhoneNumber,
+}
+
+#[post("/api/v1/calls/{id}/transfer")]
+async fn transfer_call(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+    body: web::Json<TransferBody>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Agent)?;
+    let id = path.into_inner();
+    let to = body.into_inner().to.to_string();
+    match state.registry.transfer(user.organization_id, CallId(id), to.clone()).await {
+        Ok(()) => Ok(HttpResponse::Accepted().json(serde_json::json!({ "id": id, "status": "transferring", "to": to }))),
+        Err(e) => Err(command_error(&state, user.organization_id, id, e).await),
+    }
+}

@@ -1,0 +1,183 @@
+//! Calls: insert, update, fetch and list (cursor-paginated), always within one organization,
+//! plus the one internal lookup by Telnyx id that webhook routing needs.
+
+use crate::store::schema::calls;
+use crate::store::StoreError;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = calls)]
+pub struct NewCall {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub agent_profile_id: Option<Uuid>,
+    pub direction: String,
+    pub from_number: String,
+    pub to_number: String,
+    pub call_control_id: Option<String>,
+    pub call_leg_id: Option<String>,
+    pub call_session_id: Option<String>,
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+}
+
+/// A partial update; `None` leaves a column alone.
+#[derive(Debug, Clone, Default, AsChangeset)]
+#[diesel(table_name = calls)]
+pub struct CallChanges {
+    pub call_control_id: Option<String>,
+    pub call_leg_id: Option<String>,
+    pub call_session_id: Option<String>,
+    pub status: Option<String>,
+    pub outcome: Option<String>,
+    pub end_reason: Option<String>,
+    pub hangup_cause: Option<String>,
+    pub hangup_source: Option<String>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub sentiment_avg: Option<f32>,
+    pub sentiment_min: Option<f32>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
+#[diesel(table_name = calls)]
+pub struct CallRow {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub agent_profile_id: Option<Uuid>,
+    pub direction: String,
+    pub from_number: String,
+    pub to_number: String,
+    pub call_control_id: Option<String>,
+    pub call_leg_id: Option<String>,
+    pub call_session_id: Option<String>,
+    pub status: String,
+    pub outcome: Option<String>,
+    pub end_reason: Option<String>,
+    pub hangup_cause: Option<String>,
+    pub hangup_source: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub summary: Option<String>,
+    pub sentiment_avg: Option<f32>,
+    pub sentiment_min: Option<f32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub async fn insert(conn: &mut AsyncPgConnection, call: &NewCall) -> Result<(), StoreError> {
+    diesel::insert_into(calls::table)
+        .values(call)
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn update(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+    id: Uuid,
+    changes: &CallChanges,
+) -> Result<(), StoreError> {
+    let mut changes = changes.clone();
+    changes.updated_at = Some(Utc::now());
+    diesel::update(calls::table)
+        .filter(calls::organization_id.eq(organization_id))
+        .filter(calls::id.eq(id))
+        .set(&changes)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+    id: Uuid,
+) -> Result<Option<CallRow>, StoreError> {
+    Ok(calls::table
+        .filter(calls::organization_id.eq(organization_id))
+        .filter(calls::id.eq(id))
+        .select(CallRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Internal: the call a Telnyx webhook belongs to. Not tenant-scoped on purpose: the webhook is
+/// what tells us the tenant. Never exposed through the API.
+pub async fn find_by_control_id(
+    conn: &mut AsyncPgConnection,
+    call_control_id: &str,
+) -> Result<Option<CallRow>, StoreError> {
+    Ok(calls::table
+        .filter(calls::call_control_id.eq(call_control_id))
+        .select(CallRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Filters of the calls list; all optional.
+#[derive(Debug, Clone, Default)]
+pub struct CallFilter {
+    pub status: Option<String>,
+    pub direction: Option<String>,
+    pub outcome: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// Position after the last row of a page: newest first, ties broken by id.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cursor {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+/// One page of an organization's calls, newest first, starting after `after`.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+    filter: &CallFilter,
+    after: Option<Cursor>,
+    limit: i64,
+) -> Result<Vec<CallRow>, StoreError> {
+    let mut query = calls::table
+        .filter(calls::organization_id.eq(organization_id))
+        .select(CallRow::as_select())
+        .order((calls::created_at.desc(), calls::id.desc()))
+        .limit(limit)
+        .into_boxed();
+    if let Some(status) = &filter.status {
+        query = query.filter(calls::status.eq(status.clone()));
+    }
+    if let Some(direction) = &filter.direction {
+        query = query.filter(calls::direction.eq(direction.clone()));
+    }
+    if let Some(outcome) = &filter.outcome {
+        query = query.filter(calls::outcome.eq(outcome.clone()));
+    }
+    if let Some(from) = filter.from {
+        query = query.filter(calls::created_at.ge(from));
+    }
+    if let Some(to) = filter.to {
+        query = query.filter(calls::created_at.lt(to));
+    }
+    if let Some(c) = after {
+        query = query.filter(
+            calls::created_at
+                .lt(c.created_at)
+                .or(calls::created_at.eq(c.created_at).and(calls::id.lt(c.id))),
+        );
+    }
+    Ok(query.load(conn).await?)
+}
