@@ -81,6 +81,7 @@ pub struct Settings {
     pub cartesia: ProviderSettings,
     pub groq: GroqSettings,
     pub gemini: GeminiSettings,
+    pub auth: AuthSettings,
 }
 
 fn default_env() -> Environment {
@@ -114,6 +115,9 @@ pub struct RedisSettings {
     pub url: Secret,
     pub pool_max_size: usize,
     pub pool_timeout_ms: u64,
+    /// Prepended to every key this instance writes, so instances (or test runs) sharing one
+    /// Redis can be kept apart.
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -175,6 +179,50 @@ pub struct GeminiSettings {
     pub api_key: Secret,
     pub base_url: String,
     pub model: String,
+}
+
+/// Accounts and tokens: signing keys, token lifetimes, password hashing cost, rate limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Ed25519 private key, PKCS#8 PEM. Empty: generated at start-up in development only.
+    pub signing_key: Secret,
+    /// Key id of `signing_key`, written in every token header.
+    pub kid: String,
+    /// Public keys of former signing keys, still accepted so a rotation logs nobody out.
+    pub verification_keys: Vec<VerificationKey>,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// argon2id cost of new password hashes (memory in KiB, passes).
+    pub password_memory_kib: u32,
+    pub password_iterations: u32,
+    /// Header holding the client address when behind a proxy (e.g. `Fly-Client-IP`);
+    /// empty means the TCP peer address.
+    pub client_ip_header: String,
+    pub login_per_ip: RateLimit,
+    pub login_per_account: RateLimit,
+    pub refresh_per_family: RateLimit,
+}
+
+/// An older public key that tokens may still be signed with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationKey {
+    pub kid: String,
+    /// Ed25519 public key, SPKI PEM (`-----BEGIN PUBLIC KEY-----`).
+    pub public_key: String,
+}
+
+/// At most `max` attempts per `window_secs` (a fixed window).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub max: u64,
+    pub window_secs: u64,
 }
 
 /// A configuration problem, rendered as one line that names the key.
@@ -257,7 +305,46 @@ impl Settings {
         if self.health.check_timeout_ms == 0 {
             return fail("health.check_timeout_ms", "must be greater than 0");
         }
-        Ok(())
+        self.validate_auth()
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("auth.{key}: {why}")));
+        let auth = &self.auth;
+        if auth.signing_key.is_empty() && self.environment != Environment::Development {
+            return fail(
+                "signing_key",
+                "required outside development (generate one with `iace admin gen-key`)",
+            );
+        }
+        if auth.kid.is_empty() {
+            return fail("kid", "must not be empty");
+        }
+        if auth.issuer.is_empty() || auth.audience.is_empty() {
+            return fail("issuer", "issuer and audience must not be empty");
+        }
+        if auth.access_ttl_secs == 0 || auth.refresh_ttl_secs == 0 {
+            return fail("access_ttl_secs", "token lifetimes must be greater than 0");
+        }
+        if auth.password_memory_kib < 8 || auth.password_iterations == 0 {
+            return fail("password_memory_kib", "argon2 needs >= 8 KiB and >= 1 pass");
+        }
+        for (name, limit) in [
+            ("login_per_ip", auth.login_per_ip),
+            ("login_per_account", auth.login_per_account),
+            ("refresh_per_family", auth.refresh_per_family),
+        ] {
+            if limit.max == 0 || limit.window_secs == 0 {
+                return fail(name, "max and window_secs must be greater than 0");
+            }
+        }
+        // Parsing the keys here turns a bad PEM into one line at start-up, not a failed login.
+        let keys = if auth.signing_key.is_empty() {
+            crate::auth::keys::KeySet::generated(auth)
+        } else {
+            crate::auth::keys::KeySet::from_settings(auth)
+        };
+        keys.map(|_| ()).map_err(|e| ConfigError(e.to_string()))
     }
 }
 

@@ -4,7 +4,10 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::todo)
 )]
 
+pub mod admin;
+pub mod auth;
 pub mod config;
+pub mod domain;
 pub mod error;
 pub mod http;
 pub mod startup;

@@ -1,6 +1,7 @@
 //! Builds the application (pools, state, HTTP server on a bound listener; port 0 works) and
 //! runs it with an orderly shutdown: not ready, stop accepting, drain, close pools.
 
+use crate::auth::AuthService;
 use crate::config::Settings;
 use crate::error::{json_error_handler, path_error_handler, query_error_handler, ApiError};
 use crate::http::{self, metrics::Metrics, AppState, Readiness};
@@ -48,12 +49,15 @@ impl Application {
         let settings = Arc::new(settings);
         let db = pool::db_pool(&settings.database)?;
         let redis = pool::redis_pool(&settings.redis)?;
+        let metrics = Arc::new(Metrics::new()?);
+        let auth = AuthService::new(&settings, db.clone(), redis.clone(), metrics.clone())?;
         let state = AppState {
             settings: settings.clone(),
             db,
             redis,
-            metrics: Arc::new(Metrics::new()?),
+            metrics,
             readiness: Arc::new(Readiness::default()),
+            auth: Arc::new(auth),
         };
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address)

@@ -21,6 +21,10 @@ pub struct Metrics {
     pub db_pool_waiting: IntGauge,
     pub redis_pool_size: IntGauge,
     pub redis_pool_available: IntGauge,
+    /// Login attempts by outcome (success, invalid_credentials, user_disabled, rate_limited).
+    pub auth_logins: IntCounterVec,
+    /// Redis failures the auth layer worked around (rate_limit, revocation_check, revoke).
+    pub auth_redis_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -47,8 +51,21 @@ impl Metrics {
         let db_pool_waiting = gauge("db_pool_waiting", "Postgres pool: tasks waiting for one")?;
         let redis_pool_size = gauge("redis_pool_connections", "Redis pool: open connections")?;
         let redis_pool_available = gauge("redis_pool_available", "Redis pool: idle connections")?;
+        let auth_logins = IntCounterVec::new(
+            Opts::new("auth_logins_total", "Login attempts by outcome"),
+            &["outcome"],
+        )?;
+        let auth_redis_failures = IntCounterVec::new(
+            Opts::new(
+                "auth_redis_failures_total",
+                "Redis failures in authentication, by operation (worked around, not fatal)",
+            ),
+            &["operation"],
+        )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(auth_logins.clone()))?;
+        registry.register(Box::new(auth_redis_failures.clone()))?;
         for g in [
             &db_pool_size,
             &db_pool_available,
@@ -72,6 +89,8 @@ impl Metrics {
             db_pool_waiting,
             redis_pool_size,
             redis_pool_available,
+            auth_logins,
+            auth_redis_failures,
         })
     }
 

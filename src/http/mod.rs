@@ -1,8 +1,10 @@
 //! The HTTP surface: routes by resource, request middleware and the shared application state.
 
+pub mod auth;
 pub mod health;
 pub mod metrics;
 pub mod middleware;
+pub mod users;
 
 use crate::config::Settings;
 use crate::store::{DbPool, RedisPool};
@@ -32,10 +34,13 @@ pub struct AppState {
     pub redis: RedisPool,
     pub metrics: Arc<metrics::Metrics>,
     pub readiness: Arc<Readiness>,
+    pub auth: Arc<crate::auth::AuthService>,
 }
 
 /// Registers every route. The same function serves `main` and the tests.
 pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     cfg.configure(health::configure)
-        .configure(metrics::configure);
+        .configure(metrics::configure)
+        .configure(auth::configure)
+        .configure(users::configure);
 }
