@@ -46,16 +46,12 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("user disabled")]
     UserDisabled,
-    #[error("{0}")]
-    Forbidden(String),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("email already in use")]
     EmailTaken,
     #[error("{0}")]
     Validation(String),
-    #[error("{0}")]
-    Conflict(String),
     #[error("rate limited for {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error(transparent)]
@@ -82,10 +78,8 @@ impl From<AuthError> for ApiError {
             AuthError::RefreshTokenReused => ApiError::RefreshTokenReused,
             AuthError::InvalidCredentials => ApiError::InvalidCredentials,
             AuthError::UserDisabled => ApiError::UserDisabled,
-            AuthError::Forbidden(why) => ApiError::Forbidden(why),
             AuthError::NotFound(what) => ApiError::NotFound(what),
             AuthError::EmailTaken => ApiError::Conflict("email already in use".into()),
-            AuthError::Conflict(why) => ApiError::Conflict(why),
             AuthError::Validation(why) => ApiError::Validation(why),
             AuthError::RateLimited { retry_after_secs } => {
                 ApiError::RateLimited { retry_after_secs }

@@ -75,10 +75,6 @@ impl TryFrom<UserRow> for User {
     }
 }
 
-fn convert(rows: Vec<UserRow>) -> Result<Vec<User>, StoreError> {
-    rows.into_iter().map(User::try_from).collect()
-}
-
 /// A user to insert; the password is already hashed.
 #[derive(Debug, Insertable)]
 #[diesel(table_name = users)]
@@ -100,19 +96,34 @@ pub async fn insert(conn: &mut AsyncPgConnection, new: NewUser<'_>) -> Result<Us
         .try_into()
 }
 
+/// One user of one organization: the filter every by-id query and update starts from.
+type InOrg = diesel::dsl::Filter<
+    diesel::dsl::Filter<users::table, diesel::dsl::Eq<users::organization_id, Uuid>>,
+    diesel::dsl::Eq<users::id, Uuid>,
+>;
+
+fn in_org(organization_id: Uuid, id: Uuid) -> InOrg {
+    users::table
+        .filter(users::organization_id.eq(organization_id))
+        .filter(users::id.eq(id))
+}
+
+fn at_most_one(row: Result<UserRow, diesel::result::Error>) -> Result<Option<User>, StoreError> {
+    row.optional()?.map(User::try_from).transpose()
+}
+
 /// The login lookup: emails are unique service-wide, case-insensitively.
 pub async fn find_by_email(
     conn: &mut AsyncPgConnection,
     email: &str,
 ) -> Result<Option<User>, StoreError> {
-    users::table
-        .filter(lower(users::email).eq(email.to_lowercase()))
-        .select(UserRow::as_select())
-        .first(conn)
-        .await
-        .optional()?
-        .map(User::try_from)
-        .transpose()
+    at_most_one(
+        users::table
+            .filter(lower(users::email).eq(email.to_lowercase()))
+            .select(UserRow::as_select())
+            .first(conn)
+            .await,
+    )
 }
 
 pub async fn find(
@@ -120,15 +131,12 @@ pub async fn find(
     organization_id: Uuid,
     id: Uuid,
 ) -> Result<Option<User>, StoreError> {
-    users::table
-        .filter(users::organization_id.eq(organization_id))
-        .filter(users::id.eq(id))
-        .select(UserRow::as_select())
-        .first(conn)
-        .await
-        .optional()?
-        .map(User::try_from)
-        .transpose()
+    at_most_one(
+        in_org(organization_id, id)
+            .select(UserRow::as_select())
+            .first(conn)
+            .await,
+    )
 }
 
 /// Every user of the organization, oldest first.
@@ -136,14 +144,15 @@ pub async fn list(
     conn: &mut AsyncPgConnection,
     organization_id: Uuid,
 ) -> Result<Vec<User>, StoreError> {
-    convert(
-        users::table
-            .filter(users::organization_id.eq(organization_id))
-            .order((users::created_at.asc(), users::id.asc()))
-            .select(UserRow::as_select())
-            .load(conn)
-            .await?,
-    )
+    users::table
+        .filter(users::organization_id.eq(organization_id))
+        .order((users::created_at.asc(), users::id.asc()))
+        .select(UserRow::as_select())
+        .load(conn)
+        .await?
+        .into_iter()
+        .map(User::try_from)
+        .collect()
 }
 
 /// Changes a user's role; `None` when no such user is in the organization.
@@ -153,21 +162,16 @@ pub async fn set_role(
     id: Uuid,
     role: Role,
 ) -> Result<Option<User>, StoreError> {
-    diesel::update(
-        users::table
-            .filter(users::organization_id.eq(organization_id))
-            .filter(users::id.eq(id)),
+    at_most_one(
+        diesel::update(in_org(organization_id, id))
+            .set((
+                users::role.eq(role.as_str()),
+                users::updated_at.eq(diesel::dsl::now),
+            ))
+            .returning(UserRow::as_returning())
+            .get_result(conn)
+            .await,
     )
-    .set((
-        users::role.eq(role.as_str()),
-        users::updated_at.eq(diesel::dsl::now),
-    ))
-    .returning(UserRow::as_returning())
-    .get_result(conn)
-    .await
-    .optional()?
-    .map(User::try_from)
-    .transpose()
 }
 
 /// Disables (keeping the first disable time) or re-enables a user; `None` when no such user
@@ -178,9 +182,6 @@ pub async fn set_disabled(
     id: Uuid,
     disabled: bool,
 ) -> Result<Option<User>, StoreError> {
-    let target = users::table
-        .filter(users::organization_id.eq(organization_id))
-        .filter(users::id.eq(id));
     let disabled_at = if disabled {
         diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>>(
             "COALESCE(disabled_at, now())",
@@ -188,15 +189,14 @@ pub async fn set_disabled(
     } else {
         diesel::dsl::sql("NULL")
     };
-    diesel::update(target)
-        .set((
-            users::disabled_at.eq(disabled_at),
-            users::updated_at.eq(diesel::dsl::now),
-        ))
-        .returning(UserRow::as_returning())
-        .get_result(conn)
-        .await
-        .optional()?
-        .map(User::try_from)
-        .transpose()
+    at_most_one(
+        diesel::update(in_org(organization_id, id))
+            .set((
+                users::disabled_at.eq(disabled_at),
+                users::updated_at.eq(diesel::dsl::now),
+            ))
+            .returning(UserRow::as_returning())
+            .get_result(conn)
+            .await,
+    )
 }

@@ -315,13 +315,7 @@ impl TestApp {
         path: &str,
         body: &serde_json::Value,
     ) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("request sent")
+        self.send_as(reqwest::Method::POST, token, path, body).await
     }
 
     /// `PATCH path` with a JSON body and `Authorization: Bearer token`.
@@ -331,8 +325,20 @@ impl TestApp {
         path: &str,
         body: &serde_json::Value,
     ) -> reqwest::Response {
+        self.send_as(reqwest::Method::PATCH, token, path, body)
+            .await
+    }
+
+    /// Any method with a JSON body and `Authorization: Bearer token`.
+    pub async fn send_as(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
         self.client
-            .patch(self.url(path))
+            .request(method, self.url(path))
             .bearer_auth(token)
             .json(body)
             .send()
