@@ -163,6 +163,44 @@ async fn wrong_email_and_wrong_password_get_the_same_answer() {
 }
 
 #[actix_web::test]
+async fn wrong_email_costs_about_as_much_as_wrong_password() {
+    // A real argon2 cost, so the hash (not the database lookup) dominates both paths.
+    let app = spawn_app_with(|s| {
+        s.auth.password_memory_kib = 8192;
+        s.auth.password_iterations = 2;
+    })
+    .await;
+    let org = app.create_org("Acme").await;
+    let user = app.create_user(org, Role::Agent).await;
+    let median_ms = |email: String| {
+        let app = &app;
+        async move {
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let started = std::time::Instant::now();
+                let res = app
+                    .post_json(
+                        "/api/v1/auth/login",
+                        &json!({ "email": email, "password": "wrong-password-123" }),
+                    )
+                    .await;
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+                assert_eq!(res.status(), 401);
+            }
+            times.sort_by(f64::total_cmp);
+            times[2]
+        }
+    };
+    let known = median_ms(user.email.clone()).await;
+    let unknown = median_ms("nobody@example.test".to_owned()).await;
+    let ratio = unknown / known;
+    assert!(
+        (0.5..2.0).contains(&ratio),
+        "unknown email {unknown:.1} ms vs wrong password {known:.1} ms"
+    );
+}
+
+#[actix_web::test]
 async fn login_body_errors_use_the_json_error_shape() {
     let app = spawn_app_with(|s| s.server.body_limit_bytes = 1024).await;
     let res = app
