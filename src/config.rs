@@ -83,6 +83,7 @@ pub struct Settings {
     pub gemini: GeminiSettings,
     pub calls: CallSettings,
     pub recorder: RecorderSettings,
+    pub auth: AuthSettings,
 }
 
 fn default_env() -> Environment {
@@ -116,6 +117,9 @@ pub struct RedisSettings {
     pub url: Secret,
     pub pool_max_size: usize,
     pub pool_timeout_ms: u64,
+    /// Prepended to every key this instance writes, so instances (or test runs) sharing one
+    /// Redis can be kept apart.
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -213,6 +217,50 @@ pub struct RecorderSettings {
     pub max_attempts_per_write: u32,
 }
 
+/// Accounts and tokens: signing keys, token lifetimes, password hashing cost, rate limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Ed25519 private key, PKCS#8 PEM. Empty: generated at start-up in development only.
+    pub signing_key: Secret,
+    /// Key id of `signing_key`, written in every token header.
+    pub kid: String,
+    /// Public keys of former signing keys, still accepted so a rotation logs nobody out.
+    pub verification_keys: Vec<VerificationKey>,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// argon2id cost of new password hashes (memory in KiB, passes).
+    pub password_memory_kib: u32,
+    pub password_iterations: u32,
+    /// Header holding the client address when behind a proxy (e.g. `Fly-Client-IP`);
+    /// empty means the TCP peer address.
+    pub client_ip_header: String,
+    pub login_per_ip: RateLimit,
+    pub login_per_account: RateLimit,
+    pub refresh_per_family: RateLimit,
+}
+
+/// An older public key that tokens may still be signed with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationKey {
+    pub kid: String,
+    /// Ed25519 public key, SPKI PEM (`-----BEGIN PUBLIC KEY-----`).
+    pub public_key: String,
+}
+
+/// At most `max` attempts per `window_secs` (a fixed window).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub max: u64,
+    pub window_secs: u64,
+}
+
 /// A configuration problem, rendered as one line that names the key.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
@@ -294,7 +342,10 @@ impl Settings {
             return fail("telnyx.request_timeout_ms", "must be greater than 0");
         }
         if self.calls.max_duration_secs == 0 || self.calls.max_duration_secs > 14_400 {
-            return fail("calls.max_duration_secs", "must be between 1 and 14400 (Telnyx's limit)");
+            return fail(
+                "calls.max_duration_secs",
+                "must be between 1 and 14400 (Telnyx's limit)",
+            );
         }
         if !(5..=600).contains(&self.calls.ring_timeout_secs) {
             return fail("calls.ring_timeout_secs", "must be between 5 and 600");
@@ -303,7 +354,10 @@ impl Settings {
             return fail("calls.media_check_interval_ms", "must be greater than 0");
         }
         if self.recorder.batch_size == 0 || self.recorder.flush_interval_ms == 0 {
-            return fail("recorder.batch_size", "batch_size and flush_interval_ms must be greater than 0");
+            return fail(
+                "recorder.batch_size",
+                "batch_size and flush_interval_ms must be greater than 0",
+            );
         }
         if self.environment == Environment::Production {
             if self.telnyx.webhook_public_key.is_empty() {
@@ -316,7 +370,46 @@ impl Settings {
         if self.health.check_timeout_ms == 0 {
             return fail("health.check_timeout_ms", "must be greater than 0");
         }
-        Ok(())
+        self.validate_auth()
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("auth.{key}: {why}")));
+        let auth = &self.auth;
+        if auth.signing_key.is_empty() && self.environment != Environment::Development {
+            return fail(
+                "signing_key",
+                "required outside development (generate one with `iace admin gen-key`)",
+            );
+        }
+        if auth.kid.is_empty() {
+            return fail("kid", "must not be empty");
+        }
+        if auth.issuer.is_empty() || auth.audience.is_empty() {
+            return fail("issuer", "issuer and audience must not be empty");
+        }
+        if auth.access_ttl_secs == 0 || auth.refresh_ttl_secs == 0 {
+            return fail("access_ttl_secs", "token lifetimes must be greater than 0");
+        }
+        if auth.password_memory_kib < 8 || auth.password_iterations == 0 {
+            return fail("password_memory_kib", "argon2 needs >= 8 KiB and >= 1 pass");
+        }
+        for (name, limit) in [
+            ("login_per_ip", auth.login_per_ip),
+            ("login_per_account", auth.login_per_account),
+            ("refresh_per_family", auth.refresh_per_family),
+        ] {
+            if limit.max == 0 || limit.window_secs == 0 {
+                return fail(name, "max and window_secs must be greater than 0");
+            }
+        }
+        // Parsing the keys here turns a bad PEM into one line at start-up, not a failed login.
+        let keys = if auth.signing_key.is_empty() {
+            crate::auth::keys::KeySet::generated(auth)
+        } else {
+            crate::auth::keys::KeySet::from_settings(auth)
+        };
+        keys.map(|_| ()).map_err(|e| ConfigError(e.to_string()))
     }
 }
 

@@ -24,6 +24,20 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     Unauthorized(String),
+    #[error("missing bearer token")]
+    MissingToken,
+    #[error("{0}")]
+    InvalidToken(String),
+    #[error("token expired")]
+    TokenExpired,
+    #[error("token revoked")]
+    TokenRevoked,
+    #[error("refresh token already used; the session has been revoked")]
+    RefreshTokenReused,
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("user disabled")]
+    UserDisabled,
     #[error("{0}")]
     Forbidden(String),
     #[error("{0} not found")]
@@ -61,6 +75,13 @@ impl ApiError {
                 ("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE)
             }
             ApiError::Unauthorized(_) => ("unauthorized", StatusCode::UNAUTHORIZED),
+            ApiError::MissingToken => ("missing_token", StatusCode::UNAUTHORIZED),
+            ApiError::InvalidToken(_) => ("invalid_token", StatusCode::UNAUTHORIZED),
+            ApiError::TokenExpired => ("token_expired", StatusCode::UNAUTHORIZED),
+            ApiError::TokenRevoked => ("token_revoked", StatusCode::UNAUTHORIZED),
+            ApiError::RefreshTokenReused => ("refresh_token_reused", StatusCode::UNAUTHORIZED),
+            ApiError::InvalidCredentials => ("invalid_credentials", StatusCode::UNAUTHORIZED),
+            ApiError::UserDisabled => ("user_disabled", StatusCode::FORBIDDEN),
             ApiError::Forbidden(_) => ("forbidden", StatusCode::FORBIDDEN),
             ApiError::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
             ApiError::RouteNotFound => ("route_not_found", StatusCode::NOT_FOUND),
@@ -108,6 +129,14 @@ impl ResponseError for ApiError {
         let mut builder = HttpResponse::build(status);
         if let ApiError::RateLimited { retry_after_secs } = self {
             builder.insert_header(("Retry-After", retry_after_secs.to_string()));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: tell the client which scheme, and why the token was refused.
+            let challenge = match self {
+                ApiError::MissingToken | ApiError::InvalidCredentials => "Bearer".to_owned(),
+                _ => format!("Bearer error=\"invalid_token\", error_description=\"{code}\""),
+            };
+            builder.insert_header(("WWW-Authenticate", challenge));
         }
         builder
             .insert_header((ERROR_CODE_HEADER, code))

@@ -5,6 +5,8 @@
 )]
 
 pub mod actors;
+pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod error;

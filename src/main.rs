@@ -1,8 +1,11 @@
 //! The `iace` command line: `serve` runs the engine, `migrate` applies the database migrations,
 //! `sim` runs the provider simulators (and `sim call` makes the running one place a call).
+//! `admin` creates organizations, users and signing keys.
 
 use clap::{Parser, Subcommand};
+use iace::admin::PasswordSource;
 use iace::config::Settings;
+use iace::domain::Role;
 use iace::store::migrations;
 use iace::Application;
 use std::path::PathBuf;
@@ -44,6 +47,9 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         answer_delay_ms: u64,
     },
+    /// Operator tasks against the configured database.
+    #[command(subcommand)]
+    Admin(AdminCommand),
 }
 
 #[derive(Subcommand)]
@@ -62,8 +68,34 @@ enum SimAction {
     },
 }
 
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an organization; prints its id.
+    CreateOrg { name: String },
+    /// Create a user. The password is read from stdin with --password-stdin, otherwise
+    /// generated and printed once.
+    CreateUser {
+        /// Organization id (from create-org).
+        #[arg(long)]
+        org: uuid::Uuid,
+        #[arg(long)]
+        email: String,
+        /// admin, agent or viewer.
+        #[arg(long)]
+        role: Role,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Print a new Ed25519 signing key (PKCS#8 PEM, for auth.signing_key) and its public key.
+    GenKey,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A key can be generated before any configuration exists.
+    if let Command::Admin(AdminCommand::GenKey) = cli.command {
+        return gen_key();
+    }
     let settings = match Settings::load(&cli.config_dir) {
         Ok(settings) => settings,
         Err(err) => {
@@ -86,6 +118,62 @@ fn main() -> ExitCode {
             action: Some(SimAction::Call { from, to, sim_url }),
             ..
         } => sim_call(&settings, sim_url, &from, &to),
+        Command::Admin(command) => admin(&settings, command),
+    }
+}
+
+fn admin(settings: &Settings, command: AdminCommand) -> ExitCode {
+    let result = match command {
+        AdminCommand::CreateOrg { name } => {
+            iace::admin::create_org(settings, &name).map(|id| println!("{id}"))
+        }
+        AdminCommand::CreateUser {
+            org,
+            email,
+            role,
+            password_stdin,
+        } => {
+            let source = if password_stdin {
+                PasswordSource::Stdin
+            } else {
+                PasswordSource::Generate
+            };
+            iace::admin::create_user(settings, org, &email, role, source).map(|(id, password)| {
+                println!("{id}");
+                if let Some(password) = password {
+                    eprintln!("generated password (shown once):");
+                    println!("{password}");
+                }
+            })
+        }
+        AdminCommand::GenKey => gen_key_text().map(|text| print!("{text}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("admin: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn gen_key_text() -> anyhow::Result<String> {
+    let (private, public) = iace::admin::gen_key()?;
+    Ok(format!(
+        "# auth.signing_key (keep secret):\n{private}# public key (for auth.verification_keys after a rotation):\n{public}"
+    ))
+}
+
+fn gen_key() -> ExitCode {
+    match gen_key_text() {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("admin: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -4,13 +4,14 @@
 use crate::actors::call::CallDeps;
 use crate::actors::recorder::{Flush, Recorder, RecorderConfig};
 use crate::actors::registry::CallRegistry;
+use crate::auth::AuthService;
 use crate::config::{Environment, Settings};
-use crate::providers::telnyx::{CallControl, TelnyxClient, WebhookVerifier};
-use actix::{Actor, Arbiter};
 use crate::error::{json_error_handler, path_error_handler, query_error_handler, ApiError};
 use crate::http::{self, metrics::Metrics, AppState, Readiness};
+use crate::providers::telnyx::{CallControl, TelnyxClient, WebhookVerifier};
 use crate::store::pool;
 use crate::telemetry::RequestSpan;
+use actix::{Actor, Arbiter};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
@@ -101,6 +102,7 @@ impl Application {
             })
         };
 
+        let auth = AuthService::new(&settings, db.clone(), redis.clone(), metrics.clone())?;
         let state = AppState {
             settings: settings.clone(),
             db,
@@ -111,6 +113,7 @@ impl Application {
             recorder,
             telnyx,
             telnyx_verifier: WebhookVerifier::new(&webhook_public_key(&settings)),
+            auth: Arc::new(auth),
         };
         let port = listener.local_addr()?.port();
         let server = build_server(listener, state.clone())?;
@@ -143,7 +146,10 @@ impl Application {
         let state = self.state.clone();
         let result = self.server.await;
         let flush = state.recorder.send(Flush);
-        if tokio::time::timeout(Duration::from_secs(10), flush).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), flush)
+            .await
+            .is_err()
+        {
             tracing::error!("shutdown: recorder did not flush in 10 s");
         }
         state.registry.stop();
@@ -170,7 +176,9 @@ fn media_base_url(public_url: &str) -> String {
 /// The configured Telnyx public key; outside production an empty key means "trust the local
 /// simulator's development key" (production refuses to start without one, see config).
 fn webhook_public_key(settings: &Settings) -> String {
-    if settings.telnyx.webhook_public_key.is_empty() && settings.environment != Environment::Production {
+    if settings.telnyx.webhook_public_key.is_empty()
+        && settings.environment != Environment::Production
+    {
         crate::sim::telnyx::dev_public_key_b64()
     } else {
         settings.telnyx.webhook_public_key.clone()

@@ -71,6 +71,8 @@ impl RootSpanBuilder for RequestSpan {
             request_id = %request_id,
             method = %request.method(),
             route = %route,
+            user_id = tracing::field::Empty,
+            org_id = tracing::field::Empty,
             status = tracing::field::Empty,
             error_code = tracing::field::Empty,
             process_time_ms = tracing::field::Empty,

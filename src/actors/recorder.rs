@@ -13,7 +13,11 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 pub enum Write {
     InsertCall(NewCall),
-    UpdateCall { organization_id: Uuid, call_id: Uuid, changes: CallChanges },
+    UpdateCall {
+        organization_id: Uuid,
+        call_id: Uuid,
+        changes: CallChanges,
+    },
     InsertCallEvent(NewCallEvent),
 }
 
@@ -50,7 +54,11 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(pool: DbPool, config: RecorderConfig, failed_writes: prometheus::IntCounter) -> Self {
+    pub fn new(
+        pool: DbPool,
+        config: RecorderConfig,
+        failed_writes: prometheus::IntCounter,
+    ) -> Self {
         Self {
             pool,
             config,
@@ -118,13 +126,18 @@ enum BatchError {
 }
 
 async fn apply_batch(pool: &DbPool, batch: &[Write]) -> Result<(), BatchError> {
-    let mut conn = pool.get().await.map_err(|e| BatchError::Unavailable(e.into()))?;
+    let mut conn = pool
+        .get()
+        .await
+        .map_err(|e| BatchError::Unavailable(e.into()))?;
     for (index, write) in batch.iter().enumerate() {
         let result = match write {
             Write::InsertCall(call) => calls::insert(&mut conn, call).await,
-            Write::UpdateCall { organization_id, call_id, changes } => {
-                calls::update(&mut conn, *organization_id, *call_id, changes).await
-            }
+            Write::UpdateCall {
+                organization_id,
+                call_id,
+                changes,
+            } => calls::update(&mut conn, *organization_id, *call_id, changes).await,
             Write::InsertCallEvent(event) => events::insert_call_event(&mut conn, event).await,
         };
         if let Err(error) = result {

@@ -98,7 +98,11 @@ impl CallRegistry {
             .client_state_decoded()
             .and_then(|s| Uuid::parse_str(s.trim()).ok())
             .map(CallId);
-        let by_ccid = event.payload.call_control_id.as_deref().and_then(|c| self.lookup_control_id(c));
+        let by_ccid = event
+            .payload
+            .call_control_id
+            .as_deref()
+            .and_then(|c| self.lookup_control_id(c));
         let target = by_ccid.or(by_state);
         let is_new_inbound =
             event.kind() == TelnyxEventKind::CallInitiated && event.payload.is_incoming();
@@ -173,7 +177,10 @@ impl CallRegistry {
                 id,
                 from,
                 to,
-                origin: Origin::Outbound { organization_id, agent_profile_id },
+                origin: Origin::Outbound {
+                    organization_id,
+                    agent_profile_id,
+                },
             });
         }
     }
@@ -190,18 +197,27 @@ impl CallRegistry {
         to: String,
     ) -> Result<(), CommandError> {
         let call = self.find(id).await?;
-        call.send(Transfer { organization_id, to }).await?
+        call.send(Transfer {
+            organization_id,
+            to,
+        })
+        .await?
     }
 
     /// The live call's address, if this instance holds it.
     pub async fn find(&self, id: CallId) -> Result<Addr<Call>, CommandError> {
         let shard = self.shard(id).ok_or(CommandError::NotFound)?;
-        shard.send(FindCall(id)).await?.ok_or(CommandError::NotFound)
+        shard
+            .send(FindCall(id))
+            .await?
+            .ok_or(CommandError::NotFound)
     }
 
     /// How many calls are live on this instance.
     pub async fn live_count(&self) -> usize {
-        let Some(shards) = self.inner.shards.get() else { return 0 };
+        let Some(shards) = self.inner.shards.get() else {
+            return 0;
+        };
         let mut total = 0;
         for shard in shards {
             total += shard.send(CountCalls).await.unwrap_or(0);

@@ -56,7 +56,14 @@ mod tests {
     #[test]
     fn accepts_e164_and_rejects_the_rest() {
         assert!(PhoneNumber::parse("+15551230000").is_ok());
-        for bad in ["15551230000", "+1555", "+1555123000012345", "+1555-123-0000", "", "+0123456789"] {
+        for bad in [
+            "15551230000",
+            "+1555",
+            "+1555123000012345",
+            "+1555-123-0000",
+            "",
+            "+0123456789",
+        ] {
             assert!(PhoneNumber::parse(bad).is_err(), "{bad}");
         }
     }

@@ -65,7 +65,10 @@ impl AgentBody {
             return bad("voice_id: 1 to 200 characters");
         }
         let lang_ok = (2..=16).contains(&self.language.len())
-            && self.language.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            && self
+                .language
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !lang_ok {
             return bad("language: a language tag such as en or en-US");
         }
@@ -133,16 +136,20 @@ impl From<AgentProfile> for AgentDto {
 impl From<AgentWriteError> for ApiError {
     fn from(e: AgentWriteError) -> Self {
         match e {
-            AgentWriteError::NumberTaken(n) => {
-                ApiError::Conflict(format!("phone number {n} already belongs to an agent profile"))
-            }
+            AgentWriteError::NumberTaken(n) => ApiError::Conflict(format!(
+                "phone number {n} already belongs to an agent profile"
+            )),
             AgentWriteError::Store(s) => s.into(),
         }
     }
 }
 
 async fn conn(state: &AppState) -> Result<crate::store::DbConn, ApiError> {
-    state.db.get().await.map_err(|e| ApiError::Unavailable(e.into()))
+    state
+        .db
+        .get()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))
 }
 
 #[get("/api/v1/agents")]
@@ -161,7 +168,13 @@ async fn create_agent(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Admin)?;
     let (form, numbers) = body.into_inner().validate()?;
-    let created = agents::create(&mut *conn(&state).await?, user.organization_id, &form, &numbers).await?;
+    let created = agents::create(
+        &mut *conn(&state).await?,
+        user.organization_id,
+        &form,
+        &numbers,
+    )
+    .await?;
     Ok(HttpResponse::Created().json(AgentDto::from(created)))
 }
 
@@ -172,9 +185,13 @@ async fn get_agent(
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
-    let found = agents::find(&mut *conn(&state).await?, user.organization_id, path.into_inner())
-        .await?
-        .ok_or(ApiError::NotFound("agent profile"))?;
+    let found = agents::find(
+        &mut *conn(&state).await?,
+        user.organization_id,
+        path.into_inner(),
+    )
+    .await?
+    .ok_or(ApiError::NotFound("agent profile"))?;
     Ok(HttpResponse::Ok().json(AgentDto::from(found)))
 }
 
@@ -206,7 +223,13 @@ async fn delete_agent(
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Admin)?;
-    if agents::delete(&mut *conn(&state).await?, user.organization_id, path.into_inner()).await? {
+    if agents::delete(
+        &mut *conn(&state).await?,
+        user.organization_id,
+        path.into_inner(),
+    )
+    .await?
+    {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound("agent profile"))

@@ -80,7 +80,11 @@ impl From<CallRow> for CallDto {
 }
 
 async fn conn(state: &AppState) -> Result<crate::store::DbConn, ApiError> {
-    state.db.get().await.map_err(|e| ApiError::Unavailable(e.into()))
+    state
+        .db
+        .get()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))
 }
 
 #[post("/api/v1/calls")]
@@ -162,15 +166,19 @@ fn decode_cursor(s: &str) -> Result<Cursor, ApiError> {
 impl ListQuery {
     fn filter(&self) -> Result<CallFilter, ApiError> {
         if let Some(s) = &self.status {
-            CallState::parse(s).ok_or_else(|| ApiError::BadRequest(format!("status: unknown value {s:?}")))?;
+            CallState::parse(s)
+                .ok_or_else(|| ApiError::BadRequest(format!("status: unknown value {s:?}")))?;
         }
         if let Some(d) = &self.direction {
             if d != "inbound" && d != "outbound" {
-                return Err(ApiError::BadRequest("direction: inbound or outbound".into()));
+                return Err(ApiError::BadRequest(
+                    "direction: inbound or outbound".into(),
+                ));
             }
         }
         if let Some(o) = &self.outcome {
-            Outcome::parse(o).ok_or_else(|| ApiError::BadRequest(format!("outcome: unknown value {o:?}")))?;
+            Outcome::parse(o)
+                .ok_or_else(|| ApiError::BadRequest(format!("outcome: unknown value {o:?}")))?;
         }
         Ok(CallFilter {
             status: self.status.clone(),
@@ -201,9 +209,19 @@ async fn list_calls(
     let more = rows.len() as i64 > limit;
     rows.truncate(usize::try_from(limit).unwrap_or(50));
     let next_cursor = more
-        .then(|| rows.last().map(|r| encode_cursor(&Cursor { created_at: r.created_at, id: r.id })))
+        .then(|| {
+            rows.last().map(|r| {
+                encode_cursor(&Cursor {
+                    created_at: r.created_at,
+                    id: r.id,
+                })
+            })
+        })
         .flatten();
-    Ok(HttpResponse::Ok().json(CallPage { data: rows.into_iter().map(CallDto::from).collect(), next_cursor }))
+    Ok(HttpResponse::Ok().json(CallPage {
+        data: rows.into_iter().map(CallDto::from).collect(),
+        next_cursor,
+    }))
 }
 
 #[derive(Serialize)]
@@ -226,7 +244,10 @@ async fn get_call(
         .await?
         .ok_or(ApiError::NotFound("call"))?;
     let events = events::list_call_events(&mut conn, user.organization_id, id).await?;
-    Ok(HttpResponse::Ok().json(CallDetail { call: call.into(), events }))
+    Ok(HttpResponse::Ok().json(CallDetail {
+        call: call.into(),
+        events,
+    }))
 }
 
 /// Maps a registry answer to the API's: a call that is not live is either unknown here (404),
@@ -259,8 +280,15 @@ async fn hangup_call(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Agent)?;
     let id = path.into_inner();
-    match state.registry.hang_up(user.organization_id, CallId(id)).await {
-        Ok(()) => Ok(HttpResponse::Accepted().json(serde_json::json!({ "id": id, "status": "hanging_up" }))),
+    match state
+        .registry
+        .hang_up(user.organization_id, CallId(id))
+        .await
+    {
+        Ok(()) => {
+            Ok(HttpResponse::Accepted()
+                .json(serde_json::json!({ "id": id, "status": "hanging_up" })))
+        }
         Err(e) => Err(command_error(&state, user.organization_id, id, e).await),
     }
 }
@@ -281,8 +309,13 @@ async fn transfer_call(
     user.require(Role::Agent)?;
     let id = path.into_inner();
     let to = body.into_inner().to.to_string();
-    match state.registry.transfer(user.organization_id, CallId(id), to.clone()).await {
-        Ok(()) => Ok(HttpResponse::Accepted().json(serde_json::json!({ "id": id, "status": "transferring", "to": to }))),
+    match state
+        .registry
+        .transfer(user.organization_id, CallId(id), to.clone())
+        .await
+    {
+        Ok(()) => Ok(HttpResponse::Accepted()
+            .json(serde_json::json!({ "id": id, "status": "transferring", "to": to }))),
         Err(e) => Err(command_error(&state, user.organization_id, id, e).await),
     }
 }

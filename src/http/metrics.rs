@@ -4,7 +4,8 @@
 use crate::http::AppState;
 use actix_web::{get, web, HttpResponse};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -25,6 +26,10 @@ pub struct Metrics {
     pub webhooks_duplicate: IntCounter,
     pub recorder_failed_writes: IntCounter,
     pub live_calls: IntGauge,
+    /// Login attempts by outcome (success, invalid_credentials, user_disabled, rate_limited).
+    pub auth_logins: IntCounterVec,
+    /// Redis failures the auth layer worked around (rate_limit, revocation_check, revoke).
+    pub auth_redis_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -52,7 +57,10 @@ impl Metrics {
         let redis_pool_size = gauge("redis_pool_connections", "Redis pool: open connections")?;
         let redis_pool_available = gauge("redis_pool_available", "Redis pool: idle connections")?;
         let webhooks_accepted = IntCounterVec::new(
-            Opts::new("telnyx_webhooks_accepted_total", "Verified, new Telnyx webhooks by event type"),
+            Opts::new(
+                "telnyx_webhooks_accepted_total",
+                "Verified, new Telnyx webhooks by event type",
+            ),
             &["event_type"],
         )?;
         let webhooks_duplicate = IntCounter::new(
@@ -68,8 +76,21 @@ impl Metrics {
         registry.register(Box::new(webhooks_duplicate.clone()))?;
         registry.register(Box::new(recorder_failed_writes.clone()))?;
         registry.register(Box::new(live_calls.clone()))?;
+        let auth_logins = IntCounterVec::new(
+            Opts::new("auth_logins_total", "Login attempts by outcome"),
+            &["outcome"],
+        )?;
+        let auth_redis_failures = IntCounterVec::new(
+            Opts::new(
+                "auth_redis_failures_total",
+                "Redis failures in authentication, by operation (worked around, not fatal)",
+            ),
+            &["operation"],
+        )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(auth_logins.clone()))?;
+        registry.register(Box::new(auth_redis_failures.clone()))?;
         for g in [
             &db_pool_size,
             &db_pool_available,
@@ -97,6 +118,8 @@ impl Metrics {
             webhooks_duplicate,
             recorder_failed_writes,
             live_calls,
+            auth_logins,
+            auth_redis_failures,
         })
     }
 
@@ -125,7 +148,8 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let redis = state.redis.status();
     m.redis_pool_size.set(as_gauge(redis.size));
     m.redis_pool_available.set(as_gauge(redis.available));
-    m.live_calls.set(as_gauge(state.registry.live_count().await));
+    m.live_calls
+        .set(as_gauge(state.registry.live_count().await));
 
     let mut out = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&m.registry.gather(), &mut out) {

@@ -1,10 +1,12 @@
 //! The HTTP surface: routes by resource, request middleware and the shared application state.
 
 pub mod agents;
+pub mod auth;
 pub mod calls;
 pub mod health;
 pub mod metrics;
 pub mod middleware;
+pub mod users;
 pub mod webhooks;
 
 use crate::actors::recorder::Recorder;
@@ -43,10 +45,16 @@ pub struct AppState {
     pub telnyx: Arc<dyn CallControl + Send + Sync>,
     /// The webhook verifier, or why the configured key is unusable (answered as 503).
     pub telnyx_verifier: Result<WebhookVerifier, SignatureError>,
+    pub auth: Arc<crate::auth::AuthService>,
 }
 
 /// Registers every route. The same function serves `main` and the tests.
 pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     cfg.configure(health::configure)
-        .configure(metrics::configure);
+        .configure(metrics::configure)
+        .configure(auth::configure)
+        .configure(users::configure)
+        .configure(webhooks::configure)
+        .configure(calls::configure)
+        .configure(agents::configure);
 }

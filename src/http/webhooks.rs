@@ -3,7 +3,9 @@
 
 use crate::error::ApiError;
 use crate::http::AppState;
-use crate::providers::telnyx::{TelnyxEventKind, WebhookEnvelope, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::providers::telnyx::{
+    TelnyxEventKind, WebhookEnvelope, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+};
 use crate::store::events::{self, NewWebhookEvent};
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use serde_json::json;
@@ -22,7 +24,10 @@ async fn telnyx_webhook(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let verifier = state.telnyx_verifier.as_ref().map_err(|e| ApiError::WebhookSignature(*e))?;
+    let verifier = state
+        .telnyx_verifier
+        .as_ref()
+        .map_err(|e| ApiError::WebhookSignature(*e))?;
     verifier.verify(
         header(&req, TIMESTAMP_HEADER),
         header(&req, SIGNATURE_HEADER),
@@ -46,7 +51,11 @@ async fn telnyx_webhook(
         payload,
         occurred_at: event.occurred_at,
     };
-    let mut conn = state.db.get().await.map_err(|e| ApiError::Unavailable(e.into()))?;
+    let mut conn = state
+        .db
+        .get()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
     let is_new = events::insert_webhook_event(&mut conn, &record).await?;
     drop(conn);
     if !is_new {
@@ -56,8 +65,16 @@ async fn telnyx_webhook(
     }
     let kind = event.kind();
     // Unknown types share one label so the metric's cardinality stays bounded.
-    let label = if matches!(kind, TelnyxEventKind::Other(_)) { "other" } else { kind.as_str() };
-    state.metrics.webhooks_accepted.with_label_values(&[label]).inc();
+    let label = if matches!(kind, TelnyxEventKind::Other(_)) {
+        "other"
+    } else {
+        kind.as_str()
+    };
+    state
+        .metrics
+        .webhooks_accepted
+        .with_label_values(&[label])
+        .inc();
     state.registry.route_webhook(event);
     Ok(HttpResponse::Ok().json(json!({ "status": "accepted" })))
 }

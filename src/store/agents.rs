@@ -125,7 +125,9 @@ pub async fn create(
     .await?;
     find(conn, organization_id, id)
         .await?
-        .ok_or(AgentWriteError::Store(StoreError::Query(diesel::result::Error::NotFound)))
+        .ok_or(AgentWriteError::Store(StoreError::Query(
+            diesel::result::Error::NotFound,
+        )))
 }
 
 /// Replaces a profile's fields and numbers; `None` when it is not in this organization.

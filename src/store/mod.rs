@@ -5,8 +5,11 @@ pub mod agents;
 pub mod calls;
 pub mod events;
 pub mod migrations;
+pub mod organizations;
 pub mod pool;
+pub mod refresh_tokens;
 pub mod schema;
+pub mod users;
 
 pub use pool::{DbConn, DbPool, RedisPool};
 
@@ -23,6 +26,21 @@ pub enum StoreError {
     Migration(String),
     #[error("redis: {0}")]
     Redis(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// True when the query broke a unique constraint (an email already taken, say).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _
+            ))
+        )
+    }
 }
 
 impl From<diesel_async::pooled_connection::deadpool::PoolError> for StoreError {

@@ -37,11 +37,21 @@ async fn tenant(app: &TestApp, number: &str) -> Tenant {
         .unwrap();
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
     let agent: Value = res.json().await.unwrap();
-    Tenant { org, token, agent_id: agent["id"].as_str().unwrap().parse().unwrap() }
+    Tenant {
+        org,
+        token,
+        agent_id: agent["id"].as_str().unwrap().parse().unwrap(),
+    }
 }
 
 async fn get_json(app: &TestApp, token: &str, path: &str) -> (u16, Value) {
-    let res = app.client.get(app.url(path)).bearer_auth(token).send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(Value::Null))
 }
@@ -50,7 +60,10 @@ async fn get_json(app: &TestApp, token: &str, path: &str) -> (u16, Value) {
 async fn call_id_for(app: &TestApp, t: &Tenant, ccid: &str) -> Uuid {
     wait_until(WAIT, "the call to appear in the API", || async {
         let (_, page) = get_json(app, &t.token, "/api/v1/calls?limit=200").await;
-        page["data"].as_array()?.iter().find(|c| c["call_control_id"] == ccid)?["id"]
+        page["data"]
+            .as_array()?
+            .iter()
+            .find(|c| c["call_control_id"] == ccid)?["id"]
             .as_str()?
             .parse()
             .ok()
@@ -67,23 +80,38 @@ async fn wait_for_status(app: &TestApp, t: &Tenant, id: Uuid, status: &str) -> V
 }
 
 fn event_types(call: &Value) -> Vec<String> {
-    call["events"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap().to_owned()).collect()
+    call["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[actix_web::test]
 async fn inbound_call_is_answered_with_a_media_stream_and_recorded_to_the_end() {
     let app = spawn_app().await;
     let t = tenant(&app, "+15550100001").await;
-    let ccid = app.telnyx.place_inbound_call("+15559990001", "+15550100001");
+    let ccid = app
+        .telnyx
+        .place_inbound_call("+15559990001", "+15550100001");
     let id = call_id_for(&app, &t, &ccid).await;
     wait_for_status(&app, &t, id, "streaming").await;
 
-    let answer = app.telnyx.commands().into_iter().find(|c| c.action == "answer").expect("answer sent");
+    let answer = app
+        .telnyx
+        .commands()
+        .into_iter()
+        .find(|c| c.action == "answer")
+        .expect("answer sent");
     assert_eq!(answer.call_control_id.as_deref(), Some(ccid.as_str()));
     assert_eq!(answer.body["stream_bidirectional_mode"], "rtp");
     assert_eq!(answer.body["stream_bidirectional_codec"], "PCMU");
     let stream_url = answer.body["stream_url"].as_str().unwrap();
-    assert!(stream_url.starts_with("ws://127.0.0.1:") && stream_url.contains(&id.to_string()), "{stream_url}");
+    assert!(
+        stream_url.starts_with("ws://127.0.0.1:") && stream_url.contains(&id.to_string()),
+        "{stream_url}"
+    );
     assert!(answer.command_id.is_some());
 
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -100,8 +128,16 @@ async fn inbound_call_is_answered_with_a_media_stream_and_recorded_to_the_end() 
     assert!(call["answered_at"].is_string() && call["ended_at"].is_string());
     assert!(call["duration_ms"].as_i64().unwrap() > 0, "{call}");
     let types = event_types(&call);
-    for expected in ["call.initiated", "call.answered", "streaming.started", "call.hangup"] {
-        assert!(types.contains(&expected.to_owned()), "{expected} in {types:?}");
+    for expected in [
+        "call.initiated",
+        "call.answered",
+        "streaming.started",
+        "call.hangup",
+    ] {
+        assert!(
+            types.contains(&expected.to_owned()),
+            "{expected} in {types:?}"
+        );
     }
     // The registry forgot the call.
     assert_eq!(app.state.registry.live_count().await, 0);
@@ -126,15 +162,27 @@ async fn outbound_call_dials_and_hangs_up_through_the_api() {
     let id: Uuid = call["id"].as_str().unwrap().parse().unwrap();
 
     let dial = wait_until(WAIT, "dial", || async {
-        app.telnyx.commands().into_iter().find(|c| c.action == "dial")
+        app.telnyx
+            .commands()
+            .into_iter()
+            .find(|c| c.action == "dial")
     })
     .await;
     assert_eq!(dial.body["to"], "+15558880002");
     assert_eq!(dial.body["from"], "+15550100002");
-    assert!(dial.body["stream_url"].as_str().unwrap().contains(&id.to_string()));
+    assert!(dial.body["stream_url"]
+        .as_str()
+        .unwrap()
+        .contains(&id.to_string()));
     wait_for_status(&app, &t, id, "streaming").await;
 
-    let res = app.client.post(app.url(&format!("/api/v1/calls/{id}/hangup"))).bearer_auth(&t.token).send().await.unwrap();
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/calls/{id}/hangup")))
+        .bearer_auth(&t.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 202);
     let call = wait_for_status(&app, &t, id, "ended").await;
     assert!(app.telnyx.commands().iter().any(|c| c.action == "hangup"));
@@ -143,7 +191,13 @@ async fn outbound_call_dials_and_hangs_up_through_the_api() {
     assert!(call["call_control_id"].is_string());
 
     // Commands on an ended call: 409; on an unknown call: 404.
-    let res = app.client.post(app.url(&format!("/api/v1/calls/{id}/hangup"))).bearer_auth(&t.token).send().await.unwrap();
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/calls/{id}/hangup")))
+        .bearer_auth(&t.token)
+        .send()
+        .await
+        .unwrap();
     assert_error(res, 409, "call_ended").await;
     let res = app
         .client
@@ -160,7 +214,9 @@ async fn outbound_call_dials_and_hangs_up_through_the_api() {
 async fn transfer_through_the_api_reaches_telnyx_and_ends_as_escalated() {
     let app = spawn_app().await;
     let t = tenant(&app, "+15550100003").await;
-    let ccid = app.telnyx.place_inbound_call("+15559990003", "+15550100003");
+    let ccid = app
+        .telnyx
+        .place_inbound_call("+15559990003", "+15550100003");
     let id = call_id_for(&app, &t, &ccid).await;
     wait_for_status(&app, &t, id, "streaming").await;
     let res = app
@@ -172,7 +228,12 @@ async fn transfer_through_the_api_reaches_telnyx_and_ends_as_escalated() {
         .await
         .unwrap();
     assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
-    let transfer = app.telnyx.commands().into_iter().find(|c| c.action == "transfer").expect("transfer sent");
+    let transfer = app
+        .telnyx
+        .commands()
+        .into_iter()
+        .find(|c| c.action == "transfer")
+        .expect("transfer sent");
     assert_eq!(transfer.body["to"], "+15557770000");
     assert_eq!(transfer.call_control_id.as_deref(), Some(ccid.as_str()));
     wait_for_status(&app, &t, id, "escalating").await;
@@ -188,8 +249,13 @@ async fn hangup_before_answer_is_a_normal_outcome() {
     // commands), so the call ends without ever being answered.
     let app = spawn_app().await;
     let t = tenant(&app, "+15550100004").await;
-    app.telnyx.set_faults(Faults { command_delay_ms: 500, ..Faults::default() });
-    let ccid = app.telnyx.place_inbound_call("+15559990004", "+15550100004");
+    app.telnyx.set_faults(Faults {
+        command_delay_ms: 500,
+        ..Faults::default()
+    });
+    let ccid = app
+        .telnyx
+        .place_inbound_call("+15559990004", "+15550100004");
     let id = call_id_for(&app, &t, &ccid).await;
     assert!(app.telnyx.caller_hangs_up(&ccid));
     let call = wait_for_status(&app, &t, id, "ended").await;
@@ -201,9 +267,14 @@ async fn hangup_before_answer_is_a_normal_outcome() {
 #[actix_web::test]
 async fn inbound_call_to_a_number_nobody_answers_is_rejected_without_a_row() {
     let app = spawn_app().await;
-    let ccid = app.telnyx.place_inbound_call("+15559990005", "+15550109999");
+    let ccid = app
+        .telnyx
+        .place_inbound_call("+15559990005", "+15550109999");
     let reject = wait_until(WAIT, "reject", || async {
-        app.telnyx.commands().into_iter().find(|c| c.action == "reject")
+        app.telnyx
+            .commands()
+            .into_iter()
+            .find(|c| c.action == "reject")
     })
     .await;
     assert_eq!(reject.call_control_id.as_deref(), Some(ccid.as_str()));
@@ -226,11 +297,19 @@ async fn inbound_call_to_a_number_nobody_answers_is_rejected_without_a_row() {
 async fn duplicated_and_reordered_webhooks_leave_the_call_consistent() {
     let app = spawn_app().await;
     let t = tenant(&app, "+15550100006").await;
-    app.telnyx.set_faults(Faults { duplicate_webhooks: true, reorder_webhooks: true, ..Faults::default() });
-    let ccid = app.telnyx.place_inbound_call("+15559990006", "+15550100006");
+    app.telnyx.set_faults(Faults {
+        duplicate_webhooks: true,
+        reorder_webhooks: true,
+        ..Faults::default()
+    });
+    let ccid = app
+        .telnyx
+        .place_inbound_call("+15559990006", "+15550100006");
     let id = call_id_for(&app, &t, &ccid).await;
     wait_until(WAIT, "streaming.started delivered", || async {
-        app.telnyx.wait_for_webhook(&ccid, "streaming.started", Duration::from_millis(1)).await
+        app.telnyx
+            .wait_for_webhook(&ccid, "streaming.started", Duration::from_millis(1))
+            .await
     })
     .await;
     app.telnyx.caller_hangs_up(&ccid);
@@ -244,20 +323,34 @@ async fn duplicated_and_reordered_webhooks_leave_the_call_consistent() {
     unique.sort();
     unique.dedup();
     assert_eq!(types.len(), unique.len(), "{types:?}");
-    let duplicates = app.telnyx.webhooks_delivered().iter().filter(|d| d.accepted()).count();
-    assert!(duplicates > types.len(), "the simulator did deliver duplicates");
+    let duplicates = app
+        .telnyx
+        .webhooks_delivered()
+        .iter()
+        .filter(|d| d.accepted())
+        .count();
+    assert!(
+        duplicates > types.len(),
+        "the simulator did deliver duplicates"
+    );
 }
 
 #[actix_web::test]
 async fn time_limit_hangs_the_call_up() {
     let app = spawn_app_with(|s| s.calls.max_duration_secs = 1).await;
     let t = tenant(&app, "+15550100007").await;
-    let ccid = app.telnyx.place_inbound_call("+15559990007", "+15550100007");
+    let ccid = app
+        .telnyx
+        .place_inbound_call("+15559990007", "+15550100007");
     let id = call_id_for(&app, &t, &ccid).await;
     let call = wait_for_status(&app, &t, id, "ended").await;
     assert_eq!(call["end_reason"], "time_limit");
     assert_eq!(call["outcome"], "failed");
-    assert!(app.telnyx.commands().iter().any(|c| c.action == "hangup" && c.call_control_id.as_deref() == Some(ccid.as_str())));
+    assert!(app
+        .telnyx
+        .commands()
+        .iter()
+        .any(|c| c.action == "hangup" && c.call_control_id.as_deref() == Some(ccid.as_str())));
 }
 
 #[actix_web::test]
@@ -268,7 +361,9 @@ async fn a_call_that_hears_no_media_is_hung_up() {
     })
     .await;
     let t = tenant(&app, "+15550100008").await;
-    let ccid = app.telnyx.place_inbound_call("+15559990008", "+15550100008");
+    let ccid = app
+        .telnyx
+        .place_inbound_call("+15559990008", "+15550100008");
     let id = call_id_for(&app, &t, &ccid).await;
     let call = wait_for_status(&app, &t, id, "ended").await;
     assert_eq!(call["end_reason"], "no_media");
@@ -280,18 +375,38 @@ async fn one_organization_cannot_see_or_command_another_organizations_calls() {
     let app = spawn_app().await;
     let a = tenant(&app, "+15550100009").await;
     let b = tenant(&app, "+15550100010").await;
-    let ccid = app.telnyx.place_inbound_call("+15559990009", "+15550100009");
+    let ccid = app
+        .telnyx
+        .place_inbound_call("+15559990009", "+15550100009");
     let id = call_id_for(&app, &a, &ccid).await;
     wait_for_status(&app, &a, id, "streaming").await;
 
     let (status, page) = get_json(&app, &b.token, "/api/v1/calls").await;
     assert_eq!(status, 200);
     assert_eq!(page["data"].as_array().unwrap().len(), 0);
-    let res = app.client.get(app.url(&format!("/api/v1/calls/{id}"))).bearer_auth(&b.token).send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url(&format!("/api/v1/calls/{id}")))
+        .bearer_auth(&b.token)
+        .send()
+        .await
+        .unwrap();
     assert_error(res, 404, "not_found").await;
-    let res = app.client.post(app.url(&format!("/api/v1/calls/{id}/hangup"))).bearer_auth(&b.token).send().await.unwrap();
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/calls/{id}/hangup")))
+        .bearer_auth(&b.token)
+        .send()
+        .await
+        .unwrap();
     assert_error(res, 404, "not_found").await;
-    let res = app.client.get(app.url(&format!("/api/v1/agents/{}", a.agent_id))).bearer_auth(&b.token).send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url(&format!("/api/v1/agents/{}", a.agent_id)))
+        .bearer_auth(&b.token)
+        .send()
+        .await
+        .unwrap();
     assert_error(res, 404, "not_found").await;
     // Org B cannot take org A's number either.
     let res = app
@@ -303,7 +418,10 @@ async fn one_organization_cannot_see_or_command_another_organizations_calls() {
         .await
         .unwrap();
     assert_error(res, 409, "conflict").await;
-    assert!(!app.telnyx.commands().iter().any(|c| c.action == "hangup"), "no hangup reached Telnyx");
+    assert!(
+        !app.telnyx.commands().iter().any(|c| c.action == "hangup"),
+        "no hangup reached Telnyx"
+    );
     let _ = a.org;
 }
 
@@ -342,11 +460,27 @@ async fn calls_list_filters_and_paginates_with_a_cursor() {
     }
     let (_, first) = get_json(&app, &t.token, "/api/v1/calls?limit=2&direction=outbound").await;
     assert_eq!(first["data"].as_array().unwrap().len(), 2);
-    let mut seen: Vec<String> = first["data"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
+    let mut seen: Vec<String> = first["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
     let mut cursor = first["next_cursor"].as_str().unwrap().to_owned();
     loop {
-        let (_, page) = get_json(&app, &t.token, &format!("/api/v1/calls?limit=2&direction=outbound&cursor={cursor}")).await;
-        seen.extend(page["data"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_owned()));
+        let (_, page) = get_json(
+            &app,
+            &t.token,
+            &format!("/api/v1/calls?limit=2&direction=outbound&cursor={cursor}"),
+        )
+        .await;
+        seen.extend(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_owned()),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => cursor = c.to_owned(),
             None => break,
@@ -358,9 +492,21 @@ async fn calls_list_filters_and_paginates_with_a_cursor() {
     assert_eq!((seen.len(), unique.len()), (5, 5));
     let (_, inbound) = get_json(&app, &t.token, "/api/v1/calls?direction=inbound").await;
     assert_eq!(inbound["data"].as_array().unwrap().len(), 0);
-    let res = app.client.get(app.url("/api/v1/calls?cursor=garbage")).bearer_auth(&t.token).send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url("/api/v1/calls?cursor=garbage"))
+        .bearer_auth(&t.token)
+        .send()
+        .await
+        .unwrap();
     assert_error(res, 400, "bad_request").await;
-    let res = app.client.get(app.url("/api/v1/calls?status=flying")).bearer_auth(&t.token).send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url("/api/v1/calls?status=flying"))
+        .bearer_auth(&t.token)
+        .send()
+        .await
+        .unwrap();
     assert_error(res, 400, "bad_request").await;
 }
 
@@ -368,8 +514,12 @@ async fn calls_list_filters_and_paginates_with_a_cursor() {
 async fn two_hundred_calls_at_once_all_complete_with_correct_rows() {
     let app = spawn_app().await;
     let t = tenant(&app, "+15550100013").await;
-    let ccids: Vec<String> =
-        (0..200).map(|i| app.telnyx.place_inbound_call(&format!("+1555700{i:04}"), "+15550100013")).collect();
+    let ccids: Vec<String> = (0..200)
+        .map(|i| {
+            app.telnyx
+                .place_inbound_call(&format!("+1555700{i:04}"), "+15550100013")
+        })
+        .collect();
     wait_until(Duration::from_secs(60), "200 calls streaming", || async {
         let streaming = ccids
             .iter()

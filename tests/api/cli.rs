@@ -110,3 +110,139 @@ fn sigterm_flips_readiness_then_exits_zero() {
     assert!(get(ready).map(|r| r.0) != Some(200), "listener is closed");
     crate::helpers::drop_database(&db);
 }
+
+#[test]
+fn production_without_a_signing_key_refuses_to_start_with_one_line() {
+    let (code, stderr) = config_error_of(&[("APP_ENV", "production")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("auth.signing_key"), "{stderr}");
+
+    let (code, stderr) = config_error_of(&[
+        ("APP_ENV", "production"),
+        (
+            "IACE__AUTH__SIGNING_KEY",
+            "-----BEGIN PRIVATE KEY-----\nsecret-ish\n",
+        ),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("auth.signing_key"), "{stderr}");
+    assert!(!stderr.contains("secret-ish"), "{stderr}");
+}
+
+#[test]
+fn admin_gen_key_prints_a_usable_pem_pair() {
+    use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey};
+    let out = iace().args(["admin", "gen-key"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let private_start = text.find("-----BEGIN PRIVATE KEY-----").unwrap();
+    let private_end = text.find("-----END PRIVATE KEY-----").unwrap() + 25;
+    let public_start = text.find("-----BEGIN PUBLIC KEY-----").unwrap();
+    let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&text[private_start..private_end]).unwrap();
+    let public = ed25519_dalek::VerifyingKey::from_public_key_pem(&text[public_start..]).unwrap();
+    assert_eq!(key.verifying_key(), public);
+    // And the server accepts it as its signing key.
+    let (code, stderr) = config_error_of(&[
+        ("APP_ENV", "production"),
+        ("IACE__AUTH__SIGNING_KEY", &text[private_start..private_end]),
+        (
+            "IACE__DATABASE__URL",
+            "postgres://nobody:x@127.0.0.1:1/none",
+        ),
+    ]);
+    assert_ne!(code, 2, "{stderr}");
+    assert!(!stderr.contains("configuration error"), "{stderr}");
+}
+
+#[actix_web::test]
+async fn admin_creates_an_organization_and_users_who_can_log_in() {
+    use std::io::Write;
+    let app = crate::helpers::spawn_app().await;
+    let db_url = app.settings.database.url.expose().to_owned();
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut child = iace()
+            .args(args)
+            .env("IACE__DATABASE__URL", &db_url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), stdout, stderr)
+    };
+    let ok = |args: &[&str], stdin: Option<&str>| {
+        let (success, stdout, stderr) = run(args, stdin);
+        assert!(success, "{args:?}: {stderr}");
+        stdout
+    };
+
+    let org = ok(&["admin", "create-org", "Acme Calls"], None);
+    let org = org.trim();
+    assert!(uuid::Uuid::parse_str(org).is_ok(), "{org}");
+    let create_user = |email: &'static str, role: &'static str| {
+        vec![
+            "admin",
+            "create-user",
+            "--org",
+            org,
+            "--email",
+            email,
+            "--role",
+            role,
+        ]
+    };
+
+    // Password from stdin: nothing secret printed.
+    let mut args = create_user("boss@acme.test", "admin");
+    args.push("--password-stdin");
+    let out = ok(&args, Some("correct horse battery staple\n"));
+    assert_eq!(out.lines().count(), 1, "only the id: {out}");
+    let res = app
+        .post_json(
+            "/api/v1/auth/login",
+            &serde_json::json!({ "email": "boss@acme.test", "password": "correct horse battery staple" }),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+
+    // Generated password: printed once, after the id.
+    let out = ok(&create_user("ann@acme.test", "viewer"), None);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let res = app
+        .post_json(
+            "/api/v1/auth/login",
+            &serde_json::json!({ "email": "ann@acme.test", "password": lines[1] }),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let me: serde_json::Value = app
+        .get_as(body["access_token"].as_str().unwrap(), "/api/v1/me")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["role"], "viewer");
+    assert_eq!(me["organization_id"], org);
+
+    // A bad role is refused by the CLI itself; a short password by the policy.
+    let (success, _, stderr) = run(&create_user("x@acme.test", "root"), None);
+    assert!(!success && stderr.contains("root"), "{stderr}");
+    let mut args = create_user("y@acme.test", "agent");
+    args.push("--password-stdin");
+    let (success, _, stderr) = run(&args, Some("short\n"));
+    assert!(!success && stderr.contains("password"), "{stderr}");
+}

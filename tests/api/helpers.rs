@@ -5,13 +5,14 @@
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use iace::config::{Environment, Settings};
-use iace::startup::ShutdownHandle;
+use iace::domain::Role;
 use iace::sim::telnyx::{TelnyxSim, TelnyxSimConfig, TelnyxSimHandle};
+use iace::startup::ShutdownHandle;
 use iace::Application;
 use std::future::Future;
-use std::time::Duration;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::Duration;
 
 pub struct TestApp {
     pub address: String,
@@ -167,6 +168,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     settings.telnyx.base_url = telnyx.base_url();
     settings.telnyx.api_key = iace::config::Secret::new("test-telnyx-key");
     settings.telnyx.webhook_public_key = telnyx.public_key_b64();
+    // Redis is shared by every test (and every engineer's tests): keys of this app stay apart.
+    settings.redis.key_prefix = format!("iace-test:{db_name}");
     tweak(&mut settings);
     let app = Application::build_with_listener(settings.clone(), listener)
         .await
@@ -201,7 +204,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -222,6 +228,159 @@ impl TestApp {
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.client
             .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+/// A user created by `TestApp::create_user`, with the password in clear for logging in.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: uuid::Uuid,
+    pub org: uuid::Uuid,
+    pub email: String,
+    pub password: String,
+    pub role: Role,
+}
+
+/// The token pair a login or refresh returned.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+}
+
+impl Tokens {
+    fn from_body(body: &serde_json::Value) -> Self {
+        Tokens {
+            access: body["access_token"]
+                .as_str()
+                .expect("access_token")
+                .to_owned(),
+            refresh: body["refresh_token"]
+                .as_str()
+                .expect("refresh_token")
+                .to_owned(),
+        }
+    }
+}
+
+impl TestApp {
+    /// A new organization (through the same store function `iace admin create-org` uses).
+    pub async fn create_org(&self, name: &str) -> uuid::Uuid {
+        let mut conn = self.state.db.get().await.expect("database connection");
+        iace::auth::accounts::create_org(&mut conn, name)
+            .await
+            .expect("organization created")
+            .id
+    }
+
+    /// A new user of `org` with a random email and password.
+    pub async fn create_user(&self, org: uuid::Uuid, role: Role) -> TestUser {
+        let email = format!("user-{}@example.test", uuid::Uuid::new_v4().simple());
+        let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+        let mut conn = self.state.db.get().await.expect("database connection");
+        let user = iace::auth::accounts::create_user(
+            &mut conn,
+            self.state.auth.passwords(),
+            org,
+            &email,
+            role,
+            &password,
+        )
+        .await
+        .expect("user created");
+        TestUser {
+            id: user.id,
+            org,
+            email,
+            password,
+            role,
+        }
+    }
+
+    /// `POST /api/v1/auth/login` with the user's credentials; panics unless it answers 200.
+    pub async fn login(&self, user: &TestUser) -> Tokens {
+        let res = self
+            .post_json(
+                "/api/v1/auth/login",
+                &serde_json::json!({ "email": user.email, "password": user.password }),
+            )
+            .await;
+        let status = res.status();
+        let body: serde_json::Value = res.json().await.expect("login body is JSON");
+        assert_eq!(status, 200, "login failed: {body}");
+        Tokens::from_body(&body)
+    }
+
+    /// `POST /api/v1/auth/refresh`, returning the raw response.
+    pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
+        self.post_json(
+            "/api/v1/auth/refresh",
+            &serde_json::json!({ "refresh_token": refresh_token }),
+        )
+        .await
+    }
+
+    /// A refresh that must succeed, returning the new pair.
+    pub async fn refreshed(&self, refresh_token: &str) -> Tokens {
+        let res = self.refresh(refresh_token).await;
+        let status = res.status();
+        let body: serde_json::Value = res.json().await.expect("refresh body is JSON");
+        assert_eq!(status, 200, "refresh failed: {body}");
+        Tokens::from_body(&body)
+    }
+
+    /// An access token for a new user of `org` with `role` (created, then logged in).
+    pub async fn token_for(&self, org: uuid::Uuid, role: Role) -> String {
+        let user = self.create_user(org, role).await;
+        self.login(&user).await.access
+    }
+
+    /// `GET path` with `Authorization: Bearer token`.
+    pub async fn get_as(&self, token: &str, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `POST path` with a JSON body and `Authorization: Bearer token`.
+    pub async fn post_as(
+        &self,
+        token: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.send_as(reqwest::Method::POST, token, path, body).await
+    }
+
+    /// `PATCH path` with a JSON body and `Authorization: Bearer token`.
+    pub async fn patch_as(
+        &self,
+        token: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.send_as(reqwest::Method::PATCH, token, path, body)
+            .await
+    }
+
+    /// Any method with a JSON body and `Authorization: Bearer token`.
+    pub async fn send_as(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(token)
             .json(body)
             .send()
             .await

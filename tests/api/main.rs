@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod auth;
 mod calls;
 mod cli;
 mod health;

@@ -31,7 +31,12 @@ fn event(id: &str, event_type: &str, ccid: &str) -> Vec<u8> {
     .unwrap()
 }
 
-async fn post(app: &TestApp, body: &[u8], ts: Option<i64>, sig: Option<String>) -> reqwest::Response {
+async fn post(
+    app: &TestApp,
+    body: &[u8],
+    ts: Option<i64>,
+    sig: Option<String>,
+) -> reqwest::Response {
     let mut req = app
         .client
         .post(app.url("/webhooks/telnyx"))
@@ -67,21 +72,60 @@ async fn missing_malformed_wrong_and_stale_signatures_are_refused() {
     let ts = now();
     let good = sign_webhook(&our_key(), ts, &body);
 
-    assert_error(post(&app, &body, None, None).await, 401, "signature_missing").await;
-    assert_error(post(&app, &body, Some(ts), None).await, 401, "signature_missing").await;
-    assert_error(post(&app, &body, Some(ts), Some("not base64!".into())).await, 401, "signature_malformed").await;
+    assert_error(
+        post(&app, &body, None, None).await,
+        401,
+        "signature_missing",
+    )
+    .await;
+    assert_error(
+        post(&app, &body, Some(ts), None).await,
+        401,
+        "signature_missing",
+    )
+    .await;
+    assert_error(
+        post(&app, &body, Some(ts), Some("not base64!".into())).await,
+        401,
+        "signature_malformed",
+    )
+    .await;
     let other = sign_webhook(&SigningKey::from_bytes(&[1u8; 32]), ts, &body);
-    assert_error(post(&app, &body, Some(ts), Some(other)).await, 401, "signature_invalid").await;
+    assert_error(
+        post(&app, &body, Some(ts), Some(other)).await,
+        401,
+        "signature_invalid",
+    )
+    .await;
     // The signature covers the body: a tampered body fails.
     let tampered = event("ev-1", "call.answered", "v3:unknown");
-    assert_error(post(&app, &tampered, Some(ts), Some(good.clone())).await, 401, "signature_invalid").await;
+    assert_error(
+        post(&app, &tampered, Some(ts), Some(good.clone())).await,
+        401,
+        "signature_invalid",
+    )
+    .await;
     // And the timestamp: replaying an old signature under a new timestamp fails too.
-    assert_error(post(&app, &body, Some(ts + 1), Some(good)).await, 401, "signature_invalid").await;
+    assert_error(
+        post(&app, &body, Some(ts + 1), Some(good)).await,
+        401,
+        "signature_invalid",
+    )
+    .await;
     for stale in [ts - 301, ts + 301] {
         let sig = sign_webhook(&our_key(), stale, &body);
-        assert_error(post(&app, &body, Some(stale), Some(sig)).await, 401, "timestamp_stale").await;
+        assert_error(
+            post(&app, &body, Some(stale), Some(sig)).await,
+            401,
+            "timestamp_stale",
+        )
+        .await;
     }
-    assert_eq!(stored_events(&app, "ev-1").await, 0, "nothing refused was stored");
+    assert_eq!(
+        stored_events(&app, "ev-1").await,
+        0,
+        "nothing refused was stored"
+    );
 }
 
 #[actix_web::test]
@@ -89,13 +133,31 @@ async fn a_redelivered_event_is_stored_once_and_acknowledged_twice() {
     let app = app_trusting_our_key().await;
     let body = event("ev-2", "call.hangup", "v3:nobody");
     let ts = now();
-    let res = post(&app, &body, Some(ts), Some(sign_webhook(&our_key(), ts, &body))).await;
+    let res = post(
+        &app,
+        &body,
+        Some(ts),
+        Some(sign_webhook(&our_key(), ts, &body)),
+    )
+    .await;
     assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["status"], "accepted");
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["status"],
+        "accepted"
+    );
     let ts2 = now();
-    let res = post(&app, &body, Some(ts2), Some(sign_webhook(&our_key(), ts2, &body))).await;
+    let res = post(
+        &app,
+        &body,
+        Some(ts2),
+        Some(sign_webhook(&our_key(), ts2, &body)),
+    )
+    .await;
     assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["status"], "duplicate");
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["status"],
+        "duplicate"
+    );
     assert_eq!(stored_events(&app, "ev-2").await, 1);
 }
 
@@ -105,7 +167,13 @@ async fn unknown_event_types_and_unknown_calls_are_stored_and_acknowledged() {
     for (id, kind) in [("ev-3", "call.cost"), ("ev-4", "call.answered")] {
         let body = event(id, kind, "v3:never-seen");
         let ts = now();
-        let res = post(&app, &body, Some(ts), Some(sign_webhook(&our_key(), ts, &body))).await;
+        let res = post(
+            &app,
+            &body,
+            Some(ts),
+            Some(sign_webhook(&our_key(), ts, &body)),
+        )
+        .await;
         assert_eq!(res.status(), 200, "{kind}");
         assert_eq!(stored_events(&app, id).await, 1);
     }
@@ -121,7 +189,13 @@ async fn a_signed_body_that_is_not_an_envelope_is_a_400() {
     let app = app_trusting_our_key().await;
     for body in [&b"{not json"[..], &br#"{"data": 5}"#[..]] {
         let ts = now();
-        let res = post(&app, body, Some(ts), Some(sign_webhook(&our_key(), ts, body))).await;
+        let res = post(
+            &app,
+            body,
+            Some(ts),
+            Some(sign_webhook(&our_key(), ts, body)),
+        )
+        .await;
         assert_error(res, 400, "invalid_json").await;
     }
 }

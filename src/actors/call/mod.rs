@@ -11,8 +11,8 @@ use crate::domain::call::{
     next_state, outcome_for, CallId, CallSignal, CallState, Direction, EndReason,
 };
 use crate::providers::telnyx::{
-    AnswerRequest, CallControl, DialRequest, RejectCause, StreamCodec, StreamSettings,
-    TelnyxError, TelnyxEventKind, TransferRequest, WebhookEvent,
+    AnswerRequest, CallControl, DialRequest, RejectCause, StreamCodec, StreamSettings, TelnyxError,
+    TelnyxEventKind, TransferRequest, WebhookEvent,
 };
 use crate::store::calls::{CallChanges, NewCall};
 use crate::store::events::NewCallEvent;
@@ -41,7 +41,10 @@ pub enum Origin {
     /// Telnyx reported an incoming call; the tenant is found from the number dialled.
     Inbound { event: WebhookEvent },
     /// The API created the call row and asks us to dial.
-    Outbound { organization_id: Uuid, agent_profile_id: Uuid },
+    Outbound {
+        organization_id: Uuid,
+        agent_profile_id: Uuid,
+    },
 }
 
 pub struct Call {
@@ -67,7 +70,9 @@ pub struct Call {
 impl Call {
     pub fn new(id: CallId, from: String, to: String, origin: Origin, deps: CallDeps) -> Self {
         let (direction, control_id) = match &origin {
-            Origin::Inbound { event } => (Direction::Inbound, event.payload.call_control_id.clone()),
+            Origin::Inbound { event } => {
+                (Direction::Inbound, event.payload.call_control_id.clone())
+            }
             Origin::Outbound { .. } => (Direction::Outbound, None),
         };
         let span = tracing::info_span!("call", call_id = %id, direction = direction.as_str());
@@ -106,12 +111,18 @@ impl Call {
 
     fn record_changes(&self, changes: CallChanges) {
         if let Some(org) = self.organization_id {
-            self.record(Write::UpdateCall { organization_id: org, call_id: self.id.0, changes });
+            self.record(Write::UpdateCall {
+                organization_id: org,
+                call_id: self.id.0,
+                changes,
+            });
         }
     }
 
     fn record_event(&self, event: &WebhookEvent) {
-        let Some(org) = self.organization_id else { return };
+        let Some(org) = self.organization_id else {
+            return;
+        };
         self.record(Write::InsertCallEvent(NewCallEvent {
             organization_id: org,
             call_id: self.id.0,
@@ -124,7 +135,9 @@ impl Call {
 
     /// An event of our own making (a decision, a failed command) in the call's history.
     fn record_engine_event(&self, event_type: &str, payload: serde_json::Value) {
-        let Some(org) = self.organization_id else { return };
+        let Some(org) = self.organization_id else {
+            return;
+        };
         self.record(Write::InsertCallEvent(NewCallEvent {
             organization_id: org,
             call_id: self.id.0,
@@ -152,7 +165,9 @@ impl Call {
         let to = self.to.clone();
         let lookup = async move {
             let mut conn = db.get().await.map_err(|e| e.to_string())?;
-            agents::find_by_number(&mut conn, &to).await.map_err(|e| e.to_string())
+            agents::find_by_number(&mut conn, &to)
+                .await
+                .map_err(|e| e.to_string())
         };
         ctx.wait(lookup.into_actor(self).map(move |found, act, ctx| match found {
             Ok(Some(profile)) => {
@@ -186,9 +201,14 @@ impl Call {
     }
 
     fn answer(&mut self, ctx: &mut Context<Self>) {
-        let Some(ccid) = self.control_id.clone() else { return };
+        let Some(ccid) = self.control_id.clone() else {
+            return;
+        };
         self.apply(CallSignal::AnswerSent);
-        self.record_changes(CallChanges { status: Some(self.state.as_str().into()), ..Default::default() });
+        self.record_changes(CallChanges {
+            status: Some(self.state.as_str().into()),
+            ..Default::default()
+        });
         let telnyx = self.deps.telnyx.clone();
         let req = AnswerRequest {
             stream: Some(self.stream_settings()),
@@ -235,7 +255,9 @@ impl Call {
         ctx.wait(fut.into_actor(self).map(|result, act, ctx| match result {
             Ok(dialled) => {
                 act.control_id = Some(dialled.call_control_id.clone());
-                act.deps.registry.bind_control_id(&dialled.call_control_id, act.id);
+                act.deps
+                    .registry
+                    .bind_control_id(&dialled.call_control_id, act.id);
                 act.record_changes(CallChanges {
                     call_control_id: Some(dialled.call_control_id),
                     call_leg_id: dialled.call_leg_id,
@@ -245,7 +267,10 @@ impl Call {
             }
             Err(e) => {
                 tracing::warn!(parent: &act.span, error = %e, "dial failed");
-                act.record_engine_event("engine.dial_failed", serde_json::json!({ "error": e.to_string() }));
+                act.record_engine_event(
+                    "engine.dial_failed",
+                    serde_json::json!({ "error": e.to_string() }),
+                );
                 act.finish(EndReason::SetupFailed, ctx);
             }
         }));
@@ -270,7 +295,10 @@ impl Call {
         }
         tracing::info!(parent: &self.span, reason = reason.as_str(), "ending call");
         self.ending = Some(reason);
-        self.record_engine_event("engine.hangup_requested", serde_json::json!({ "reason": reason.as_str() }));
+        self.record_engine_event(
+            "engine.hangup_requested",
+            serde_json::json!({ "reason": reason.as_str() }),
+        );
         self.send_hangup(ctx);
         ctx.run_later(
             Duration::from_secs(self.deps.settings.hangup_confirm_timeout_secs),
@@ -284,7 +312,9 @@ impl Call {
     }
 
     fn send_hangup(&mut self, ctx: &mut Context<Self>) {
-        let Some(ccid) = self.control_id.clone() else { return };
+        let Some(ccid) = self.control_id.clone() else {
+            return;
+        };
         let telnyx = self.deps.telnyx.clone();
         let fut = async move { telnyx.hangup(&ccid).await };
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
@@ -317,7 +347,10 @@ impl Call {
             duration_ms: Some(duration_ms),
             ..Default::default()
         });
-        self.deps.registry.call_ended(CallEnded { call_id: self.id, control_id: self.control_id.clone() });
+        self.deps.registry.call_ended(CallEnded {
+            call_id: self.id,
+            control_id: self.control_id.clone(),
+        });
         ctx.stop();
     }
 
@@ -355,13 +388,19 @@ impl Call {
                     if !was_answered {
                         self.mark_answered(&event);
                     } else {
-                        self.record_changes(CallChanges { status: Some(self.state.as_str().into()), ..Default::default() });
+                        self.record_changes(CallChanges {
+                            status: Some(self.state.as_str().into()),
+                            ..Default::default()
+                        });
                     }
                 }
             }
             TelnyxEventKind::StreamingStopped => {
                 if self.apply(CallSignal::StreamingStopped) {
-                    self.record_changes(CallChanges { status: Some(self.state.as_str().into()), ..Default::default() });
+                    self.record_changes(CallChanges {
+                        status: Some(self.state.as_str().into()),
+                        ..Default::default()
+                    });
                 }
             }
             TelnyxEventKind::CallHangup => {
@@ -403,18 +442,21 @@ impl Actor for Call {
     fn started(&mut self, ctx: &mut Self::Context) {
         match self.origin.take() {
             Some(Origin::Inbound { event }) => self.set_up_inbound(event, ctx),
-            Some(Origin::Outbound { organization_id, agent_profile_id }) => {
-                self.dial(organization_id, agent_profile_id, ctx)
-            }
+            Some(Origin::Outbound {
+                organization_id,
+                agent_profile_id,
+            }) => self.dial(organization_id, agent_profile_id, ctx),
             None => {}
         }
         let settings = &self.deps.settings;
-        ctx.run_later(Duration::from_secs(settings.max_duration_secs.into()), |act, ctx| {
-            act.terminate(EndReason::TimeLimit, ctx)
-        });
-        ctx.run_interval(Duration::from_millis(settings.media_check_interval_ms), |act, ctx| {
-            act.check_media(ctx)
-        });
+        ctx.run_later(
+            Duration::from_secs(settings.max_duration_secs.into()),
+            |act, ctx| act.terminate(EndReason::TimeLimit, ctx),
+        );
+        ctx.run_interval(
+            Duration::from_millis(settings.media_check_interval_ms),
+            |act, ctx| act.check_media(ctx),
+        );
     }
 }
 
@@ -452,17 +494,27 @@ impl Handler<Transfer> for Call {
     fn handle(&mut self, msg: Transfer, _ctx: &mut Self::Context) -> Self::Result {
         let checked = self.check_org(msg.organization_id).and_then(|()| {
             if !self.state.was_answered() {
-                return Err(CommandError::InvalidState("the call is not answered yet".into()));
+                return Err(CommandError::InvalidState(
+                    "the call is not answered yet".into(),
+                ));
             }
-            self.control_id.clone().ok_or(CommandError::InvalidState("no Telnyx call yet".into()))
+            self.control_id
+                .clone()
+                .ok_or(CommandError::InvalidState("no Telnyx call yet".into()))
         });
         let ccid = match checked {
             Ok(ccid) => ccid,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
         self.apply(CallSignal::EscalationStarted);
-        self.record_changes(CallChanges { status: Some(self.state.as_str().into()), ..Default::default() });
-        self.record_engine_event("engine.transfer_requested", serde_json::json!({ "to": msg.to }));
+        self.record_changes(CallChanges {
+            status: Some(self.state.as_str().into()),
+            ..Default::default()
+        });
+        self.record_engine_event(
+            "engine.transfer_requested",
+            serde_json::json!({ "to": msg.to }),
+        );
         let telnyx = self.deps.telnyx.clone();
         let from = Some(self.to.clone());
         let req = TransferRequest { to: msg.to, from };

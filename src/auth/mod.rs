@@ -1,0 +1,505 @@
+//! Authentication and sessions: password login, EdDSA access tokens, rotating refresh-token
+//! families, revocation (Postgres for refresh tokens, Redis for access tokens), the published
+//! key set, rate limits, and the `AuthUser` extractor that gives handlers the caller.
+
+pub mod accounts;
+pub mod extractor;
+pub mod keys;
+pub mod password;
+pub mod rate_limit;
+pub mod revocation;
+pub mod tokens;
+
+pub use extractor::{AuthUser, CurrentSession};
+
+use crate::config::{Environment, RateLimit, Settings};
+use crate::domain::Role;
+use crate::error::ApiError;
+use crate::http::metrics::Metrics;
+use crate::store::refresh_tokens::{self, NewRefreshToken};
+use crate::store::users::{self, User};
+use crate::store::{DbPool, RedisPool, StoreError};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use keys::KeySet;
+use password::PasswordHasher;
+use rate_limit::RateLimiter;
+use revocation::{Cutoff, RedisFailure, Revocations};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tokens::{Claims, Subject, TokenCodec};
+use uuid::Uuid;
+
+/// Errors of the auth layer; each maps to one stable API error code.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no bearer token")]
+    MissingToken,
+    #[error("invalid token: {0}")]
+    InvalidToken(&'static str),
+    #[error("token expired")]
+    TokenExpired,
+    #[error("token revoked")]
+    TokenRevoked,
+    #[error("refresh token already used; the session is revoked")]
+    RefreshTokenReused,
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("user disabled")]
+    UserDisabled,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("email already in use")]
+    EmailTaken,
+    #[error("{0}")]
+    Validation(String),
+    #[error("rate limited for {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Redis(#[from] RedisFailure),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<diesel::result::Error> for AuthError {
+    fn from(err: diesel::result::Error) -> Self {
+        AuthError::Store(err.into())
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::MissingToken => ApiError::MissingToken,
+            AuthError::InvalidToken(why) => ApiError::InvalidToken(why.to_owned()),
+            AuthError::TokenExpired => ApiError::TokenExpired,
+            AuthError::TokenRevoked => ApiError::TokenRevoked,
+            AuthError::RefreshTokenReused => ApiError::RefreshTokenReused,
+            AuthError::InvalidCredentials => ApiError::InvalidCredentials,
+            AuthError::UserDisabled => ApiError::UserDisabled,
+            AuthError::NotFound(what) => ApiError::NotFound(what),
+            AuthError::EmailTaken => ApiError::Conflict("email already in use".into()),
+            AuthError::Validation(why) => ApiError::Validation(why),
+            AuthError::RateLimited { retry_after_secs } => {
+                ApiError::RateLimited { retry_after_secs }
+            }
+            AuthError::Store(e) => e.into(),
+            AuthError::Redis(e) => ApiError::Unavailable(e.into()),
+            AuthError::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// A fresh token pair, as login and refresh return it.
+#[derive(Debug)]
+pub struct IssuedTokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub access_expires_in: i64,
+    pub refresh_expires_in: i64,
+    pub claims: Claims,
+}
+
+/// Changes an admin may make to a user of their organization.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UserChanges {
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+}
+
+/// Everything about sessions, behind one handle in `AppState`.
+pub struct AuthService {
+    codec: TokenCodec,
+    passwords: PasswordHasher,
+    revocations: Revocations,
+    limiter: RateLimiter,
+    db: DbPool,
+    metrics: Arc<Metrics>,
+    refresh_ttl_secs: i64,
+    /// Longest an access token can outlive its `exp` check: revocation entries live this long.
+    revocation_ttl_secs: u64,
+    leeway_secs: u64,
+    login_per_ip: RateLimit,
+    login_per_account: RateLimit,
+    refresh_per_family: RateLimit,
+}
+
+/// What a refresh attempt found, decided inside the transaction and acted on after it (a
+/// revocation for reuse must commit even though the request fails).
+enum RefreshOutcome {
+    Rotated(Box<IssuedTokens>),
+    Reused { family_id: Uuid },
+    Failed(AuthError),
+}
+
+impl AuthService {
+    /// Builds the service. Without a configured signing key, development gets a random one
+    /// (tokens then die with the process); other environments are refused by `Settings::validate`.
+    pub fn new(
+        settings: &Settings,
+        db: DbPool,
+        redis: RedisPool,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let auth = &settings.auth;
+        let keys = if auth.signing_key.is_empty()
+            && settings.environment == Environment::Development
+        {
+            tracing::warn!(
+                kid = %auth.kid,
+                "auth.signing_key is not configured: using a generated key (tokens stop working on restart)"
+            );
+            KeySet::generated(auth)?
+        } else {
+            KeySet::from_settings(auth)?
+        };
+        let codec = TokenCodec::new(
+            keys,
+            &auth.issuer,
+            &auth.audience,
+            auth.access_ttl_secs,
+            auth.leeway_secs,
+        );
+        let prefix = &settings.redis.key_prefix;
+        Ok(Self {
+            codec,
+            passwords: PasswordHasher::new(auth.password_memory_kib, auth.password_iterations)?,
+            revocations: Revocations::new(redis.clone(), prefix),
+            limiter: RateLimiter::new(redis, prefix),
+            db,
+            metrics,
+            refresh_ttl_secs: i64::try_from(auth.refresh_ttl_secs).unwrap_or(i64::MAX),
+            revocation_ttl_secs: auth.access_ttl_secs.saturating_add(auth.leeway_secs),
+            leeway_secs: auth.leeway_secs,
+            login_per_ip: auth.login_per_ip,
+            login_per_account: auth.login_per_account,
+            refresh_per_family: auth.refresh_per_family,
+        })
+    }
+
+    pub fn keys(&self) -> &KeySet {
+        self.codec.keys()
+    }
+
+    pub fn passwords(&self) -> &PasswordHasher {
+        &self.passwords
+    }
+
+    async fn conn(&self) -> Result<crate::store::DbConn, AuthError> {
+        Ok(self.db.get().await.map_err(StoreError::from)?)
+    }
+
+    fn redis_failed(&self, operation: &str, err: &RedisFailure) {
+        tracing::warn!(operation, error = %err, "auth: redis unavailable, continuing without it");
+        self.metrics
+            .auth_redis_failures
+            .with_label_values(&[operation])
+            .inc();
+    }
+
+    /// Counts an attempt; over the limit is an error, an unreachable Redis is logged, counted
+    /// and let through (rate limiting must not lock everyone out).
+    async fn limit(&self, bucket: &str, limit: RateLimit) -> Result<(), AuthError> {
+        match self.limiter.hit(bucket, limit).await {
+            Ok(None) => Ok(()),
+            Ok(Some(retry_after_secs)) => Err(AuthError::RateLimited { retry_after_secs }),
+            Err(err) => {
+                self.redis_failed("rate_limit", &err);
+                Ok(())
+            }
+        }
+    }
+
+    fn count_login(&self, outcome: &str) {
+        self.metrics.auth_logins.with_label_values(&[outcome]).inc();
+    }
+
+    /// Password login. Unknown email and wrong password give the same error after the same
+    /// amount of work (a verification against a dummy hash).
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client_ip: &str,
+    ) -> Result<IssuedTokens, AuthError> {
+        let email = email.trim().to_lowercase();
+        // The account bucket is keyed by a hash: addresses do not sit in Redis in clear.
+        let account = hex(&Sha256::digest(email.as_bytes()));
+        let limited = async {
+            self.limit(&format!("login:ip:{client_ip}"), self.login_per_ip)
+                .await?;
+            self.limit(&format!("login:account:{account}"), self.login_per_account)
+                .await
+        };
+        if let Err(err) = limited.await {
+            self.count_login("rate_limited");
+            return Err(err);
+        }
+        let user = {
+            let mut conn = self.conn().await?;
+            users::find_by_email(&mut conn, &email).await?
+        };
+        let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
+        let matched = self
+            .passwords
+            .verify_off_thread(password.to_owned(), stored_hash)
+            .await;
+        let user = match user {
+            Some(user) if matched => user,
+            _ => {
+                self.count_login("invalid_credentials");
+                return Err(AuthError::InvalidCredentials);
+            }
+        };
+        if user.is_disabled() {
+            self.count_login("user_disabled");
+            return Err(AuthError::UserDisabled);
+        }
+        let mut conn = self.conn().await?;
+        let issued = self.start_session(&mut conn, &user, Uuid::now_v7()).await?;
+        self.count_login("success");
+        tracing::info!(user_id = %user.id, org_id = %user.organization_id, "login");
+        Ok(issued)
+    }
+
+    /// Issues an access token and a new refresh token in family `family_id`.
+    async fn start_session(
+        &self,
+        conn: &mut AsyncPgConnection,
+        user: &User,
+        family_id: Uuid,
+    ) -> Result<IssuedTokens, AuthError> {
+        let refresh_token = tokens::new_refresh_token();
+        let token_hash = tokens::hash_refresh_token(&refresh_token);
+        let expires_at = chrono::Utc::now() + chrono::Duration::seconds(self.refresh_ttl_secs);
+        refresh_tokens::insert(
+            conn,
+            NewRefreshToken {
+                id: Uuid::now_v7(),
+                organization_id: user.organization_id,
+                user_id: user.id,
+                family_id,
+                token_hash: &token_hash,
+                expires_at,
+            },
+        )
+        .await?;
+        let (access_token, claims) = self.codec.issue(Subject {
+            user_id: user.id,
+            organization_id: user.organization_id,
+            role: user.role,
+            session_id: family_id,
+        })?;
+        Ok(IssuedTokens {
+            access_token,
+            refresh_token,
+            access_expires_in: self.codec.ttl_secs(),
+            refresh_expires_in: self.refresh_ttl_secs,
+            claims,
+        })
+    }
+
+    /// Rotates a refresh token: the old one dies, a new pair comes back. Presenting a token
+    /// that was already rotated means it was copied: the whole family is revoked.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<IssuedTokens, AuthError> {
+        let token_hash = tokens::hash_refresh_token(refresh_token);
+        let mut conn = self.conn().await?;
+        let outcome = conn
+            .transaction::<_, AuthError, _>(async |conn| self.rotate(conn, &token_hash).await)
+            .await?;
+        match outcome {
+            RefreshOutcome::Rotated(issued) => Ok(*issued),
+            RefreshOutcome::Failed(err) => Err(err),
+            RefreshOutcome::Reused { family_id } => {
+                tracing::warn!(%family_id, "refresh token reused: session revoked");
+                if let Err(err) = self
+                    .revocations
+                    .deny_session(family_id, self.revocation_ttl_secs)
+                    .await
+                {
+                    self.redis_failed("revoke", &err);
+                }
+                Err(AuthError::RefreshTokenReused)
+            }
+        }
+    }
+
+    async fn rotate(
+        &self,
+        conn: &mut AsyncPgConnection,
+        token_hash: &[u8],
+    ) -> Result<RefreshOutcome, AuthError> {
+        let Some(row) = refresh_tokens::find_by_hash_for_update(conn, token_hash).await? else {
+            return Ok(RefreshOutcome::Failed(AuthError::InvalidToken(
+                "unknown refresh token",
+            )));
+        };
+        self.limit(
+            &format!("refresh:family:{}", row.family_id),
+            self.refresh_per_family,
+        )
+        .await?;
+        if row.rotated_at.is_some() {
+            refresh_tokens::revoke_family(conn, row.organization_id, row.family_id).await?;
+            return Ok(RefreshOutcome::Reused {
+                family_id: row.family_id,
+            });
+        }
+        if row.revoked_at.is_some() {
+            return Ok(RefreshOutcome::Failed(AuthError::TokenRevoked));
+        }
+        if row.expires_at <= chrono::Utc::now() {
+            return Ok(RefreshOutcome::Failed(AuthError::TokenExpired));
+        }
+        let user = users::find(conn, row.organization_id, row.user_id).await?;
+        let Some(user) = user.filter(|u| !u.is_disabled()) else {
+            refresh_tokens::revoke_family(conn, row.organization_id, row.family_id).await?;
+            return Ok(RefreshOutcome::Failed(AuthError::UserDisabled));
+        };
+        refresh_tokens::mark_rotated(conn, row.organization_id, row.id).await?;
+        let issued = self.start_session(conn, &user, row.family_id).await?;
+        Ok(RefreshOutcome::Rotated(Box::new(issued)))
+    }
+
+    /// Verifies an access token and checks it against the deny lists. An unreachable Redis is
+    /// logged and counted and the token accepted: it still expires within `access_ttl_secs`,
+    /// and refresh tokens are checked in Postgres.
+    pub async fn authenticate(&self, token: &str) -> Result<Claims, AuthError> {
+        let claims = self.codec.verify(token)?;
+        match self.revocations.check(&claims).await {
+            Ok(verdict) => verdict.map(|()| claims),
+            Err(err) => {
+                self.redis_failed("revocation_check", &err);
+                Ok(claims)
+            }
+        }
+    }
+
+    /// Ends the session the access token belongs to: its refresh family and, at once, the
+    /// access token itself.
+    pub async fn logout(&self, claims: &Claims) -> Result<(), AuthError> {
+        let mut conn = self.conn().await?;
+        refresh_tokens::revoke_family(&mut conn, claims.org, claims.sid).await?;
+        let remaining = claims.exp - chrono::Utc::now().timestamp();
+        let ttl = u64::try_from(remaining)
+            .unwrap_or(0)
+            .saturating_add(self.leeway_secs);
+        self.revocations.deny_token(claims.jti, ttl).await?;
+        self.revocations
+            .deny_session(claims.sid, self.revocation_ttl_secs)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends every session of a user of `organization_id` (logout-all, or an admin's revoke).
+    pub async fn revoke_all_sessions(
+        &self,
+        organization_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<(), AuthError> {
+        let mut conn = self.conn().await?;
+        if users::find(&mut conn, organization_id, user_id)
+            .await?
+            .is_none()
+        {
+            return Err(AuthError::NotFound("user"));
+        }
+        refresh_tokens::revoke_all_for_user(&mut conn, organization_id, user_id).await?;
+        self.revocations
+            .cut_off_user(user_id, Cutoff::Revoked, self.revocation_ttl_secs)
+            .await?;
+        Ok(())
+    }
+
+    /// Creates a user in the admin's organization. Without a password one is generated and
+    /// returned (shown once, never stored in clear).
+    pub async fn create_user(
+        &self,
+        organization_id: Uuid,
+        email: &str,
+        role: Role,
+        password: Option<String>,
+    ) -> Result<(User, Option<String>), AuthError> {
+        let generated = password.is_none().then(password::generate_password);
+        let password = password.or_else(|| generated.clone()).unwrap_or_default();
+        let mut conn = self.conn().await?;
+        let user = accounts::create_user(
+            &mut conn,
+            &self.passwords,
+            organization_id,
+            email,
+            role,
+            &password,
+        )
+        .await?;
+        Ok((user, generated))
+    }
+
+    /// Changes a user's role and/or disabled state. Both end the user's current access tokens
+    /// (their claims carry the old role); disabling also revokes every refresh token.
+    pub async fn update_user(
+        &self,
+        organization_id: Uuid,
+        user_id: Uuid,
+        changes: UserChanges,
+    ) -> Result<User, AuthError> {
+        let mut conn = self.conn().await?;
+        let (user, role_changed) = conn
+            .transaction::<_, AuthError, _>(async |conn| {
+                let mut user = users::find(conn, organization_id, user_id)
+                    .await?
+                    .ok_or(AuthError::NotFound("user"))?;
+                let mut role_changed = false;
+                if let Some(role) = changes.role.filter(|r| *r != user.role) {
+                    user = users::set_role(conn, organization_id, user_id, role)
+                        .await?
+                        .ok_or(AuthError::NotFound("user"))?;
+                    role_changed = true;
+                }
+                if let Some(disabled) = changes.disabled {
+                    user = users::set_disabled(conn, organization_id, user_id, disabled)
+                        .await?
+                        .ok_or(AuthError::NotFound("user"))?;
+                    if disabled {
+                        refresh_tokens::revoke_all_for_user(conn, organization_id, user_id).await?;
+                    }
+                }
+                Ok((user, role_changed))
+            })
+            .await?;
+        let cutoff = if user.is_disabled() {
+            Some(Cutoff::Disabled)
+        } else if role_changed {
+            Some(Cutoff::Revoked)
+        } else {
+            None
+        };
+        if let Some(why) = cutoff {
+            self.revocations
+                .cut_off_user(user_id, why, self.revocation_ttl_secs)
+                .await?;
+        }
+        Ok(user)
+    }
+
+    pub async fn find_user(&self, organization_id: Uuid, user_id: Uuid) -> Result<User, AuthError> {
+        let mut conn = self.conn().await?;
+        users::find(&mut conn, organization_id, user_id)
+            .await?
+            .ok_or(AuthError::NotFound("user"))
+    }
+
+    pub async fn list_users(&self, organization_id: Uuid) -> Result<Vec<User>, AuthError> {
+        let mut conn = self.conn().await?;
+        Ok(users::list(&mut conn, organization_id).await?)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
