@@ -564,7 +564,9 @@ async fn an_outbound_call_rings_then_answers_and_reports_machine_detection() {
 #[actix_web::test]
 async fn a_webhook_answered_with_500_is_redelivered_with_the_same_id() {
     let (receiver, url) = Receiver::start().await;
-    let sim = start_sim(&url).await;
+    // The receiver's address is set after start, as a test engine on port 0 would.
+    let sim = start_sim("http://127.0.0.1:9/unset").await;
+    sim.set_webhook_url(&url);
     receiver.answer_next_with(&[500, 503]);
 
     let id = sim.place_inbound_call("+15550001111", "+15550002222");
@@ -662,4 +664,38 @@ fn the_sim_subcommand_serves_and_places_calls_on_request() {
     assert!(String::from_utf8_lossy(&out.stdout)
         .trim()
         .starts_with("v3:"));
+}
+
+#[actix_web::test]
+async fn two_hundred_concurrent_calls_each_deliver_their_whole_lifecycle() {
+    let (receiver, url) = Receiver::start().await;
+    let sim = start_sim(&url).await;
+    let telnyx = client_for(&sim, API_KEY);
+    let ids: Vec<String> = (0..200)
+        .map(|i| sim.place_inbound_call(&format!("+1555100{i:04}"), "+15550002222"))
+        .collect();
+    let results = futures_util::future::join_all(ids.iter().map(|id| {
+        let telnyx = telnyx.clone();
+        async move {
+            telnyx.answer(id, AnswerRequest::default()).await?;
+            telnyx.hangup(id).await
+        }
+    }))
+    .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+    let got = receiver.wait_for(600).await;
+    for id in &ids {
+        let types: Vec<String> = got
+            .iter()
+            .map(Received::envelope)
+            .filter(|e| e.data.payload.call_control_id.as_deref() == Some(id.as_str()))
+            .map(|e| e.data.event_type)
+            .collect();
+        assert_eq!(
+            types,
+            ["call.initiated", "call.answered", "call.hangup"],
+            "{id}"
+        );
+    }
 }
