@@ -9,4 +9,5 @@ mod calls;
 mod cli;
 mod health;
 mod migrations;
+mod telnyx;
 mod webhooks;

@@ -347,6 +347,7 @@ impl TelnyxClient {
         body: &impl Serialize,
         client_state: Option<&str>,
     ) -> Result<(), TelnyxError> {
+        tracing::debug!(call_control_id, action, "telnyx command");
         let url = format!(
             "{}/calls/{}/actions/{action}",
             self.inner.api_url,
@@ -516,6 +517,39 @@ fn encode_path_segment(id: &str) -> String {
 #[derive(Serialize)]
 struct Empty {}
 
+impl TelnyxClient {
+    /// Boxes an action for the trait: the id is copied so the future borrows only `self`.
+    fn boxed_action<'a, B: Serialize + 'a>(
+        &'a self,
+        call_control_id: &str,
+        action: &'static str,
+        body: B,
+        client_state: Option<String>,
+    ) -> LocalBoxFuture<'a, Result<(), TelnyxError>> {
+        let id = call_control_id.to_owned();
+        Box::pin(async move {
+            self.action(&id, action, &body, client_state.as_deref())
+                .await
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct AnswerBody {
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    stream: Option<StreamSettings>,
+}
+
+#[derive(Serialize)]
+struct RejectBody {
+    cause: RejectCause,
+}
+
+#[derive(Serialize)]
+struct DtmfBody {
+    digits: String,
+}
+
 impl CallControl for TelnyxClient {
     fn dial(&self, req: DialRequest) -> LocalBoxFuture<'_, Result<DialResponse, TelnyxError>> {
         Box::pin(TelnyxClient::dial(self, req))
@@ -526,17 +560,8 @@ impl CallControl for TelnyxClient {
         call_control_id: &str,
         req: AnswerRequest,
     ) -> LocalBoxFuture<'_, Result<(), TelnyxError>> {
-        let id = call_control_id.to_owned();
-        Box::pin(async move {
-            #[derive(Serialize)]
-            struct Body {
-                #[serde(flatten, skip_serializing_if = "Option::is_none")]
-                stream: Option<StreamSettings>,
-            }
-            let body = Body { stream: req.stream };
-            self.action(&id, "answer", &body, req.client_state.as_deref())
-                .await
-        })
+        let body = AnswerBody { stream: req.stream };
+        self.boxed_action(call_control_id, "answer", body, req.client_state)
     }
 
     fn reject(
@@ -544,19 +569,11 @@ impl CallControl for TelnyxClient {
         call_control_id: &str,
         cause: RejectCause,
     ) -> LocalBoxFuture<'_, Result<(), TelnyxError>> {
-        let id = call_control_id.to_owned();
-        Box::pin(async move {
-            #[derive(Serialize)]
-            struct Body {
-                cause: RejectCause,
-            }
-            self.action(&id, "reject", &Body { cause }, None).await
-        })
+        self.boxed_action(call_control_id, "reject", RejectBody { cause }, None)
     }
 
     fn hangup(&self, call_control_id: &str) -> LocalBoxFuture<'_, Result<(), TelnyxError>> {
-        let id = call_control_id.to_owned();
-        Box::pin(async move { self.action(&id, "hangup", &Empty {}, None).await })
+        self.boxed_action(call_control_id, "hangup", Empty {}, None)
     }
 
     fn transfer(
@@ -564,8 +581,7 @@ impl CallControl for TelnyxClient {
         call_control_id: &str,
         req: TransferRequest,
     ) -> LocalBoxFuture<'_, Result<(), TelnyxError>> {
-        let id = call_control_id.to_owned();
-        Box::pin(async move { self.action(&id, "transfer", &req, None).await })
+        self.boxed_action(call_control_id, "transfer", req, None)
     }
 
     fn speak(
@@ -573,8 +589,7 @@ impl CallControl for TelnyxClient {
         call_control_id: &str,
         req: SpeakRequest,
     ) -> LocalBoxFuture<'_, Result<(), TelnyxError>> {
-        let id = call_control_id.to_owned();
-        Box::pin(async move { self.action(&id, "speak", &req, None).await })
+        self.boxed_action(call_control_id, "speak", req, None)
     }
 
     fn playback_start(
@@ -582,8 +597,7 @@ impl CallControl for TelnyxClient {
         call_control_id: &str,
         req: PlaybackRequest,
     ) -> LocalBoxFuture<'_, Result<(), TelnyxError>> {
-        let id = call_control_id.to_owned();
-        Box::pin(async move { self.action(&id, "playback_start", &req, None).await })
+        self.boxed_action(call_control_id, "playback_start", req, None)
     }
 
     fn streaming_start(
@@ -591,13 +605,11 @@ impl CallControl for TelnyxClient {
         call_control_id: &str,
         stream: StreamSettings,
     ) -> LocalBoxFuture<'_, Result<(), TelnyxError>> {
-        let id = call_control_id.to_owned();
-        Box::pin(async move { self.action(&id, "streaming_start", &stream, None).await })
+        self.boxed_action(call_control_id, "streaming_start", stream, None)
     }
 
     fn streaming_stop(&self, call_control_id: &str) -> LocalBoxFuture<'_, Result<(), TelnyxError>> {
-        let id = call_control_id.to_owned();
-        Box::pin(async move { self.action(&id, "streaming_stop", &Empty {}, None).await })
+        self.boxed_action(call_control_id, "streaming_stop", Empty {}, None)
     }
 
     fn send_dtmf(
@@ -605,15 +617,10 @@ impl CallControl for TelnyxClient {
         call_control_id: &str,
         digits: &str,
     ) -> LocalBoxFuture<'_, Result<(), TelnyxError>> {
-        let id = call_control_id.to_owned();
-        let digits = digits.to_owned();
-        Box::pin(async move {
-            #[derive(Serialize)]
-            struct Body {
-                digits: String,
-            }
-            self.action(&id, "send_dtmf", &Body { digits }, None).await
-        })
+        let body = DtmfBody {
+            digits: digits.to_owned(),
+        };
+        self.boxed_action(call_control_id, "send_dtmf", body, None)
     }
 
     fn record_start(
@@ -621,13 +628,11 @@ impl CallControl for TelnyxClient {
         call_control_id: &str,
         req: RecordRequest,
     ) -> LocalBoxFuture<'_, Result<(), TelnyxError>> {
-        let id = call_control_id.to_owned();
-        Box::pin(async move { self.action(&id, "record_start", &req, None).await })
+        self.boxed_action(call_control_id, "record_start", req, None)
     }
 
     fn record_stop(&self, call_control_id: &str) -> LocalBoxFuture<'_, Result<(), TelnyxError>> {
-        let id = call_control_id.to_owned();
-        Box::pin(async move { self.action(&id, "record_stop", &Empty {}, None).await })
+        self.boxed_action(call_control_id, "record_stop", Empty {}, None)
     }
 }
 

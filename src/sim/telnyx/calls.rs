@@ -314,7 +314,7 @@ fn new_call(
     webhook_url: Option<String>,
 ) -> SimCall {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let url = webhook_url.unwrap_or_else(|| inner.config.webhook_url.clone());
+    let url = webhook_url.unwrap_or_else(|| inner.webhook_url());
     delivery::spawn_call_delivery(inner, url, rx);
     SimCall {
         info: SimCallInfo {

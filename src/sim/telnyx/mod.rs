@@ -10,6 +10,7 @@ mod calls;
 mod delivery;
 mod routes;
 
+use crate::config::{is_loopback_url, Environment, Settings};
 use crate::providers::telnyx::webhook::public_key_b64;
 use actix::{Arbiter, ArbiterHandle};
 use actix_web::dev::ServerHandle;
@@ -36,6 +37,18 @@ pub fn signing_key_from_seed(seed: &str) -> SigningKey {
 /// Base64 public key of the development key (see [`DEV_KEY_SEED`]).
 pub fn dev_public_key_b64() -> String {
     public_key_b64(&signing_key_from_seed(DEV_KEY_SEED))
+}
+
+/// The webhook public key the engine should verify with: the configured one, or, outside
+/// production when none is configured and Telnyx is a loopback simulator, the development key
+/// `iace sim` signs with by default. `None` means webhooks cannot be verified (refuse them).
+pub fn resolve_webhook_public_key(settings: &Settings) -> Option<String> {
+    let telnyx = &settings.telnyx;
+    if !telnyx.webhook_public_key.trim().is_empty() {
+        return Some(telnyx.webhook_public_key.trim().to_owned());
+    }
+    let local_sim = is_loopback_url(&telnyx.base_url);
+    (local_sim && settings.environment != Environment::Production).then(dev_public_key_b64)
 }
 
 /// Called when a simulated call starts streaming media: the extension point where a simulated
@@ -66,7 +79,8 @@ pub struct StreamStarted {
 pub struct TelnyxSimConfig {
     /// Listen address; port 0 picks a free one.
     pub bind: String,
-    /// Where every webhook goes (unless a dial names its own `webhook_url`).
+    /// Where every webhook goes (unless a dial names its own `webhook_url`); see also
+    /// [`TelnyxSimHandle::set_webhook_url`].
     pub webhook_url: String,
     /// The API key commands must carry as `Bearer`. Empty accepts any Bearer token (development,
     /// where the engine has no key either).
@@ -180,6 +194,9 @@ pub(crate) struct Inner {
     /// The thread that delivers webhooks and runs timers: awc futures are `!Send`, so they live on
     /// one arbiter instead of whichever worker received the command.
     delivery: ArbiterHandle,
+    /// Starts as `config.webhook_url`; settable, because a test's engine may only learn its own
+    /// port after the simulator is running.
+    webhook_url: Mutex<String>,
     state: Mutex<calls::SimState>,
 }
 
@@ -187,6 +204,13 @@ impl Inner {
     fn lock(&self) -> MutexGuard<'_, calls::SimState> {
         // A panic while holding the lock leaves plain data behind; keep serving it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn webhook_url(&self) -> String {
+        self.webhook_url
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -205,17 +229,19 @@ impl TelnyxSim {
             .clone()
             .unwrap_or_else(|| SigningKey::generate(&mut rand::rngs::OsRng));
         let arbiter = Arbiter::new();
+        let webhook_url = Mutex::new(config.webhook_url.clone());
         let inner = Arc::new(Inner {
             config,
             key,
             base_url: format!("http://{addr}"),
             delivery: arbiter.handle(),
+            webhook_url,
             state: Mutex::new(calls::SimState::default()),
         });
         let server = routes::server(listener, inner.clone())?;
         let server_handle = server.handle();
         actix_web::rt::spawn(server);
-        tracing::info!(%addr, webhook_url = %inner.config.webhook_url, "telnyx sim listening");
+        tracing::info!(%addr, webhook_url = %inner.webhook_url(), "telnyx sim listening");
         Ok(TelnyxSimHandle {
             inner,
             server: server_handle,
@@ -265,6 +291,15 @@ impl TelnyxSimHandle {
             .calls
             .get(call_control_id)
             .map(|c| c.info())
+    }
+
+    /// Sends the webhooks of calls created from now on to `url`.
+    pub fn set_webhook_url(&self, url: &str) {
+        *self
+            .inner
+            .webhook_url
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = url.to_owned();
     }
 
     /// Replaces the active faults.
@@ -353,4 +388,47 @@ pub async fn request_inbound_call(
                 response.status()
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(env: Environment, base_url: &str, key: &str) -> Settings {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut s = Settings::load_for(&dir, Environment::Test).unwrap();
+        s.environment = env;
+        s.telnyx.base_url = base_url.into();
+        s.telnyx.webhook_public_key = key.into();
+        s
+    }
+
+    #[test]
+    fn the_configured_webhook_key_wins() {
+        let s = settings(Environment::Development, "http://127.0.0.1:8790", "abc=");
+        assert_eq!(resolve_webhook_public_key(&s).as_deref(), Some("abc="));
+    }
+
+    #[test]
+    fn the_dev_key_is_trusted_only_for_a_local_sim_outside_production() {
+        let local = "http://127.0.0.1:8790";
+        let s = settings(Environment::Development, local, "");
+        assert_eq!(resolve_webhook_public_key(&s), Some(dev_public_key_b64()));
+        let s = settings(Environment::Production, local, "");
+        assert_eq!(resolve_webhook_public_key(&s), None);
+        let s = settings(Environment::Development, "https://api.telnyx.com/v2", "");
+        assert_eq!(resolve_webhook_public_key(&s), None);
+    }
+
+    #[test]
+    fn seeded_keys_are_deterministic() {
+        assert_eq!(
+            signing_key_from_seed("a").to_bytes(),
+            signing_key_from_seed("a").to_bytes()
+        );
+        assert_ne!(
+            signing_key_from_seed("a").to_bytes(),
+            signing_key_from_seed("b").to_bytes()
+        );
+    }
 }

@@ -169,16 +169,12 @@ fn parse_body(raw: &[u8]) -> Result<Map<String, Value>, SimError> {
 
 /// Exactly `Bearer <api_key>`; with no key configured, any Bearer token.
 fn authorized(inner: &Inner, req: &HttpRequest) -> bool {
-    let Some(value) = req
+    let value = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some((scheme, token)) = value.split_once(' ').or(Some((value, ""))) else {
-        return false;
-    };
+        .unwrap_or_default();
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     scheme.eq_ignore_ascii_case("bearer")
         && (inner.config.api_key.is_empty() || token.trim() == inner.config.api_key)
 }
