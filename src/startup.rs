@@ -5,7 +5,7 @@ use crate::actors::call::CallDeps;
 use crate::actors::recorder::{Flush, Recorder, RecorderConfig};
 use crate::actors::registry::CallRegistry;
 use crate::auth::AuthService;
-use crate::config::{Environment, Settings};
+use crate::config::Settings;
 use crate::error::{json_error_handler, path_error_handler, query_error_handler, ApiError};
 use crate::http::{self, metrics::Metrics, AppState, Readiness};
 use crate::providers::telnyx::{CallControl, TelnyxClient, WebhookVerifier};
@@ -112,7 +112,10 @@ impl Application {
             registry,
             recorder,
             telnyx,
-            telnyx_verifier: WebhookVerifier::new(&webhook_public_key(&settings)),
+            // No usable key: webhooks answer 503 `webhook_key_invalid` instead of being trusted.
+            telnyx_verifier: WebhookVerifier::new(
+                &crate::sim::telnyx::resolve_webhook_public_key(&settings).unwrap_or_default(),
+            ),
             auth: Arc::new(auth),
         };
         let port = listener.local_addr()?.port();
@@ -170,18 +173,6 @@ fn media_base_url(public_url: &str) -> String {
         format!("ws://{rest}")
     } else {
         trimmed.to_owned()
-    }
-}
-
-/// The configured Telnyx public key; outside production an empty key means "trust the local
-/// simulator's development key" (production refuses to start without one, see config).
-fn webhook_public_key(settings: &Settings) -> String {
-    if settings.telnyx.webhook_public_key.is_empty()
-        && settings.environment != Environment::Production
-    {
-        crate::sim::telnyx::dev_public_key_b64()
-    } else {
-        settings.telnyx.webhook_public_key.clone()
     }
 }
 

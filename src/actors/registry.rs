@@ -122,7 +122,9 @@ impl CallRegistry {
                         id,
                         from: event.payload.from.clone().unwrap_or_default(),
                         to: event.payload.to.clone().unwrap_or_default(),
-                        origin: Origin::Inbound { event },
+                        origin: Origin::Inbound {
+                            event: Box::new(event),
+                        },
                     });
                 }
             }

@@ -113,13 +113,20 @@ fn sigterm_flips_readiness_then_exits_zero() {
 
 #[test]
 fn production_without_a_signing_key_refuses_to_start_with_one_line() {
-    let (code, stderr) = config_error_of(&[("APP_ENV", "production")]);
+    // Production also needs Telnyx keys; give them so the signing key is what is missing.
+    let telnyx = [
+        ("IACE__TELNYX__API_KEY", "KEY-test"),
+        ("IACE__TELNYX__WEBHOOK_PUBLIC_KEY", "dGVzdA=="),
+    ];
+    let (code, stderr) = config_error_of(&[("APP_ENV", "production"), telnyx[0], telnyx[1]]);
     assert_eq!(code, 2, "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("auth.signing_key"), "{stderr}");
 
     let (code, stderr) = config_error_of(&[
         ("APP_ENV", "production"),
+        telnyx[0],
+        telnyx[1],
         (
             "IACE__AUTH__SIGNING_KEY",
             "-----BEGIN PRIVATE KEY-----\nsecret-ish\n",
@@ -146,6 +153,8 @@ fn admin_gen_key_prints_a_usable_pem_pair() {
     let (code, stderr) = config_error_of(&[
         ("APP_ENV", "production"),
         ("IACE__AUTH__SIGNING_KEY", &text[private_start..private_end]),
+        ("IACE__TELNYX__API_KEY", "KEY-test"),
+        ("IACE__TELNYX__WEBHOOK_PUBLIC_KEY", "dGVzdA=="),
         (
             "IACE__DATABASE__URL",
             "postgres://nobody:x@127.0.0.1:1/none",

@@ -39,7 +39,7 @@ pub struct CallDeps {
 /// How the call came to be.
 pub enum Origin {
     /// Telnyx reported an incoming call; the tenant is found from the number dialled.
-    Inbound { event: WebhookEvent },
+    Inbound { event: Box<WebhookEvent> },
     /// The API created the call row and asks us to dial.
     Outbound {
         organization_id: Uuid,
@@ -377,10 +377,8 @@ impl Call {
                 }
                 self.record_changes(changes);
             }
-            TelnyxEventKind::CallAnswered => {
-                if self.apply(CallSignal::Answered) {
-                    self.mark_answered(&event);
-                }
+            TelnyxEventKind::CallAnswered if self.apply(CallSignal::Answered) => {
+                self.mark_answered(&event);
             }
             TelnyxEventKind::StreamingStarted => {
                 let was_answered = self.answered_at.is_some();
@@ -395,13 +393,11 @@ impl Call {
                     }
                 }
             }
-            TelnyxEventKind::StreamingStopped => {
-                if self.apply(CallSignal::StreamingStopped) {
-                    self.record_changes(CallChanges {
-                        status: Some(self.state.as_str().into()),
-                        ..Default::default()
-                    });
-                }
+            TelnyxEventKind::StreamingStopped if self.apply(CallSignal::StreamingStopped) => {
+                self.record_changes(CallChanges {
+                    status: Some(self.state.as_str().into()),
+                    ..Default::default()
+                });
             }
             TelnyxEventKind::CallHangup => {
                 self.record_changes(CallChanges {
@@ -441,7 +437,7 @@ impl Actor for Call {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         match self.origin.take() {
-            Some(Origin::Inbound { event }) => self.set_up_inbound(event, ctx),
+            Some(Origin::Inbound { event }) => self.set_up_inbound(*event, ctx),
             Some(Origin::Outbound {
                 organization_id,
                 agent_profile_id,
