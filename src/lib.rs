@@ -5,8 +5,11 @@
 )]
 
 pub mod config;
+pub mod domain;
 pub mod error;
 pub mod http;
+pub mod providers;
+pub mod sim;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
