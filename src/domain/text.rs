@@ -79,9 +79,7 @@ impl SentenceSplitter {
             {
                 j += 1;
             }
-            let Some(&(next_pos, next)) = chars.get(j) else {
-                return None;
-            };
+            let &(next_pos, next) = chars.get(j)?;
             if !next.is_whitespace() {
                 continue;
             }

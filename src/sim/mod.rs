@@ -1,2 +1,56 @@
 //! In-process simulators of the providers (the server side of the same protocols), for tests,
-//! local development and `iace sim`.
+//! local development and `iace sim`. Each one is an actix-web server on its own listener (port 0
+//! works) that records what it received and has settable latency and faults.
+
+pub mod cartesia;
+pub mod deepgram;
+pub mod groq;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpServer};
+use std::net::TcpListener;
+use std::sync::{Mutex, MutexGuard};
+
+/// A simulator's HTTP server, running on the current actix system.
+#[derive(Clone)]
+pub(crate) struct SimServer {
+    port: u16,
+    handle: ServerHandle,
+}
+
+impl SimServer {
+    /// Binds `address` (e.g. `127.0.0.1:0`) and serves the routes `configure` registers on one
+    /// worker. Must be called inside an actix system (the server future is spawned on it).
+    pub(crate) fn start<F>(address: &str, configure: F) -> std::io::Result<Self>
+    where
+        F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+    {
+        let listener = TcpListener::bind(address)?;
+        let port = listener.local_addr()?.port();
+        let server = HttpServer::new(move || App::new().configure(configure.clone()))
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(1)
+            .listen(listener)?
+            .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Ok(Self { port, handle })
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops accepting and closes open connections.
+    pub(crate) async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// Locks a simulator's shared state; a panic elsewhere must not wedge the simulator.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

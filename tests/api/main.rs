@@ -6,3 +6,4 @@ mod helpers;
 mod cli;
 mod health;
 mod migrations;
+mod voice;

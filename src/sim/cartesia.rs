@@ -1,0 +1,1 @@
+//! cartesia sim
