@@ -330,3 +330,27 @@ async fn pump<P, S>(
         }
     }
 }
+
+/// Serialises a command as one text frame.
+pub fn json_message<T: serde::Serialize>(
+    provider: &'static str,
+    value: &T,
+) -> Result<Message, ProviderError> {
+    serde_json::to_string(value)
+        .map(|text| Message::Text(text.into()))
+        .map_err(|e| ProviderError::Protocol {
+            provider,
+            message: e.to_string(),
+        })
+}
+
+/// Parses one text frame as JSON.
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    provider: &'static str,
+    text: &str,
+) -> Result<T, ProviderError> {
+    serde_json::from_str(text).map_err(|e| ProviderError::Protocol {
+        provider,
+        message: format!("undecodable message: {e}"),
+    })
+}

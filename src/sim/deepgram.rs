@@ -9,7 +9,7 @@
 //! the Nth utterance of the script, so a segment cut short by a dropped socket is heard again,
 //! whole, on the next connection.
 
-use super::{lock, SimServer};
+use super::{lock, write_messages, Outgoing, SimServer};
 use crate::domain::audio::{Codec, FRAME_MS, SPEECH_ENERGY_THRESHOLD};
 use crate::providers::deepgram::messages::{
     Alternative, Channel, ControlMessage, Metadata, Results, SpeechStarted, SttEvent, UtteranceEnd,
@@ -260,15 +260,6 @@ async fn listen(
     Ok(response)
 }
 
-/// What the writer task does next.
-enum Outgoing {
-    Text(String),
-    Pong(bytes::Bytes),
-    Close(Option<CloseReason>),
-    /// End the socket without a close frame (simulated network loss).
-    Drop,
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn run_connection(
     shared: Arc<Mutex<Shared>>,
@@ -370,28 +361,6 @@ async fn run_connection(
         }
     };
     record(&|c| c.ended = Some(ended.to_owned()));
-}
-
-/// Sends queued messages, each no earlier than its due time, in order.
-async fn write_messages(
-    mut session: Session,
-    mut queue: mpsc::UnboundedReceiver<(Instant, Outgoing)>,
-) {
-    while let Some((due, message)) = queue.recv().await {
-        actix_web::rt::time::sleep_until(due).await;
-        let sent = match message {
-            Outgoing::Text(text) => session.text(text).await,
-            Outgoing::Pong(payload) => session.pong(&payload).await,
-            Outgoing::Close(reason) => {
-                let _ = session.close(reason).await;
-                return;
-            }
-            Outgoing::Drop => return,
-        };
-        if sent.is_err() {
-            return;
-        }
-    }
 }
 
 /// A speech segment being heard.

@@ -8,8 +8,11 @@ pub mod groq;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
+use actix_ws::{CloseReason, Session};
 use std::net::TcpListener;
 use std::sync::{Mutex, MutexGuard};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// A simulator's HTTP server, running on the current actix system.
 #[derive(Clone)]
@@ -53,4 +56,36 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What a socket's writer task does next.
+pub(crate) enum Outgoing {
+    Text(String),
+    Pong(bytes::Bytes),
+    Close(Option<CloseReason>),
+    /// End the socket without a close frame (simulated network loss).
+    Drop,
+}
+
+/// Sends queued messages, each no earlier than its due time, in order. One task per socket, so
+/// every part of a simulator can queue without holding the session.
+pub(crate) async fn write_messages(
+    mut session: Session,
+    mut queue: mpsc::UnboundedReceiver<(Instant, Outgoing)>,
+) {
+    while let Some((due, message)) = queue.recv().await {
+        actix_web::rt::time::sleep_until(due).await;
+        let sent = match message {
+            Outgoing::Text(text) => session.text(text).await,
+            Outgoing::Pong(payload) => session.pong(&payload).await,
+            Outgoing::Close(reason) => {
+                let _ = session.close(reason).await;
+                return;
+            }
+            Outgoing::Drop => return,
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
 }

@@ -2,10 +2,12 @@
 //! real socket (Deepgram listen, Cartesia TTS, Groq chat completions).
 
 use futures_util::{Stream, StreamExt};
-use iace::config::{DeepgramSettings, Secret};
-use iace::domain::audio::{Codec, FRAME_BYTES};
+use iace::config::{CartesiaSettings, DeepgramSettings, Secret};
+use iace::domain::audio::{Codec, FRAME_BYTES, SPEECH_ENERGY_THRESHOLD};
+use iace::providers::cartesia::{CartesiaClient, TtsEvent};
 use iace::providers::deepgram::{DeepgramClient, ListenParams, SttEvent};
 use iace::providers::ProviderError;
+use iace::sim::cartesia::{CartesiaFaults, CartesiaSim, CartesiaSimConfig};
 use iace::sim::deepgram::{DeepgramFaults, DeepgramSim, DeepgramSimConfig};
 use std::time::Duration;
 
@@ -262,4 +264,195 @@ async fn deepgram_wrong_key_is_refused_at_the_handshake() {
     );
     assert!(!err.is_transient());
     assert!(sim.connections().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cartesia
+
+fn start_cartesia(config: CartesiaSimConfig) -> (CartesiaSim, CartesiaClient) {
+    let sim = CartesiaSim::start(CartesiaSimConfig {
+        api_key: Some("cartesia-test-key".into()),
+        ..config
+    })
+    .expect("cartesia simulator starts");
+    let client = CartesiaClient::new(&CartesiaSettings {
+        api_key: Secret::new("cartesia-test-key"),
+        base_url: sim.base_url(),
+        version: "2026-03-01".into(),
+        model_id: "sonic-3".into(),
+        voice_id: "voice-1".into(),
+        language: "en".into(),
+        max_buffer_delay_ms: 0,
+        connect_timeout_ms: 2000,
+    });
+    (sim, client)
+}
+
+#[actix_web::test]
+async fn cartesia_context_with_two_continued_sentences_yields_audio_timestamps_and_done() {
+    let (sim, client) = start_cartesia(CartesiaSimConfig::default());
+    let mut conn = client.connect().await.expect("connects");
+    let codec = Codec::Pcmu;
+    for (text, more) in [
+        ("Hello there.", true),
+        ("How can I help you today?", true),
+        ("", false),
+    ] {
+        conn.sender
+            .generate(client.request("turn-1", text, codec, more))
+            .expect("queued");
+    }
+
+    let mut audio = Vec::new();
+    let mut chunks = 0;
+    let mut timestamps = Vec::new();
+    loop {
+        match next_within(&mut conn.events, 5)
+            .await
+            .expect("open")
+            .expect("no error")
+        {
+            TtsEvent::Chunk(chunk) => {
+                assert_eq!(chunk.context_id, "turn-1");
+                let bytes = chunk.audio().expect("base64");
+                assert!(
+                    codec.energy(&bytes) > SPEECH_ENERGY_THRESHOLD,
+                    "audible μ-law"
+                );
+                audio.extend(bytes);
+                chunks += 1;
+            }
+            TtsEvent::Timestamps(t) => timestamps.push(t.word_timestamps),
+            TtsEvent::Done(done) => {
+                assert_eq!(done.context_id, "turn-1");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // 60 ms per character, each word counting one more for its gap: 13 + 26 characters.
+    assert_eq!(
+        audio.len(),
+        (13 + 26) * 60 * 8,
+        "audio length follows the text"
+    );
+    assert!(chunks >= 20, "sent as several chunks: {chunks}");
+    assert_eq!(timestamps.len(), 2, "one timestamps message per sentence");
+    assert_eq!(timestamps[0].words, vec!["Hello", "there."]);
+    assert_eq!(timestamps[1].words.len(), 6);
+    assert!(
+        (timestamps[1].start[0] - 0.78).abs() < 1e-9,
+        "timestamps run on across the context"
+    );
+    assert!((timestamps[1].end[5] - 2.34).abs() < 1e-9);
+
+    let recorded = sim.connections();
+    assert!(recorded[0].authorized);
+    assert_eq!(recorded[0].version.as_deref(), Some("2026-03-01"));
+    let continues: Vec<bool> = recorded[0].requests.iter().map(|r| r.continue_).collect();
+    assert_eq!(continues, vec![true, true, false]);
+    assert_eq!(recorded[0].requests[0].output_format.encoding, "pcm_mulaw");
+    assert!(recorded[0].requests[0].add_timestamps);
+}
+
+#[actix_web::test]
+async fn cartesia_cancel_stops_a_context_while_another_completes() {
+    let (sim, client) = start_cartesia(CartesiaSimConfig {
+        chunk_interval: Duration::from_millis(20),
+        ..CartesiaSimConfig::default()
+    });
+    let mut conn = client.connect().await.expect("connects");
+    let long = "This is a long answer that the caller will interrupt halfway through. ".repeat(4);
+    conn.sender
+        .generate(client.request("turn-a", &long, Codec::Pcma, false))
+        .expect("queued");
+
+    let mut a_chunks_after_cancel = 0;
+    let mut cancelled = false;
+    let mut b_audio = 0;
+    loop {
+        match next_within(&mut conn.events, 5)
+            .await
+            .expect("open")
+            .expect("no error")
+        {
+            TtsEvent::Chunk(chunk) if chunk.context_id == "turn-a" => {
+                if cancelled {
+                    a_chunks_after_cancel += 1;
+                } else {
+                    conn.sender.cancel("turn-a").expect("queued");
+                    conn.sender
+                        .generate(client.request("turn-b", "Sorry, go ahead.", Codec::Pcma, false))
+                        .expect("queued");
+                    cancelled = true;
+                }
+            }
+            TtsEvent::Chunk(chunk) => b_audio += chunk.audio().expect("base64").len(),
+            TtsEvent::Done(done) => {
+                assert_eq!(
+                    done.context_id, "turn-b",
+                    "a cancelled context never finishes"
+                );
+                break;
+            }
+            TtsEvent::Timestamps(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        a_chunks_after_cancel <= 2,
+        "at most in-flight chunks: {a_chunks_after_cancel}"
+    );
+    assert_eq!(b_audio, (7 + 3 + 7) * 60 * 8);
+    // Nothing more arrives for the cancelled context.
+    let late = tokio::time::timeout(Duration::from_millis(300), conn.events.next()).await;
+    assert!(late.is_err(), "no more messages: {late:?}");
+    assert_eq!(sim.connections()[0].cancels, vec!["turn-a"]);
+}
+
+#[actix_web::test]
+async fn cartesia_socket_dropped_mid_sentence_is_reported_as_an_error() {
+    let (sim, client) = start_cartesia(CartesiaSimConfig::default());
+    sim.set_faults(CartesiaFaults {
+        drop_after_chunks: Some(3),
+        ..CartesiaFaults::default()
+    });
+    let mut conn = client.connect().await.expect("connects");
+    conn.sender
+        .generate(client.request(
+            "turn-1",
+            "A sentence long enough for many chunks.",
+            Codec::Pcmu,
+            false,
+        ))
+        .expect("queued");
+    let mut chunks = 0;
+    let last = loop {
+        match next_within(&mut conn.events, 5).await {
+            Some(Ok(TtsEvent::Chunk(_))) => chunks += 1,
+            Some(Ok(TtsEvent::Timestamps(_))) => {}
+            other => break other,
+        }
+    };
+    assert_eq!(chunks, 3);
+    assert!(
+        matches!(last, Some(Err(ProviderError::Disconnected { .. }))),
+        "got {last:?}"
+    );
+    // A new connection works: the fault was used once.
+    let mut again = client.connect().await.expect("reconnects");
+    again
+        .sender
+        .generate(client.request("turn-2", "Hi.", Codec::Pcmu, false))
+        .expect("queued");
+    loop {
+        match next_within(&mut again.events, 5)
+            .await
+            .expect("open")
+            .expect("no error")
+        {
+            TtsEvent::Done(_) => break,
+            _ => continue,
+        }
+    }
 }

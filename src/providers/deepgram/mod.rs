@@ -266,20 +266,12 @@ impl WsProtocol for Deepgram {
     fn encode(command: SttCommand) -> Result<Message, ProviderError> {
         match command {
             SttCommand::Audio(bytes) => Ok(Message::Binary(bytes)),
-            SttCommand::Control(control) => serde_json::to_string(&control)
-                .map(|text| Message::Text(text.into()))
-                .map_err(|e| ProviderError::Protocol {
-                    provider: Self::PROVIDER,
-                    message: e.to_string(),
-                }),
+            SttCommand::Control(control) => ws::json_message(Self::PROVIDER, &control),
         }
     }
 
     fn decode(text: &str) -> Result<SttEvent, ProviderError> {
-        serde_json::from_str(text).map_err(|e| ProviderError::Protocol {
-            provider: Self::PROVIDER,
-            message: format!("undecodable message: {e}"),
-        })
+        ws::parse_json(Self::PROVIDER, text)
     }
 
     fn closed(close: WsClose) -> SttEvent {
