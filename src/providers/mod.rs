@@ -7,6 +7,7 @@
 pub mod cartesia;
 pub mod deepgram;
 pub mod groq;
+pub mod http;
 pub mod ws;
 
 use std::time::Duration;

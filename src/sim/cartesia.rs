@@ -104,15 +104,13 @@ impl CartesiaSim {
 
     /// Starts on `address` (e.g. `127.0.0.1:8792`).
     pub fn start_on(address: &str, config: CartesiaSimConfig) -> std::io::Result<Self> {
-        let shared = Arc::new(Mutex::new(Shared {
+        let state = Shared {
             config,
             faults: CartesiaFaults::default(),
             connections: Vec::new(),
-        }));
-        let data = web::Data::from(shared.clone());
-        let server = SimServer::start(address, move |cfg| {
-            cfg.app_data(data.clone())
-                .route("/tts/websocket", web::get().to(tts_socket));
+        };
+        let (server, shared) = SimServer::start_with_state(address, state, |cfg| {
+            cfg.route("/tts/websocket", web::get().to(tts_socket));
         })?;
         Ok(Self { server, shared })
     }

@@ -135,16 +135,14 @@ impl DeepgramSim {
 
     /// Starts on `address` (e.g. `127.0.0.1:8791`).
     pub fn start_on(address: &str, config: DeepgramSimConfig) -> std::io::Result<Self> {
-        let shared = Arc::new(Mutex::new(Shared {
+        let state = Shared {
             config,
             faults: DeepgramFaults::default(),
             next_utterance: 0,
             connections: Vec::new(),
-        }));
-        let data = web::Data::from(shared.clone());
-        let server = SimServer::start(address, move |cfg| {
-            cfg.app_data(data.clone())
-                .route("/v1/listen", web::get().to(listen));
+        };
+        let (server, shared) = SimServer::start_with_state(address, state, |cfg| {
+            cfg.route("/v1/listen", web::get().to(listen));
         })?;
         Ok(Self { server, shared })
     }

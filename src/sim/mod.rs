@@ -10,7 +10,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 use actix_ws::{CloseReason, Session};
 use std::net::TcpListener;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -39,6 +39,22 @@ impl SimServer {
         let handle = server.handle();
         actix_web::rt::spawn(server);
         Ok(Self { port, handle })
+    }
+
+    /// Like [`start`](Self::start), with `state` shared by the handlers (as
+    /// `web::Data<Mutex<T>>`) and by the returned handle.
+    pub(crate) fn start_with_state<T: Send + 'static>(
+        address: &str,
+        state: T,
+        routes: fn(&mut web::ServiceConfig),
+    ) -> std::io::Result<(Self, Arc<Mutex<T>>)> {
+        let shared = Arc::new(Mutex::new(state));
+        let data = web::Data::from(shared.clone());
+        let server = Self::start(address, move |cfg| {
+            cfg.app_data(data.clone());
+            routes(cfg);
+        })?;
+        Ok((server, shared))
     }
 
     pub(crate) fn port(&self) -> u16 {

@@ -2,13 +2,16 @@
 //! real socket (Deepgram listen, Cartesia TTS, Groq chat completions).
 
 use futures_util::{Stream, StreamExt};
-use iace::config::{CartesiaSettings, DeepgramSettings, Secret};
+use iace::config::{CartesiaSettings, DeepgramSettings, GroqSettings, Secret};
 use iace::domain::audio::{Codec, FRAME_BYTES, SPEECH_ENERGY_THRESHOLD};
+use iace::domain::text::SentenceSplitter;
 use iace::providers::cartesia::{CartesiaClient, TtsEvent};
 use iace::providers::deepgram::{DeepgramClient, ListenParams, SttEvent};
+use iace::providers::groq::{ChatMessage, GroqClient, Role};
 use iace::providers::ProviderError;
 use iace::sim::cartesia::{CartesiaFaults, CartesiaSim, CartesiaSimConfig};
 use iace::sim::deepgram::{DeepgramFaults, DeepgramSim, DeepgramSimConfig};
+use iace::sim::groq::{GroqFaults, GroqRule, GroqSim, GroqSimConfig};
 use std::time::Duration;
 
 /// Waits for the next item of `stream`, failing the test after `secs` seconds.
@@ -455,4 +458,178 @@ async fn cartesia_socket_dropped_mid_sentence_is_reported_as_an_error() {
             _ => continue,
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Groq
+
+fn groq_settings(base_url: String, key: &str) -> GroqSettings {
+    GroqSettings {
+        api_key: Secret::new(key),
+        base_url,
+        model: "llama-3.3-70b-versatile".into(),
+        request_timeout_ms: 2000,
+        stream_idle_timeout_ms: 1000,
+        sentiment_timeout_ms: 500,
+        temperature: 0.3,
+        max_completion_tokens: 200,
+    }
+}
+
+fn start_groq(config: GroqSimConfig) -> (GroqSim, GroqClient) {
+    let sim = GroqSim::start(GroqSimConfig {
+        api_key: Some("groq-test-key".into()),
+        ..config
+    })
+    .expect("groq simulator starts");
+    let client = GroqClient::new(&groq_settings(sim.base_url(), "groq-test-key"));
+    (sim, client)
+}
+
+#[actix_web::test]
+async fn groq_streamed_tokens_are_cut_into_sentences_and_the_prompt_is_recorded() {
+    let (sim, client) = start_groq(GroqSimConfig {
+        rules: vec![GroqRule::new(
+            "appointment",
+            "Sure, Dr. Lee can see you at 3.5 p.m. on Friday. Does that work for you? Great!",
+        )],
+        time_to_first_token: Duration::from_millis(150),
+        ..GroqSimConfig::default()
+    });
+    let request = client.chat_request(vec![
+        ChatMessage::system("You are the receptionist of Acme Dental."),
+        ChatMessage::assistant("Hello, how can I help?"),
+        ChatMessage::user("I would like an appointment."),
+    ]);
+    let started = std::time::Instant::now();
+    let mut tokens = client.stream(request).await.expect("stream opens");
+    let mut splitter = SentenceSplitter::new();
+    let mut sentences = Vec::new();
+    let mut count = 0;
+    let mut first_token_after = None;
+    while let Some(token) = next_within(&mut tokens, 5).await {
+        let token = token.expect("no error");
+        first_token_after.get_or_insert_with(|| started.elapsed());
+        count += 1;
+        sentences.extend(splitter.push(&token));
+    }
+    sentences.extend(splitter.finish());
+    assert!(count > 10, "streamed token by token: {count}");
+    assert!(first_token_after.unwrap() >= Duration::from_millis(150));
+    assert_eq!(
+        sentences,
+        vec![
+            "Sure, Dr. Lee can see you at 3.5 p.m. on Friday.",
+            "Does that work for you?",
+            "Great!"
+        ]
+    );
+
+    let recorded = sim.requests();
+    assert_eq!(recorded.len(), 1);
+    let sent = recorded[0].chat().expect("a chat request");
+    assert!(sent.stream);
+    assert_eq!(sent.model, "llama-3.3-70b-versatile");
+    let roles: Vec<Role> = sent.messages.iter().map(|m| m.role).collect();
+    assert_eq!(roles, vec![Role::System, Role::Assistant, Role::User]);
+    assert_eq!(
+        sent.messages[0].content,
+        "You are the receptionist of Acme Dental."
+    );
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Sentiment {
+    score: f64,
+    label: String,
+}
+
+#[actix_web::test]
+async fn groq_json_mode_sentiment_answer_parses_into_a_type() {
+    let (sim, client) = start_groq(GroqSimConfig {
+        time_to_first_token: Duration::from_millis(20),
+        ..GroqSimConfig::default()
+    });
+    let prompt = "Rate the caller's sentiment. Answer in JSON: {\"score\": -1..1, \"label\": ...}";
+    let client = client.with_timeout(Duration::from_millis(500));
+    let angry: Sentiment = client
+        .complete_json(&client.chat_request(vec![
+            ChatMessage::system(prompt),
+            ChatMessage::user("This is ridiculous, I am furious and want a manager."),
+        ]))
+        .await
+        .expect("sentiment");
+    assert!(angry.score <= -0.5, "{angry:?}");
+    assert_eq!(angry.label, "negative");
+    let happy: Sentiment = client
+        .complete_json(&client.chat_request(vec![
+            ChatMessage::system(prompt),
+            ChatMessage::user("Great, thanks so much!"),
+        ]))
+        .await
+        .expect("sentiment");
+    assert_eq!(happy.label, "positive");
+    let sent = sim.requests()[0].body.clone();
+    assert_eq!(
+        sent["response_format"],
+        serde_json::json!({"type": "json_object"})
+    );
+    assert_eq!(sent["stream"], serde_json::json!(false));
+}
+
+#[actix_web::test]
+async fn groq_rate_limit_carries_retry_after_then_the_next_request_succeeds() {
+    let (sim, client) = start_groq(GroqSimConfig {
+        default_reply: "Happy to help.".into(),
+        time_to_first_token: Duration::from_millis(10),
+        ..GroqSimConfig::default()
+    });
+    sim.set_faults(GroqFaults {
+        rate_limit_next: 1,
+        retry_after_secs: 7,
+        fail_next: 1,
+        ..GroqFaults::default()
+    });
+    let request = client.chat_request(vec![ChatMessage::user("hi")]);
+    let err = client.stream(request.clone()).await.err().expect("429");
+    match err {
+        ProviderError::RateLimited { retry_after, .. } => {
+            assert_eq!(retry_after, Some(Duration::from_secs(7)))
+        }
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+    let err = client.complete(&request).await.expect_err("503");
+    assert!(
+        matches!(err, ProviderError::Server { status: 503, .. }) && err.is_transient(),
+        "{err:?}"
+    );
+    let answer = client.complete(&request).await.expect("answers");
+    assert_eq!(answer.content(), "Happy to help.");
+    let statuses: Vec<u16> = sim.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![429, 503, 200]);
+}
+
+#[actix_web::test]
+async fn groq_stall_times_out_and_a_wrong_key_is_refused() {
+    let (sim, client) = start_groq(GroqSimConfig::default());
+    sim.set_faults(GroqFaults {
+        stall: Some(Duration::from_secs(3)),
+        ..GroqFaults::default()
+    });
+    let request = client.chat_request(vec![ChatMessage::user("hello?")]);
+    let err = client
+        .clone()
+        .with_timeout(Duration::from_millis(300))
+        .complete(&request)
+        .await
+        .expect_err("times out");
+    assert!(matches!(err, ProviderError::Timeout { .. }), "{err:?}");
+
+    sim.set_faults(GroqFaults::default());
+    let wrong = GroqClient::new(&groq_settings(sim.base_url(), "wrong"));
+    let err = wrong.complete(&request).await.expect_err("refused");
+    assert!(
+        matches!(err, ProviderError::Unauthorized { status: 401, .. }),
+        "{err:?}"
+    );
 }
