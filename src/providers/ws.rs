@@ -158,7 +158,7 @@ pub async fn open<P: WsProtocol>(
                     after: options.connect_timeout,
                 })
             }
-            Ok(Err(err)) => return Err(handshake_error(P::PROVIDER, err)),
+            Ok(Err(err)) => return Err(handshake_error(P::PROVIDER, err, options.connect_timeout)),
             Ok(Ok(pair)) => pair,
         };
     let request_id = response
@@ -193,7 +193,11 @@ pub fn client(connect_timeout: Duration) -> awc::Client {
         .finish()
 }
 
-fn handshake_error(provider: &'static str, err: awc::error::WsClientError) -> ProviderError {
+fn handshake_error(
+    provider: &'static str,
+    err: awc::error::WsClientError,
+    timeout: Duration,
+) -> ProviderError {
     use awc::error::WsClientError;
     match err {
         WsClientError::InvalidResponseStatus(status) => {
@@ -219,12 +223,7 @@ fn handshake_error(provider: &'static str, err: awc::error::WsClientError) -> Pr
                 },
             }
         }
-        WsClientError::SendRequest(awc::error::SendRequestError::Timeout) => {
-            ProviderError::Timeout {
-                provider,
-                after: Duration::ZERO,
-            }
-        }
+        WsClientError::SendRequest(err) => super::http::send_error(provider, err, timeout),
         other => ProviderError::Connect {
             provider,
             message: other.to_string(),

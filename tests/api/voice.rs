@@ -269,6 +269,51 @@ async fn deepgram_wrong_key_is_refused_at_the_handshake() {
     assert!(sim.connections().is_empty());
 }
 
+#[actix_web::test]
+async fn deepgram_stalled_server_sends_nothing_and_an_absent_server_is_a_connect_error() {
+    let (sim, client) = start_deepgram(DeepgramSimConfig {
+        script: vec!["Hello?".into()],
+        ..DeepgramSimConfig::default()
+    });
+    sim.set_faults(DeepgramFaults {
+        stall: true,
+        ..DeepgramFaults::default()
+    });
+    let settings = deepgram_settings(sim.base_url(), "dg-test-key");
+    let mut conn = client
+        .connect(&ListenParams::for_call(&settings, Codec::Pcmu))
+        .await
+        .expect("connects");
+    for frame in frames(Codec::Pcmu, &[(true, 500), (false, 500)]) {
+        conn.sender.audio(frame).expect("queued");
+    }
+    let quiet = tokio::time::timeout(Duration::from_millis(500), conn.events.next()).await;
+    assert!(
+        quiet.is_err(),
+        "a stalled server answers nothing: {quiet:?}"
+    );
+    assert_eq!(
+        sim.connections()[0].frames,
+        50,
+        "but it still reads the audio"
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nowhere = deepgram_settings(format!("ws://127.0.0.1:{port}"), "k");
+    let err = DeepgramClient::new(&nowhere)
+        .connect(&ListenParams::for_call(&nowhere, Codec::Pcmu))
+        .await
+        .expect_err("nothing listens there");
+    assert!(
+        matches!(err, ProviderError::Connect { .. }) && err.is_transient(),
+        "{err:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Cartesia
 
