@@ -77,8 +77,8 @@ pub struct Settings {
     pub health: HealthSettings,
     pub sentry: SentrySettings,
     pub telnyx: TelnyxSettings,
-    pub deepgram: ProviderSettings,
-    pub cartesia: ProviderSettings,
+    pub deepgram: DeepgramSettings,
+    pub cartesia: CartesiaSettings,
     pub groq: GroqSettings,
     pub gemini: GeminiSettings,
     pub calls: CallSettings,
@@ -167,19 +167,62 @@ pub struct TelnyxSettings {
     pub webhook_tolerance_secs: i64,
 }
 
+/// Deepgram live speech-to-text. `base_url` is the socket origin (`wss://api.deepgram.com`);
+/// the client appends `/v1/listen`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProviderSettings {
+pub struct DeepgramSettings {
     pub api_key: Secret,
     pub base_url: String,
+    /// Default model when the agent profile names none (e.g. `nova-3`).
+    pub model: String,
+    /// Default language when the agent profile names none (e.g. `en-US`).
+    pub language: String,
+    /// Silence (ms) after speech before Deepgram marks `speech_final`.
+    pub endpointing_ms: u32,
+    /// Gap (ms) after the last word before Deepgram sends `UtteranceEnd`.
+    pub utterance_end_ms: u32,
+    pub connect_timeout_ms: u64,
+    /// How often to send `KeepAlive` while no audio flows (Deepgram closes after 10 s).
+    pub keepalive_interval_ms: u64,
 }
 
+/// Cartesia streaming text-to-speech. `base_url` is the socket origin (`wss://api.cartesia.ai`);
+/// the client appends `/tts/websocket`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CartesiaSettings {
+    pub api_key: Secret,
+    pub base_url: String,
+    /// The pinned API version (`cartesia_version` query parameter).
+    pub version: String,
+    /// Default model when the agent profile names none (e.g. `sonic-3`).
+    pub model_id: String,
+    /// Default voice id when the agent profile names none.
+    pub voice_id: String,
+    pub language: String,
+    /// How long the server may buffer text before it starts (0 = start at once; we send whole
+    /// sentences, so waiting for more text only adds latency).
+    pub max_buffer_delay_ms: u32,
+    pub connect_timeout_ms: u64,
+}
+
+/// Groq chat completions. `base_url` is the OpenAI-compatible base
+/// (`https://api.groq.com/openai/v1`); the client appends `/chat/completions`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroqSettings {
     pub api_key: Secret,
     pub base_url: String,
     pub model: String,
+    /// Time allowed until the response headers arrive (non-streaming: the whole answer).
+    pub request_timeout_ms: u64,
+    /// Longest gap allowed between two streamed chunks.
+    pub stream_idle_timeout_ms: u64,
+    /// Budget of one sentiment request (short: a late score is useless).
+    pub sentiment_timeout_ms: u64,
+    pub temperature: f32,
+    pub max_completion_tokens: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

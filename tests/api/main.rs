@@ -10,4 +10,5 @@ mod cli;
 mod health;
 mod migrations;
 mod telnyx;
+mod voice;
 mod webhooks;

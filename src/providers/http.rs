@@ -1,0 +1,124 @@
+//! The HTTP client shared by the request/response providers on one thread, and the mapping of
+//! their HTTP failures onto [`ProviderError`].
+
+use super::ProviderError;
+use awc::error::SendRequestError;
+use awc::http::StatusCode;
+use std::time::Duration;
+
+thread_local! {
+    /// awc clients are `!Send` and hold a connection pool: one per arbiter thread, built on
+    /// first use. No client-wide timeout: each call sets its own.
+    static CLIENT: awc::Client = awc::Client::builder().disable_timeout().finish();
+}
+
+/// This thread's HTTP client (cheap: an `Rc` clone).
+pub fn client() -> awc::Client {
+    CLIENT.with(Clone::clone)
+}
+
+/// Maps a failure to send or to get the response headers.
+pub fn send_error(
+    provider: &'static str,
+    err: SendRequestError,
+    timeout: Duration,
+) -> ProviderError {
+    match err {
+        SendRequestError::Timeout => ProviderError::Timeout {
+            provider,
+            after: timeout,
+        },
+        SendRequestError::Connect(e) => ProviderError::Connect {
+            provider,
+            message: e.to_string(),
+        },
+        SendRequestError::Url(e) => ProviderError::Connect {
+            provider,
+            message: e.to_string(),
+        },
+        other => ProviderError::Disconnected {
+            provider,
+            message: other.to_string(),
+        },
+    }
+}
+
+/// Maps an unsuccessful status. `message` is the provider's own explanation (from its error
+/// body), `retry_after` its hint from the headers.
+pub fn status_error(
+    provider: &'static str,
+    status: StatusCode,
+    message: String,
+    retry_after: Option<Duration>,
+) -> ProviderError {
+    let code = status.as_u16();
+    match code {
+        429 => ProviderError::RateLimited {
+            provider,
+            retry_after,
+        },
+        401 | 403 => ProviderError::Unauthorized {
+            provider,
+            status: code,
+        },
+        400..=499 => ProviderError::Rejected {
+            provider,
+            status: code,
+            message,
+        },
+        _ => ProviderError::Server {
+            provider,
+            status: code,
+            message,
+        },
+    }
+}
+
+/// Reads `retry-after-ms`, else `retry-after` in seconds (fractions allowed). An HTTP date is
+/// not worth parsing for a live call: it gives `None`.
+pub fn retry_after(headers: &awc::http::header::HeaderMap) -> Option<Duration> {
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(ms) = value("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
+        return Duration::try_from_secs_f64(ms / 1000.0).ok();
+    }
+    value("retry-after")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
+
+    #[test]
+    fn retry_after_prefers_milliseconds_and_accepts_fractions() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            HeaderName::from_static("retry-after"),
+            HeaderValue::from_static("2.5"),
+        );
+        assert_eq!(retry_after(&headers), Some(Duration::from_millis(2500)));
+        headers.insert(
+            HeaderName::from_static("retry-after-ms"),
+            HeaderValue::from_static("120"),
+        );
+        assert_eq!(retry_after(&headers), Some(Duration::from_millis(120)));
+        let mut date = HeaderMap::new();
+        date.insert(
+            HeaderName::from_static("retry-after"),
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&date), None);
+    }
+
+    #[test]
+    fn statuses_map_to_the_right_variants() {
+        let e = status_error("x", StatusCode::TOO_MANY_REQUESTS, String::new(), None);
+        assert!(matches!(e, ProviderError::RateLimited { .. }));
+        let e = status_error("x", StatusCode::UNAUTHORIZED, String::new(), None);
+        assert!(!e.is_transient());
+        let e = status_error("x", StatusCode::BAD_GATEWAY, String::new(), None);
+        assert!(matches!(e, ProviderError::Server { status: 502, .. }) && e.is_transient());
+    }
+}
