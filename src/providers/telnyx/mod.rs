@@ -2,6 +2,7 @@
 //! (`webhook`). Wire formats: PROTOCOLS.md sections 1 and 2.
 
 pub mod client;
+pub mod media;
 pub mod webhook;
 
 pub use client::{
