@@ -248,6 +248,10 @@ pub struct CallSettings {
     pub media_check_interval_ms: u64,
     /// After we hang up, how long to wait for Telnyx's `call.hangup` before closing anyway.
     pub hangup_confirm_timeout_secs: u64,
+    /// Life of the token in the media stream URL (covers ringing before Telnyx connects).
+    pub media_token_ttl_secs: u64,
+    /// Media frames larger than this are counted and dropped (a 20 ms frame is ~300 bytes).
+    pub media_max_frame_bytes: usize,
 }
 
 /// Batching and retries of the recorder (call records written off the hot path).

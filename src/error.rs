@@ -50,6 +50,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("the call has already ended")]
     CallEnded,
+    #[error("media token is missing, invalid or expired")]
+    MediaToken,
     #[error("the call is not live on this instance")]
     CallNotLive,
     #[error("webhook rejected: {0}")]
@@ -88,6 +90,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
             ApiError::Conflict(_) => ("conflict", StatusCode::CONFLICT),
             ApiError::CallEnded => ("call_ended", StatusCode::CONFLICT),
+            ApiError::MediaToken => ("invalid_media_token", StatusCode::UNAUTHORIZED),
             ApiError::CallNotLive => ("call_not_live", StatusCode::CONFLICT),
             ApiError::WebhookSignature(e) => {
                 use crate::providers::telnyx::SignatureError as S;

@@ -8,6 +8,9 @@ use crate::auth::AuthService;
 use crate::config::Settings;
 use crate::error::{json_error_handler, path_error_handler, query_error_handler, ApiError};
 use crate::http::{self, metrics::Metrics, AppState, Readiness};
+use crate::providers::cartesia::CartesiaClient;
+use crate::providers::deepgram::DeepgramClient;
+use crate::providers::groq::GroqClient;
 use crate::providers::telnyx::{CallControl, TelnyxClient, WebhookVerifier};
 use crate::store::pool;
 use crate::telemetry::RequestSpan;
@@ -88,21 +91,32 @@ impl Application {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
+        let auth = Arc::new(AuthService::new(
+            &settings,
+            db.clone(),
+            redis.clone(),
+            metrics.clone(),
+        )?);
         let media_base_url = media_base_url(&settings.server.public_url);
         let registry = {
             let (telnyx, recorder, db) = (telnyx.clone(), recorder.clone(), db.clone());
-            let call_settings = settings.calls.clone();
+            let (settings, auth) = (settings.clone(), auth.clone());
             CallRegistry::start(shards, db.clone(), move |registry| CallDeps {
                 telnyx: telnyx.clone(),
                 recorder: recorder.clone(),
                 registry,
                 db: db.clone(),
-                settings: call_settings.clone(),
+                settings: settings.calls.clone(),
                 media_base_url: media_base_url.clone(),
+                auth: auth.clone(),
+                deepgram: DeepgramClient::new(&settings.deepgram),
+                deepgram_settings: settings.deepgram.clone(),
+                cartesia: CartesiaClient::new(&settings.cartesia),
+                groq: GroqClient::new(&settings.groq),
+                sentiment_timeout_ms: settings.groq.sentiment_timeout_ms,
             })
         };
 
-        let auth = AuthService::new(&settings, db.clone(), redis.clone(), metrics.clone())?;
         let state = AppState {
             settings: settings.clone(),
             db,
@@ -116,7 +130,7 @@ impl Application {
             telnyx_verifier: WebhookVerifier::new(
                 &crate::sim::telnyx::resolve_webhook_public_key(&settings).unwrap_or_default(),
             ),
-            auth: Arc::new(auth),
+            auth,
         };
         let port = listener.local_addr()?.port();
         let server = build_server(listener, state.clone())?;

@@ -4,3 +4,5 @@
 pub mod call;
 pub mod recorder;
 pub mod registry;
+pub mod stt;
+pub mod tts;

@@ -3,6 +3,7 @@
 
 use crate::store::calls::{self, CallChanges, NewCall};
 use crate::store::events::{self, NewCallEvent};
+use crate::store::utterances::{self, NewUtterance};
 use crate::store::{DbPool, StoreError};
 use actix::prelude::*;
 use std::collections::VecDeque;
@@ -19,6 +20,7 @@ pub enum Write {
         changes: CallChanges,
     },
     InsertCallEvent(NewCallEvent),
+    InsertUtterance(NewUtterance),
 }
 
 /// Queue a write (fire and forget).
@@ -139,6 +141,7 @@ async fn apply_batch(pool: &DbPool, batch: &[Write]) -> Result<(), BatchError> {
                 changes,
             } => calls::update(&mut conn, *organization_id, *call_id, changes).await,
             Write::InsertCallEvent(event) => events::insert_call_event(&mut conn, event).await,
+            Write::InsertUtterance(u) => utterances::insert(&mut conn, u).await,
         };
         if let Err(error) = result {
             let broken = matches!(

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod extractor;
 pub mod keys;
+pub mod media_token;
 pub mod password;
 pub mod rate_limit;
 pub mod revocation;

@@ -5,6 +5,7 @@ pub mod audio;
 pub mod call;
 pub mod phone;
 pub mod role;
+pub mod sentiment;
 pub mod text;
 
 pub use role::{Role, UnknownRole};

@@ -9,7 +9,7 @@ use crate::domain::role::Role;
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::store::calls::{self, CallFilter, CallRow, Cursor, NewCall};
-use crate::store::{agents, events};
+use crate::store::{agents, events, utterances};
 use actix_web::{get, post, web, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -229,6 +229,8 @@ struct CallDetail {
     #[serde(flatten)]
     call: CallDto,
     events: Vec<events::CallEventRow>,
+    /// The transcript: caller and agent utterances in order.
+    utterances: Vec<utterances::UtteranceRow>,
 }
 
 #[get("/api/v1/calls/{id}")]

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub webhooks_duplicate: IntCounter,
     pub recorder_failed_writes: IntCounter,
     pub live_calls: IntGauge,
+    pub media_frames_rejected: IntCounterVec,
     /// Login attempts by outcome (success, invalid_credentials, user_disabled, rate_limited).
     pub auth_logins: IntCounterVec,
     /// Redis failures the auth layer worked around (rate_limit, revocation_check, revoke).
@@ -72,6 +73,14 @@ impl Metrics {
             "Call record writes given up after every retry (each one logged with its content)",
         )?;
         let live_calls = gauge("live_calls", "Calls live on this instance")?;
+        let media_frames_rejected = IntCounterVec::new(
+            Opts::new(
+                "media_frames_rejected_total",
+                "Media socket frames dropped, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(media_frames_rejected.clone()))?;
         registry.register(Box::new(webhooks_accepted.clone()))?;
         registry.register(Box::new(webhooks_duplicate.clone()))?;
         registry.register(Box::new(recorder_failed_writes.clone()))?;
@@ -118,6 +127,7 @@ impl Metrics {
             webhooks_duplicate,
             recorder_failed_writes,
             live_calls,
+            media_frames_rejected,
             auth_logins,
             auth_redis_failures,
         })

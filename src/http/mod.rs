@@ -4,6 +4,7 @@ pub mod agents;
 pub mod auth;
 pub mod calls;
 pub mod health;
+pub mod media_ws;
 pub mod metrics;
 pub mod middleware;
 pub mod users;
@@ -56,5 +57,6 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
         .configure(users::configure)
         .configure(webhooks::configure)
         .configure(calls::configure)
-        .configure(agents::configure);
+        .configure(agents::configure)
+        .configure(media_ws::configure);
 }

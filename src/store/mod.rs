@@ -10,6 +10,7 @@ pub mod pool;
 pub mod refresh_tokens;
 pub mod schema;
 pub mod users;
+pub mod utterances;
 
 pub use pool::{DbConn, DbPool, RedisPool};
 

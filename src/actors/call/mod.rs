@@ -2,7 +2,9 @@
 //! its end. It owns the call's state machine and timers, commands Telnyx, and hands every change
 //! to the recorder. It is never restarted: when it stops, the call is over.
 
+pub mod media;
 pub mod messages;
+mod voice;
 
 use crate::actors::recorder::{Record, Recorder, Write};
 use crate::actors::registry::{CallEnded, CallRegistry};
@@ -34,6 +36,13 @@ pub struct CallDeps {
     pub settings: CallSettings,
     /// Base of the media WebSocket URL Telnyx connects to (`ws(s)://host`).
     pub media_base_url: String,
+    /// Signs the media token in the stream URL.
+    pub auth: Arc<crate::auth::AuthService>,
+    pub deepgram: crate::providers::deepgram::DeepgramClient,
+    pub deepgram_settings: crate::config::DeepgramSettings,
+    pub cartesia: crate::providers::cartesia::CartesiaClient,
+    pub groq: crate::providers::groq::GroqClient,
+    pub sentiment_timeout_ms: u64,
 }
 
 /// How the call came to be.
@@ -61,6 +70,10 @@ pub struct Call {
     /// Set when we decided to end the call (time limit, no media, API) before Telnyx confirms.
     ending: Option<EndReason>,
     origin: Option<Origin>,
+    /// The agent profile answering this call (prompt, voice, escalation).
+    profile: Option<agents::AgentProfileRow>,
+    /// The conversation, once the media stream is attached.
+    voice: Option<voice::Voice>,
     /// `finish` ran: the end is recorded and the registry told; later signals are history only.
     finished: bool,
     deps: CallDeps,
@@ -92,15 +105,24 @@ impl Call {
             last_media: Instant::now(),
             ending: None,
             origin: Some(origin),
+            profile: None,
+            voice: None,
             finished: false,
             deps,
             span,
         }
     }
 
+    /// Where Telnyx opens the media socket: our endpoint, with a short-lived token for this call.
     fn stream_settings(&self) -> StreamSettings {
+        let ttl = self.deps.settings.media_token_ttl_secs;
+        let token = crate::auth::media_token::issue(self.deps.auth.keys(), self.id.0, ttl)
+            .unwrap_or_default();
         StreamSettings::bidirectional(
-            format!("{}/media/telnyx/{}", self.deps.media_base_url, self.id),
+            format!(
+                "{}/media/telnyx/{}?token={token}",
+                self.deps.media_base_url, self.id
+            ),
             StreamCodec::Pcmu,
         )
     }
@@ -173,6 +195,7 @@ impl Call {
             Ok(Some(profile)) => {
                 act.organization_id = Some(profile.organization_id);
                 act.agent_profile_id = Some(profile.id);
+                act.profile = Some(profile.clone());
                 act.record(Write::InsertCall(NewCall {
                     id: act.id.0,
                     organization_id: profile.organization_id,
@@ -241,6 +264,31 @@ impl Call {
     fn dial(&mut self, organization_id: Uuid, agent_profile_id: Uuid, ctx: &mut Context<Self>) {
         self.organization_id = Some(organization_id);
         self.agent_profile_id = Some(agent_profile_id);
+        let db = self.deps.db.clone();
+        let lookup = async move {
+            let mut conn = db.get().await.map_err(|e| e.to_string())?;
+            agents::find(&mut conn, organization_id, agent_profile_id)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        // The profile (prompt, voice) must be known before the call can talk.
+        ctx.wait(lookup.into_actor(self).map(|found, act, ctx| match found {
+            Ok(Some(profile)) => {
+                act.profile = Some(profile.row);
+                act.send_dial(ctx);
+            }
+            Ok(None) | Err(_) => {
+                tracing::warn!(parent: &act.span, "agent profile missing; not dialling");
+                act.record_engine_event(
+                    "engine.dial_failed",
+                    serde_json::json!({ "error": "agent profile not found" }),
+                );
+                act.finish(EndReason::SetupFailed, ctx);
+            }
+        }));
+    }
+
+    fn send_dial(&mut self, ctx: &mut Context<Self>) {
         let telnyx = self.deps.telnyx.clone();
         let req = DialRequest {
             to: self.to.clone(),
@@ -330,6 +378,7 @@ impl Call {
             return;
         }
         self.finished = true;
+        self.close_voice();
         let last_state = self.state;
         self.state = CallState::Ended;
         let ended_at = Utc::now();
@@ -408,7 +457,12 @@ impl Call {
                 let reason = self.ending.unwrap_or(EndReason::Hangup);
                 self.finish(reason, ctx);
             }
-            // Recorded above; later layers act on DTMF, machine detection and recordings.
+            TelnyxEventKind::DtmfReceived => {
+                if let Some(digit) = p.digit.clone() {
+                    self.on_digit(&digit, ctx);
+                }
+            }
+            // Recorded above; machine detection and recordings are history only.
             _ => {}
         }
     }

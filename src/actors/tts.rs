@@ -1,0 +1,243 @@
+//! `TtsStream`: a call's Cartesia socket. One context per agent turn; sentences go out as they
+//! are ready (`continue` until the last); audio, word timings and the end of each context go
+//! back to the call. A cancelled context's late chunks are dropped. A dropped socket is reopened
+//! and the unfinished context's sentences are sent again.
+
+use crate::domain::audio::Codec;
+use crate::providers::cartesia::{CartesiaClient, CartesiaSender, TtsEvent};
+use crate::providers::ProviderError;
+use actix::prelude::*;
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// What the stream tells its call.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub enum TtsNotice {
+    /// Audio in the caller's codec for a context.
+    Audio { context_id: String, audio: Vec<u8> },
+    /// Word timings of a context (seconds from the start of its audio).
+    Words {
+        context_id: String,
+        words: Vec<String>,
+        ends: Vec<f64>,
+    },
+    /// Every byte of the context's audio has been delivered.
+    Done { context_id: String },
+    /// The socket cannot be reopened; the call must fall back.
+    Failed(String),
+}
+
+/// Speak `text` in `context_id`; `more_follows` keeps the context open for the next sentence.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Speak {
+    pub context_id: String,
+    pub text: String,
+    pub more_follows: bool,
+}
+
+/// Stop a context now (barge-in): nothing more of it reaches the call.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct CancelContext(pub String);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseTts;
+
+pub struct TtsStream {
+    client: CartesiaClient,
+    codec: Codec,
+    voice_id: String,
+    language: String,
+    notify: Recipient<TtsNotice>,
+    sender: Option<CartesiaSender>,
+    connecting: bool,
+    closing: bool,
+    cancelled: HashSet<String>,
+    /// Requests of contexts not yet done, replayed after a reconnect (and queued while
+    /// connecting).
+    unfinished: Vec<Speak>,
+    attempts: u32,
+    pub reconnects: u32,
+}
+
+impl TtsStream {
+    pub fn new(
+        client: CartesiaClient,
+        codec: Codec,
+        voice_id: String,
+        language: String,
+        notify: Recipient<TtsNotice>,
+    ) -> Self {
+        Self {
+            client,
+            codec,
+            voice_id,
+            language,
+            notify,
+            sender: None,
+            connecting: false,
+            closing: false,
+            cancelled: HashSet::new(),
+            unfinished: Vec::new(),
+            attempts: 0,
+            reconnects: 0,
+        }
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        if self.connecting || self.closing {
+            return;
+        }
+        self.connecting = true;
+        let client = self.client.clone();
+        let fut = async move { client.connect().await };
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
+            act.connecting = false;
+            match result {
+                Ok(conn) => {
+                    act.attempts = 0;
+                    ctx.add_stream(conn.events);
+                    act.sender = Some(conn.sender);
+                    for speak in act.unfinished.clone() {
+                        act.send(&speak);
+                    }
+                }
+                Err(e) => act.retry(e, ctx),
+            }
+        }));
+    }
+
+    fn retry(&mut self, error: ProviderError, ctx: &mut Context<Self>) {
+        self.sender = None;
+        if self.closing {
+            ctx.stop();
+            return;
+        }
+        if !error.is_transient() || self.attempts >= 6 {
+            self.notify.do_send(TtsNotice::Failed(error.to_string()));
+            ctx.stop();
+            return;
+        }
+        self.attempts += 1;
+        self.reconnects += 1;
+        let delay = Duration::from_millis(50 * 2u64.pow(self.attempts.min(5)));
+        tracing::warn!(error = %error, attempt = self.attempts, "cartesia socket lost; reconnecting");
+        ctx.run_later(delay, |act, ctx| act.connect(ctx));
+    }
+
+    fn send(&mut self, speak: &Speak) {
+        let Some(sender) = &self.sender else { return };
+        let mut request = self.client.request(
+            &speak.context_id,
+            &speak.text,
+            self.codec,
+            speak.more_follows,
+        );
+        if !self.voice_id.is_empty() {
+            request.voice = crate::providers::cartesia::Voice::id(self.voice_id.clone());
+        }
+        if !self.language.is_empty() {
+            request.language = Some(self.language.clone());
+        }
+        if sender.generate(request).is_err() {
+            self.sender = None;
+        }
+    }
+}
+
+impl Actor for TtsStream {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.connect(ctx);
+    }
+}
+
+impl StreamHandler<Result<TtsEvent, ProviderError>> for TtsStream {
+    fn handle(&mut self, item: Result<TtsEvent, ProviderError>, ctx: &mut Self::Context) {
+        match item {
+            Ok(TtsEvent::Chunk(chunk)) => {
+                if self.cancelled.contains(&chunk.context_id) {
+                    return;
+                }
+                match chunk.audio() {
+                    Ok(audio) if !audio.is_empty() => self.notify.do_send(TtsNotice::Audio {
+                        context_id: chunk.context_id,
+                        audio,
+                    }),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cartesia chunk is not base64"),
+                }
+            }
+            Ok(TtsEvent::Timestamps(t)) => {
+                if !self.cancelled.contains(&t.context_id) {
+                    self.notify.do_send(TtsNotice::Words {
+                        context_id: t.context_id,
+                        words: t.word_timestamps.words,
+                        ends: t.word_timestamps.end,
+                    });
+                }
+            }
+            Ok(TtsEvent::Done(done)) => {
+                self.unfinished.retain(|s| s.context_id != done.context_id);
+                if !self.cancelled.remove(&done.context_id) {
+                    self.notify.do_send(TtsNotice::Done {
+                        context_id: done.context_id,
+                    });
+                }
+            }
+            Ok(TtsEvent::Error(e)) => {
+                tracing::warn!(error = %e.describe(), "cartesia reported an error")
+            }
+            Ok(TtsEvent::Closed(close)) => {
+                if !self.closing {
+                    let message = format!("closed: {close:?}");
+                    self.retry(
+                        ProviderError::Disconnected {
+                            provider: "cartesia",
+                            message,
+                        },
+                        ctx,
+                    );
+                }
+            }
+            Ok(_) => {}
+            Err(e) => self.retry(e, ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        if self.closing {
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<Speak> for TtsStream {
+    type Result = ();
+    fn handle(&mut self, msg: Speak, _: &mut Self::Context) {
+        self.send(&msg);
+        self.unfinished.push(msg);
+    }
+}
+
+impl Handler<CancelContext> for TtsStream {
+    type Result = ();
+    fn handle(&mut self, msg: CancelContext, _: &mut Self::Context) {
+        self.unfinished.retain(|s| s.context_id != msg.0);
+        if let Some(sender) = &self.sender {
+            let _ = sender.cancel(msg.0.clone());
+        }
+        self.cancelled.insert(msg.0);
+    }
+}
+
+impl Handler<CloseTts> for TtsStream {
+    type Result = ();
+    fn handle(&mut self, _: CloseTts, ctx: &mut Self::Context) {
+        self.closing = true;
+        ctx.stop();
+    }
+}

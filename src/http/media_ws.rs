@@ -1,0 +1,117 @@
+//! `GET /media/telnyx/{call_id}?token=…`: the media WebSocket Telnyx opens at the `stream_url`.
+//! The token is checked before the upgrade. A reader task turns frames into messages for the
+//! call; a writer task sends the call's frames in order. Bad frames are counted, never fatal.
+
+use crate::actors::call::media::{
+    CallerMediaSink, MediaAttached, MediaClosed, MediaLink, MediaOut,
+};
+use crate::domain::call::CallId;
+use crate::error::ApiError;
+use crate::http::AppState;
+use crate::providers::telnyx::media::InboundFrame;
+use actix_web::{get, web, HttpRequest, HttpResponse};
+use actix_ws::{AggregatedMessage, Session};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use uuid::Uuid;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(media_socket);
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+#[get("/media/telnyx/{call_id}")]
+async fn media_socket(
+    req: HttpRequest,
+    body: web::Payload,
+    path: web::Path<Uuid>,
+    query: web::Query<TokenQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let call_id = path.into_inner();
+    let token = query.token.as_deref().ok_or(ApiError::MediaToken)?;
+    crate::auth::media_token::verify(state.auth.keys(), token, call_id)
+        .map_err(|_| ApiError::MediaToken)?;
+    let call = state
+        .registry
+        .find(CallId(call_id))
+        .await
+        .map_err(|_| ApiError::NotFound("call"))?;
+    let (response, session, stream) = actix_ws::handle(&req, body)
+        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
+    // The codec's own limit is generous; our tighter cap counts and drops instead of failing.
+    let cap = state.settings.calls.media_max_frame_bytes;
+    let stream = stream
+        .max_frame_size(cap.saturating_mul(16))
+        .aggregate_continuations();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    call.do_send(MediaAttached(MediaLink::new(tx)));
+    actix_web::rt::spawn(write_frames(session.clone(), rx));
+    let sink = CallerMediaSink::new(call, state.metrics.media_frames_rejected.clone());
+    actix_web::rt::spawn(read_frames(stream, session, sink, cap));
+    Ok(response)
+}
+
+async fn write_frames(
+    mut session: Session,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<MediaOut>,
+) {
+    while let Some(out) = rx.recv().await {
+        match out {
+            MediaOut::Frame(frame) => {
+                if session.text(frame.to_json()).await.is_err() {
+                    return;
+                }
+            }
+            MediaOut::Close(reason) => {
+                let _ = session
+                    .close(Some(actix_ws::CloseReason {
+                        code: actix_ws::CloseCode::Normal,
+                        description: Some(reason),
+                    }))
+                    .await;
+                return;
+            }
+        }
+    }
+}
+
+async fn read_frames(
+    mut stream: actix_ws::AggregatedMessageStream,
+    mut session: Session,
+    mut sink: CallerMediaSink,
+    cap: usize,
+) {
+    while let Some(message) = stream.next().await {
+        match message {
+            Ok(AggregatedMessage::Text(text)) => {
+                if text.len() > cap {
+                    sink.reject("oversized");
+                    continue;
+                }
+                match serde_json::from_str::<InboundFrame>(&text) {
+                    Ok(frame) => sink.frame(frame),
+                    Err(_) => sink.reject("malformed"),
+                }
+            }
+            Ok(AggregatedMessage::Binary(_)) => sink.reject("binary"),
+            Ok(AggregatedMessage::Ping(bytes)) => {
+                if session.pong(&bytes).await.is_err() {
+                    break;
+                }
+            }
+            Ok(AggregatedMessage::Pong(_)) => {}
+            Ok(AggregatedMessage::Close(_)) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "media socket protocol error");
+                sink.reject("protocol");
+                break;
+            }
+        }
+    }
+    sink.call().do_send(MediaClosed);
+}
