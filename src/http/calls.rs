@@ -246,9 +246,11 @@ async fn get_call(
         .await?
         .ok_or(ApiError::NotFound("call"))?;
     let events = events::list_call_events(&mut conn, user.organization_id, id).await?;
+    let utterances = utterances::list_for_call(&mut conn, user.organization_id, id).await?;
     Ok(HttpResponse::Ok().json(CallDetail {
         call: call.into(),
         events,
+        utterances,
     }))
 }
 
