@@ -11,13 +11,13 @@ use uuid::Uuid;
 const WAIT: Duration = Duration::from_secs(10);
 
 /// An organization with an admin token and an agent profile answering `number`.
-struct Tenant {
-    org: Uuid,
-    token: String,
-    agent_id: Uuid,
+pub struct Tenant {
+    pub org: Uuid,
+    pub token: String,
+    pub agent_id: Uuid,
 }
 
-async fn tenant(app: &TestApp, number: &str) -> Tenant {
+pub async fn tenant(app: &TestApp, number: &str) -> Tenant {
     let org = app.create_org(&format!("org-{number}")).await;
     let token = app.token_for(org, Role::Admin).await;
     let res = app
@@ -44,7 +44,7 @@ async fn tenant(app: &TestApp, number: &str) -> Tenant {
     }
 }
 
-async fn get_json(app: &TestApp, token: &str, path: &str) -> (u16, Value) {
+pub async fn get_json(app: &TestApp, token: &str, path: &str) -> (u16, Value) {
     let res = app
         .client
         .get(app.url(path))
@@ -57,7 +57,7 @@ async fn get_json(app: &TestApp, token: &str, path: &str) -> (u16, Value) {
 }
 
 /// Waits for the one call with this Telnyx id to show up in the org's list; returns its id.
-async fn call_id_for(app: &TestApp, t: &Tenant, ccid: &str) -> Uuid {
+pub async fn call_id_for(app: &TestApp, t: &Tenant, ccid: &str) -> Uuid {
     wait_until(WAIT, "the call to appear in the API", || async {
         let (_, page) = get_json(app, &t.token, "/api/v1/calls?limit=200").await;
         page["data"]
@@ -71,7 +71,7 @@ async fn call_id_for(app: &TestApp, t: &Tenant, ccid: &str) -> Uuid {
     .await
 }
 
-async fn wait_for_status(app: &TestApp, t: &Tenant, id: Uuid, status: &str) -> Value {
+pub async fn wait_for_status(app: &TestApp, t: &Tenant, id: Uuid, status: &str) -> Value {
     wait_until(WAIT, &format!("call {id} to reach {status}"), || async {
         let (_, call) = get_json(app, &t.token, &format!("/api/v1/calls/{id}")).await;
         (call["status"] == status).then_some(call)

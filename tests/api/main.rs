@@ -7,6 +7,7 @@ mod helpers;
 mod auth;
 mod calls;
 mod cli;
+mod conversation;
 mod health;
 mod migrations;
 mod telnyx;
