@@ -2,6 +2,7 @@
 //! local development and `iace sim`. Each one is an actix-web server on its own listener (port 0
 //! works) that records what it received and has settable latency and faults.
 
+pub mod caller;
 pub mod cartesia;
 pub mod deepgram;
 pub mod groq;

@@ -45,3 +45,371 @@ async fn a_media_socket_without_a_valid_token_is_refused_before_the_upgrade() {
     let res = app.get(&format!("{path}?token={good_token}")).await;
     assert_eq!(res.status(), 400);
 }
+
+use crate::calls::{get_json, Tenant};
+use crate::helpers::{spawn_voice_app, TestApp, VoiceSetup};
+use iace::sim::caller::{CallerReport, CallerScript, CallerScripts};
+use iace::sim::groq::{GroqRule, GroqSimConfig};
+use serde_json::Value;
+use std::time::Duration;
+
+const NUMBER: &str = "+15550300001";
+const WAIT_MS: u32 = 15_000;
+
+fn support_rules() -> GroqSimConfig {
+    GroqSimConfig {
+        rules: vec![
+            GroqRule::new(
+                "dropping",
+                "I'm sorry to hear that. Please restart your router and wait two minutes.",
+            ),
+            GroqRule::new(
+                "restarted",
+                "Thanks for trying that. I have reset your line from our side.",
+            ),
+            GroqRule::new("thank", "You're welcome. Have a great evening."),
+        ],
+        time_to_first_token: Duration::from_millis(100),
+        ..GroqSimConfig::default()
+    }
+}
+
+/// Places a simulated inbound call, waits for the caller to finish its script, hangs the
+/// Telnyx leg up as the caller's phone would, and returns the caller's report and the call.
+async fn converse(app: &TestApp, t: &Tenant) -> (CallerReport, Value) {
+    let voice = app.voice.as_ref().expect("voice app");
+    let ccid = app.telnyx.place_inbound_call("+15559990301", NUMBER);
+    let id = call_id_for(app, t, &ccid).await;
+    let outcomes = voice
+        .callers
+        .wait_for_outcomes(1, Duration::from_secs(90))
+        .await;
+    let report = match outcomes.into_iter().next().expect("one caller") {
+        Ok(report) => report,
+        Err(e) => panic!("caller failed: {e}"),
+    };
+    app.telnyx.caller_hangs_up(&ccid);
+    wait_for_status(app, t, id, "ended").await;
+    // The transcript is written off the hot path: wait for the recorder to catch up.
+    app.state
+        .recorder
+        .send(iace::actors::recorder::Flush)
+        .await
+        .unwrap();
+    let (_, call) = get_json(app, &t.token, &format!("/api/v1/calls/{id}")).await;
+    (report, call)
+}
+
+fn utterances(call: &Value, speaker: &str) -> Vec<Value> {
+    call["utterances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["speaker"] == speaker)
+        .cloned()
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_whole_conversation_runs_through_every_simulator_and_is_recorded() {
+    let script = CallerScript::new()
+        .wait_for_agent(WAIT_MS)
+        .say("Hi, my internet keeps dropping every evening.")
+        .wait_for_agent(WAIT_MS)
+        .say("Great, thank you, that fixed it.")
+        .wait_for_agent(WAIT_MS)
+        .hang_up();
+    let setup = VoiceSetup {
+        groq: support_rules(),
+        ..VoiceSetup::new(CallerScripts::new(script))
+    };
+    let app = spawn_voice_app(setup, |_| {}).await;
+    let t = crate::calls::tenant(&app, NUMBER).await;
+    let (report, call) = converse(&app, &t).await;
+
+    assert!(report.script_completed, "{}", report.summary());
+    assert!(
+        report.agent_turns.len() >= 3,
+        "greeting and two replies: {}",
+        report.summary()
+    );
+    assert!(
+        report.turn_latencies_ms().iter().all(Option::is_some),
+        "{}",
+        report.summary()
+    );
+    assert!(!report.marks_echoed.is_empty(), "marks after sentences");
+
+    let caller = utterances(&call, "caller");
+    let agent = utterances(&call, "agent");
+    assert_eq!(caller.len(), 2, "{call}");
+    assert_eq!(
+        caller[0]["text"],
+        "Hi, my internet keeps dropping every evening."
+    );
+    assert_eq!(caller[1]["text"], "Great, thank you, that fixed it.");
+    for u in &caller {
+        assert!(
+            u["sentiment_score"].is_number() && u["rolling_sentiment"].is_number(),
+            "{u}"
+        );
+    }
+    assert!(
+        caller[1]["sentiment_score"].as_f64().unwrap() > 0.0,
+        "thanks is positive"
+    );
+    assert!(agent.len() >= 3, "{call}");
+    assert!(
+        agent[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("how can I help"),
+        "greeting first: {agent:?}"
+    );
+    assert!(agent
+        .iter()
+        .any(|u| u["text"].as_str().unwrap().contains("restart your router")));
+    assert!(
+        agent.iter().filter(|u| u["latency_ms"].is_number()).count() >= 2,
+        "per-turn latency"
+    );
+    assert_eq!(call["outcome"], "resolved");
+
+    let voice = app.voice.as_ref().unwrap();
+    let dg = &voice.deepgram.connections()[0];
+    assert!(
+        dg.query
+            .iter()
+            .any(|(k, v)| k == "encoding" && v == "mulaw"),
+        "{:?}",
+        dg.query
+    );
+    assert!(dg
+        .query
+        .iter()
+        .any(|(k, v)| k == "sample_rate" && v == "8000"));
+    let prompts = voice.groq.requests();
+    let reply = prompts
+        .iter()
+        .filter_map(|r| r.chat())
+        .find(|c| {
+            c.stream
+                && c.last_user_message()
+                    .is_some_and(|m| m.contains("dropping"))
+        })
+        .expect("an LLM turn for the first question");
+    assert!(
+        reply.system_prompt().unwrap().contains("internet service"),
+        "the profile's prompt"
+    );
+}
+
+#[actix_web::test]
+async fn barge_in_clears_playback_cancels_the_context_and_keeps_only_played_words() {
+    let script = CallerScript::new()
+        .wait_for_agent(WAIT_MS)
+        .say("Hi, my internet keeps dropping every evening.")
+        .interrupt(400, "Wait, it is only on my laptop.", 1200)
+        .wait_for_agent(WAIT_MS)
+        .hang_up();
+    let mut groq = support_rules();
+    groq.rules[0] = GroqRule::new(
+        "dropping",
+        "I'm sorry to hear that. First, please find your router. It is usually a small box with blinking lights. Then unplug it and wait two full minutes before plugging it back in.",
+    );
+    let setup = VoiceSetup {
+        groq,
+        ..VoiceSetup::new(CallerScripts::new(script))
+    };
+    let app = spawn_voice_app(setup, |_| {}).await;
+    let t = crate::calls::tenant(&app, NUMBER).await;
+    let (report, call) = converse(&app, &t).await;
+
+    assert!(report.clears() >= 1, "clear sent: {}", report.summary());
+    let agent = utterances(&call, "agent");
+    let cut = agent
+        .iter()
+        .find(|u| u["interrupted"] == true)
+        .expect("an interrupted agent turn");
+    let cut_text = cut["text"].as_str().unwrap();
+    assert!(
+        !cut_text.contains("plugging it back in"),
+        "unplayed words dropped: {cut_text}"
+    );
+    let cancelled = app
+        .voice
+        .as_ref()
+        .unwrap()
+        .cartesia
+        .connections()
+        .iter()
+        .any(|c| !c.cancels.is_empty());
+    assert!(cancelled, "the Cartesia context was cancelled");
+    let caller = utterances(&call, "caller");
+    assert!(caller
+        .iter()
+        .any(|u| u["text"] == "Wait, it is only on my laptop."));
+}
+
+#[actix_web::test]
+async fn souring_sentiment_escalates_to_the_profiles_human_number() {
+    let script = CallerScript::new()
+        .wait_for_agent(WAIT_MS)
+        .say("This is terrible, my internet is broken again.")
+        .wait_for_agent(WAIT_MS)
+        .say("I am furious, this is the worst service, useless.")
+        .wait_for_agent(WAIT_MS)
+        .silence(2000)
+        .hang_up();
+    let setup = VoiceSetup {
+        groq: support_rules(),
+        ..VoiceSetup::new(CallerScripts::new(script))
+    };
+    let app = spawn_voice_app(setup, |_| {}).await;
+    let t = crate::calls::tenant(&app, NUMBER).await;
+    let (_, call) = converse(&app, &t).await;
+    let transfer = app
+        .telnyx
+        .commands()
+        .into_iter()
+        .find(|c| c.action == "transfer")
+        .expect("transfer");
+    assert_eq!(transfer.body["to"], "+15557770000");
+    assert_eq!(call["outcome"], "escalated");
+    let agent = utterances(&call, "agent");
+    assert!(
+        agent
+            .iter()
+            .any(|u| u["text"].as_str().unwrap().contains("connecting you")),
+        "hand-off line said"
+    );
+}
+
+#[actix_web::test]
+async fn pressing_zero_escalates() {
+    let script = CallerScript::new()
+        .wait_for_agent(WAIT_MS)
+        .dtmf("0")
+        .silence(9000)
+        .hang_up();
+    let setup = VoiceSetup {
+        groq: support_rules(),
+        ..VoiceSetup::new(CallerScripts::new(script))
+    };
+    let app = spawn_voice_app(setup, |_| {}).await;
+    let t = crate::calls::tenant(&app, NUMBER).await;
+    let (_, call) = converse(&app, &t).await;
+    assert!(app.telnyx.commands().iter().any(|c| c.action == "transfer"));
+    assert_eq!(call["outcome"], "escalated");
+}
+
+#[actix_web::test]
+async fn a_dropped_deepgram_socket_loses_no_caller_words() {
+    let script = CallerScript::new()
+        .wait_for_agent(WAIT_MS)
+        .say("Hi, my internet keeps dropping every evening.")
+        .wait_for_agent(WAIT_MS)
+        .hang_up();
+    let setup = VoiceSetup {
+        groq: support_rules(),
+        ..VoiceSetup::new(CallerScripts::new(script))
+    };
+    let app = spawn_voice_app(setup, |_| {}).await;
+    // Drop the socket in the middle of the caller's sentence (frames of the greeting's
+    // silence come first, then about 2 s of speech).
+    app.voice
+        .as_ref()
+        .unwrap()
+        .deepgram
+        .set_faults(iace::sim::deepgram::DeepgramFaults {
+            drop_after_frames: Some(60),
+            ..Default::default()
+        });
+    let t = crate::calls::tenant(&app, NUMBER).await;
+    let (_, call) = converse(&app, &t).await;
+    assert!(
+        app.voice.as_ref().unwrap().deepgram.connections().len() >= 2,
+        "reconnected"
+    );
+    let caller = utterances(&call, "caller");
+    assert_eq!(caller.len(), 1, "{call}");
+    assert_eq!(
+        caller[0]["text"],
+        "Hi, my internet keeps dropping every evening."
+    );
+}
+
+#[actix_web::test]
+async fn a_dropped_cartesia_socket_mid_sentence_still_gets_the_reply_out() {
+    let script = CallerScript::new()
+        .wait_for_agent(WAIT_MS)
+        .say("Hi, my internet keeps dropping every evening.")
+        .wait_for_agent(WAIT_MS)
+        .hang_up();
+    let setup = VoiceSetup {
+        groq: support_rules(),
+        ..VoiceSetup::new(CallerScripts::new(script))
+    };
+    let app = spawn_voice_app(setup, |_| {}).await;
+    app.voice
+        .as_ref()
+        .unwrap()
+        .cartesia
+        .set_faults(iace::sim::cartesia::CartesiaFaults {
+            drop_after_chunks: Some(2),
+            ..Default::default()
+        });
+    let t = crate::calls::tenant(&app, NUMBER).await;
+    let (report, call) = converse(&app, &t).await;
+    assert!(
+        app.voice.as_ref().unwrap().cartesia.connections().len() >= 2,
+        "reconnected"
+    );
+    assert!(report.agent_turns.len() >= 2, "{}", report.summary());
+    let agent = utterances(&call, "agent");
+    assert!(
+        agent
+            .iter()
+            .any(|u| u["text"].as_str().unwrap().contains("restart your router")),
+        "{call}"
+    );
+}
+
+#[actix_web::test]
+async fn groq_rate_limiting_then_answering_still_answers_the_caller() {
+    let script = CallerScript::new()
+        .wait_for_agent(WAIT_MS)
+        .say("Hi, my internet keeps dropping every evening.")
+        .wait_for_agent(WAIT_MS)
+        .hang_up();
+    let setup = VoiceSetup {
+        groq: support_rules(),
+        ..VoiceSetup::new(CallerScripts::new(script))
+    };
+    let app = spawn_voice_app(setup, |_| {}).await;
+    let groq = &app.voice.as_ref().unwrap().groq;
+    let t = crate::calls::tenant(&app, NUMBER).await;
+    // Rate limit the very next requests (the sentiment score and the first reply attempt).
+    groq.set_faults(iace::sim::groq::GroqFaults {
+        rate_limit_next: 2,
+        retry_after_secs: 0,
+        ..Default::default()
+    });
+    let (_, call) = converse(&app, &t).await;
+    assert!(
+        groq.requests().iter().any(|r| r.status == 429),
+        "the simulator did answer 429"
+    );
+    let agent = utterances(&call, "agent");
+    assert!(
+        agent
+            .iter()
+            .any(|u| u["text"].as_str().unwrap().contains("restart your router")),
+        "{call}"
+    );
+    let caller = utterances(&call, "caller");
+    assert!(
+        caller[0]["sentiment_score"].is_number(),
+        "lexicon fallback scored it"
+    );
+}

@@ -6,7 +6,11 @@
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use iace::config::{Environment, Settings};
 use iace::domain::Role;
-use iace::sim::telnyx::{TelnyxSim, TelnyxSimConfig, TelnyxSimHandle};
+use iace::sim::caller::{CallerHook, CallerOptions, CallerScripts};
+use iace::sim::cartesia::{CartesiaSim, CartesiaSimConfig};
+use iace::sim::deepgram::{DeepgramSim, DeepgramSimConfig};
+use iace::sim::groq::{GroqSim, GroqSimConfig};
+use iace::sim::telnyx::{StreamHook, TelnyxSim, TelnyxSimConfig, TelnyxSimHandle};
 use iace::startup::ShutdownHandle;
 use iace::Application;
 use std::future::Future;
@@ -24,6 +28,34 @@ pub struct TestApp {
     pub state: iace::http::AppState,
     /// The Telnyx simulator this app's webhooks come from and its commands go to.
     pub telnyx: TelnyxSimHandle,
+    /// The speech and language simulators and the simulated callers, for voice tests.
+    pub voice: Option<VoiceSims>,
+}
+
+/// Deepgram, Cartesia and Groq simulators plus the callers the Telnyx simulator starts.
+pub struct VoiceSims {
+    pub deepgram: DeepgramSim,
+    pub cartesia: CartesiaSim,
+    pub groq: GroqSim,
+    pub callers: CallerHook,
+}
+
+/// What a voice test's world looks like: who calls, what they say, what the LLM answers.
+pub struct VoiceSetup {
+    pub scripts: CallerScripts,
+    pub groq: GroqSimConfig,
+    /// False: the Telnyx simulator starts no caller (a test connects its own).
+    pub callers_on_stream: bool,
+}
+
+impl VoiceSetup {
+    pub fn new(scripts: CallerScripts) -> Self {
+        Self {
+            scripts,
+            groq: GroqSimConfig::default(),
+            callers_on_stream: true,
+        }
+    }
 }
 
 pub fn project_dir() -> PathBuf {
@@ -139,9 +171,50 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// An app whose calls talk: every speech simulator is up and the Telnyx simulator starts a
+/// simulated caller (speaking `setup.scripts`) on each media stream.
+pub async fn spawn_voice_app(setup: VoiceSetup, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    // Deepgram "hears" the callers' sentences in the order they speak them.
+    let mut heard = setup.scripts.default.utterances();
+    for script in setup.scripts.by_number.values() {
+        heard.extend(script.utterances());
+    }
+    let deepgram = DeepgramSim::start(DeepgramSimConfig {
+        script: heard,
+        ..Default::default()
+    })
+    .expect("deepgram simulator");
+    let cartesia = CartesiaSim::start(CartesiaSimConfig::default()).expect("cartesia simulator");
+    let groq = GroqSim::start(setup.groq).expect("groq simulator");
+    let callers = CallerHook::start(setup.scripts, CallerOptions::default(), None);
+    let hook = setup.callers_on_stream.then(|| callers.stream_hook());
+    let (dg, ca, gr) = (deepgram.base_url(), cartesia.base_url(), groq.base_url());
+    let mut app = spawn_app_inner(hook, |s| {
+        s.deepgram.base_url = dg;
+        s.cartesia.base_url = ca;
+        s.groq.base_url = gr;
+        tweak(s);
+    })
+    .await;
+    app.voice = Some(VoiceSims {
+        deepgram,
+        cartesia,
+        groq,
+        callers,
+    });
+    app
+}
+
 /// Starts the application with settings adjusted by `tweak` (after the test database and port 0
 /// are set, so a test can still point anything elsewhere).
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_inner(None, tweak).await
+}
+
+async fn spawn_app_inner(
+    stream_hook: Option<StreamHook>,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
         let mut s = test_settings();
         s.log.level = "debug".into();
@@ -161,6 +234,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         api_key: "test-telnyx-key".into(),
         answer_delay_ms: 50,
         webhook_retry_backoff_ms: 50,
+        on_stream_started: stream_hook,
         ..TelnyxSimConfig::default()
     })
     .await
@@ -190,6 +264,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         shutdown,
         state,
         telnyx,
+        voice: None,
     }
 }
 

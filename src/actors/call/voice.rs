@@ -636,11 +636,15 @@ impl Call {
         self.record_agent_turn(turn, text, true);
     }
 
+    /// True while the caller can still hear the agent: audio went out and, if the whole turn
+    /// was sent, more than a moment of it is left to play. Speech right at the end of the
+    /// agent's turn is turn-taking, not barge-in.
     fn agent_is_audible(&self) -> bool {
-        self.voice
-            .as_ref()
-            .and_then(|v| v.speaking.as_ref())
-            .is_some_and(|t| t.first_audio_at.is_some())
+        let Some(turn) = self.voice.as_ref().and_then(|v| v.speaking.as_ref()) else {
+            return false;
+        };
+        turn.first_audio_at.is_some()
+            && !(turn.tts_done && self.remaining_playback() < Duration::from_millis(150))
     }
 
     /// Hands the caller to the profile's human number: a short line, then a Telnyx transfer.
@@ -801,8 +805,21 @@ impl Call {
 
 impl Handler<MarkPlayed> for Call {
     type Result = ();
-    fn handle(&mut self, msg: MarkPlayed, _: &mut Self::Context) {
+    fn handle(&mut self, msg: MarkPlayed, ctx: &mut Self::Context) {
         tracing::trace!(parent: &self.span, mark = %msg.0, "mark played");
+        // The last sentence's mark came back: the caller has heard the whole turn.
+        let Some((context_id, index)) = msg.0.rsplit_once(':') else {
+            return;
+        };
+        let last = self
+            .voice
+            .as_ref()
+            .and_then(|v| v.speaking.as_ref())
+            .filter(|t| t.context_id == context_id && t.tts_done)
+            .is_some_and(|t| index.parse::<usize>().ok() == Some(t.sentences.len()));
+        if last {
+            self.turn_played(context_id, ctx);
+        }
     }
 }
 
