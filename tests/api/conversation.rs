@@ -48,7 +48,8 @@ async fn a_media_socket_without_a_valid_token_is_refused_before_the_upgrade() {
 
 use crate::calls::{get_json, Tenant};
 use crate::helpers::{spawn_voice_app, TestApp, VoiceSetup};
-use iace::sim::caller::{CallerReport, CallerScript, CallerScripts};
+use iace::domain::audio::Codec;
+use iace::sim::caller::{CallerConfig, CallerReport, CallerScript, CallerScripts, CallerSim};
 use iace::sim::groq::{GroqRule, GroqSimConfig};
 use serde_json::Value;
 use std::time::Duration;
@@ -411,5 +412,184 @@ async fn groq_rate_limiting_then_answering_still_answers_the_caller() {
     assert!(
         caller[0]["sentiment_score"].is_number(),
         "lexicon fallback scored it"
+    );
+}
+
+#[actix_web::test]
+async fn a_pcma_call_runs_end_to_end_without_transcoding() {
+    let script = CallerScript::new()
+        .wait_for_agent(WAIT_MS)
+        .say("Hi, my internet keeps dropping every evening.")
+        .wait_for_agent(WAIT_MS)
+        .hang_up();
+    let setup = VoiceSetup {
+        groq: support_rules(),
+        callers_on_stream: false,
+        ..VoiceSetup::new(CallerScripts::new(script.clone()))
+    };
+    let app = spawn_voice_app(setup, |_| {}).await;
+    let t = crate::calls::tenant(&app, NUMBER).await;
+    let ccid = app.telnyx.place_inbound_call("+15559990302", NUMBER);
+    let id = call_id_for(&app, &t, &ccid).await;
+    wait_for_status(&app, &t, id, "streaming").await;
+    let answer = app
+        .telnyx
+        .commands()
+        .into_iter()
+        .find(|c| c.action == "answer")
+        .unwrap();
+    let stream_url = answer.body["stream_url"].as_str().unwrap().to_owned();
+    // This caller's leg is A-law: the engine must read it from `start`, not assume PCMU.
+    let mut config = CallerConfig::new(Codec::Pcma, script);
+    config.call_control_id = ccid.clone();
+    let report = CallerSim::run(&stream_url, config)
+        .await
+        .expect("caller runs");
+    assert!(report.script_completed, "{}", report.summary());
+    assert!(report.agent_audio_bytes() > 0);
+    app.telnyx.caller_hangs_up(&ccid);
+    wait_for_status(&app, &t, id, "ended").await;
+    app.state
+        .recorder
+        .send(iace::actors::recorder::Flush)
+        .await
+        .unwrap();
+
+    let voice = app.voice.as_ref().unwrap();
+    let dg = &voice.deepgram.connections()[0];
+    assert!(
+        dg.query.iter().any(|(k, v)| k == "encoding" && v == "alaw"),
+        "{:?}",
+        dg.query
+    );
+    let requests = voice.cartesia.requests();
+    assert!(
+        !requests.is_empty()
+            && requests
+                .iter()
+                .all(|r| r.output_format.encoding == "pcm_alaw")
+    );
+    let (_, call) = get_json(&app, &t.token, &format!("/api/v1/calls/{id}")).await;
+    let caller = utterances(&call, "caller");
+    assert_eq!(
+        caller[0]["text"],
+        "Hi, my internet keeps dropping every evening."
+    );
+}
+
+#[actix_web::test]
+async fn malformed_media_frames_are_counted_and_leave_the_call_alive() {
+    use futures_util::{SinkExt, StreamExt};
+    let setup = VoiceSetup {
+        callers_on_stream: false,
+        ..VoiceSetup::new(CallerScripts::new(CallerScript::new()))
+    };
+    let app = spawn_voice_app(setup, |s| s.calls.media_max_frame_bytes = 2048).await;
+    let t = crate::calls::tenant(&app, NUMBER).await;
+    let ccid = app.telnyx.place_inbound_call("+15559990303", NUMBER);
+    let id = call_id_for(&app, &t, &ccid).await;
+    wait_for_status(&app, &t, id, "streaming").await;
+    let answer = app
+        .telnyx
+        .commands()
+        .into_iter()
+        .find(|c| c.action == "answer")
+        .unwrap();
+    let stream_url = answer.body["stream_url"].as_str().unwrap().to_owned();
+    let (_, mut ws) = awc::Client::new()
+        .ws(stream_url)
+        .connect()
+        .await
+        .expect("socket opens");
+    let text = |s: String| awc::ws::Message::Text(s.into());
+    let start = r#"{"event":"start","stream_id":"s1","start":{"call_control_id":"x","media_format":{"encoding":"PCMU","sample_rate":8000,"channels":1}}}"#;
+    let media = |stream: &str, payload: &str| {
+        format!(
+            r#"{{"event":"media","stream_id":"{stream}","media":{{"track":"inbound","payload":"{payload}"}}}}"#
+        )
+    };
+    for frame in [
+        r#"{"event":"connected","version":"1.0.0"}"#.to_owned(),
+        start.to_owned(),
+        "this is not json".to_owned(),
+        r#"{"event":"bogus"}"#.to_owned(),
+        media("s1", "!!! not base64 !!!"),
+        media("another-stream", "/////w=="),
+        media("s1", &"A".repeat(4096)),
+        media("s1", "/////w=="),
+    ] {
+        ws.send(text(frame)).await.unwrap();
+    }
+    ws.send(awc::ws::Message::Binary(bytes::Bytes::from_static(
+        b"\x00\x01",
+    )))
+    .await
+    .unwrap();
+    // Whatever the engine says back (greeting audio), the socket and the call stay up.
+    let _ = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for reason in [
+        "malformed",
+        "bad_payload",
+        "wrong_stream",
+        "oversized",
+        "binary",
+    ] {
+        let line = format!(r#"iace_media_frames_rejected_total{{reason="{reason}"}}"#);
+        assert!(metrics.contains(&line), "{reason} counted:\n{metrics}");
+    }
+    let (_, call) = get_json(&app, &t.token, &format!("/api/v1/calls/{id}")).await;
+    assert_eq!(call["status"], "streaming", "the call is alive");
+    assert_eq!(app.state.registry.live_count().await, 1);
+}
+
+#[actix_web::test]
+async fn the_caller_hanging_up_mid_sentence_closes_everything() {
+    let mut groq = support_rules();
+    groq.rules[0] = GroqRule::new(
+        "dropping",
+        "I'm sorry to hear that. Let me walk you through a few checks, one at a time, slowly and carefully, starting with the cables behind your router.",
+    );
+    let script = CallerScript::new()
+        .wait_for_agent(WAIT_MS)
+        .say("Hi, my internet keeps dropping every evening.")
+        .silence(1200)
+        .hang_up();
+    let setup = VoiceSetup {
+        groq,
+        ..VoiceSetup::new(CallerScripts::new(script))
+    };
+    let app = spawn_voice_app(setup, |_| {}).await;
+    let t = crate::calls::tenant(&app, NUMBER).await;
+    let (_, call) = converse(&app, &t).await;
+    assert_eq!(call["status"], "ended");
+    assert_eq!(
+        app.state.registry.live_count().await,
+        0,
+        "the call actor is gone"
+    );
+    let voice = app.voice.as_ref().unwrap();
+    crate::helpers::wait_until(
+        Duration::from_secs(5),
+        "provider sockets closed",
+        || async {
+            let dg = voice
+                .deepgram
+                .connections()
+                .iter()
+                .all(|c| c.ended.is_some());
+            let ca = voice
+                .cartesia
+                .connections()
+                .iter()
+                .all(|c| c.ended.is_some());
+            (dg && ca).then_some(())
+        },
+    )
+    .await;
+    let agent = utterances(&call, "agent");
+    assert!(
+        agent.iter().any(|u| u["interrupted"] == true),
+        "the cut reply is recorded as such: {call}"
     );
 }
