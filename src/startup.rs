@@ -100,7 +100,7 @@ impl Application {
         let media_base_url = media_base_url(&settings.server.public_url);
         let registry = {
             let (telnyx, recorder, db) = (telnyx.clone(), recorder.clone(), db.clone());
-            let (settings, auth) = (settings.clone(), auth.clone());
+            let (settings, auth, redis_pool) = (settings.clone(), auth.clone(), redis.clone());
             CallRegistry::start(shards, db.clone(), move |registry| CallDeps {
                 telnyx: telnyx.clone(),
                 recorder: recorder.clone(),
@@ -114,6 +114,8 @@ impl Application {
                 cartesia: CartesiaClient::new(&settings.cartesia),
                 groq: GroqClient::new(&settings.groq),
                 sentiment_timeout_ms: settings.groq.sentiment_timeout_ms,
+                redis: redis_pool.clone(),
+                redis_prefix: settings.redis.key_prefix.clone(),
             })
         };
 

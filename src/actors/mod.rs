@@ -2,6 +2,7 @@
 //! `Recorder` that persists what calls do, off their hot path.
 
 pub mod call;
+pub mod greeting;
 pub mod recorder;
 pub mod registry;
 pub mod stt;

@@ -593,3 +593,43 @@ async fn the_caller_hanging_up_mid_sentence_closes_everything() {
         "the cut reply is recorded as such: {call}"
     );
 }
+
+#[actix_web::test]
+async fn the_greeting_is_synthesised_before_pickup_once_per_profile_and_cached_in_redis() {
+    let script = CallerScript::new().wait_for_agent(WAIT_MS).hang_up();
+    let setup = VoiceSetup {
+        groq: support_rules(),
+        ..VoiceSetup::new(CallerScripts::new(script))
+    };
+    let app = spawn_voice_app(setup, |_| {}).await;
+    let t = crate::calls::tenant(&app, NUMBER).await;
+    let voice = app.voice.as_ref().unwrap();
+    for n in 1..=2 {
+        let ccid = app.telnyx.place_inbound_call("+15559990304", NUMBER);
+        let id = call_id_for(&app, &t, &ccid).await;
+        let outcomes = voice
+            .callers
+            .wait_for_outcomes(n, Duration::from_secs(30))
+            .await;
+        let report = outcomes[n - 1].as_ref().expect("caller ok");
+        // The greeting is ready when the stream starts: it arrives in one piece, at once.
+        let first = &report.agent_turns[0];
+        assert!(first.audio_ms() > 500, "{}", report.summary());
+        app.telnyx.caller_hangs_up(&ccid);
+        wait_for_status(&app, &t, id, "ended").await;
+    }
+    let greetings = voice
+        .cartesia
+        .requests()
+        .into_iter()
+        .filter(|r| r.context_id.starts_with("greeting-"))
+        .count();
+    assert_eq!(greetings, 1, "synthesised once, then served from Redis");
+    let mut conn = app.state.redis.get().await.unwrap();
+    let keys: Vec<String> = deadpool_redis::redis::cmd("KEYS")
+        .arg(format!("{}:greeting:*", app.settings.redis.key_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+}

@@ -43,6 +43,9 @@ pub struct CallDeps {
     pub cartesia: crate::providers::cartesia::CartesiaClient,
     pub groq: crate::providers::groq::GroqClient,
     pub sentiment_timeout_ms: u64,
+    /// Greeting audio cache.
+    pub redis: crate::store::RedisPool,
+    pub redis_prefix: String,
 }
 
 /// How the call came to be.
@@ -74,6 +77,8 @@ pub struct Call {
     profile: Option<agents::AgentProfileRow>,
     /// The conversation, once the media stream is attached.
     voice: Option<voice::Voice>,
+    /// The greeting, synthesised while the phone rings (PCMU, the codec we ask Telnyx for).
+    greeting_audio: Option<Vec<u8>>,
     /// `finish` ran: the end is recorded and the registry told; later signals are history only.
     finished: bool,
     deps: CallDeps,
@@ -107,6 +112,7 @@ impl Call {
             origin: Some(origin),
             profile: None,
             voice: None,
+            greeting_audio: None,
             finished: false,
             deps,
             span,
@@ -196,6 +202,7 @@ impl Call {
                 act.organization_id = Some(profile.organization_id);
                 act.agent_profile_id = Some(profile.id);
                 act.profile = Some(profile.clone());
+                act.prepare_greeting(ctx);
                 act.record(Write::InsertCall(NewCall {
                     id: act.id.0,
                     organization_id: profile.organization_id,
@@ -275,6 +282,7 @@ impl Call {
         ctx.wait(lookup.into_actor(self).map(|found, act, ctx| match found {
             Ok(Some(profile)) => {
                 act.profile = Some(profile.row);
+                act.prepare_greeting(ctx);
                 act.send_dial(ctx);
             }
             Ok(None) | Err(_) => {
@@ -286,6 +294,33 @@ impl Call {
                 act.finish(EndReason::SetupFailed, ctx);
             }
         }));
+    }
+
+    /// Readies the greeting's audio while the phone rings (from Redis, or synthesised once).
+    fn prepare_greeting(&mut self, ctx: &mut Context<Self>) {
+        let Some(profile) = &self.profile else { return };
+        let d = &self.deps;
+        let codec = crate::domain::audio::Codec::Pcmu;
+        let key = crate::actors::greeting::cache_key(
+            &d.redis_prefix,
+            profile.id,
+            &profile.greeting,
+            &profile.voice_id,
+            codec,
+        );
+        let fut = crate::actors::greeting::prepare(
+            d.redis.clone(),
+            d.cartesia.clone(),
+            key,
+            profile.greeting.clone(),
+            profile.voice_id.clone(),
+            codec,
+            Duration::from_secs(5),
+        );
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(|audio, act, _| act.greeting_audio = audio),
+        );
     }
 
     fn send_dial(&mut self, ctx: &mut Context<Self>) {

@@ -154,7 +154,52 @@ impl Call {
         let greeting = profile
             .map(|p| p.greeting.clone())
             .unwrap_or_else(|| "Hello, how can I help?".into());
-        self.speak_line(TurnKind::Greeting, greeting, ctx);
+        match self.greeting_audio.take().filter(|_| codec == Codec::Pcmu) {
+            Some(audio) => self.play_greeting(greeting, audio, ctx),
+            None => self.speak_line(TurnKind::Greeting, greeting, ctx),
+        }
+    }
+
+    /// Sends the ready-made greeting audio at once (no TTS round trip), then a mark.
+    fn play_greeting(&mut self, text: String, audio: Vec<u8>, ctx: &mut Context<Self>) {
+        let id = self.id;
+        let Some(voice) = self.voice.as_mut() else {
+            return;
+        };
+        voice.turns += 1;
+        let context_id = format!("{id}-{}", voice.turns);
+        let audio_ms = ms_for_bytes(audio.len());
+        voice.link.send(OutboundFrame::media(&audio));
+        voice
+            .link
+            .send(OutboundFrame::mark(format!("{context_id}:1")));
+        // Without word timings, assume the words are spread evenly over the audio.
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let per_word = audio_ms as f64 / 1000.0 / words.len().max(1) as f64;
+        let timed = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| ((*w).to_owned(), per_word * (i + 1) as f64))
+            .collect();
+        voice.speaking = Some(AgentTurn {
+            context_id: context_id.clone(),
+            kind: TurnKind::Greeting,
+            sentences: vec![text],
+            splitter: SentenceSplitter::new(),
+            llm_done: true,
+            tts_done: true,
+            llm: None,
+            caller_turn_at: None,
+            first_audio_at: Some(Instant::now()),
+            audio_ms,
+            words: timed,
+            marked: 1,
+            started_ms: voice.now_ms(),
+            retries: 0,
+        });
+        ctx.run_later(Duration::from_millis(audio_ms), move |act, ctx| {
+            act.turn_played(&context_id, ctx)
+        });
     }
 
     /// Speaks a fixed line (greeting, hand-off) as one context.
