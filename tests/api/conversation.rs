@@ -462,7 +462,16 @@ async fn a_pcma_call_runs_end_to_end_without_transcoding() {
         "{:?}",
         dg.query
     );
-    let requests = voice.cartesia.requests();
+    // (The greeting made before pickup is μ-law, the codec we ask Telnyx for; on this A-law leg
+    // the call speaks it through its live A-law stream instead.)
+    let live: Vec<_> = voice
+        .cartesia
+        .requests()
+        .into_iter()
+        .filter(|r| !r.context_id.starts_with("greeting-"))
+        .collect();
+    assert!(!live.is_empty());
+    assert!(live.iter().all(|r| r.output_format.encoding == "pcm_alaw"));
     assert!(
         !requests.is_empty()
             && requests
