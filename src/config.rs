@@ -140,6 +140,8 @@ pub struct LogSettings {
 #[serde(deny_unknown_fields)]
 pub struct HealthSettings {
     pub check_timeout_ms: u64,
+    /// Readiness also checks that every provider's host accepts a connection.
+    pub probe_providers: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

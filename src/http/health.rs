@@ -46,15 +46,17 @@ struct ReadinessBody {
 #[get("/health/ready")]
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let limit = Duration::from_millis(state.settings.health.check_timeout_ms);
-    let (database, redis) = futures_util::join!(
+    let (database, redis, telephony, ai_services) = futures_util::join!(
         bounded(limit, "database", check_database(&state)),
         bounded(limit, "redis", check_redis(&state)),
+        bounded(limit, "telephony", check_telephony(&state)),
+        bounded(limit, "ai_services", check_ai_services(&state)),
     );
     let checks = Checks {
         database,
         redis,
-        telephony: telephony_configured(&state),
-        ai_services: ai_services_configured(&state),
+        telephony,
+        ai_services,
     };
     let all = checks.database && checks.redis && checks.telephony && checks.ai_services;
     let shutting_down = state.readiness.is_shutting_down();
@@ -119,15 +121,64 @@ fn provider_configured(state: &AppState, base_url: &str, api_key: &Secret) -> bo
     has_scheme && (!api_key.is_empty() || simulated)
 }
 
-fn telephony_configured(state: &AppState) -> bool {
-    let t = &state.settings.telnyx;
-    provider_configured(state, &t.base_url, &t.api_key) && !t.connection_id.is_empty()
+/// `host:port` of a provider URL (default port by scheme).
+fn host_port(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?']).next()?;
+    if authority.is_empty() {
+        return None;
+    }
+    if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        return Some(authority.to_owned());
+    }
+    let port = if matches!(scheme, "https" | "wss") {
+        443
+    } else {
+        80
+    };
+    Some(format!("{authority}:{port}"))
 }
 
-fn ai_services_configured(state: &AppState) -> bool {
+/// The provider answers: its host accepts a connection (when `health.probe_providers`).
+async fn reachable(state: &AppState, url: &str) -> Result<(), String> {
+    if !state.settings.health.probe_providers {
+        return Ok(());
+    }
+    let address = host_port(url).ok_or_else(|| format!("no host in {url}"))?;
+    tokio::net::TcpStream::connect(&address)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{address}: {e}"))
+}
+
+async fn check_telephony(state: &AppState) -> Result<(), String> {
+    let t = &state.settings.telnyx;
+    if !(provider_configured(state, &t.base_url, &t.api_key) && !t.connection_id.is_empty()) {
+        return Err("telnyx settings incomplete".into());
+    }
+    reachable(state, &t.base_url).await
+}
+
+/// Speech in, language, speech out. Embeddings are not required: a local embedder stands in.
+async fn check_ai_services(state: &AppState) -> Result<(), String> {
     let s = &state.settings;
-    provider_configured(state, &s.deepgram.base_url, &s.deepgram.api_key)
-        && provider_configured(state, &s.cartesia.base_url, &s.cartesia.api_key)
-        && provider_configured(state, &s.groq.base_url, &s.groq.api_key)
-        && provider_configured(state, &s.gemini.base_url, &s.gemini.api_key)
+    let providers = [
+        (&s.deepgram.base_url, &s.deepgram.api_key),
+        (&s.cartesia.base_url, &s.cartesia.api_key),
+        (&s.groq.base_url, &s.groq.api_key),
+    ];
+    for (url, key) in providers {
+        if !provider_configured(state, url, key) {
+            return Err(format!("settings incomplete for {url}"));
+        }
+    }
+    let (a, b, c) = futures_util::join!(
+        reachable(state, providers[0].0),
+        reachable(state, providers[1].0),
+        reachable(state, providers[2].0),
+    );
+    a.and(b).and(c)
 }

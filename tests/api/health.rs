@@ -196,3 +196,29 @@ async fn unknown_route_gets_the_json_error_body() {
     let res = app.client.delete(app.url("/health")).send().await.unwrap();
     assert_error(res, 404, "route_not_found").await;
 }
+
+#[actix_web::test]
+async fn readiness_probes_the_providers_when_asked() {
+    use crate::helpers::{spawn_voice_app, VoiceSetup};
+    use iace::sim::caller::{CallerScript, CallerScripts};
+    // Every provider simulator up: ready.
+    let app = spawn_voice_app(
+        VoiceSetup::new(CallerScripts::new(CallerScript::new())),
+        |s| {
+            s.health.probe_providers = true;
+        },
+    )
+    .await;
+    assert_eq!(ready_status(&app).await.0, 200);
+    // Telnyx up, but nothing listens where Deepgram should be: ai_services false.
+    let dead = free_port();
+    let app = spawn_app_with(|s| {
+        s.health.probe_providers = true;
+        s.deepgram.base_url = format!("ws://127.0.0.1:{dead}");
+    })
+    .await;
+    let (status, body) = ready_status(&app).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["ai_services"], false);
+    assert_eq!(body["checks"]["telephony"], true);
+}
