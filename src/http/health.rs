@@ -156,7 +156,7 @@ async fn reachable(state: &AppState, url: &str) -> Result<(), String> {
 
 async fn check_telephony(state: &AppState) -> Result<(), String> {
     let t = &state.settings.telnyx;
-    if !(provider_configured(state, &t.base_url, &t.api_key) && !t.connection_id.is_empty()) {
+    if !provider_configured(state, &t.base_url, &t.api_key) || t.connection_id.is_empty() {
         return Err("telnyx settings incomplete".into());
     }
     reachable(state, &t.base_url).await
