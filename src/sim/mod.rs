@@ -4,6 +4,7 @@
 
 pub mod cartesia;
 pub mod deepgram;
+pub mod gemini;
 pub mod groq;
 pub mod telnyx;
 

@@ -24,6 +24,8 @@ pub struct TestApp {
     pub state: iace::http::AppState,
     /// The Telnyx simulator this app's webhooks come from and its commands go to.
     pub telnyx: TelnyxSimHandle,
+    /// False for an app started on another app's database (that app drops it).
+    pub owns_database: bool,
 }
 
 pub fn project_dir() -> PathBuf {
@@ -142,12 +144,25 @@ pub async fn spawn_app() -> TestApp {
 /// Starts the application with settings adjusted by `tweak` (after the test database and port 0
 /// are set, so a test can still point anything elsewhere).
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_on(fresh_database(), true, tweak).await
+}
+
+/// Starts another application on the database of `earlier` (a restart, as far as the data
+/// knows). `earlier` keeps owning the database and drops it.
+pub async fn respawn_app_with(earlier: &TestApp, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_on(earlier.db_name.clone(), false, tweak).await
+}
+
+async fn spawn_app_on(
+    db_name: String,
+    owns_database: bool,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
         let mut s = test_settings();
         s.log.level = "debug".into();
         iace::telemetry::init(&s);
     }
-    let db_name = fresh_database();
     let mut settings = test_settings();
     settings.database.url =
         iace::config::Secret::new(with_database(settings.database.url.expose(), &db_name));
@@ -190,6 +205,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         shutdown,
         state,
         telnyx,
+        owns_database,
     }
 }
 
@@ -391,7 +407,9 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.state.registry.stop();
-        drop_database(&self.db_name);
+        if self.owns_database {
+            drop_database(&self.db_name);
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod auth;
 mod calls;
 mod cli;
 mod health;
+mod learning;
 mod migrations;
 mod telnyx;
 mod voice;
