@@ -81,6 +81,7 @@ pub struct Settings {
     pub cartesia: CartesiaSettings,
     pub groq: GroqSettings,
     pub gemini: GeminiSettings,
+    pub learning: LearningSettings,
     pub calls: CallSettings,
     pub recorder: RecorderSettings,
     pub auth: AuthSettings,
@@ -227,12 +228,49 @@ pub struct GroqSettings {
     pub max_completion_tokens: u32,
 }
 
+/// Gemini embeddings. `base_url` is the API root with its version
+/// (`https://generativelanguage.googleapis.com/v1beta`); the client appends
+/// `/models/{model}:embedContent`. An empty key with a non-loopback URL means "unconfigured":
+/// the local embedder serves instead.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GeminiSettings {
     pub api_key: Secret,
     pub base_url: String,
     pub model: String,
+    /// Deadline of one embedding request, answer included.
+    pub request_timeout_ms: u64,
+    /// Texts per `batchEmbedContents` call (the API takes at most 100).
+    pub batch_size: usize,
+}
+
+/// Retrieval during calls and the post-call learning jobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearningSettings {
+    /// How long a caller turn may wait for patterns and memory; late results are skipped.
+    pub retrieval_budget_ms: u64,
+    /// Patterns given to the dialogue per turn.
+    pub retrieval_top_k: i64,
+    /// Patterns less similar than this (cosine, -1..1) are not worth a place in the prompt.
+    pub min_similarity: f64,
+    /// A new pattern at least this similar to an existing one reinforces it instead.
+    pub merge_similarity: f64,
+    /// `hnsw.ef_search` for pattern searches (candidate list size: recall against speed).
+    pub ef_search: u32,
+    /// Lifetime of a cached turn context in Redis.
+    pub cache_ttl_secs: u64,
+    /// Job workers (tasks) on this instance; 0 runs none (jobs wait for another instance).
+    pub workers: usize,
+    /// How often an idle worker looks for due jobs.
+    pub poll_interval_ms: u64,
+    /// A `running` job locked longer than this is presumed lost (a crash) and run again.
+    pub lease_secs: u64,
+    /// First retry delay; doubles per attempt, with jitter, up to the maximum.
+    pub retry_backoff_ms: u64,
+    pub retry_backoff_max_ms: u64,
+    /// How long shutdown waits for running jobs before leaving them to the lease.
+    pub shutdown_timeout_ms: u64,
 }
 
 /// Limits and timers of live calls.
@@ -415,6 +453,30 @@ impl Settings {
             if self.telnyx.api_key.is_empty() {
                 return fail("telnyx.api_key", "required in production");
             }
+        }
+        if self.gemini.request_timeout_ms == 0 || !(1..=100).contains(&self.gemini.batch_size) {
+            return fail(
+                "gemini.batch_size",
+                "batch_size must be 1..=100 and request_timeout_ms greater than 0",
+            );
+        }
+        let learning = &self.learning;
+        if learning.retrieval_top_k < 1 {
+            return fail("learning.retrieval_top_k", "must be at least 1");
+        }
+        if !(-1.0..=1.0).contains(&learning.min_similarity)
+            || !(-1.0..=1.0).contains(&learning.merge_similarity)
+        {
+            return fail(
+                "learning.min_similarity",
+                "similarities must be between -1.0 and 1.0",
+            );
+        }
+        if learning.poll_interval_ms == 0 || learning.lease_secs == 0 || learning.ef_search == 0 {
+            return fail(
+                "learning.poll_interval_ms",
+                "poll_interval_ms, lease_secs and ef_search must be greater than 0",
+            );
         }
         if self.health.check_timeout_ms == 0 {
             return fail("health.check_timeout_ms", "must be greater than 0");

@@ -8,6 +8,9 @@ use crate::auth::AuthService;
 use crate::config::Settings;
 use crate::error::{json_error_handler, path_error_handler, query_error_handler, ApiError};
 use crate::http::{self, metrics::Metrics, AppState, Readiness};
+use crate::learning::pipeline::Pipeline;
+use crate::learning::worker::JobWorkers;
+use crate::learning::{Embedder, Learning, Retriever};
 use crate::providers::cartesia::CartesiaClient;
 use crate::providers::deepgram::DeepgramClient;
 use crate::providers::groq::GroqClient;
@@ -28,6 +31,7 @@ pub struct Application {
     server: Server,
     state: AppState,
     recorder_arbiter: Arbiter,
+    job_workers: JobWorkers,
 }
 
 /// Stops a running application in the documented order. Cloneable, so a signal task and a test
@@ -97,10 +101,24 @@ impl Application {
             redis.clone(),
             metrics.clone(),
         )?);
+        let embedder = Embedder::new(&settings.gemini);
+        let learning = Learning {
+            embedder: embedder.clone(),
+            retriever: Retriever::new(
+                embedder.clone(),
+                db.clone(),
+                redis.clone(),
+                &settings.redis.key_prefix,
+                &settings.learning,
+                metrics.retrieval_duration.clone(),
+            ),
+            settings: settings.learning.clone(),
+        };
         let media_base_url = media_base_url(&settings.server.public_url);
         let registry = {
             let (telnyx, recorder, db) = (telnyx.clone(), recorder.clone(), db.clone());
             let (settings, auth, redis_pool) = (settings.clone(), auth.clone(), redis.clone());
+            let learning = learning.clone();
             CallRegistry::start(shards, db.clone(), move |registry| CallDeps {
                 telnyx: telnyx.clone(),
                 recorder: recorder.clone(),
@@ -116,8 +134,21 @@ impl Application {
                 sentiment_timeout_ms: settings.groq.sentiment_timeout_ms,
                 redis: redis_pool.clone(),
                 redis_prefix: settings.redis.key_prefix.clone(),
+                learning: learning.clone(),
             })
         };
+
+        let job_workers = JobWorkers::start(
+            Pipeline {
+                db: db.clone(),
+                groq: GroqClient::new(&settings.groq),
+                embedder: learning.embedder.clone(),
+                merge_similarity: settings.learning.merge_similarity,
+                ef_search: settings.learning.ef_search,
+            },
+            &settings.learning,
+            metrics.learning_jobs.clone(),
+        );
 
         let state = AppState {
             settings: settings.clone(),
@@ -133,6 +164,7 @@ impl Application {
                 &crate::sim::telnyx::resolve_webhook_public_key(&settings).unwrap_or_default(),
             ),
             auth,
+            learning,
         };
         let port = listener.local_addr()?.port();
         let server = build_server(listener, state.clone())?;
@@ -141,6 +173,7 @@ impl Application {
             server,
             state,
             recorder_arbiter,
+            job_workers,
         })
     }
 
@@ -159,8 +192,8 @@ impl Application {
         }
     }
 
-    /// Serves until stopped (by a `ShutdownHandle`), then flushes the recorder, stops the
-    /// call shards and closes the pools.
+    /// Serves until stopped (by a `ShutdownHandle`), then flushes the recorder, stops the job
+    /// workers and the call shards and closes the pools.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let state = self.state.clone();
         let result = self.server.await;
@@ -171,6 +204,9 @@ impl Application {
         {
             tracing::error!("shutdown: recorder did not flush in 10 s");
         }
+        // Running jobs finish (or are left to their lease) before the pools close under them.
+        let jobs_deadline = Duration::from_millis(state.settings.learning.shutdown_timeout_ms);
+        self.job_workers.stop(jobs_deadline).await;
         state.registry.stop();
         self.recorder_arbiter.stop();
         state.db.close();

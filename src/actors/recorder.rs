@@ -21,6 +21,12 @@ pub enum Write {
     },
     InsertCallEvent(NewCallEvent),
     InsertUtterance(NewUtterance),
+    /// Queue the post-call learning jobs; in order after the call's own writes, so the jobs
+    /// find the whole transcript.
+    EnqueuePostCall {
+        organization_id: Uuid,
+        call_id: Uuid,
+    },
 }
 
 /// Queue a write (fire and forget).
@@ -142,6 +148,12 @@ async fn apply_batch(pool: &DbPool, batch: &[Write]) -> Result<(), BatchError> {
             } => calls::update(&mut conn, *organization_id, *call_id, changes).await,
             Write::InsertCallEvent(event) => events::insert_call_event(&mut conn, event).await,
             Write::InsertUtterance(u) => utterances::insert(&mut conn, u).await,
+            Write::EnqueuePostCall {
+                organization_id,
+                call_id,
+            } => crate::learning::enqueue_post_call(&mut conn, *organization_id, *call_id)
+                .await
+                .map(|_| ()),
         };
         if let Err(error) = result {
             let broken = matches!(

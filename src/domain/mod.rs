@@ -3,6 +3,7 @@
 
 pub mod audio;
 pub mod call;
+pub mod embedding;
 pub mod phone;
 pub mod role;
 pub mod sentiment;

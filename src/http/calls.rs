@@ -79,7 +79,7 @@ impl From<CallRow> for CallDto {
     }
 }
 
-async fn conn(state: &AppState) -> Result<crate::store::DbConn, ApiError> {
+pub(crate) async fn conn(state: &AppState) -> Result<crate::store::DbConn, ApiError> {
     state
         .db
         .get()
@@ -147,11 +147,11 @@ struct CallPage {
     next_cursor: Option<String>,
 }
 
-fn encode_cursor(c: &Cursor) -> String {
+pub(crate) fn encode_cursor(c: &Cursor) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}|{}", c.created_at.timestamp_micros(), c.id))
 }
 
-fn decode_cursor(s: &str) -> Result<Cursor, ApiError> {
+pub(crate) fn decode_cursor(s: &str) -> Result<Cursor, ApiError> {
     let bad = || ApiError::BadRequest("cursor: not a cursor this API returned".into());
     let raw = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;

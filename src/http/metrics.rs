@@ -31,6 +31,10 @@ pub struct Metrics {
     pub auth_logins: IntCounterVec,
     /// Redis failures the auth layer worked around (rate_limit, revocation_check, revoke).
     pub auth_redis_failures: IntCounterVec,
+    /// Time to fetch a turn's patterns and caller memory, by result (complete, timed_out).
+    pub retrieval_duration: HistogramVec,
+    /// Finished post-call job attempts by kind and result (succeeded, retried, failed).
+    pub learning_jobs: IntCounterVec,
 }
 
 impl Metrics {
@@ -96,6 +100,25 @@ impl Metrics {
             ),
             &["operation"],
         )?;
+        let retrieval_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "retrieval_duration_seconds",
+                "Retrieval of patterns and caller memory for one caller turn",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0,
+            ]),
+            &["result"],
+        )?;
+        let learning_jobs = IntCounterVec::new(
+            Opts::new(
+                "learning_jobs_total",
+                "Finished post-call job attempts by kind and result",
+            ),
+            &["kind", "result"],
+        )?;
+        registry.register(Box::new(retrieval_duration.clone()))?;
+        registry.register(Box::new(learning_jobs.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(auth_logins.clone()))?;
@@ -130,6 +153,8 @@ impl Metrics {
             media_frames_rejected,
             auth_logins,
             auth_redis_failures,
+            retrieval_duration,
+            learning_jobs,
         })
     }
 

@@ -4,9 +4,11 @@ pub mod agents;
 pub mod auth;
 pub mod calls;
 pub mod health;
+pub mod learning;
 pub mod media_ws;
 pub mod metrics;
 pub mod middleware;
+pub mod patterns;
 pub mod users;
 pub mod webhooks;
 
@@ -47,6 +49,8 @@ pub struct AppState {
     /// The webhook verifier, or why the configured key is unusable (answered as 503).
     pub telnyx_verifier: Result<WebhookVerifier, SignatureError>,
     pub auth: Arc<crate::auth::AuthService>,
+    /// Embeddings and retrieval (the dialogue's `Retriever` is `learning.retriever`).
+    pub learning: crate::learning::Learning,
 }
 
 /// Registers every route. The same function serves `main` and the tests.
@@ -58,5 +62,7 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
         .configure(webhooks::configure)
         .configure(calls::configure)
         .configure(agents::configure)
-        .configure(media_ws::configure);
+        .configure(media_ws::configure)
+        .configure(patterns::configure)
+        .configure(learning::configure);
 }

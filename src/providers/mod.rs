@@ -6,6 +6,7 @@
 
 pub mod cartesia;
 pub mod deepgram;
+pub mod gemini;
 pub mod groq;
 pub mod http;
 pub mod telnyx;

@@ -6,9 +6,15 @@
 //! 1. **Sentiment**: JSON mode and a system prompt containing "sentiment" (any case) → a JSON
 //!    object `{"score": s, "label": l}` scoring the last user message with a small word lexicon:
 //!    `s` in -1..1, `l` is `"negative"` (s < -0.25), `"positive"` (s > 0.25) or `"neutral"`.
-//! 2. **Script**: replies queued with [`GroqSim::push_reply`], in order.
-//! 3. **Rules**: the first [`GroqRule`] whose keyword occurs (any case) in the last user message.
-//! 4. The default reply.
+//! 2. **Post-call learning** (JSON mode, keyed on the markers of `learning::pipeline`'s system
+//!    prompts), answered from the `caller: ...` / `agent: ...` transcript lines of the last user
+//!    message: "Summarise this call" → `{"summary", "outcome"}` (resolved when the caller ends
+//!    happy or says it works); "Extract problem and resolution pairs" → `{"pairs": [{"problem":
+//!    first caller line, "resolution": longest agent line}]}`; "caller memory" → `{"summary",
+//!    "facts"}` (earlier facts kept, caller sentences with "my ..." added).
+//! 3. **Script**: replies queued with [`GroqSim::push_reply`], in order.
+//! 4. **Rules**: the first [`GroqRule`] whose keyword occurs (any case) in the last user message.
+//! 5. The default reply.
 //!
 //! In JSON mode a reply that is not already JSON is wrapped as `{"reply": "..."}`.
 
@@ -276,9 +282,18 @@ fn decide(req: &HttpRequest, body: &[u8], shared: &Mutex<Shared>) -> Decision {
         && request
             .system_prompt()
             .is_some_and(|p| p.to_lowercase().contains("sentiment"));
+    let learning = json_mode
+        .then(|| {
+            request
+                .system_prompt()
+                .and_then(|p| learning_reply(p, &last_user))
+        })
+        .flatten();
     let reply = if wants_sentiment {
         let score = lexicon_score(&last_user);
         serde_json::json!({"score": score, "label": label(score)}).to_string()
+    } else if let Some(reply) = learning {
+        reply
     } else {
         let reply = s.replies.pop_front().unwrap_or_else(|| {
             let lower = last_user.to_lowercase();
@@ -299,6 +314,74 @@ fn decide(req: &HttpRequest, body: &[u8], shared: &Mutex<Shared>) -> Decision {
         reply,
         config: s.config.clone(),
     }
+}
+
+/// The answer to a post-call learning prompt, if `system` is one.
+fn learning_reply(system: &str, user: &str) -> Option<String> {
+    use crate::learning::pipeline::{EXTRACT_MARKER, MEMORY_MARKER, SUMMARY_MARKER};
+    let system = system.to_lowercase();
+    let lines = |who: &str| -> Vec<String> {
+        let prefix = format!("{who}: ");
+        user.lines()
+            .filter_map(|l| l.trim().strip_prefix(&prefix).map(|t| t.trim().to_owned()))
+            .filter(|t| !t.is_empty())
+            .collect()
+    };
+    let (caller, agent) = (lines("caller"), lines("agent"));
+    let first_caller = caller.first().cloned().unwrap_or_default();
+    let best_agent = agent
+        .iter()
+        .max_by_key(|l| l.split_whitespace().count())
+        .cloned()
+        .unwrap_or_default();
+    let reply = if system.contains(&SUMMARY_MARKER.to_lowercase()) {
+        let resolved = caller.iter().any(|l| {
+            let lower = l.to_lowercase();
+            lexicon_score(l) > 0.0
+                || ["works", "fixed", "solved", "sorted"]
+                    .iter()
+                    .any(|w| lower.contains(w))
+        });
+        serde_json::json!({
+            "summary": format!("The caller said: {first_caller} The agent answered: {best_agent}"),
+            "outcome": if resolved { "resolved" } else { "unresolved" },
+        })
+    } else if system.contains(&EXTRACT_MARKER.to_lowercase()) {
+        let pairs = if first_caller.is_empty() || best_agent.is_empty() {
+            vec![]
+        } else {
+            vec![serde_json::json!({"problem": first_caller, "resolution": best_agent})]
+        };
+        serde_json::json!({ "pairs": pairs })
+    } else if system.contains(&MEMORY_MARKER.to_lowercase()) {
+        let field = |name: &str| {
+            user.lines()
+                .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_owned()))
+        };
+        let mut facts: Vec<String> = field("Earlier facts:")
+            .map(|f| {
+                f.split("; ")
+                    .map(str::to_owned)
+                    .filter(|f| !f.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for sentence in caller.iter().flat_map(|l| l.split(['.', '!', '?'])) {
+            let sentence = sentence.trim();
+            if sentence.to_lowercase().contains("my ") && !facts.iter().any(|f| f == sentence) {
+                facts.push(sentence.to_owned());
+            }
+        }
+        facts.truncate(8);
+        let mut summary = format!("Called about: {first_caller}");
+        if let Some(earlier) = field("Earlier memory:").filter(|e| !e.starts_with("none")) {
+            summary.push_str(&format!(" Before that: {earlier}"));
+        }
+        serde_json::json!({ "summary": summary, "facts": facts })
+    } else {
+        return None;
+    };
+    Some(reply.to_string())
 }
 
 fn completion(request: &ChatRequest, reply: String) -> ChatCompletion {

@@ -5,6 +5,7 @@
 pub mod caller;
 pub mod cartesia;
 pub mod deepgram;
+pub mod gemini;
 pub mod groq;
 pub mod telnyx;
 

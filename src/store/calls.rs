@@ -181,3 +181,29 @@ pub async fn list(
     }
     Ok(query.load(conn).await?)
 }
+
+/// Writes the post-call summary, and the outcome when the call recorded none (the summary's
+/// classification fills the gap; an outcome the call itself recorded is never overwritten).
+pub async fn set_summary(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+    id: Uuid,
+    summary: &str,
+    outcome_if_unset: Option<&str>,
+) -> Result<(), StoreError> {
+    diesel::update(calls::table)
+        .filter(calls::organization_id.eq(organization_id))
+        .filter(calls::id.eq(id))
+        .set((
+            calls::summary.eq(summary),
+            calls::outcome.eq(diesel::dsl::sql::<
+                diesel::sql_types::Nullable<diesel::sql_types::Text>,
+            >("coalesce(outcome, ")
+            .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(outcome_if_unset)
+            .sql(")")),
+            calls::updated_at.eq(Utc::now()),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -4,8 +4,11 @@
 pub mod agents;
 pub mod calls;
 pub mod events;
+pub mod jobs;
+pub mod memory;
 pub mod migrations;
 pub mod organizations;
+pub mod patterns;
 pub mod pool;
 pub mod refresh_tokens;
 pub mod schema;

@@ -61,3 +61,16 @@ pub async fn list_for_call(
         .load(conn)
         .await?)
 }
+
+/// Stores many turns at once; a turn already stored (same call and seq) is left alone.
+pub async fn insert_many(
+    conn: &mut AsyncPgConnection,
+    rows: &[NewUtterance],
+) -> Result<(), StoreError> {
+    diesel::insert_into(utterances::table)
+        .values(rows)
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -28,6 +28,8 @@ pub struct TestApp {
     pub state: iace::http::AppState,
     /// The Telnyx simulator this app's webhooks come from and its commands go to.
     pub telnyx: TelnyxSimHandle,
+    /// False for an app started on another app's database (that app drops it).
+    pub owns_database: bool,
     /// The speech and language simulators and the simulated callers, for voice tests.
     pub voice: Option<VoiceSims>,
 }
@@ -189,7 +191,7 @@ pub async fn spawn_voice_app(setup: VoiceSetup, tweak: impl FnOnce(&mut Settings
     let callers = CallerHook::start(setup.scripts, CallerOptions::default(), None);
     let hook = setup.callers_on_stream.then(|| callers.stream_hook());
     let (dg, ca, gr) = (deepgram.base_url(), cartesia.base_url(), groq.base_url());
-    let mut app = spawn_app_inner(hook, |s| {
+    let mut app = spawn_app_on(fresh_database(), true, hook, |s| {
         s.deepgram.base_url = dg;
         s.cartesia.base_url = ca;
         s.groq.base_url = gr;
@@ -208,10 +210,18 @@ pub async fn spawn_voice_app(setup: VoiceSetup, tweak: impl FnOnce(&mut Settings
 /// Starts the application with settings adjusted by `tweak` (after the test database and port 0
 /// are set, so a test can still point anything elsewhere).
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    spawn_app_inner(None, tweak).await
+    spawn_app_on(fresh_database(), true, None, tweak).await
 }
 
-async fn spawn_app_inner(
+/// Starts another application on the database of `earlier` (a restart, as far as the data
+/// knows). `earlier` keeps owning the database and drops it.
+pub async fn respawn_app_with(earlier: &TestApp, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_on(earlier.db_name.clone(), false, None, tweak).await
+}
+
+async fn spawn_app_on(
+    db_name: String,
+    owns_database: bool,
     stream_hook: Option<StreamHook>,
     tweak: impl FnOnce(&mut Settings),
 ) -> TestApp {
@@ -220,7 +230,6 @@ async fn spawn_app_inner(
         s.log.level = "debug".into();
         iace::telemetry::init(&s);
     }
-    let db_name = fresh_database();
     let mut settings = test_settings();
     settings.database.url =
         iace::config::Secret::new(with_database(settings.database.url.expose(), &db_name));
@@ -265,6 +274,7 @@ async fn spawn_app_inner(
         state,
         telnyx,
         voice: None,
+        owns_database,
     }
 }
 
@@ -466,7 +476,9 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.state.registry.stop();
-        drop_database(&self.db_name);
+        if self.owns_database {
+            drop_database(&self.db_name);
+        }
     }
 }
 

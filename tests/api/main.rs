@@ -9,6 +9,7 @@ mod calls;
 mod cli;
 mod conversation;
 mod health;
+mod learning;
 mod migrations;
 mod telnyx;
 mod voice;

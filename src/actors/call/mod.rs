@@ -46,6 +46,8 @@ pub struct CallDeps {
     /// Greeting audio cache.
     pub redis: crate::store::RedisPool,
     pub redis_prefix: String,
+    /// Retrieval of patterns and caller memory for each turn.
+    pub learning: crate::learning::Learning,
 }
 
 /// How the call came to be.
@@ -431,6 +433,13 @@ impl Call {
             duration_ms: Some(duration_ms),
             ..Default::default()
         });
+        // Learning from the call starts once its records are in (the recorder keeps the order).
+        if let (Some(org), true) = (self.organization_id, self.answered_at.is_some()) {
+            self.record(Write::EnqueuePostCall {
+                organization_id: org,
+                call_id: self.id.0,
+            });
+        }
         self.deps.registry.call_ended(CallEnded {
             call_id: self.id,
             control_id: self.control_id.clone(),

@@ -342,12 +342,37 @@ impl Call {
             started_ms,
             retries: 0,
         });
-        let mut messages = vec![ChatMessage::system(format!(
-            "{system}\nYou are speaking on the phone: answer in one to three short sentences, no lists or markup."
-        ))];
         let recent = voice.history.len().saturating_sub(20);
-        messages.extend(voice.history[recent..].iter().cloned());
-        self.request_llm(messages, Duration::ZERO, ctx);
+        let history: Vec<ChatMessage> = voice.history[recent..].to_vec();
+        let question = history
+            .last()
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        let Some(org) = self.organization_id else {
+            return;
+        };
+        // What earlier calls taught us, within the budget; a late answer is skipped.
+        let retriever = self.deps.learning.retriever.clone();
+        let budget = Duration::from_millis(self.deps.learning.settings.retrieval_budget_ms);
+        let caller = self.from.clone();
+        let fut = async move {
+            retriever
+                .context_for_turn(org, &caller, &question, budget)
+                .await
+        };
+        ctx.spawn(fut.into_actor(self).map(move |found, act, ctx| {
+            let mut prompt = format!(
+                "{system}\nYou are speaking on the phone: answer in one to three short sentences, no lists or markup."
+            );
+            let section = found.prompt_section();
+            if !section.is_empty() {
+                prompt.push_str("\n\n");
+                prompt.push_str(&section);
+            }
+            let mut messages = vec![ChatMessage::system(prompt)];
+            messages.extend(history);
+            act.request_llm(messages, Duration::ZERO, ctx);
+        }));
     }
 
     fn request_llm(

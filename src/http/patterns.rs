@@ -1,0 +1,344 @@
+//! The patterns API: search by text, list, read, edit and delete patterns, and bulk import of
+//! known problem/resolution pairs (a knowledge base to start from). Tenant-scoped by the
+//! caller's token; reading needs viewer, writing agent, deleting admin.
+
+use crate::auth::AuthUser;
+use crate::domain::role::Role;
+use crate::error::ApiError;
+use crate::http::calls::{conn, decode_cursor, encode_cursor};
+use crate::http::AppState;
+use crate::store::calls::Cursor;
+use crate::store::patterns::{self, Merged, NewPattern, PatternChanges, PatternRow};
+use actix_web::{delete, get, patch, post, web, HttpResponse};
+use chrono::{DateTime, Utc};
+use pgvector::Vector;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Pairs accepted by one import request.
+const MAX_IMPORT: usize = 1000;
+/// Longest problem or resolution accepted.
+const MAX_TEXT: usize = 2000;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    // The fixed paths first: `/patterns/search` must not be taken for a pattern id.
+    cfg.service(search_patterns)
+        .service(import_patterns)
+        .service(list_patterns)
+        .service(get_pattern)
+        .service(update_pattern)
+        .service(delete_pattern);
+}
+
+/// A pattern as the API shows it.
+#[derive(Serialize)]
+pub struct PatternDto {
+    pub id: Uuid,
+    pub problem: String,
+    pub resolution: String,
+    pub embedding_model: String,
+    pub success_count: i32,
+    pub failure_count: i32,
+    pub usage_count: i32,
+    pub source_call_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<PatternRow> for PatternDto {
+    fn from(p: PatternRow) -> Self {
+        Self {
+            id: p.id,
+            problem: p.problem,
+            resolution: p.resolution,
+            embedding_model: p.embedding_model,
+            success_count: p.success_count,
+            failure_count: p.failure_count,
+            usage_count: p.usage_count,
+            source_call_id: p.source_call_id,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    pub q: String,
+    pub k: Option<i64>,
+    pub min_similarity: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct SearchHit {
+    #[serde(flatten)]
+    pattern: PatternDto,
+    similarity: f64,
+}
+
+#[derive(Serialize)]
+struct SearchResults {
+    /// The model the query was embedded with (only patterns of that model were searched).
+    model: String,
+    data: Vec<SearchHit>,
+}
+
+#[get("/api/v1/patterns/search")]
+async fn search_patterns(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    query: web::Query<SearchQuery>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Viewer)?;
+    let text = query.q.trim();
+    if text.is_empty() || text.len() > MAX_TEXT {
+        return Err(ApiError::BadRequest(format!(
+            "q: between 1 and {MAX_TEXT} characters"
+        )));
+    }
+    let k = query.k.unwrap_or(5);
+    if !(1..=50).contains(&k) {
+        return Err(ApiError::BadRequest("k: between 1 and 50".into()));
+    }
+    let min_similarity = query
+        .min_similarity
+        .unwrap_or(state.learning.settings.min_similarity);
+    if !(-1.0..=1.0).contains(&min_similarity) {
+        return Err(ApiError::BadRequest(
+            "min_similarity: between -1 and 1".into(),
+        ));
+    }
+    let embedding = state.learning.embedder.embed_query(text).await;
+    let mut conn = conn(&state).await?;
+    let hits = patterns::search(
+        &mut conn,
+        user.organization_id,
+        &embedding,
+        k,
+        min_similarity,
+        state.learning.settings.ef_search,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(SearchResults {
+        model: embedding.model,
+        data: hits
+            .into_iter()
+            .map(|h| SearchHit {
+                pattern: h.pattern.into(),
+                similarity: h.similarity,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportPair {
+    pub problem: String,
+    pub resolution: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportBody {
+    pub pairs: Vec<ImportPair>,
+}
+
+#[derive(Serialize)]
+struct ImportResult {
+    inserted: usize,
+    reinforced: usize,
+    /// One entry per pair, in order: `{"action": "inserted" | "reinforced", "id": ...}`.
+    results: Vec<Merged>,
+}
+
+#[post("/api/v1/patterns/import")]
+async fn import_patterns(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    body: web::Json<ImportBody>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Agent)?;
+    let pairs = body.into_inner().pairs;
+    if pairs.is_empty() || pairs.len() > MAX_IMPORT {
+        return Err(ApiError::Validation(format!(
+            "pairs: between 1 and {MAX_IMPORT} pairs"
+        )));
+    }
+    let mut cleaned = Vec::with_capacity(pairs.len());
+    for (i, pair) in pairs.into_iter().enumerate() {
+        let (problem, resolution) = (pair.problem.trim(), pair.resolution.trim());
+        if problem.is_empty() || resolution.is_empty() {
+            return Err(ApiError::Validation(format!(
+                "pairs[{i}]: problem and resolution must not be empty"
+            )));
+        }
+        if problem.len() > MAX_TEXT || resolution.len() > MAX_TEXT {
+            return Err(ApiError::Validation(format!(
+                "pairs[{i}]: at most {MAX_TEXT} characters each"
+            )));
+        }
+        cleaned.push((problem.to_owned(), resolution.to_owned()));
+    }
+    let problems: Vec<String> = cleaned.iter().map(|(p, _)| p.clone()).collect();
+    // Batched by the client (at most `gemini.batch_size` texts per request).
+    let embeddings = state
+        .learning
+        .embedder
+        .embed_documents(&problems)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
+    let mut conn = conn(&state).await?;
+    let mut results = Vec::with_capacity(cleaned.len());
+    // One by one, so a pair also merges with a near-duplicate earlier in the same import.
+    for ((problem, resolution), embedding) in cleaned.into_iter().zip(embeddings) {
+        let pattern = NewPattern::new(user.organization_id, problem, resolution, embedding);
+        let merged = patterns::merge(
+            &mut conn,
+            &pattern,
+            state.learning.settings.merge_similarity,
+            state.learning.settings.ef_search,
+        )
+        .await?;
+        results.push(merged);
+    }
+    let inserted = results
+        .iter()
+        .filter(|m| matches!(m, Merged::Inserted(_)))
+        .count();
+    Ok(HttpResponse::Ok().json(ImportResult {
+        inserted,
+        reinforced: results.len() - inserted,
+        results,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct PatternPage {
+    data: Vec<PatternDto>,
+    next_cursor: Option<String>,
+}
+
+#[get("/api/v1/patterns")]
+async fn list_patterns(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Viewer)?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::BadRequest("limit: between 1 and 200".into()));
+    }
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let mut conn = conn(&state).await?;
+    // One extra row tells whether another page exists.
+    let mut rows = patterns::list(&mut conn, user.organization_id, after, limit + 1).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(50));
+    let next_cursor = rows.last().filter(|_| more).map(|r| {
+        encode_cursor(&Cursor {
+            created_at: r.created_at,
+            id: r.id,
+        })
+    });
+    Ok(HttpResponse::Ok().json(PatternPage {
+        data: rows.into_iter().map(PatternDto::from).collect(),
+        next_cursor,
+    }))
+}
+
+#[get("/api/v1/patterns/{id}")]
+async fn get_pattern(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Viewer)?;
+    let mut conn = conn(&state).await?;
+    let row = patterns::find(&mut conn, user.organization_id, path.into_inner())
+        .await?
+        .ok_or(ApiError::NotFound("pattern"))?;
+    Ok(HttpResponse::Ok().json(PatternDto::from(row)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatternPatch {
+    pub problem: Option<String>,
+    pub resolution: Option<String>,
+    pub success_count: Option<i32>,
+    pub failure_count: Option<i32>,
+}
+
+#[patch("/api/v1/patterns/{id}")]
+async fn update_pattern(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+    body: web::Json<PatternPatch>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Agent)?;
+    let patch = body.into_inner();
+    let text = |field: &str, value: Option<String>| -> Result<Option<String>, ApiError> {
+        match value.map(|v| v.trim().to_owned()) {
+            Some(v) if v.is_empty() || v.len() > MAX_TEXT => Err(ApiError::Validation(format!(
+                "{field}: between 1 and {MAX_TEXT} characters"
+            ))),
+            other => Ok(other),
+        }
+    };
+    let problem = text("problem", patch.problem)?;
+    let resolution = text("resolution", patch.resolution)?;
+    if patch.success_count.is_some_and(|n| n < 0) || patch.failure_count.is_some_and(|n| n < 0) {
+        return Err(ApiError::Validation("counts must not be negative".into()));
+    }
+    let mut changes = PatternChanges {
+        resolution,
+        success_count: patch.success_count,
+        failure_count: patch.failure_count,
+        ..PatternChanges::default()
+    };
+    if let Some(problem) = problem {
+        // The vector follows the problem: a pattern is found by what its problem says.
+        let embedding = state
+            .learning
+            .embedder
+            .embed_documents(std::slice::from_ref(&problem))
+            .await
+            .map_err(|e| ApiError::Unavailable(e.into()))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no embedding returned")))?;
+        changes.embedding = Some(Vector::from(embedding.values));
+        changes.embedding_model = Some(embedding.model);
+        changes.problem = Some(problem);
+    }
+    let mut conn = conn(&state).await?;
+    let row = patterns::update(&mut conn, user.organization_id, path.into_inner(), &changes)
+        .await?
+        .ok_or(ApiError::NotFound("pattern"))?;
+    Ok(HttpResponse::Ok().json(PatternDto::from(row)))
+}
+
+#[delete("/api/v1/patterns/{id}")]
+async fn delete_pattern(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Admin)?;
+    let mut conn = conn(&state).await?;
+    if !patterns::delete(&mut conn, user.organization_id, path.into_inner()).await? {
+        return Err(ApiError::NotFound("pattern"));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}

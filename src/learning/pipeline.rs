@@ -1,0 +1,293 @@
+//! The post-call jobs themselves: what each kind does with the call, Groq and the embedder.
+//! Each is safe to run again after a failure part-way (follow-ups are queued once, a memory
+//! snapshot is written once per call; a re-run of `extract_patterns` reinforces the patterns
+//! its first run stored instead of duplicating them).
+
+use crate::learning::{enqueue_once, Embedder, JobKind};
+use crate::providers::groq::{ChatMessage, GroqClient};
+use crate::providers::ProviderError;
+use crate::store::calls::{self, CallRow};
+use crate::store::jobs::JobRow;
+use crate::store::memory::{self, NewMemorySnapshot};
+use crate::store::patterns::{self, NewPattern};
+use crate::store::utterances::{self, UtteranceRow};
+use crate::store::{DbPool, StoreError};
+use diesel_async::AsyncConnection;
+use serde::Deserialize;
+
+/// Marker of the summary prompt (the Groq simulator keys on it).
+pub const SUMMARY_MARKER: &str = "Summarise this call";
+/// Marker of the pattern extraction prompt.
+pub const EXTRACT_MARKER: &str = "Extract problem and resolution pairs";
+/// Marker of the caller memory prompt.
+pub const MEMORY_MARKER: &str = "caller memory";
+
+const SUMMARY_PROMPT: &str = "Summarise this call between a caller and a support agent. \
+Answer with one JSON object and nothing else, shaped exactly \
+{\"summary\": string, \"outcome\": \"resolved\" | \"unresolved\"}: \
+`summary` is two or three plain sentences (what the caller wanted, what was done, how it ended); \
+`outcome` is \"resolved\" only if the caller's problem was solved during the call.";
+
+const EXTRACT_PROMPT: &str =
+    "Extract problem and resolution pairs from this resolved support call. \
+Answer with one JSON object and nothing else, shaped exactly \
+{\"pairs\": [{\"problem\": string, \"resolution\": string}]}: \
+each `problem` describes the caller's problem in general words (no names, numbers or dates), \
+each `resolution` the steps that solved it. At most 3 pairs; an empty list if nothing was solved.";
+
+const MEMORY_PROMPT: &str = "Update the caller memory: what a support agent should know about \
+this caller next time they call. Answer with one JSON object and nothing else, shaped exactly \
+{\"summary\": string, \"facts\": [string]}: `summary` is one or two sentences about the caller \
+and their history with us, `facts` short durable facts they told us (name, plan, device, \
+preferences), at most 8. Keep earlier facts that still hold.";
+
+/// Longest text kept from the model for one field.
+const MAX_FIELD_CHARS: usize = 2000;
+
+/// Why a job attempt failed, and whether another attempt may succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// Retrying cannot help (the call is gone, the job is malformed).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl JobError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            JobError::Store(_) => true,
+            JobError::Provider(e) => e.is_transient(),
+            JobError::Permanent(_) => false,
+        }
+    }
+}
+
+/// What the jobs need, shared by every worker.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub db: DbPool,
+    pub groq: GroqClient,
+    pub embedder: Embedder,
+    pub merge_similarity: f64,
+    pub ef_search: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct SummaryAnswer {
+    summary: String,
+    #[serde(default)]
+    outcome: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ExtractAnswer {
+    #[serde(default)]
+    pairs: Vec<Pair>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Pair {
+    problem: String,
+    resolution: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct MemoryAnswer {
+    summary: String,
+    #[serde(default)]
+    facts: Vec<String>,
+}
+
+impl Pipeline {
+    /// Runs one claimed job.
+    pub async fn run(&self, job: &JobRow) -> Result<(), JobError> {
+        let kind = JobKind::parse(&job.kind)
+            .ok_or_else(|| JobError::Permanent(format!("unknown job kind {:?}", job.kind)))?;
+        let call_id = job
+            .call_id
+            .ok_or_else(|| JobError::Permanent("the job names no call".into()))?;
+        let mut conn = self.db.get().await.map_err(StoreError::from)?;
+        let call = calls::find(&mut conn, job.organization_id, call_id)
+            .await?
+            .ok_or_else(|| JobError::Permanent(format!("call {call_id} not found")))?;
+        let transcript = utterances::list_for_call(&mut conn, job.organization_id, call_id).await?;
+        drop(conn);
+        match kind {
+            JobKind::SummarizeCall => self.summarize(job, &call, &transcript).await,
+            JobKind::ExtractPatterns => self.extract(&call, &transcript).await,
+            JobKind::WriteMemory => self.remember(&call, &transcript).await,
+        }
+    }
+
+    async fn summarize(
+        &self,
+        job: &JobRow,
+        call: &CallRow,
+        transcript: &[UtteranceRow],
+    ) -> Result<(), JobError> {
+        if transcript.is_empty() {
+            let mut conn = self.db.get().await.map_err(StoreError::from)?;
+            let summary = "The call ended before anything was said.";
+            calls::set_summary(&mut conn, call.organization_id, call.id, summary, None).await?;
+            return Ok(());
+        }
+        let answer: SummaryAnswer = self
+            .ask(SUMMARY_PROMPT, transcript_text(transcript))
+            .await?;
+        let summary = clip(&answer.summary);
+        if summary.is_empty() {
+            return Err(JobError::Provider(ProviderError::Protocol {
+                provider: "groq",
+                message: "empty summary".into(),
+            }));
+        }
+        let classified = answer
+            .outcome
+            .as_deref()
+            .filter(|o| *o == "resolved")
+            .map(|_| "resolved");
+        let resolved = call.outcome.as_deref().or(classified) == Some("resolved");
+        let (org, call_id, max_attempts) = (call.organization_id, call.id, job.max_attempts);
+        let has_caller = !call.from_number.trim().is_empty();
+        let mut conn = self.db.get().await.map_err(StoreError::from)?;
+        // The summary and its follow-ups commit together: a retry finds them both or neither.
+        conn.transaction::<_, StoreError, _>(async |conn| {
+            calls::set_summary(conn, org, call_id, &summary, classified).await?;
+            if resolved {
+                enqueue_once(conn, org, call_id, JobKind::ExtractPatterns, max_attempts).await?;
+            }
+            if has_caller {
+                enqueue_once(conn, org, call_id, JobKind::WriteMemory, max_attempts).await?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn extract(&self, call: &CallRow, transcript: &[UtteranceRow]) -> Result<(), JobError> {
+        if transcript.is_empty() {
+            return Ok(());
+        }
+        let answer: ExtractAnswer = self
+            .ask(EXTRACT_PROMPT, transcript_text(transcript))
+            .await?;
+        let pairs: Vec<(String, String)> = answer
+            .pairs
+            .into_iter()
+            .map(|p| (clip(&p.problem), clip(&p.resolution)))
+            .filter(|(p, r)| !p.is_empty() && !r.is_empty())
+            .take(3)
+            .collect();
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let problems: Vec<String> = pairs.iter().map(|(p, _)| p.clone()).collect();
+        let embeddings = self.embedder.embed_documents(&problems).await?;
+        let mut conn = self.db.get().await.map_err(StoreError::from)?;
+        for ((problem, resolution), embedding) in pairs.into_iter().zip(embeddings) {
+            let mut pattern = NewPattern::new(call.organization_id, problem, resolution, embedding);
+            pattern.source_call_id = Some(call.id);
+            let merged =
+                patterns::merge(&mut conn, &pattern, self.merge_similarity, self.ef_search).await?;
+            tracing::debug!(call_id = %call.id, ?merged, "pattern learnt");
+        }
+        Ok(())
+    }
+
+    async fn remember(&self, call: &CallRow, transcript: &[UtteranceRow]) -> Result<(), JobError> {
+        let number = call.from_number.trim();
+        if number.is_empty() || transcript.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.db.get().await.map_err(StoreError::from)?;
+        let previous = memory::latest(&mut conn, call.organization_id, number).await?;
+        if previous
+            .as_ref()
+            .is_some_and(|p| p.call_id == Some(call.id))
+        {
+            return Ok(()); // written by an earlier attempt of this job
+        }
+        drop(conn);
+        let mut input = String::new();
+        match &previous {
+            Some(p) => {
+                input.push_str(&format!("Earlier memory: {}\n", p.summary));
+                input.push_str(&format!("Earlier facts: {}\n", p.fact_list().join("; ")));
+            }
+            None => input.push_str("Earlier memory: none (first call)\n"),
+        }
+        if let Some(summary) = &call.summary {
+            input.push_str(&format!("Call summary: {summary}\n"));
+        }
+        input.push_str(&transcript_text(transcript));
+        let answer: MemoryAnswer = self.ask(MEMORY_PROMPT, input).await?;
+        let summary = clip(&answer.summary);
+        if summary.is_empty() {
+            return Err(JobError::Provider(ProviderError::Protocol {
+                provider: "groq",
+                message: "empty caller memory".into(),
+            }));
+        }
+        let facts: Vec<String> = answer
+            .facts
+            .iter()
+            .map(|f| clip(f))
+            .filter(|f| !f.is_empty())
+            .take(8)
+            .collect();
+        let embedding = self
+            .embedder
+            .embed_documents(std::slice::from_ref(&summary))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| JobError::Permanent("no embedding for the memory".into()))?;
+        let snapshot = NewMemorySnapshot::new(
+            call.organization_id,
+            number,
+            Some(call.id),
+            summary,
+            &facts,
+            embedding,
+        );
+        let mut conn = self.db.get().await.map_err(StoreError::from)?;
+        memory::insert(&mut conn, &snapshot).await?;
+        Ok(())
+    }
+
+    /// One JSON-mode completion: `system` then `user`, parsed into `T`.
+    async fn ask<T: serde::de::DeserializeOwned>(
+        &self,
+        system: &str,
+        user: String,
+    ) -> Result<T, JobError> {
+        let mut request = self
+            .groq
+            .chat_request(vec![ChatMessage::system(system), ChatMessage::user(user)]);
+        // Summaries need more room than a spoken reply, and no creativity.
+        request.max_completion_tokens = Some(800);
+        request.temperature = Some(0.0);
+        Ok(self.groq.complete_json(&request).await?)
+    }
+}
+
+/// `caller: ...` / `agent: ...` lines under a `Transcript:` heading.
+pub fn transcript_text(transcript: &[UtteranceRow]) -> String {
+    let mut out = String::from("Transcript:\n");
+    for u in transcript {
+        out.push_str(&u.speaker);
+        out.push_str(": ");
+        out.push_str(u.text.trim());
+        out.push('\n');
+    }
+    out
+}
+
+fn clip(text: &str) -> String {
+    text.trim().chars().take(MAX_FIELD_CHARS).collect()
+}

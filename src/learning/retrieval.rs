@@ -1,0 +1,289 @@
+//! Retrieval during a call: at each caller turn, the patterns nearest to what the caller said
+//! and what we remember about the caller, fetched in parallel within a latency budget. Late
+//! results are skipped, never waited for (their tasks finish in the background and still warm
+//! the cache). Hot contexts are cached in Redis.
+//! ```ignore
+//! let context = retriever.context_for_turn(org, &caller, &turn_text, budget).await;
+//! let system_prompt = format!("{base_prompt}\n\n{}", context.prompt_section());
+//! ```
+
+use crate::config::LearningSettings;
+use crate::learning::Embedder;
+use crate::store::memory::{self, MemorySnapshot};
+use crate::store::patterns::{self, PatternHit};
+use crate::store::{DbPool, RedisPool, StoreError};
+use deadpool_redis::redis;
+use prometheus::HistogramVec;
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+use std::time::Duration;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// What retrieval found for one turn.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RetrievedContext {
+    /// Nearest patterns of the organization, most similar first.
+    pub patterns: Vec<PatternHit>,
+    /// The caller's newest memory snapshot.
+    pub memory: Option<MemorySnapshot>,
+    /// Some part did not finish within the budget and was skipped.
+    pub timed_out: bool,
+}
+
+impl RetrievedContext {
+    /// The text to append to the LLM's system prompt; empty when nothing was found.
+    pub fn prompt_section(&self) -> String {
+        let mut out = String::new();
+        if let Some(memory) = &self.memory {
+            out.push_str("## This caller\nFrom their earlier calls: ");
+            out.push_str(memory.summary.trim());
+            out.push('\n');
+            let facts = memory.fact_list();
+            if !facts.is_empty() {
+                out.push_str("Known facts: ");
+                out.push_str(&facts.join("; "));
+                out.push('\n');
+            }
+            out.push_str("Use this to greet and help them; do not recite it.\n");
+        }
+        if !self.patterns.is_empty() {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(
+                "## Solutions that worked for similar problems\n\
+                 Use one if it fits what the caller describes; do not say where it came from.\n",
+            );
+            for (i, hit) in self.patterns.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{}. Problem: {}\n   Resolution: {}",
+                    i + 1,
+                    hit.pattern.problem.trim(),
+                    hit.pattern.resolution.trim()
+                );
+            }
+        }
+        out
+    }
+}
+
+/// Fetches turn contexts. Cheap to clone and `Send`; call it on an actix arbiter (the
+/// embedding request uses awc), e.g. from a call actor.
+#[derive(Clone)]
+pub struct Retriever {
+    embedder: Embedder,
+    db: DbPool,
+    redis: RedisPool,
+    key_prefix: String,
+    top_k: i64,
+    min_similarity: f64,
+    ef_search: u32,
+    cache_ttl_secs: u64,
+    duration: HistogramVec,
+}
+
+impl Retriever {
+    /// `duration` is the `retrieval_duration_seconds` histogram (label `result`).
+    pub fn new(
+        embedder: Embedder,
+        db: DbPool,
+        redis: RedisPool,
+        key_prefix: &str,
+        settings: &LearningSettings,
+        duration: HistogramVec,
+    ) -> Self {
+        Self {
+            embedder,
+            db,
+            redis,
+            key_prefix: format!("{key_prefix}:learning:ctx"),
+            top_k: settings.retrieval_top_k,
+            min_similarity: settings.min_similarity,
+            ef_search: settings.ef_search,
+            cache_ttl_secs: settings.cache_ttl_secs,
+            duration,
+        }
+    }
+
+    /// The patterns nearest to `text` and the memory of `caller_number` in `organization_id`,
+    /// whatever of them is ready within `budget`. Never fails: a part that errs or is late is
+    /// simply missing (`timed_out` tells the late case).
+    pub async fn context_for_turn(
+        &self,
+        organization_id: Uuid,
+        caller_number: &str,
+        text: &str,
+        budget: Duration,
+    ) -> RetrievedContext {
+        let started = Instant::now();
+        let deadline = started + budget;
+        // Spawned, so a late part runs to its end (connections come back clean, the cache
+        // gets warm) while this turn goes on without it.
+        let memory = (!caller_number.trim().is_empty()).then(|| {
+            let this = self.clone();
+            let number = caller_number.to_owned();
+            actix_web::rt::spawn(async move { this.memory(organization_id, &number).await })
+        });
+        let patterns = (!text.trim().is_empty()).then(|| {
+            let this = self.clone();
+            let text = text.to_owned();
+            actix_web::rt::spawn(async move { this.patterns(organization_id, &text).await })
+        });
+        let (memory, patterns) = futures_util::future::join(
+            within(deadline, memory, "memory"),
+            within(deadline, patterns, "patterns"),
+        )
+        .await;
+        let context = RetrievedContext {
+            timed_out: memory.is_none() || patterns.is_none(),
+            memory: memory.flatten().flatten(),
+            patterns: patterns.flatten().unwrap_or_default(),
+        };
+        let result = if context.timed_out {
+            "timed_out"
+        } else {
+            "complete"
+        };
+        self.duration
+            .with_label_values(&[result])
+            .observe(started.elapsed().as_secs_f64());
+        context
+    }
+
+    async fn memory(
+        &self,
+        organization_id: Uuid,
+        caller_number: &str,
+    ) -> Result<Option<MemorySnapshot>, StoreError> {
+        let mut conn = self.db.get().await?;
+        memory::latest(&mut conn, organization_id, caller_number).await
+    }
+
+    async fn patterns(
+        &self,
+        organization_id: Uuid,
+        text: &str,
+    ) -> Result<Vec<PatternHit>, StoreError> {
+        let text_hash = text_hash(text);
+        let preferred =
+            self.cache_key(organization_id, self.embedder.preferred_model(), &text_hash);
+        if let Some(hits) = self.cached(&preferred).await {
+            return Ok(hits);
+        }
+        let query = self.embedder.embed_query(text).await;
+        let mut conn = self.db.get().await?;
+        let hits = patterns::search(
+            &mut conn,
+            organization_id,
+            &query,
+            self.top_k,
+            self.min_similarity,
+            self.ef_search,
+        )
+        .await?;
+        let ids: Vec<Uuid> = hits.iter().map(|h| h.pattern.id).collect();
+        if let Err(err) = patterns::mark_used(&mut conn, organization_id, &ids).await {
+            tracing::warn!(error = %err, "could not count pattern uses");
+        }
+        drop(conn);
+        let key = self.cache_key(organization_id, &query.model, &text_hash);
+        self.cache(&key, &hits).await;
+        Ok(hits)
+    }
+
+    fn cache_key(&self, organization_id: Uuid, model: &str, text_hash: &str) -> String {
+        format!("{}:{organization_id}:{model}:{text_hash}", self.key_prefix)
+    }
+
+    /// A cached context; Redis trouble is a miss, not an error.
+    async fn cached(&self, key: &str) -> Option<Vec<PatternHit>> {
+        let mut conn = self.redis.get().await.ok()?;
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        serde_json::from_str(&raw?).ok()
+    }
+
+    async fn cache(&self, key: &str, hits: &[PatternHit]) {
+        let Ok(json) = serde_json::to_string(hits) else {
+            return;
+        };
+        let Ok(mut conn) = self.redis.get().await else {
+            return;
+        };
+        let stored: Result<(), _> = redis::cmd("SET")
+            .arg(key)
+            .arg(json)
+            .arg("EX")
+            .arg(self.cache_ttl_secs.max(1))
+            .query_async(&mut conn)
+            .await;
+        if let Err(err) = stored {
+            tracing::debug!(error = %err, "could not cache a turn context");
+        }
+    }
+}
+
+/// `Some(result)` if `task` finished by `deadline` (an error logged and turned into `None`
+/// inside), `None` if it was late. No task (nothing to fetch) counts as finished.
+async fn within<T: Default>(
+    deadline: Instant,
+    task: Option<tokio::task::JoinHandle<Result<T, StoreError>>>,
+    what: &str,
+) -> Option<Option<T>> {
+    let Some(task) = task else {
+        return Some(Some(T::default()));
+    };
+    match tokio::time::timeout_at(deadline, task).await {
+        Err(_) => {
+            tracing::debug!(part = what, "retrieval part skipped: over the budget");
+            None
+        }
+        Ok(Ok(Ok(value))) => Some(Some(value)),
+        Ok(Ok(Err(err))) => {
+            tracing::warn!(part = what, error = %err, "retrieval part failed");
+            Some(None)
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(part = what, error = %err, "retrieval task died");
+            Some(None)
+        }
+    }
+}
+
+/// The cache identity of a turn: case and spacing do not matter.
+fn text_hash(text: &str) -> String {
+    let normalised = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
+    let digest = Sha256::digest(normalised.as_bytes());
+    digest[..16].iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_ignores_case_and_spacing() {
+        assert_eq!(
+            text_hash("My  router\tis DOWN"),
+            text_hash("my router is down")
+        );
+        assert_ne!(text_hash("router down"), text_hash("router up"));
+    }
+
+    #[test]
+    fn an_empty_context_adds_nothing_to_the_prompt() {
+        assert_eq!(RetrievedContext::default().prompt_section(), "");
+    }
+}

@@ -1,0 +1,312 @@
+//! Patterns: what resolved a kind of problem, per organization, with the embedding of the
+//! problem (pgvector, HNSW cosine index). Search is top-k within one organization and one
+//! embedding model; a new pattern close enough to an existing one reinforces it instead.
+
+use crate::domain::embedding::Embedding;
+use crate::store::calls::Cursor;
+use crate::store::schema::patterns;
+use crate::store::StoreError;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use pgvector::{Vector, VectorExpressionMethods};
+use uuid::Uuid;
+
+/// A pattern to store (or to merge into a near-duplicate).
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = patterns)]
+pub struct NewPattern {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub problem: String,
+    pub resolution: String,
+    pub embedding: Vector,
+    pub embedding_model: String,
+    /// On a merge, added to the existing pattern's counts.
+    pub success_count: i32,
+    pub failure_count: i32,
+    pub source_call_id: Option<Uuid>,
+}
+
+impl NewPattern {
+    /// A pattern of `organization_id` with `embedding` (of the problem) and a new id.
+    pub fn new(
+        organization_id: Uuid,
+        problem: impl Into<String>,
+        resolution: impl Into<String>,
+        embedding: Embedding,
+    ) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            organization_id,
+            problem: problem.into(),
+            resolution: resolution.into(),
+            embedding: Vector::from(embedding.values),
+            embedding_model: embedding.model,
+            success_count: 1,
+            failure_count: 0,
+            source_call_id: None,
+        }
+    }
+}
+
+/// A pattern as read back (without its vector: nobody reads 768 numbers).
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, serde::Serialize, serde::Deserialize)]
+#[diesel(table_name = patterns)]
+pub struct PatternRow {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub problem: String,
+    pub resolution: String,
+    pub embedding_model: String,
+    pub success_count: i32,
+    pub failure_count: i32,
+    pub usage_count: i32,
+    pub source_call_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A search result: the pattern and its cosine similarity to the query (-1..1).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PatternHit {
+    pub pattern: PatternRow,
+    pub similarity: f64,
+}
+
+/// A partial update; `None` leaves a column alone. A new problem needs its new embedding.
+#[derive(Debug, Clone, Default, AsChangeset)]
+#[diesel(table_name = patterns)]
+pub struct PatternChanges {
+    pub problem: Option<String>,
+    pub resolution: Option<String>,
+    pub embedding: Option<Vector>,
+    pub embedding_model: Option<String>,
+    pub success_count: Option<i32>,
+    pub failure_count: Option<i32>,
+}
+
+/// What [`merge`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "action", content = "id", rename_all = "snake_case")]
+pub enum Merged {
+    Inserted(Uuid),
+    /// An existing pattern this similar was reinforced instead.
+    Reinforced(Uuid),
+}
+
+impl Merged {
+    pub fn id(self) -> Uuid {
+        match self {
+            Merged::Inserted(id) | Merged::Reinforced(id) => id,
+        }
+    }
+}
+
+pub async fn insert(conn: &mut AsyncPgConnection, pattern: &NewPattern) -> Result<(), StoreError> {
+    diesel::insert_into(patterns::table)
+        .values(pattern)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+    id: Uuid,
+) -> Result<Option<PatternRow>, StoreError> {
+    Ok(patterns::table
+        .filter(patterns::organization_id.eq(organization_id))
+        .filter(patterns::id.eq(id))
+        .select(PatternRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// One page of an organization's patterns, newest first, after `after`.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+    after: Option<Cursor>,
+    limit: i64,
+) -> Result<Vec<PatternRow>, StoreError> {
+    let mut query = patterns::table
+        .filter(patterns::organization_id.eq(organization_id))
+        .select(PatternRow::as_select())
+        .order((patterns::created_at.desc(), patterns::id.desc()))
+        .limit(limit)
+        .into_boxed();
+    if let Some(c) = after {
+        query = query.filter(
+            patterns::created_at
+                .lt(c.created_at)
+                .or(patterns::created_at
+                    .eq(c.created_at)
+                    .and(patterns::id.lt(c.id))),
+        );
+    }
+    Ok(query.load(conn).await?)
+}
+
+/// Applies `changes`; `None` when the pattern is not in this organization.
+pub async fn update(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+    id: Uuid,
+    changes: &PatternChanges,
+) -> Result<Option<PatternRow>, StoreError> {
+    Ok(diesel::update(patterns::table)
+        .filter(patterns::organization_id.eq(organization_id))
+        .filter(patterns::id.eq(id))
+        .set((changes, patterns::updated_at.eq(Utc::now())))
+        .returning(PatternRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?)
+}
+
+/// Deletes one pattern; false when it is not in this organization.
+pub async fn delete(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+    id: Uuid,
+) -> Result<bool, StoreError> {
+    let n = diesel::delete(patterns::table)
+        .filter(patterns::organization_id.eq(organization_id))
+        .filter(patterns::id.eq(id))
+        .execute(conn)
+        .await?;
+    Ok(n == 1)
+}
+
+/// Counts one more use of each pattern (they were put in a prompt).
+pub async fn mark_used(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+    ids: &[Uuid],
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    diesel::update(patterns::table)
+        .filter(patterns::organization_id.eq(organization_id))
+        .filter(patterns::id.eq_any(ids))
+        .set(patterns::usage_count.eq(patterns::usage_count + 1))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The `k` patterns of `organization_id` nearest to `query` (same model only), most similar
+/// first, none less similar than `min_similarity`.
+///
+/// Correct under the organization filter: with pgvector 0.8's iterative index scans the HNSW
+/// scan goes on until `k` rows pass the filter (instead of filtering the first `ef_search`
+/// candidates of every tenant and returning too few). `relaxed_order` may return rows slightly
+/// out of order, so they are re-sorted here. Both settings are `SET LOCAL`, hence the
+/// transaction: they never leak to the next user of a pooled connection.
+pub async fn search(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+    query: &Embedding,
+    k: i64,
+    min_similarity: f64,
+    ef_search: u32,
+) -> Result<Vec<PatternHit>, StoreError> {
+    conn.transaction::<_, StoreError, _>(async |conn| {
+        search_in_transaction(conn, organization_id, query, k, min_similarity, ef_search).await
+    })
+    .await
+}
+
+async fn search_in_transaction(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+    query: &Embedding,
+    k: i64,
+    min_similarity: f64,
+    ef_search: u32,
+) -> Result<Vec<PatternHit>, StoreError> {
+    // SET takes no bind parameters; ef_search is a number, so formatting it is safe.
+    conn.batch_execute(&format!(
+        "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {}",
+        ef_search.clamp(1, 1000)
+    ))
+    .await?;
+    let vector = Vector::from(query.values.clone());
+    let rows: Vec<(PatternRow, f64)> = patterns::table
+        .filter(patterns::organization_id.eq(organization_id))
+        .filter(patterns::embedding_model.eq(&query.model))
+        .select((
+            PatternRow::as_select(),
+            patterns::embedding.cosine_distance(vector.clone()),
+        ))
+        .order(patterns::embedding.cosine_distance(vector))
+        .limit(k)
+        .load(conn)
+        .await?;
+    Ok(rank(rows, min_similarity))
+}
+
+/// Distance → similarity, threshold, and the strict order `relaxed_order` does not promise.
+fn rank(rows: Vec<(PatternRow, f64)>, min_similarity: f64) -> Vec<PatternHit> {
+    let mut hits: Vec<PatternHit> = rows
+        .into_iter()
+        .map(|(pattern, distance)| PatternHit {
+            pattern,
+            similarity: 1.0 - distance,
+        })
+        .filter(|hit| hit.similarity >= min_similarity)
+        .collect();
+    hits.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+    hits
+}
+
+/// Stores `pattern`, unless a pattern of the same organization and model is at least
+/// `threshold` similar: then that one is reinforced (its counts grow by the new pattern's)
+/// and keeps its text. Merges of one organization are serialised by an advisory lock, so two
+/// concurrent near-duplicates cannot both be inserted.
+pub async fn merge(
+    conn: &mut AsyncPgConnection,
+    pattern: &NewPattern,
+    threshold: f64,
+    ef_search: u32,
+) -> Result<Merged, StoreError> {
+    conn.transaction::<_, StoreError, _>(async |conn| {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 6))")
+            .bind::<diesel::sql_types::Text, _>(format!("patterns:{}", pattern.organization_id))
+            .execute(conn)
+            .await?;
+        let query = Embedding {
+            model: pattern.embedding_model.clone(),
+            values: pattern.embedding.to_vec(),
+        };
+        let nearest = search_in_transaction(
+            conn,
+            pattern.organization_id,
+            &query,
+            1,
+            threshold,
+            ef_search,
+        )
+        .await?;
+        if let Some(hit) = nearest.into_iter().next() {
+            diesel::update(patterns::table)
+                .filter(patterns::organization_id.eq(pattern.organization_id))
+                .filter(patterns::id.eq(hit.pattern.id))
+                .set((
+                    patterns::success_count.eq(patterns::success_count + pattern.success_count),
+                    patterns::failure_count.eq(patterns::failure_count + pattern.failure_count),
+                    patterns::updated_at.eq(Utc::now()),
+                ))
+                .execute(conn)
+                .await?;
+            return Ok(Merged::Reinforced(hit.pattern.id));
+        }
+        insert(conn, pattern).await?;
+        Ok(Merged::Inserted(pattern.id))
+    })
+    .await
+}
