@@ -2,9 +2,11 @@
 //! local development and `iace sim`. Each one is an actix-web server on its own listener (port 0
 //! works) that records what it received and has settable latency and faults.
 
+pub mod caller;
 pub mod cartesia;
 pub mod deepgram;
 pub mod groq;
+pub mod suite;
 pub mod telnyx;
 
 use actix_web::dev::ServerHandle;
