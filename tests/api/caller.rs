@@ -2,7 +2,8 @@
 //! real time, playback honouring `mark` and `clear`, barge-in, turn latency, the deadline; and the
 //! simulator suite whose Telnyx simulator starts a caller for every streamed call.
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use crate::helpers::serve_routes;
+use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use iace::domain::audio::{Codec, FRAME_BYTES, SPEECH_ENERGY_THRESHOLD};
 use iace::providers::telnyx::media::{InboundFrame, OutboundFrame};
@@ -51,19 +52,10 @@ impl FakeEngine {
     async fn start(behaviour: Behaviour) -> Self {
         let log: Log = Arc::default();
         let state = (log.clone(), behaviour);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(web::Data::new(state.clone()))
-                .route("/media/{token}", web::get().to(media_socket))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .unwrap()
-        .run();
-        actix_web::rt::spawn(server);
+        let port = serve_routes(move |cfg| {
+            cfg.app_data(web::Data::new(state.clone()))
+                .route("/media/{token}", web::get().to(media_socket));
+        });
         Self {
             url: format!("ws://127.0.0.1:{port}/media/test-token"),
             log,
