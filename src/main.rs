@@ -1,11 +1,13 @@
 //! The `iace` command line: `serve` runs the engine, `migrate` applies the database migrations,
-//! `sim` runs the provider simulators (and `sim call` makes the running one place a call).
+//! `sim` runs every provider simulator and a simulated caller (and `sim call` makes the running
+//! Telnyx simulator place a call).
 //! `admin` creates organizations, users and signing keys.
 
 use clap::{Parser, Subcommand};
 use iace::admin::PasswordSource;
 use iace::config::Settings;
 use iace::domain::Role;
+use iace::sim::suite::SimLatencies;
 use iace::store::migrations;
 use iace::Application;
 use std::path::PathBuf;
@@ -31,14 +33,25 @@ enum Command {
         #[arg(long)]
         revert_all: bool,
     },
-    /// Run the Telnyx simulator: Call Control on --bind, signed webhooks to
-    /// {server.public_url}/webhooks/telnyx. Stops on SIGTERM or SIGINT.
+    /// Run every provider simulator (Telnyx, Deepgram, Cartesia, Groq) where the configured
+    /// base URLs point, with a simulated caller on every streamed call speaking a short support
+    /// conversation. Telnyx webhooks go to {server.public_url}/webhooks/telnyx. Stops on SIGTERM
+    /// or SIGINT.
     Sim {
         #[command(subcommand)]
         action: Option<SimAction>,
-        /// Address to listen on (the default `telnyx.base_url`).
-        #[arg(long, default_value = "127.0.0.1:8790")]
-        bind: String,
+        /// Telnyx Call Control address (default: from `telnyx.base_url`, else 127.0.0.1:8790).
+        #[arg(long)]
+        bind: Option<String>,
+        /// Deepgram listen address (default: from `deepgram.base_url`, else 127.0.0.1:8791).
+        #[arg(long)]
+        deepgram_bind: Option<String>,
+        /// Cartesia TTS address (default: from `cartesia.base_url`, else 127.0.0.1:8792).
+        #[arg(long)]
+        cartesia_bind: Option<String>,
+        /// Groq chat completions address (default: from `groq.base_url`, else 127.0.0.1:8793).
+        #[arg(long)]
+        groq_bind: Option<String>,
         /// Seed of the webhook signing key. The default is the development key the engine trusts
         /// in development when `telnyx.webhook_public_key` is empty.
         #[arg(long, default_value = iace::sim::telnyx::DEV_KEY_SEED)]
@@ -46,6 +59,15 @@ enum Command {
         /// How long a dialled number rings before it answers.
         #[arg(long, default_value_t = 1000)]
         answer_delay_ms: u64,
+        /// Silence after speech before Deepgram finalises a segment (when endpointing is off).
+        #[arg(long, default_value_t = 300)]
+        stt_final_delay_ms: u32,
+        /// Groq's time to first token.
+        #[arg(long, default_value_t = 350)]
+        llm_first_token_ms: u64,
+        /// Cartesia's wait before the first audio of a request.
+        #[arg(long, default_value_t = 90)]
+        tts_first_audio_ms: u64,
     },
     /// Operator tasks against the configured database.
     #[command(subcommand)]
@@ -111,9 +133,30 @@ fn main() -> ExitCode {
         Command::Sim {
             action: None,
             bind,
+            deepgram_bind,
+            cartesia_bind,
+            groq_bind,
             seed,
             answer_delay_ms,
-        } => sim(&settings, bind, &seed, answer_delay_ms),
+            stt_final_delay_ms,
+            llm_first_token_ms,
+            tts_first_audio_ms,
+        } => sim(
+            &settings,
+            SimBinds {
+                telnyx: bind,
+                deepgram: deepgram_bind,
+                cartesia: cartesia_bind,
+                groq: groq_bind,
+            },
+            &seed,
+            answer_delay_ms,
+            SimLatencies {
+                stt_final_delay_ms,
+                llm_first_token_ms,
+                tts_first_audio_ms,
+            },
+        ),
         Command::Sim {
             action: Some(SimAction::Call { from, to, sim_url }),
             ..
@@ -235,37 +278,70 @@ fn serve(settings: Settings) -> ExitCode {
     }
 }
 
-fn sim(settings: &Settings, bind: String, seed: &str, answer_delay_ms: u64) -> ExitCode {
-    use iace::sim::telnyx::{signing_key_from_seed, TelnyxSim, TelnyxSimConfig};
-    let config = TelnyxSimConfig {
-        bind,
-        webhook_url: format!(
-            "{}/webhooks/telnyx",
-            settings.server.public_url.trim_end_matches('/')
-        ),
-        api_key: settings.telnyx.api_key.expose().to_owned(),
-        connection_id: settings.telnyx.connection_id.clone(),
-        answer_delay_ms,
-        signing_key: Some(signing_key_from_seed(seed)),
-        ..TelnyxSimConfig::default()
-    };
+/// Listen addresses given on the command line (`None`: where the settings point).
+struct SimBinds {
+    telnyx: Option<String>,
+    deepgram: Option<String>,
+    cartesia: Option<String>,
+    groq: Option<String>,
+}
+
+fn sim(
+    settings: &Settings,
+    binds: SimBinds,
+    seed: &str,
+    answer_delay_ms: u64,
+    latencies: SimLatencies,
+) -> ExitCode {
+    use iace::sim::caller::{CallerOutcome, ReportHook};
+    use iace::sim::suite::{self, bind_for, SimSuite, SimSuiteConfig};
+    use iace::sim::telnyx::signing_key_from_seed;
+    let mut config = SimSuiteConfig::demo(latencies);
+    config.telnyx.bind = binds
+        .telnyx
+        .unwrap_or_else(|| bind_for(&settings.telnyx.base_url, suite::TELNYX_BIND));
+    config.telnyx.webhook_url = format!(
+        "{}/webhooks/telnyx",
+        settings.server.public_url.trim_end_matches('/')
+    );
+    config.telnyx.api_key = settings.telnyx.api_key.expose().to_owned();
+    config.telnyx.connection_id = settings.telnyx.connection_id.clone();
+    config.telnyx.answer_delay_ms = answer_delay_ms;
+    config.telnyx.signing_key = Some(signing_key_from_seed(seed));
+    config.deepgram_bind = binds
+        .deepgram
+        .unwrap_or_else(|| bind_for(&settings.deepgram.base_url, suite::DEEPGRAM_BIND));
+    config.cartesia_bind = binds
+        .cartesia
+        .unwrap_or_else(|| bind_for(&settings.cartesia.base_url, suite::CARTESIA_BIND));
+    config.groq_bind = binds
+        .groq
+        .unwrap_or_else(|| bind_for(&settings.groq.base_url, suite::GROQ_BIND));
+    let print_report: ReportHook = std::sync::Arc::new(|outcome: &CallerOutcome| match outcome {
+        Ok(report) => print!("simulated call finished:\n{}", report.overview()),
+        Err(err) => eprintln!("simulated call failed: {err}"),
+    });
+    config.on_report = Some(print_report);
     let result = actix_web::rt::System::new().block_on(async move {
-        let webhook_url = config.webhook_url.clone();
-        let sim = TelnyxSim::start(config).await?;
-        println!("telnyx sim: Call Control on {}", sim.base_url());
-        println!("telnyx sim: webhooks to {webhook_url}");
+        let webhook_url = config.telnyx.webhook_url.clone();
+        let sims = SimSuite::start(config).await?;
+        for line in sims.describe() {
+            println!("sim: {line}");
+        }
+        println!("sim: telnyx webhooks to {webhook_url}");
         println!(
-            "telnyx sim: public key {} (IACE__TELNYX__WEBHOOK_PUBLIC_KEY)",
-            sim.public_key_b64()
+            "sim: telnyx public key {} (IACE__TELNYX__WEBHOOK_PUBLIC_KEY)",
+            sims.telnyx.public_key_b64()
         );
+        println!("sim: place a call with `iace sim call --from +15550100001 --to <our number>`");
         wait_for_signal().await;
-        sim.stop().await;
+        sims.stop().await;
         anyhow::Ok(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("telnyx sim failed: {err:#}");
+            eprintln!("iace sim failed: {err:#}");
             ExitCode::FAILURE
         }
     }

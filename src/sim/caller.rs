@@ -47,8 +47,8 @@ pub enum CallerStep {
     Silence { ms: u32 },
     /// A key press: one `dtmf` frame (the media keeps flowing).
     Dtmf { digit: String },
-    /// Silence until the agent's audio for this turn has played out (some arrived, the playback
-    /// buffer is empty and nothing new came for [`CallerConfig::agent_quiet_ms`]), or `max_ms`.
+    /// Silence until the agent's audio for this turn has played out (some arrived, and nothing
+    /// has arrived or played for [`CallerConfig::agent_quiet_ms`]), or `max_ms`.
     WaitForAgent { max_ms: u32 },
     /// Silence until the agent's current turn has played `after_agent_ms` of audio, then speech
     /// for `duration_ms` over it (barge-in).
@@ -368,9 +368,9 @@ impl CallerReport {
             .count()
     }
 
-    /// A readable account of the call: turns, agent audio, then every frame (runs of sent media
-    /// folded into one line). Never contains audio.
-    pub fn summary(&self) -> String {
+    /// A few readable lines: how the call ended, each caller turn with its latency and each agent
+    /// turn with its audio. Never contains audio.
+    pub fn overview(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -415,6 +415,13 @@ impl CallerReport {
                 turn.marks
             );
         }
+        out
+    }
+
+    /// The [`overview`](Self::overview), then every frame (runs of sent media folded into one
+    /// line). Never contains audio.
+    pub fn summary(&self) -> String {
+        let mut out = self.overview();
         out.push_str("  sent:\n");
         let mut run: Option<(u64, u64, usize, usize)> = None;
         let flush = |out: &mut String, run: &mut Option<(u64, u64, usize, usize)>| {
@@ -682,7 +689,8 @@ struct Caller {
     chunk: u64,
     /// Agent audio received since the caller last spoke (a wait ends only after some).
     agent_heard: bool,
-    last_agent_audio: Option<Instant>,
+    /// When agent audio last arrived or played: a wait ends this long into the quiet.
+    last_agent_sound: Option<Instant>,
     /// The agent turn new audio belongs to; `None` until the agent speaks after the caller.
     agent_turn_open: bool,
     hung_up: bool,
@@ -710,7 +718,7 @@ impl Caller {
             sequence: 0,
             chunk: 0,
             agent_heard: false,
-            last_agent_audio: None,
+            last_agent_sound: None,
             agent_turn_open: false,
             hung_up: false,
             close_code: None,
@@ -870,15 +878,18 @@ impl Caller {
             }
         }
         self.agent_heard = true;
-        self.last_agent_audio = Some(now);
+        self.last_agent_sound = Some(now);
         self.playback.push_audio(bytes);
     }
 
     /// One 20 ms tick: plays what is queued, then sends the next frame of the script.
     fn tick(&mut self, now: Instant) {
         let (played, marks) = self.playback.play(FRAME_BYTES);
-        if let Some(turn) = self.agent_turns.last_mut() {
-            turn.bytes_played += played;
+        if played > 0 {
+            self.last_agent_sound = Some(now);
+            if let Some(turn) = self.agent_turns.last_mut() {
+                turn.bytes_played += played;
+            }
         }
         self.echo_marks(marks, now);
         let Some(audio) = self.next_audio(now) else {
@@ -951,7 +962,7 @@ impl Caller {
                     let quiet = Duration::from_millis(u64::from(self.config.agent_quiet_ms));
                     let finished = self.agent_heard
                         && self.playback.is_empty()
-                        && self.last_agent_audio.is_some_and(|t| now >= t + quiet);
+                        && self.last_agent_sound.is_some_and(|t| now >= t + quiet);
                     if finished || now >= until {
                         self.waits.push(WaitOutcome {
                             step,

@@ -7,6 +7,7 @@ pub mod cartesia;
 pub mod deepgram;
 pub mod gemini;
 pub mod groq;
+pub mod suite;
 pub mod telnyx;
 
 use actix_web::dev::ServerHandle;

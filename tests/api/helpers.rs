@@ -494,6 +494,25 @@ pub async fn assert_error(res: reqwest::Response, status: u16, code: &str) -> St
         .to_owned()
 }
 
+/// Serves the routes `configure` registers, on one worker and a free loopback port, for the rest
+/// of the test: a stand-in peer (a webhook receiver, a fake engine). Returns the port.
+pub fn serve_routes<F>(configure: F) -> u16
+where
+    F: Fn(&mut actix_web::web::ServiceConfig) + Send + Clone + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server =
+        actix_web::HttpServer::new(move || actix_web::App::new().configure(configure.clone()))
+            .workers(1)
+            .disable_signals()
+            .listen(listener)
+            .unwrap()
+            .run();
+    actix_web::rt::spawn(server);
+    port
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod auth;
+mod caller;
 mod calls;
 mod cli;
 mod conversation;

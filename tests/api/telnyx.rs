@@ -2,8 +2,8 @@
 //! commands, auth, retries and the "call already ended" answer; and the simulator's signed webhooks
 //! as a receiver sees them (verification, redelivery, duplicate and reordered deliveries).
 
-use crate::helpers::{free_port, project_dir};
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use crate::helpers::{free_port, project_dir, serve_routes};
+use actix_web::{web, HttpRequest, HttpResponse};
 use iace::config::{Secret, TelnyxSettings};
 use iace::providers::telnyx::webhook::{verify_signature, WebhookEnvelope};
 use iace::providers::telnyx::{
@@ -45,19 +45,10 @@ impl Receiver {
     async fn start() -> (Self, String) {
         let receiver = Self::default();
         let state = receiver.clone();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(web::Data::new(state.clone()))
-                .route("/webhooks/telnyx", web::post().to(receive))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .unwrap()
-        .run();
-        actix_web::rt::spawn(server);
+        let port = serve_routes(move |cfg| {
+            cfg.app_data(web::Data::new(state.clone()))
+                .route("/webhooks/telnyx", web::post().to(receive));
+        });
         (receiver, format!("http://127.0.0.1:{port}/webhooks/telnyx"))
     }
 
