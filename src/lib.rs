@@ -7,6 +7,7 @@
 pub mod actors;
 pub mod admin;
 pub mod auth;
+pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -1,7 +1,8 @@
 //! The `iace` command line: `serve` runs the engine, `migrate` applies the database migrations,
 //! `sim` runs every provider simulator and a simulated caller (and `sim call` makes the running
 //! Telnyx simulator place a call).
-//! `admin` creates organizations, users and signing keys.
+//! `admin` creates organizations, users and signing keys. `bench vector` measures pattern
+//! search (latency and recall) on synthetic data in a scratch database.
 
 use clap::{Parser, Subcommand};
 use iace::admin::PasswordSource;
@@ -72,6 +73,34 @@ enum Command {
     /// Operator tasks against the configured database.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Benchmarks (in a scratch database created on the configured server, then dropped).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Filtered top-10 pattern search on N synthetic 768-d patterns: p50/p95/p99 latency and
+    /// recall@10 against exact search. Prints a table, then one JSON line.
+    Vector {
+        /// Patterns to load.
+        #[arg(long, default_value_t = 100_000)]
+        rows: usize,
+        /// Searches to time.
+        #[arg(long, default_value_t = 500)]
+        queries: usize,
+        /// Organizations the rows are spread over (each search filters to one).
+        #[arg(long, default_value_t = 10)]
+        orgs: usize,
+        /// hnsw.ef_search (default: learning.ef_search).
+        #[arg(long)]
+        ef_search: Option<u32>,
+        /// Topics the synthetic problems cluster around.
+        #[arg(long, default_value_t = 200)]
+        clusters: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -162,6 +191,41 @@ fn main() -> ExitCode {
             ..
         } => sim_call(&settings, sim_url, &from, &to),
         Command::Admin(command) => admin(&settings, command),
+        Command::Bench(BenchCommand::Vector {
+            rows,
+            queries,
+            orgs,
+            ef_search,
+            clusters,
+            seed,
+        }) => {
+            let options = iace::bench::VectorBenchOptions {
+                rows,
+                queries,
+                orgs,
+                ef_search: ef_search.unwrap_or(settings.learning.ef_search),
+                clusters,
+                seed,
+            };
+            bench_vector(&settings, &options)
+        }
+    }
+}
+
+fn bench_vector(settings: &Settings, options: &iace::bench::VectorBenchOptions) -> ExitCode {
+    match iace::bench::vector(settings.database.url.expose(), options) {
+        Ok(report) => {
+            println!("{}", report.table());
+            match serde_json::to_string(&report) {
+                Ok(json) => println!("{json}"),
+                Err(err) => eprintln!("bench: {err}"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("bench failed: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

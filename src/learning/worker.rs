@@ -14,7 +14,9 @@ use rand::Rng;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-/// The running pool. Dropping it without [`JobWorkers::stop`] leaves the tasks running.
+/// The running pool. Dropping it stops the workers at once (without waiting for their jobs,
+/// which the lease then covers): an application dropped without an orderly shutdown (a test's
+/// end, a panic) must not leave workers polling a database that may be gone.
 pub struct JobWorkers {
     stop: watch::Sender<bool>,
     done: mpsc::Receiver<()>,
@@ -85,7 +87,7 @@ impl JobWorkers {
     /// still running then stays `running` and is reclaimed after its lease.
     pub async fn stop(mut self, deadline: Duration) {
         let _ = self.stop.send(true);
-        if let Some(arbiter) = self.arbiter.take() {
+        if self.arbiter.is_some() {
             // Every task holds a sender; `None` means they have all returned.
             if tokio::time::timeout(deadline, self.done.recv())
                 .await
@@ -93,10 +95,22 @@ impl JobWorkers {
             {
                 tracing::warn!("job workers did not finish in time; their jobs wait for the lease");
             }
+        }
+        // Drop stops the arbiter.
+    }
+}
+
+impl Drop for JobWorkers {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(arbiter) = self.arbiter.take() {
             arbiter.stop();
         }
     }
 }
+
+/// Longest idle wait after repeated failures to reach the database.
+const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
 
 struct Worker {
     id: String,
@@ -107,19 +121,30 @@ struct Worker {
 
 impl Worker {
     async fn run(self, mut stop: watch::Receiver<bool>, _done: mpsc::Sender<()>) {
-        while !*stop.borrow() {
-            let idle = match self.next().await {
-                Ok(ran) => !ran,
+        let mut errors = 0u32;
+        while !*stop.borrow() && !self.pipeline.db.is_closed() {
+            let wait = match self.next().await {
+                Ok(true) => {
+                    errors = 0;
+                    continue;
+                }
+                Ok(false) => {
+                    errors = 0;
+                    self.timing.poll
+                }
                 Err(err) => {
                     tracing::warn!(worker = %self.id, error = %err, "cannot claim jobs");
-                    true
+                    // Back off while the database is away, instead of hammering it.
+                    errors = errors.saturating_add(1);
+                    self.timing
+                        .poll
+                        .saturating_mul(1 << errors.min(8))
+                        .min(MAX_ERROR_BACKOFF)
                 }
             };
-            if idle {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.timing.poll) => {}
-                    _ = stop.changed() => {}
-                }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
             }
         }
     }
@@ -188,7 +213,7 @@ async fn reaper(
     _done: mpsc::Sender<()>,
 ) {
     let every = (timing.lease / 2).max(Duration::from_millis(200));
-    while !*stop.borrow() {
+    while !*stop.borrow() && !pipeline.db.is_closed() {
         let reclaimed = async {
             let mut conn = pipeline.db.get().await?;
             jobs::reclaim_stale(&mut conn, timing.lease.as_secs().max(1)).await

@@ -235,6 +235,33 @@ async fn search_in_transaction(
         ef_search.clamp(1, 1000)
     ))
     .await?;
+    nearest(conn, organization_id, query, k, min_similarity).await
+}
+
+/// The exact top-k (no index: every pattern of the organization is compared). The reference
+/// for recall measurements; too slow for a live call on a large organization.
+pub async fn search_exact(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+    query: &Embedding,
+    k: i64,
+) -> Result<Vec<PatternHit>, StoreError> {
+    conn.transaction::<_, StoreError, _>(async |conn| {
+        conn.batch_execute("SET LOCAL enable_indexscan = off")
+            .await?;
+        nearest(conn, organization_id, query, k, -1.0).await
+    })
+    .await
+}
+
+/// The ordered top-k query; the plan (index or not) is up to the caller's settings.
+async fn nearest(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+    query: &Embedding,
+    k: i64,
+    min_similarity: f64,
+) -> Result<Vec<PatternHit>, StoreError> {
     let vector = Vector::from(query.values.clone());
     let rows: Vec<(PatternRow, f64)> = patterns::table
         .filter(patterns::organization_id.eq(organization_id))
