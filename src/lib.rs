@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod bench;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod http;

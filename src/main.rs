@@ -13,6 +13,7 @@ use iace::store::migrations;
 use iace::Application;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "iace", version, about = "IACE: a real-time AI call engine")]
@@ -116,6 +117,10 @@ enum SimAction {
         /// The running simulator (default: `telnyx.base_url`).
         #[arg(long)]
         sim_url: Option<String>,
+        /// Follow the call until it ends and print its transcript, sentiment track, outcome and
+        /// turn latencies (reads the configured database).
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -187,9 +192,15 @@ fn main() -> ExitCode {
             },
         ),
         Command::Sim {
-            action: Some(SimAction::Call { from, to, sim_url }),
+            action:
+                Some(SimAction::Call {
+                    from,
+                    to,
+                    sim_url,
+                    wait,
+                }),
             ..
-        } => sim_call(&settings, sim_url, &from, &to),
+        } => sim_call(&settings, sim_url, &from, &to, wait),
         Command::Admin(command) => admin(&settings, command),
         Command::Bench(BenchCommand::Vector {
             rows,
@@ -411,15 +422,27 @@ fn sim(
     }
 }
 
-fn sim_call(settings: &Settings, sim_url: Option<String>, from: &str, to: &str) -> ExitCode {
+fn sim_call(
+    settings: &Settings,
+    sim_url: Option<String>,
+    from: &str,
+    to: &str,
+    wait: bool,
+) -> ExitCode {
     let url = sim_url.unwrap_or_else(|| settings.telnyx.base_url.clone());
-    let result = actix_web::rt::System::new()
-        .block_on(iace::sim::telnyx::request_inbound_call(&url, from, to));
-    match result {
-        Ok(call_control_id) => {
-            println!("{call_control_id}");
-            ExitCode::SUCCESS
+    let result = actix_web::rt::System::new().block_on(async {
+        let call_control_id = iace::sim::telnyx::request_inbound_call(&url, from, to).await?;
+        println!("{call_control_id}");
+        if wait {
+            let report =
+                iace::demo::follow_call(settings, &call_control_id, Duration::from_secs(180))
+                    .await?;
+            print!("{report}");
         }
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("{err:#}");
             ExitCode::FAILURE

@@ -4,7 +4,7 @@
 //! start the same suite on port 0.
 
 use super::caller::{
-    CallerHook, CallerOptions, CallerReport, CallerScript, CallerScripts, ReportHook,
+    CallEnd, CallerHook, CallerOptions, CallerReport, CallerScript, CallerScripts, ReportHook,
 };
 use super::cartesia::{CartesiaSim, CartesiaSimConfig};
 use super::deepgram::{DeepgramSim, DeepgramSimConfig};
@@ -156,10 +156,27 @@ impl SimSuite {
             .map_err(|e| bound("cartesia", &config.cartesia_bind, e))?;
         let groq = GroqSim::start_on(&config.groq_bind, config.groq.clone())
             .map_err(|e| bound("groq", &config.groq_bind, e))?;
+        // A caller who hangs up ends the Telnyx leg too, as a real phone would: Telnyx then
+        // reports `call.hangup` to the engine.
+        let telnyx_slot: Arc<std::sync::OnceLock<TelnyxSimHandle>> = Arc::default();
+        let on_report: ReportHook = {
+            let slot = telnyx_slot.clone();
+            let user = config.on_report.clone();
+            Arc::new(move |outcome| {
+                if let (Ok(report), Some(telnyx)) = (outcome, slot.get()) {
+                    if report.ended == CallEnd::HungUp {
+                        telnyx.caller_hangs_up(&report.call_control_id);
+                    }
+                }
+                if let Some(user) = &user {
+                    user(outcome);
+                }
+            })
+        };
         let callers = CallerHook::start(
             config.scripts.clone(),
             config.caller.clone(),
-            config.on_report.clone(),
+            Some(on_report),
         );
         let hook: StreamHook = {
             let callers = callers.clone();
@@ -177,6 +194,7 @@ impl SimSuite {
             ..config.telnyx
         })
         .await?;
+        let _ = telnyx_slot.set(telnyx.clone());
         Ok(SimSuiteHandle {
             telnyx,
             deepgram,

@@ -176,6 +176,24 @@ async fn a_whole_conversation_runs_through_every_simulator_and_is_recorded() {
     );
     assert_eq!(call["outcome"], "resolved");
 
+    // What `iace sim call --wait` prints for this call.
+    let printed = iace::demo::follow_call(
+        &app.settings,
+        &report.call_control_id,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("the demo follows the call");
+    assert!(
+        printed.contains("caller: Hi, my internet keeps dropping every evening."),
+        "{printed}"
+    );
+    assert!(printed.contains("outcome: resolved"), "{printed}");
+    assert!(
+        printed.contains("sentiment track: ") && printed.contains(" ms"),
+        "{printed}"
+    );
+
     let voice = app.voice.as_ref().unwrap();
     let dg = &voice.deepgram.connections()[0];
     assert!(
