@@ -209,6 +209,10 @@ impl Retriever {
     }
 
     async fn cache(&self, key: &str, hits: &[PatternHit]) {
+        // "Nothing found" is not cached: a pattern learned a minute later must be found at once.
+        if hits.is_empty() {
+            return;
+        }
         let Ok(json) = serde_json::to_string(hits) else {
             return;
         };

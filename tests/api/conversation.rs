@@ -654,3 +654,74 @@ async fn the_greeting_is_synthesised_before_pickup_once_per_profile_and_cached_i
         .unwrap();
     assert_eq!(keys.len(), 1, "{keys:?}");
 }
+
+#[actix_web::test]
+async fn a_solved_problem_and_the_callers_memory_reach_the_prompt_of_their_next_call() {
+    let script = CallerScript::new()
+        .wait_for_agent(WAIT_MS)
+        .say("Hi, my internet keeps dropping every evening.")
+        .wait_for_agent(WAIT_MS)
+        .say("Great, thank you, that fixed it.")
+        .wait_for_agent(WAIT_MS)
+        .hang_up();
+    let gemini = crate::learning::start_gemini();
+    let setup = VoiceSetup {
+        groq: support_rules(),
+        ..VoiceSetup::new(CallerScripts::new(script.clone()))
+    };
+    let app = spawn_voice_app(setup, |s| {
+        s.gemini = crate::learning::gemini_settings(&gemini, 100);
+        s.learning.workers = 2;
+        // A loaded test machine: give retrieval room (the budget itself is tested in learning.rs).
+        s.learning.retrieval_budget_ms = 3000;
+    })
+    .await;
+    let t = crate::calls::tenant(&app, NUMBER).await;
+    let voice = app.voice.as_ref().unwrap();
+
+    // First call: resolved; the post-call jobs learn a pattern and a memory of this caller.
+    let (_, first) = converse(&app, &t).await;
+    assert_eq!(first["outcome"], "resolved");
+    crate::helpers::wait_until(Duration::from_secs(30), "the caller's memory", || async {
+        let (status, _) = get_json(&app, &t.token, "/api/v1/callers/+15559990301/memory").await;
+        (status == 200).then_some(())
+    })
+    .await;
+    crate::helpers::wait_until(Duration::from_secs(30), "a learned pattern", || async {
+        let (_, page) = get_json(&app, &t.token, "/api/v1/patterns").await;
+        let n = page["data"].as_array().map_or(0, Vec::len);
+        (n > 0).then_some(())
+    })
+    .await;
+
+    // Second call from the same number with the same problem.
+    voice.deepgram.set_script(script.utterances());
+    let before = voice.groq.requests().len();
+    let ccid = app.telnyx.place_inbound_call("+15559990301", NUMBER);
+    let id = call_id_for(&app, &t, &ccid).await;
+    let outcomes = voice
+        .callers
+        .wait_for_outcomes(2, Duration::from_secs(90))
+        .await;
+    assert!(outcomes[1].is_ok(), "second caller ran");
+    app.telnyx.caller_hangs_up(&ccid);
+    wait_for_status(&app, &t, id, "ended").await;
+    let later = voice.groq.requests()[before..]
+        .iter()
+        .filter_map(|r| r.chat())
+        .find(|c| {
+            c.stream
+                && c.last_user_message()
+                    .is_some_and(|m| m.contains("dropping"))
+        })
+        .expect("an LLM turn in the second call");
+    let system = later.system_prompt().unwrap();
+    assert!(
+        system.contains("## This caller"),
+        "memory in the prompt:\n{system}"
+    );
+    assert!(
+        system.contains("## Solutions that worked"),
+        "pattern in the prompt:\n{system}"
+    );
+}

@@ -23,7 +23,7 @@ use uuid::Uuid;
 const WAIT: Duration = Duration::from_secs(15);
 const GEMINI_KEY: &str = "gemini-test-key";
 
-fn gemini_settings(sim: &GeminiSim, batch_size: usize) -> GeminiSettings {
+pub fn gemini_settings(sim: &GeminiSim, batch_size: usize) -> GeminiSettings {
     GeminiSettings {
         api_key: Secret::new(GEMINI_KEY),
         base_url: sim.base_url(),
@@ -33,7 +33,7 @@ fn gemini_settings(sim: &GeminiSim, batch_size: usize) -> GeminiSettings {
     }
 }
 
-fn start_gemini() -> GeminiSim {
+pub fn start_gemini() -> GeminiSim {
     GeminiSim::start(GeminiSimConfig {
         api_key: Some(GEMINI_KEY.into()),
         latency: Duration::from_millis(1),
