@@ -725,3 +725,43 @@ async fn a_solved_problem_and_the_callers_memory_reach_the_prompt_of_their_next_
         "pattern in the prompt:\n{system}"
     );
 }
+
+#[actix_web::test]
+async fn embeddings_down_during_a_call_do_not_hold_the_turn_up() {
+    let script = CallerScript::new()
+        .wait_for_agent(WAIT_MS)
+        .say("Hi, my internet keeps dropping every evening.")
+        .wait_for_agent(WAIT_MS)
+        .hang_up();
+    let gemini = crate::learning::start_gemini();
+    // Every embedding request hangs far longer than the retrieval budget.
+    gemini.set_faults(iace::sim::gemini::GeminiFaults {
+        stall: Some(Duration::from_secs(30)),
+        ..Default::default()
+    });
+    let setup = VoiceSetup {
+        groq: support_rules(),
+        ..VoiceSetup::new(CallerScripts::new(script))
+    };
+    let app = spawn_voice_app(setup, |s| {
+        s.gemini = crate::learning::gemini_settings(&gemini, 100);
+        s.learning.retrieval_budget_ms = 150;
+    })
+    .await;
+    let t = crate::calls::tenant(&app, NUMBER).await;
+    let (report, call) = converse(&app, &t).await;
+    assert!(report.script_completed, "{}", report.summary());
+    let agent = utterances(&call, "agent");
+    assert!(
+        agent
+            .iter()
+            .any(|u| u["text"].as_str().unwrap().contains("restart your router")),
+        "{call}"
+    );
+    // The turn went on without retrieval: the retrieval was cut at its budget.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"iace_retrieval_duration_seconds_count{result="timed_out"}"#),
+        "{metrics}"
+    );
+}
