@@ -3,13 +3,12 @@
 //! (`store::patterns::search`: HNSW, iterative scan, one organization) against exact search
 //! (`store::patterns::search_exact`), reporting latency percentiles and recall@10.
 
+use super::scratch::ScratchDb;
+use super::stats::percentile_ms as percentile;
 use crate::domain::embedding::{normalize, Embedding, EMBEDDING_DIMS};
-use crate::store::migrations;
 use crate::store::patterns::{self, NewPattern};
 use crate::store::schema::{organizations, patterns as patterns_table};
-use anyhow::Context;
 use diesel::prelude::*;
-use diesel::PgConnection;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use pgvector::Vector;
 use rand::rngs::StdRng;
@@ -63,30 +62,12 @@ pub fn vector(
     database_url: &str,
     options: &VectorBenchOptions,
 ) -> anyhow::Result<VectorBenchReport> {
-    let (base, _) = database_url
-        .rsplit_once('/')
-        .context("database.url has no database name")?;
-    let name = format!("iace_bench_{}", Uuid::new_v4().simple());
-    let mut admin = PgConnection::establish(&format!("{base}/postgres"))
-        .context("connect to the maintenance database")?;
-    diesel::RunQueryDsl::execute(
-        diesel::sql_query(format!("CREATE DATABASE {name}")),
-        &mut admin,
-    )?;
-    let url = format!("{base}/{name}");
-    let result = migrations::run_pending(&url)
-        .map_err(anyhow::Error::from)
-        .and_then(|_| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-                .block_on(run(&url, options))
-        });
-    let drop = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-    if let Err(err) = diesel::RunQueryDsl::execute(drop, &mut admin) {
-        eprintln!("bench: could not drop {name}: {err}");
-    }
-    result
+    let scratch = ScratchDb::create(database_url)?;
+    let url = scratch.url().to_owned();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(&url, options))
 }
 
 async fn run(url: &str, o: &VectorBenchOptions) -> anyhow::Result<VectorBenchReport> {
@@ -246,14 +227,6 @@ impl VectorBenchReport {
             self.recall_at_10_min,
         )
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1].as_secs_f64() * 1000.0
 }
 
 /// A point near `center`: center plus Gaussian noise, normalised.

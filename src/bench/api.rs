@@ -1,0 +1,1 @@
+//! `iace bench api`: the calls API under many concurrent authenticated clients.

@@ -1,0 +1,1 @@
+//! `iace bench calls`: many concurrent simulated calls against an engine process.
