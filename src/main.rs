@@ -102,6 +102,44 @@ enum BenchCommand {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// N concurrent simulated calls against an engine started here as a child process (on a
+    /// scratch database, simulators in this process): each a real media socket streaming 20 ms
+    /// frames in real time both ways, with a scripted conversation. Reports calls, frames
+    /// (late, lost), the engine's latency per stage, turn latency with the simulators' delays
+    /// apart, engine CPU per call-second, resident memory per call and over time. For the
+    /// numbers of BENCHMARKS.md run it as `taskset -c 1 iace bench calls --engine-cpus 0 ...`.
+    Calls {
+        /// Concurrent calls.
+        #[arg(long, default_value_t = 50)]
+        calls: usize,
+        /// Seconds from the first call to every caller hanging up (a long one is a soak).
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Seconds over which the calls are placed.
+        #[arg(long, default_value_t = 10)]
+        ramp: u64,
+        /// Pin the engine to these CPUs (`taskset -c` list, e.g. 0).
+        #[arg(long)]
+        engine_cpus: Option<String>,
+        /// Sample the engine's memory and CPU this often (seconds).
+        #[arg(long, default_value_t = 5)]
+        sample_every: u64,
+        /// Deepgram: silence after speech before the final (the engine's endpointing).
+        #[arg(long, default_value_t = 300)]
+        stt_final_ms: u32,
+        /// Groq: time to first token.
+        #[arg(long, default_value_t = 350)]
+        llm_first_token_ms: u64,
+        /// Groq: tokens per second after the first.
+        #[arg(long, default_value_t = 200.0)]
+        llm_tokens_per_second: f32,
+        /// Cartesia: wait before the first audio of a request.
+        #[arg(long, default_value_t = 90)]
+        tts_first_audio_ms: u64,
+        /// Also write the JSON report to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -152,13 +190,17 @@ fn main() -> ExitCode {
     if let Command::Admin(AdminCommand::GenKey) = cli.command {
         return gen_key();
     }
-    let settings = match Settings::load(&cli.config_dir) {
+    let mut settings = match Settings::load(&cli.config_dir) {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("{err}");
             return ExitCode::from(2);
         }
     };
+    if matches!(cli.command, Command::Bench(_)) && std::env::var_os("IACE__LOG__LEVEL").is_none() {
+        // A benchmark's output is its report; the simulators' call-by-call logs would drown it.
+        settings.log.level = "warn".into();
+    }
     iace::telemetry::init(&settings);
     iace::install_crypto_provider();
     match cli.command {
@@ -220,7 +262,64 @@ fn main() -> ExitCode {
             };
             bench_vector(&settings, &options)
         }
+        Command::Bench(BenchCommand::Calls {
+            calls,
+            duration,
+            ramp,
+            engine_cpus,
+            sample_every,
+            stt_final_ms,
+            llm_first_token_ms,
+            llm_tokens_per_second,
+            tts_first_audio_ms,
+            json,
+        }) => {
+            let options = iace::bench::calls::CallsBenchOptions {
+                calls,
+                duration_secs: duration,
+                ramp_secs: ramp,
+                engine_cpus,
+                sample_every_secs: sample_every,
+                stt_final_ms,
+                llm_first_token_ms,
+                llm_tokens_per_second,
+                tts_first_audio_ms,
+                config_dir: cli.config_dir.clone(),
+            };
+            let result = iace::bench::calls::run(&settings, &options);
+            print_report(result.map(|r| (r.table(), r)), json.as_deref())
+        }
     }
+}
+
+/// Prints a benchmark's table, then its JSON on one line (also written to `json_path`).
+fn print_report<R: serde::Serialize>(
+    result: anyhow::Result<(String, R)>,
+    json_path: Option<&std::path::Path>,
+) -> ExitCode {
+    let (table, report) = match result {
+        Ok(done) => done,
+        Err(err) => {
+            eprintln!("bench failed: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{table}");
+    let json = match serde_json::to_string(&report) {
+        Ok(json) => json,
+        Err(err) => {
+            eprintln!("bench: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(path) = json_path {
+        if let Err(err) = std::fs::write(path, &json) {
+            eprintln!("bench: cannot write {}: {err}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("{json}");
+    ExitCode::SUCCESS
 }
 
 fn bench_vector(settings: &Settings, options: &iace::bench::VectorBenchOptions) -> ExitCode {

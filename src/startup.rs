@@ -119,6 +119,7 @@ impl Application {
             let (telnyx, recorder, db) = (telnyx.clone(), recorder.clone(), db.clone());
             let (settings, auth, redis_pool) = (settings.clone(), auth.clone(), redis.clone());
             let learning = learning.clone();
+            let voice_metrics = metrics.voice.clone();
             CallRegistry::start(shards, db.clone(), move |registry| CallDeps {
                 telnyx: telnyx.clone(),
                 recorder: recorder.clone(),
@@ -135,6 +136,7 @@ impl Application {
                 redis: redis_pool.clone(),
                 redis_prefix: settings.redis.key_prefix.clone(),
                 learning: learning.clone(),
+                voice_metrics: voice_metrics.clone(),
             })
         };
 

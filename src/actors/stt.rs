@@ -19,16 +19,17 @@ pub enum SttNotice {
     SpeechStarted,
     /// An interim transcript (words being spoken right now).
     Interim(String),
-    /// A whole caller turn: the final segments up to `speech_final` or `UtteranceEnd`.
-    CallerTurn(String),
+    /// A whole caller turn: the final segments up to `speech_final` or `UtteranceEnd`, and
+    /// when that last result was read off the socket.
+    CallerTurn(String, Instant),
     /// The socket cannot be reopened; the call must go on without speech recognition.
     Failed(String),
 }
 
-/// Audio from the caller, as received.
+/// Audio from the caller, as received, with when its frame was read off the media socket.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct CallerAudio(pub Bytes);
+pub struct CallerAudio(pub Bytes, pub Instant);
 
 /// End of the call: flush and close the socket.
 #[derive(Message)]
@@ -55,6 +56,7 @@ pub struct SttStream {
     attempts: u32,
     max_backlog_ms: u64,
     pub reconnects: u32,
+    metrics: crate::http::metrics::VoiceMetrics,
 }
 
 impl SttStream {
@@ -65,6 +67,7 @@ impl SttStream {
         model: &str,
         language: &str,
         notify: Recipient<SttNotice>,
+        metrics: crate::http::metrics::VoiceMetrics,
     ) -> Self {
         let mut params = ListenParams::for_call(settings, codec);
         if !model.is_empty() {
@@ -91,6 +94,7 @@ impl SttStream {
             // Two minutes of audio at most are kept for replay; beyond that the caller is told.
             max_backlog_ms: 120_000,
             reconnects: 0,
+            metrics,
         }
     }
 
@@ -126,7 +130,7 @@ impl SttStream {
             .collect();
         self.sender = Some(sender);
         for frame in replay {
-            self.send_audio(frame);
+            self.send_audio(frame, None);
         }
     }
 
@@ -148,7 +152,9 @@ impl SttStream {
         ctx.run_later(delay, |act, ctx| act.connect(ctx));
     }
 
-    fn send_audio(&mut self, frame: Bytes) {
+    /// Sends (or queues, while disconnected) one frame; `received` is when a live frame was read
+    /// off the media socket (`None` for replays, which are not timed).
+    fn send_audio(&mut self, frame: Bytes, received: Option<Instant>) {
         let Some(sender) = &self.sender else {
             self.backlog.push_back(frame);
             self.trim_backlog();
@@ -160,6 +166,9 @@ impl SttStream {
             self.sender = None;
             self.backlog.push_back(frame);
             return;
+        }
+        if let Some(received) = received {
+            self.metrics.stage_since("media_in_to_stt", received);
         }
         self.unconfirmed.push_back(frame);
         self.last_audio = Instant::now();
@@ -184,13 +193,13 @@ impl SttStream {
         }
     }
 
-    fn end_turn(&mut self) {
+    fn end_turn(&mut self, heard: Instant) {
         if self.segments.is_empty() {
             return;
         }
         let text = self.segments.join(" ");
         self.segments.clear();
-        self.notify.do_send(SttNotice::CallerTurn(text));
+        self.notify.do_send(SttNotice::CallerTurn(text, heard));
     }
 }
 
@@ -211,6 +220,8 @@ impl Actor for SttStream {
 
 impl StreamHandler<Result<SttEvent, ProviderError>> for SttStream {
     fn handle(&mut self, item: Result<SttEvent, ProviderError>, ctx: &mut Self::Context) {
+        // Stage `final_to_llm` starts when the result that ends a turn is read.
+        let heard = Instant::now();
         match item {
             Ok(SttEvent::Results(r)) => {
                 let text = r.transcript().trim().to_owned();
@@ -221,13 +232,13 @@ impl StreamHandler<Result<SttEvent, ProviderError>> for SttStream {
                         self.segments.push(text);
                     }
                     if r.speech_final {
-                        self.end_turn();
+                        self.end_turn(heard);
                     }
                 } else if !text.is_empty() {
                     self.notify.do_send(SttNotice::Interim(text));
                 }
             }
-            Ok(SttEvent::UtteranceEnd(_)) => self.end_turn(),
+            Ok(SttEvent::UtteranceEnd(_)) => self.end_turn(heard),
             Ok(SttEvent::SpeechStarted(_)) => self.notify.do_send(SttNotice::SpeechStarted),
             Ok(SttEvent::Closed(close)) => {
                 if !self.closing {
@@ -257,7 +268,7 @@ impl StreamHandler<Result<SttEvent, ProviderError>> for SttStream {
 impl Handler<CallerAudio> for SttStream {
     type Result = ();
     fn handle(&mut self, msg: CallerAudio, _: &mut Self::Context) {
-        self.send_audio(msg.0);
+        self.send_audio(msg.0, Some(msg.1));
     }
 }
 
@@ -265,7 +276,7 @@ impl Handler<CloseStt> for SttStream {
     type Result = ();
     fn handle(&mut self, _: CloseStt, ctx: &mut Self::Context) {
         self.closing = true;
-        self.end_turn();
+        self.end_turn(Instant::now());
         match &self.sender {
             Some(sender) => {
                 let _ = sender.close_stream();

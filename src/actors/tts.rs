@@ -7,15 +7,21 @@ use crate::domain::audio::Codec;
 use crate::providers::cartesia::{CartesiaClient, CartesiaSender, TtsEvent};
 use crate::providers::ProviderError;
 use actix::prelude::*;
-use std::collections::HashSet;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 /// What the stream tells its call.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub enum TtsNotice {
-    /// Audio in the caller's codec for a context.
-    Audio { context_id: String, audio: Vec<u8> },
+    /// Audio in the caller's codec for a context: when its chunk was read off the socket, and
+    /// when the context's first request went out (for the engine's latency metrics).
+    Audio {
+        context_id: String,
+        audio: Vec<u8>,
+        received: Instant,
+        requested: Option<Instant>,
+    },
     /// Word timings of a context (seconds from the start of its audio).
     Words {
         context_id: String,
@@ -29,12 +35,14 @@ pub enum TtsNotice {
 }
 
 /// Speak `text` in `context_id`; `more_follows` keeps the context open for the next sentence.
+/// `ready_at`: when an LLM sentence became complete (times stage `llm_sentence_to_tts`).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct Speak {
     pub context_id: String,
     pub text: String,
     pub more_follows: bool,
+    pub ready_at: Option<Instant>,
 }
 
 /// Stop a context now (barge-in): nothing more of it reaches the call.
@@ -61,6 +69,9 @@ pub struct TtsStream {
     unfinished: Vec<Speak>,
     attempts: u32,
     pub reconnects: u32,
+    /// When each open context's first request went out.
+    requested: HashMap<String, Instant>,
+    metrics: crate::http::metrics::VoiceMetrics,
 }
 
 impl TtsStream {
@@ -70,6 +81,7 @@ impl TtsStream {
         voice_id: String,
         language: String,
         notify: Recipient<TtsNotice>,
+        metrics: crate::http::metrics::VoiceMetrics,
     ) -> Self {
         Self {
             client,
@@ -84,6 +96,8 @@ impl TtsStream {
             unfinished: Vec::new(),
             attempts: 0,
             reconnects: 0,
+            requested: HashMap::new(),
+            metrics,
         }
     }
 
@@ -102,7 +116,7 @@ impl TtsStream {
                     ctx.add_stream(conn.events);
                     act.sender = Some(conn.sender);
                     for speak in act.unfinished.clone() {
-                        act.send(&speak);
+                        act.send(&speak, false);
                     }
                 }
                 Err(e) => act.retry(e, ctx),
@@ -128,7 +142,8 @@ impl TtsStream {
         ctx.run_later(delay, |act, ctx| act.connect(ctx));
     }
 
-    fn send(&mut self, speak: &Speak) {
+    /// Hands one request to the socket's writer; `timed` for a first send (not a replay).
+    fn send(&mut self, speak: &Speak, timed: bool) {
         let Some(sender) = &self.sender else { return };
         let mut request = self.client.request(
             &speak.context_id,
@@ -144,6 +159,15 @@ impl TtsStream {
         }
         if sender.generate(request).is_err() {
             self.sender = None;
+            return;
+        }
+        if timed {
+            if let Some(ready) = speak.ready_at {
+                self.metrics.stage_since("llm_sentence_to_tts", ready);
+            }
+            self.requested
+                .entry(speak.context_id.clone())
+                .or_insert_with(Instant::now);
         }
     }
 }
@@ -157,6 +181,7 @@ impl Actor for TtsStream {
 
 impl StreamHandler<Result<TtsEvent, ProviderError>> for TtsStream {
     fn handle(&mut self, item: Result<TtsEvent, ProviderError>, ctx: &mut Self::Context) {
+        let received = Instant::now();
         match item {
             Ok(TtsEvent::Chunk(chunk)) => {
                 if self.cancelled.contains(&chunk.context_id) {
@@ -164,8 +189,10 @@ impl StreamHandler<Result<TtsEvent, ProviderError>> for TtsStream {
                 }
                 match chunk.audio() {
                     Ok(audio) if !audio.is_empty() => self.notify.do_send(TtsNotice::Audio {
+                        requested: self.requested.get(&chunk.context_id).copied(),
                         context_id: chunk.context_id,
                         audio,
+                        received,
                     }),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "cartesia chunk is not base64"),
@@ -182,6 +209,7 @@ impl StreamHandler<Result<TtsEvent, ProviderError>> for TtsStream {
             }
             Ok(TtsEvent::Done(done)) => {
                 self.unfinished.retain(|s| s.context_id != done.context_id);
+                self.requested.remove(&done.context_id);
                 if !self.cancelled.remove(&done.context_id) {
                     self.notify.do_send(TtsNotice::Done {
                         context_id: done.context_id,
@@ -218,7 +246,7 @@ impl StreamHandler<Result<TtsEvent, ProviderError>> for TtsStream {
 impl Handler<Speak> for TtsStream {
     type Result = ();
     fn handle(&mut self, msg: Speak, _: &mut Self::Context) {
-        self.send(&msg);
+        self.send(&msg, true);
         self.unfinished.push(msg);
     }
 }
@@ -227,6 +255,7 @@ impl Handler<CancelContext> for TtsStream {
     type Result = ();
     fn handle(&mut self, msg: CancelContext, _: &mut Self::Context) {
         self.unfinished.retain(|s| s.context_id != msg.0);
+        self.requested.remove(&msg.0);
         if let Some(sender) = &self.sender {
             let _ = sender.cancel(msg.0.clone());
         }

@@ -89,12 +89,14 @@ async fn read_frames(
     while let Some(message) = stream.next().await {
         match message {
             Ok(AggregatedMessage::Text(text)) => {
+                // Stage `media_in_to_stt` starts when the frame is read off the socket.
+                let received = std::time::Instant::now();
                 if text.len() > cap {
                     sink.reject("oversized");
                     continue;
                 }
                 match serde_json::from_str::<InboundFrame>(&text) {
-                    Ok(frame) => sink.frame(frame),
+                    Ok(frame) => sink.frame(frame, received),
                     Err(_) => sink.reject("malformed"),
                 }
             }

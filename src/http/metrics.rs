@@ -4,8 +4,8 @@
 use crate::http::AppState;
 use actix_web::{get, web, HttpResponse};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -35,6 +35,67 @@ pub struct Metrics {
     pub retrieval_duration: HistogramVec,
     /// Finished post-call job attempts by kind and result (succeeded, retried, failed).
     pub learning_jobs: IntCounterVec,
+    /// The engine's own share of each live call's latency (read by `iace bench calls`).
+    pub voice: VoiceMetrics,
+}
+
+/// Where a live call's time goes inside the engine, between receiving something and handing the
+/// result to the next socket's writer. Provider waits are not in these.
+#[derive(Clone)]
+pub struct VoiceMetrics {
+    /// By stage: `media_in_to_stt` (caller frame read → audio to Deepgram), `final_to_llm`
+    /// (Deepgram's final → LLM request out, retrieval included), `llm_sentence_to_tts` (a
+    /// sentence complete → Cartesia request out), `tts_to_media` (Cartesia chunk read → media
+    /// frame to the caller).
+    pub stage: HistogramVec,
+    /// Per answered caller turn, the sum of the engine's stages on its critical path (final →
+    /// LLM request, first sentence → TTS request, first chunk → first media frame).
+    pub turn_overhead: Histogram,
+    /// Media frames by direction: `in` (caller audio accepted), `out` (agent audio sent).
+    pub media_frames: IntCounterVec,
+}
+
+impl VoiceMetrics {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let buckets = vec![
+            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015,
+            0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0,
+        ];
+        let stage = HistogramVec::new(
+            HistogramOpts::new(
+                "engine_stage_seconds",
+                "Time inside the engine per live-call stage (provider waits excluded)",
+            )
+            .buckets(buckets.clone()),
+            &["stage"],
+        )?;
+        let turn_overhead = Histogram::with_opts(
+            HistogramOpts::new(
+                "engine_turn_overhead_seconds",
+                "Engine time on each answered caller turn's critical path",
+            )
+            .buckets(buckets),
+        )?;
+        let media_frames = IntCounterVec::new(
+            Opts::new("media_frames_total", "Media frames by direction"),
+            &["direction"],
+        )?;
+        registry.register(Box::new(stage.clone()))?;
+        registry.register(Box::new(turn_overhead.clone()))?;
+        registry.register(Box::new(media_frames.clone()))?;
+        Ok(Self {
+            stage,
+            turn_overhead,
+            media_frames,
+        })
+    }
+
+    /// Records `since.elapsed()` for `stage`.
+    pub fn stage_since(&self, stage: &str, since: std::time::Instant) {
+        self.stage
+            .with_label_values(&[stage])
+            .observe(since.elapsed().as_secs_f64());
+    }
 }
 
 impl Metrics {
@@ -137,7 +198,9 @@ impl Metrics {
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
+        let voice = VoiceMetrics::new(&registry)?;
         Ok(Self {
+            voice,
             registry,
             http_requests,
             http_duration,

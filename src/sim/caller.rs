@@ -177,6 +177,10 @@ pub struct CallerConfig {
     /// Quiet after the agent's last audio (with nothing left to play) that ends a wait.
     pub agent_quiet_ms: u32,
     pub connect_timeout: Duration,
+    /// Keep every frame in the report (`sent`, `received`). Off for load runs: only counts.
+    pub keep_frames: bool,
+    /// From then on the caller hangs up instead of starting its next step (a load run's end).
+    pub hang_up_at: Option<Instant>,
 }
 
 impl CallerConfig {
@@ -192,6 +196,8 @@ impl CallerConfig {
             deadline: Duration::from_secs(60),
             agent_quiet_ms: 300,
             connect_timeout: Duration::from_secs(5),
+            keep_frames: true,
+            hang_up_at: None,
         }
     }
 }
@@ -336,15 +342,28 @@ pub struct CallerReport {
     pub script_completed: bool,
     pub ended: CallEnd,
     pub duration_ms: u64,
+    /// Real-time health of the stream, kept even without `keep_frames`.
+    pub stream: StreamCounts,
+}
+
+/// Frame counts and timing faults of one simulated call's media stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamCounts {
+    pub media_sent: usize,
+    pub media_received: usize,
+    /// Frames sent more than one frame (20 ms) behind their real-time schedule (the caller's
+    /// own lateness: a busy load generator).
+    pub sent_late: usize,
+    pub max_send_lag_ms: u64,
+    /// 20 ms ticks when an agent turn's audio had run dry before more of the same turn arrived
+    /// (the caller heard a gap: agent audio came late).
+    pub starved_ticks: usize,
 }
 
 impl CallerReport {
     /// `media` frames sent.
     pub fn media_frames_sent(&self) -> usize {
-        self.sent
-            .iter()
-            .filter(|f| matches!(f.frame, SentFrame::Media { .. }))
-            .count()
+        self.stream.media_sent
     }
 
     /// Agent audio received over the whole call, in bytes.
@@ -541,7 +560,7 @@ impl CallerSim {
                     Some(Err(err)) => break CallEnd::Lost { error: err.to_string() },
                     None => break CallEnd::Lost { error: "the socket ended without a close frame".into() },
                 },
-                _ = ticks.tick() => call.tick(Instant::now()),
+                due = ticks.tick() => call.tick(Instant::now(), due),
             }
         };
         let report = call.into_report(end, Instant::now());
@@ -701,6 +720,9 @@ struct Caller {
     agent_turns: Vec<AgentTurn>,
     waits: Vec<WaitOutcome>,
     marks_echoed: Vec<String>,
+    counts: StreamCounts,
+    /// Ticks of the open agent turn with nothing to play, not yet known to be a gap.
+    dry_ticks: usize,
 }
 
 impl Caller {
@@ -728,6 +750,8 @@ impl Caller {
             agent_turns: Vec::new(),
             waits: Vec::new(),
             marks_echoed: Vec::new(),
+            counts: StreamCounts::default(),
+            dry_ticks: 0,
         }
     }
 
@@ -742,10 +766,16 @@ impl Caller {
 
     fn send(&mut self, frame: InboundFrame, record: SentFrame, now: Instant) {
         let at_ms = self.ms(now);
-        self.sent.push(Timed {
-            at_ms,
-            frame: record,
-        });
+        let media = matches!(record, SentFrame::Media { .. });
+        if media {
+            self.counts.media_sent += 1;
+        }
+        if self.config.keep_frames || !media {
+            self.sent.push(Timed {
+                at_ms,
+                frame: record,
+            });
+        }
         self.outbox.push_back(frame);
     }
 
@@ -813,10 +843,12 @@ impl Caller {
                 return true;
             }
         };
-        self.received.push(Timed {
-            at_ms,
-            frame: record,
-        });
+        if self.config.keep_frames || !matches!(record, ReceivedFrame::Media { .. }) {
+            self.received.push(Timed {
+                at_ms,
+                frame: record,
+            });
+        }
         false
     }
 
@@ -830,6 +862,7 @@ impl Caller {
         match serde_json::from_slice::<OutboundFrame>(bytes) {
             Ok(OutboundFrame::Media { media }) => match BASE64.decode(media.payload.as_bytes()) {
                 Ok(audio) => {
+                    self.counts.media_received += 1;
                     self.agent_audio(audio.len(), now);
                     ReceivedFrame::Media { bytes: audio.len() }
                 }
@@ -859,6 +892,11 @@ impl Caller {
 
     fn agent_audio(&mut self, bytes: usize, now: Instant) {
         let at_ms = self.ms(now);
+        if self.agent_turn_open {
+            // More of the same turn: the dry ticks before it were a gap the caller heard.
+            self.counts.starved_ticks += self.dry_ticks;
+        }
+        self.dry_ticks = 0;
         if !self.agent_turn_open {
             self.agent_turn_open = true;
             self.agent_turns.push(AgentTurn {
@@ -882,9 +920,19 @@ impl Caller {
         self.playback.push_audio(bytes);
     }
 
-    /// One 20 ms tick: plays what is queued, then sends the next frame of the script.
-    fn tick(&mut self, now: Instant) {
+    /// One 20 ms tick (due at `due`): plays what is queued, then sends the next frame of the
+    /// script.
+    fn tick(&mut self, now: Instant, due: Instant) {
+        let lag = now.saturating_duration_since(due);
+        if lag > Duration::from_millis(u64::from(FRAME_MS)) {
+            self.counts.sent_late += 1;
+        }
+        let lag_ms = u64::try_from(lag.as_millis()).unwrap_or(u64::MAX);
+        self.counts.max_send_lag_ms = self.counts.max_send_lag_ms.max(lag_ms);
         let (played, marks) = self.playback.play(FRAME_BYTES);
+        if played == 0 && self.agent_turn_open && self.playback.is_empty() {
+            self.dry_ticks += 1;
+        }
         if played > 0 {
             self.last_agent_sound = Some(now);
             if let Some(turn) = self.agent_turns.last_mut() {
@@ -929,6 +977,15 @@ impl Caller {
             }
             match self.active.take() {
                 None => {
+                    // Hang up between turns only: never right after asking something.
+                    let answer_due = matches!(
+                        self.steps.front(),
+                        Some((_, CallerStep::WaitForAgent { .. }))
+                    );
+                    if !answer_due && self.config.hang_up_at.is_some_and(|at| now >= at) {
+                        self.begin(usize::MAX, CallerStep::HangUp, now);
+                        return None;
+                    }
                     let Some((index, step)) = self.steps.pop_front() else {
                         // The script is done: stay on the line, silent, until the engine hangs up.
                         return Some(silence());
@@ -1096,6 +1153,7 @@ impl Caller {
             script_completed: self.steps.is_empty() && self.active.is_none(),
             ended,
             duration_ms,
+            stream: self.counts,
         }
     }
 }
@@ -1135,6 +1193,10 @@ pub struct CallerOptions {
     pub deadline: Duration,
     pub agent_quiet_ms: u32,
     pub connect_timeout: Duration,
+    /// See [`CallerConfig::keep_frames`].
+    pub keep_frames: bool,
+    /// See [`CallerConfig::hang_up_at`].
+    pub hang_up_at: Option<Instant>,
 }
 
 impl Default for CallerOptions {
@@ -1143,6 +1205,8 @@ impl Default for CallerOptions {
             deadline: Duration::from_secs(120),
             agent_quiet_ms: 300,
             connect_timeout: Duration::from_secs(5),
+            keep_frames: true,
+            hang_up_at: None,
         }
     }
 }
@@ -1214,6 +1278,8 @@ impl CallerHook {
             deadline: options.deadline,
             agent_quiet_ms: options.agent_quiet_ms,
             connect_timeout: options.connect_timeout,
+            keep_frames: options.keep_frames,
+            hang_up_at: options.hang_up_at,
         };
         let url = stream.stream_url;
         let inner = self.inner.clone();

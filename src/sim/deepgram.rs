@@ -28,8 +28,12 @@ use tokio::time::Instant;
 #[derive(Debug, Clone)]
 pub struct DeepgramSimConfig {
     /// The utterances it will "hear", in order, one per speech segment. Once used up, segments
-    /// transcribe as "".
+    /// transcribe as "" (or, with `repeat_script`, the script starts over).
     pub script: Vec<String>,
+    /// Cycle through the script forever (load runs where every caller says the same lines).
+    pub repeat_script: bool,
+    /// Keep each connection's audio (`DeepgramSimConnection::audio`); off for load runs.
+    pub keep_audio: bool,
     /// The key a client must present (`Authorization: Token <key>` or `Bearer <key>`); `None`
     /// accepts any client.
     pub api_key: Option<String>,
@@ -51,6 +55,8 @@ impl Default for DeepgramSimConfig {
     fn default() -> Self {
         Self {
             script: Vec::new(),
+            repeat_script: false,
+            keep_audio: true,
             api_key: None,
             interim_interval_ms: 300,
             words_per_second: 3.0,
@@ -112,11 +118,12 @@ struct Shared {
 
 impl Shared {
     fn utterance(&self) -> String {
-        self.config
-            .script
-            .get(self.next_utterance)
-            .cloned()
-            .unwrap_or_default()
+        let script = &self.config.script;
+        let index = match (self.config.repeat_script, script.len()) {
+            (true, len) if len > 0 => self.next_utterance % len,
+            _ => self.next_utterance,
+        };
+        script.get(index).cloned().unwrap_or_default()
     }
 }
 
@@ -304,9 +311,12 @@ async fn run_connection(
                 Some(Ok(Message::Binary(audio))) => {
                     last_activity = Instant::now();
                     frames += 1;
+                    let keep_audio = lock(&shared).config.keep_audio;
                     record(&|c| {
                         c.frames += 1;
-                        c.audio.extend_from_slice(&audio);
+                        if keep_audio {
+                            c.audio.extend_from_slice(&audio);
+                        }
                     });
                     if faults.drop_after_frames.is_some_and(|n| frames >= n) {
                         queue(Outgoing::Drop);

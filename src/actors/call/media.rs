@@ -5,6 +5,7 @@ use super::Call;
 use crate::providers::telnyx::media::{InboundFrame, OutboundFrame};
 use actix::prelude::*;
 use bytes::Bytes;
+use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 /// What the writer task does next.
@@ -51,10 +52,10 @@ pub struct MediaStarted {
     pub sample_rate: u32,
 }
 
-/// One inbound audio frame (already base64-decoded by the reader).
+/// One inbound audio frame (already base64-decoded by the reader), with when it was read.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct CallerMedia(pub Bytes);
+pub struct CallerMedia(pub Bytes, pub Instant);
 
 /// A key the caller pressed (`dtmf` frame).
 #[derive(Message, Debug)]
@@ -102,7 +103,8 @@ impl CallerMediaSink {
         self.stream_id.as_deref() == Some(stream_id)
     }
 
-    pub fn frame(&mut self, frame: InboundFrame) {
+    /// Handles one parsed frame, read off the socket at `received`.
+    pub fn frame(&mut self, frame: InboundFrame, received: Instant) {
         match frame {
             InboundFrame::Connected { .. } => {}
             InboundFrame::Start {
@@ -129,7 +131,7 @@ impl CallerMediaSink {
                 }
                 match media.audio() {
                     Some(audio) if !audio.is_empty() => {
-                        self.call.do_send(CallerMedia(Bytes::from(audio)))
+                        self.call.do_send(CallerMedia(Bytes::from(audio), received))
                     }
                     _ => self.reject("bad_payload"),
                 }

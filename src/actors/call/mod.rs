@@ -48,6 +48,8 @@ pub struct CallDeps {
     pub redis_prefix: String,
     /// Retrieval of patterns and caller memory for each turn.
     pub learning: crate::learning::Learning,
+    /// The engine's own latency per stage, and media frame counts.
+    pub voice_metrics: crate::http::metrics::VoiceMetrics,
 }
 
 /// How the call came to be.

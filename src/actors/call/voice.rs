@@ -36,8 +36,13 @@ pub(super) struct AgentTurn {
     llm_done: bool,
     tts_done: bool,
     llm: Option<SpawnHandle>,
+    /// When Deepgram's result ending the caller turn was read.
     caller_turn_at: Option<Instant>,
     first_audio_at: Option<Instant>,
+    /// Engine time from the caller turn's end to the LLM request (stage `final_to_llm`).
+    llm_overhead: Option<Duration>,
+    /// When the reply's first sentence was complete.
+    first_sentence_at: Option<Instant>,
     audio_ms: u64,
     words: Vec<(String, f64)>,
     marked: usize,
@@ -139,6 +144,7 @@ impl Call {
             &model,
             &language,
             ctx.address().recipient(),
+            deps.voice_metrics.clone(),
         )
         .start();
         let tts = TtsStream::new(
@@ -147,6 +153,7 @@ impl Call {
             voice_id,
             language,
             ctx.address().recipient(),
+            deps.voice_metrics.clone(),
         )
         .start();
         voice.stt = Some(stt);
@@ -170,6 +177,11 @@ impl Call {
         let context_id = format!("{id}-{}", voice.turns);
         let audio_ms = ms_for_bytes(audio.len());
         voice.link.send(OutboundFrame::media(&audio));
+        self.deps
+            .voice_metrics
+            .media_frames
+            .with_label_values(&["out"])
+            .inc();
         voice
             .link
             .send(OutboundFrame::mark(format!("{context_id}:1")));
@@ -191,6 +203,8 @@ impl Call {
             llm: None,
             caller_turn_at: None,
             first_audio_at: Some(Instant::now()),
+            llm_overhead: None,
+            first_sentence_at: None,
             audio_ms,
             words: timed,
             marked: 1,
@@ -216,6 +230,7 @@ impl Call {
                 context_id: context_id.clone(),
                 text: text.clone(),
                 more_follows: false,
+                ready_at: None,
             });
         }
         voice.speaking = Some(AgentTurn {
@@ -228,6 +243,8 @@ impl Call {
             llm: None,
             caller_turn_at: None,
             first_audio_at: None,
+            llm_overhead: None,
+            first_sentence_at: None,
             audio_ms: 0,
             words: Vec::new(),
             marked: 0,
@@ -237,11 +254,10 @@ impl Call {
     }
 
     /// A whole caller turn: record it, score it, answer it.
-    fn on_caller_turn(&mut self, text: String, ctx: &mut Context<Self>) {
+    fn on_caller_turn(&mut self, text: String, at: Instant, ctx: &mut Context<Self>) {
         let Some(voice) = self.voice.as_mut() else {
             return;
         };
-        let at = Instant::now();
         let ended_ms = voice.now_ms();
         let seq = voice.next_seq();
         voice.history.push(ChatMessage::user(text.clone()));
@@ -336,6 +352,8 @@ impl Call {
             llm: None,
             caller_turn_at: Some(caller_turn_at),
             first_audio_at: None,
+            llm_overhead: None,
+            first_sentence_at: None,
             audio_ms: 0,
             words: Vec::new(),
             marked: 0,
@@ -371,6 +389,15 @@ impl Call {
             }
             let mut messages = vec![ChatMessage::system(prompt)];
             messages.extend(history);
+            let overhead = caller_turn_at.elapsed();
+            act.deps
+                .voice_metrics
+                .stage
+                .with_label_values(&["final_to_llm"])
+                .observe(overhead.as_secs_f64());
+            if let Some(turn) = act.voice_mut().and_then(|v| v.speaking.as_mut()) {
+                turn.llm_overhead = Some(overhead);
+            }
             act.request_llm(messages, Duration::ZERO, ctx);
         }));
     }
@@ -431,11 +458,12 @@ impl Call {
             }
         }
         tracing::warn!(parent: &self.span, error = %error, "LLM turn failed; speaking the fallback line");
-        self.add_sentence(FALLBACK_LINE.to_owned());
+        self.add_sentence(FALLBACK_LINE.to_owned(), None);
         self.finish_llm();
     }
 
     fn on_token(&mut self, token: Result<String, ProviderError>, ctx: &mut Context<Self>) {
+        let at = Instant::now();
         match token {
             Ok(token) => {
                 let sentences = match self.voice_mut().and_then(|v| v.speaking.as_mut()) {
@@ -443,7 +471,7 @@ impl Call {
                     _ => return,
                 };
                 for sentence in sentences {
-                    self.add_sentence(sentence);
+                    self.add_sentence(sentence, Some(at));
                 }
             }
             Err(e) => {
@@ -464,18 +492,23 @@ impl Call {
         }
     }
 
-    fn add_sentence(&mut self, sentence: String) {
+    /// Sends one sentence of the reply to TTS; `ready_at` is when the LLM completed it.
+    fn add_sentence(&mut self, sentence: String, ready_at: Option<Instant>) {
         let Some(voice) = self.voice.as_mut() else {
             return;
         };
         let Some(turn) = voice.speaking.as_mut() else {
             return;
         };
+        if turn.first_sentence_at.is_none() {
+            turn.first_sentence_at = ready_at;
+        }
         if let Some(tts) = &voice.tts {
             tts.do_send(Speak {
                 context_id: turn.context_id.clone(),
                 text: sentence.clone(),
                 more_follows: true,
+                ready_at,
             });
         }
         turn.sentences.push(sentence);
@@ -488,7 +521,7 @@ impl Call {
             _ => return,
         };
         if let Some(rest) = rest {
-            self.add_sentence(rest);
+            self.add_sentence(rest, Some(Instant::now()));
         }
         let Some(voice) = self.voice.as_mut() else {
             return;
@@ -503,13 +536,20 @@ impl Call {
                 context_id: turn.context_id.clone(),
                 text: String::new(),
                 more_follows: false,
+                ready_at: None,
             });
         }
     }
 
     fn on_tts(&mut self, notice: TtsNotice, ctx: &mut Context<Self>) {
         match notice {
-            TtsNotice::Audio { context_id, audio } => {
+            TtsNotice::Audio {
+                context_id,
+                audio,
+                received,
+                requested,
+            } => {
+                let metrics = self.deps.voice_metrics.clone();
                 let Some(voice) = self.voice.as_mut() else {
                     return;
                 };
@@ -520,11 +560,30 @@ impl Call {
                 else {
                     return; // a late chunk of a context we dropped
                 };
-                if turn.first_audio_at.is_none() {
+                let first = turn.first_audio_at.is_none();
+                if first {
                     turn.first_audio_at = Some(Instant::now());
                 }
                 turn.audio_ms += ms_for_bytes(audio.len());
                 voice.link.send(OutboundFrame::media(&audio));
+                let to_media = received.elapsed();
+                metrics
+                    .stage
+                    .with_label_values(&["tts_to_media"])
+                    .observe(to_media.as_secs_f64());
+                metrics.media_frames.with_label_values(&["out"]).inc();
+                // The turn's engine share: to the LLM, sentence to TTS, first chunk out.
+                if let (true, Some(llm), Some(sentence), Some(requested)) = (
+                    first && turn.kind == TurnKind::Reply,
+                    turn.llm_overhead,
+                    turn.first_sentence_at,
+                    requested,
+                ) {
+                    let to_tts = requested.saturating_duration_since(sentence);
+                    metrics
+                        .turn_overhead
+                        .observe((llm + to_tts + to_media).as_secs_f64());
+                }
                 self.send_due_marks(false);
             }
             TtsNotice::Words {
@@ -852,8 +911,13 @@ impl Handler<CallerMedia> for Call {
     type Result = ();
     fn handle(&mut self, msg: CallerMedia, _: &mut Self::Context) {
         self.last_media = Instant::now();
+        self.deps
+            .voice_metrics
+            .media_frames
+            .with_label_values(&["in"])
+            .inc();
         if let Some(stt) = self.voice.as_ref().and_then(|v| v.stt.as_ref()) {
-            stt.do_send(CallerAudio(msg.0));
+            stt.do_send(CallerAudio(msg.0, msg.1));
         }
     }
 }
@@ -909,7 +973,7 @@ impl Handler<SttNotice> for Call {
     type Result = ();
     fn handle(&mut self, msg: SttNotice, ctx: &mut Self::Context) {
         match msg {
-            SttNotice::CallerTurn(text) => self.on_caller_turn(text, ctx),
+            SttNotice::CallerTurn(text, at) => self.on_caller_turn(text, at, ctx),
             SttNotice::SpeechStarted => {
                 if self.agent_is_audible() {
                     self.barge_in(ctx);
