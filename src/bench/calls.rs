@@ -113,7 +113,7 @@ pub struct EngineStages {
 /// The simulators' own share of a turn (configured; see `BENCHMARKS.md`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct SimulatorDelays {
-    /// Silence after the caller's last word before Deepgram's final.
+    /// From the caller's first silent frame to Deepgram's final (endpointing less one frame).
     pub stt_final_ms: f64,
     /// Groq: request → the token completing the reply's first sentence.
     pub llm_first_sentence_ms: f64,
@@ -558,7 +558,9 @@ pub fn simulator_delays(o: &CallsBenchOptions) -> SimulatorDelays {
         .position(|t| !splitter.push(t).is_empty())
         .unwrap_or(tokens.len().saturating_sub(1));
     let llm = o.llm_first_token_ms as f64 + first_sentence_token as f64 * gap_ms;
-    let stt = f64::from(o.stt_final_ms);
+    // The simulator finalises on the frame that completes `stt_final_ms` of silence; the caller
+    // counts its turn as ended when it sends the first silent frame, one frame earlier.
+    let stt = f64::from(o.stt_final_ms) - f64::from(crate::domain::audio::FRAME_MS);
     let tts = o.tts_first_audio_ms as f64;
     SimulatorDelays {
         stt_final_ms: stt,
@@ -729,7 +731,7 @@ mod tests {
         let d = simulator_delays(&o);
         // "Of", " course", "." complete nothing; the splitter needs the next token (" Your").
         assert_eq!(d.llm_first_sentence_ms, 350.0 + 3.0 * 10.0);
-        assert_eq!(d.total_ms, 300.0 + d.llm_first_sentence_ms + 90.0);
+        assert_eq!(d.total_ms, 280.0 + d.llm_first_sentence_ms + 90.0);
     }
 
     #[test]

@@ -86,12 +86,13 @@ fn bench_calls_runs_small_and_reports_consistent_numbers() {
     }
     assert_eq!(f(&r, "/stages/turn_overhead/count"), turns);
 
-    // The simulators' delays are the ones asked for: 300 + (350 + 3 token gaps of 5 ms) + 50.
+    // The simulators' delays are the ones asked for: (300 endpointing - one 20 ms frame) +
+    // (350 + 3 token gaps of 5 ms) + 50.
     assert_eq!(f(&r, "/simulator_delays/tts_first_audio_ms"), 50.0);
-    assert_eq!(f(&r, "/simulator_delays/total_ms"), 300.0 + 365.0 + 50.0);
+    assert_eq!(f(&r, "/simulator_delays/total_ms"), 280.0 + 365.0 + 50.0);
     assert_eq!(
         f(&r, "/turn_latency_minus_simulators/p50_ms"),
-        f(&r, "/turn_latency/p50_ms") - 715.0
+        f(&r, "/turn_latency/p50_ms") - 695.0
     );
 
     // The engine's cost was sampled from its process.

@@ -17,7 +17,8 @@ use crate::providers::ProviderError;
 use crate::store::calls::CallChanges;
 use crate::store::utterances::NewUtterance;
 use actix::prelude::*;
-use futures_util::StreamExt;
+use futures_util::future::{LocalBoxFuture, Shared};
+use futures_util::{FutureExt, StreamExt};
 use std::time::{Duration, Instant};
 
 /// Said before handing the caller to a human.
@@ -26,6 +27,18 @@ const HANDOFF_LINE: &str = "I'm connecting you with a colleague who can help. Pl
 const FALLBACK_LINE: &str = "Sorry, I'm having trouble right now. Could you say that again?";
 /// Interim words that count as the caller talking over the agent.
 const BARGE_IN_WORDS: usize = 3;
+/// A retrieval started on an interim transcript answers the final one when it saw at least this
+/// share of the final's words (the rest of the final rarely changes which patterns are near).
+const PREFETCH_MIN_WORDS_SHARE: f64 = 0.6;
+/// New words an interim needs over the last prefetch's before it is fetched again.
+const PREFETCH_REFRESH_WORDS: usize = 3;
+
+/// Retrieval started while the caller is still speaking (on an interim transcript), so that the
+/// final transcript rarely waits for embeddings and pattern search.
+struct Prefetch {
+    words: usize,
+    context: Shared<LocalBoxFuture<'static, crate::learning::RetrievedContext>>,
+}
 
 /// One agent turn being spoken.
 pub(super) struct AgentTurn {
@@ -71,6 +84,7 @@ pub(super) struct Voice {
     sentiment: RollingSentiment,
     started: Instant,
     escalating: bool,
+    prefetch: Option<Prefetch>,
 }
 
 impl Voice {
@@ -88,6 +102,7 @@ impl Voice {
             sentiment: RollingSentiment::default(),
             started: Instant::now(),
             escalating: false,
+            prefetch: None,
         }
     }
 
@@ -262,6 +277,9 @@ impl Call {
         let seq = voice.next_seq();
         voice.history.push(ChatMessage::user(text.clone()));
         let escalating = voice.escalating;
+        if escalating {
+            voice.prefetch = None; // no reply will use it
+        }
         // The caller spoke over the agent: what was not played is not part of the history.
         self.barge_in(ctx);
         self.score_sentiment(seq, text, ended_ms, ctx);
@@ -366,17 +384,19 @@ impl Call {
             .last()
             .map(|m| m.content.clone())
             .unwrap_or_default();
-        let Some(org) = self.organization_id else {
-            return;
-        };
-        // What earlier calls taught us, within the budget; a late answer is skipped.
-        let retriever = self.deps.learning.retriever.clone();
-        let budget = Duration::from_millis(self.deps.learning.settings.retrieval_budget_ms);
-        let caller = self.from.clone();
-        let fut = async move {
-            retriever
-                .context_for_turn(org, &caller, &question, budget)
-                .await
+        // What earlier calls taught us, within the budget; a late answer is skipped. Usually
+        // already fetched while the caller spoke.
+        let words = question.split_whitespace().count();
+        let prefetched = voice
+            .prefetch
+            .take()
+            .filter(|p| p.words as f64 >= words as f64 * PREFETCH_MIN_WORDS_SHARE);
+        let fut = match prefetched {
+            Some(prefetch) => prefetch.context,
+            None => match self.retrieve(&question) {
+                Some(fut) => fut,
+                None => return,
+            },
         };
         ctx.spawn(fut.into_actor(self).map(move |found, act, ctx| {
             let mut prompt = format!(
@@ -400,6 +420,46 @@ impl Call {
             }
             act.request_llm(messages, Duration::ZERO, ctx);
         }));
+    }
+
+    /// Starts retrieval for `text` (patterns near it, the caller's memory) within the budget.
+    fn retrieve(
+        &self,
+        text: &str,
+    ) -> Option<Shared<LocalBoxFuture<'static, crate::learning::RetrievedContext>>> {
+        let org = self.organization_id?;
+        let retriever = self.deps.learning.retriever.clone();
+        let budget = Duration::from_millis(self.deps.learning.settings.retrieval_budget_ms);
+        let caller = self.from.clone();
+        let text = text.to_owned();
+        let fut: LocalBoxFuture<'static, _> = Box::pin(async move {
+            retriever
+                .context_for_turn(org, &caller, &text, budget)
+                .await
+        });
+        Some(fut.shared())
+    }
+
+    /// The caller is mid-sentence: fetch what the words so far point to. One fetch at a time
+    /// per call; a finished one is replaced only once a few more words are known (each fetch
+    /// costs an embedding request).
+    fn prefetch(&mut self, text: &str, ctx: &mut Context<Self>) {
+        let words = text.split_whitespace().count();
+        let current = self.voice.as_ref().and_then(|v| v.prefetch.as_ref());
+        let fresh_enough = current.is_some_and(|p| {
+            p.context.peek().is_none() || words < p.words + PREFETCH_REFRESH_WORDS
+        });
+        if fresh_enough || words == 0 {
+            return;
+        }
+        let Some(context) = self.retrieve(text) else {
+            return;
+        };
+        // Driven here so it runs whether or not a reply ends up waiting for it.
+        ctx.spawn(context.clone().into_actor(self).map(|_, _, _| ()));
+        if let Some(voice) = self.voice.as_mut() {
+            voice.prefetch = Some(Prefetch { words, context });
+        }
     }
 
     fn request_llm(
@@ -983,6 +1043,7 @@ impl Handler<SttNotice> for Call {
                 if self.agent_is_audible() && text.split_whitespace().count() >= BARGE_IN_WORDS {
                     self.barge_in(ctx);
                 }
+                self.prefetch(&text, ctx);
             }
             SttNotice::Failed(why) => {
                 tracing::error!(parent: &self.span, %why, "speech-to-text unavailable; handing over");
