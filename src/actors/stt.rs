@@ -4,6 +4,7 @@
 //! finalised, so no caller words are lost.
 
 use crate::domain::audio::{ms_for_bytes, Codec};
+use crate::http::metrics::observe_since;
 use crate::providers::deepgram::{DeepgramClient, DeepgramSender, ListenParams, SttEvent};
 use crate::providers::ProviderError;
 use actix::prelude::*;
@@ -168,7 +169,7 @@ impl SttStream {
             return;
         }
         if let Some(received) = received {
-            self.metrics.stage_since("media_in_to_stt", received);
+            observe_since(&self.metrics.media_in_to_stt, received);
         }
         self.unconfirmed.push_back(frame);
         self.last_audio = Instant::now();

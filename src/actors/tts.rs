@@ -163,7 +163,7 @@ impl TtsStream {
         }
         if timed {
             if let Some(ready) = speak.ready_at {
-                self.metrics.stage_since("llm_sentence_to_tts", ready);
+                crate::http::metrics::observe_since(&self.metrics.llm_sentence_to_tts, ready);
             }
             self.requested
                 .entry(speak.context_id.clone())

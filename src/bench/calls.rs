@@ -131,6 +131,7 @@ pub struct FrameCounts {
     /// Engine → caller: sent by the engine, received by the callers.
     pub engine_sent: u64,
     pub caller_received: u64,
+    /// Frames per second through the engine while every call was live.
     pub in_per_sec: f64,
     pub out_per_sec: f64,
     /// Sent but never received, each way.
@@ -359,6 +360,7 @@ async fn drive(
     let steady_to = run_started + Duration::from_secs(o.duration_secs);
     tokio::time::sleep_until(steady_from.max(tokio::time::Instant::now())).await;
     let steady_start = engine.sample()?;
+    let steady_scrape = engine.scrape().await?;
     let steady_started = Instant::now();
     let live_at_start = sims.callers.running();
     let mut peak_rss = steady_start.rss_kib;
@@ -372,6 +374,7 @@ async fn drive(
     }
     let steady_end = engine.sample()?;
     let steady_secs = steady_started.elapsed().as_secs_f64();
+    let steady_scrape_end = engine.scrape().await?;
     let live_at_end = sims.callers.running();
 
     // Every caller hangs up at its next turn boundary; give them time to finish.
@@ -430,7 +433,13 @@ async fn drive(
             at >= steady_started && at <= steady_started + Duration::from_secs_f64(steady_secs)
         })
         .collect();
-    let mut report = summarise(o, &outcomes, &before, &after, steady_secs.max(1.0));
+    let mut report = summarise(o, &outcomes, &before, &after);
+    let rate = |direction: &str| {
+        let series = format!("iace_media_frames_total{{direction=\"{direction}\"}}");
+        (steady_scrape_end.value(&series) - steady_scrape.value(&series)) / steady_secs.max(1e-3)
+    };
+    report.frames.in_per_sec = rate("in");
+    report.frames.out_per_sec = rate("out");
     report.engine = engine_cost;
     report.memory_trend = trend(&steady_memory);
     report.memory = memory;
@@ -452,7 +461,6 @@ fn summarise(
     outcomes: &[CallerOutcome],
     before: &Scrape,
     after: &Scrape,
-    window_secs: f64,
 ) -> CallsBenchReport {
     let mut report = CallsBenchReport {
         calls: o.calls,
@@ -514,8 +522,6 @@ fn summarise(
         - before.total("iace_media_frames_rejected_total")) as u64;
     frames.lost_in = frames.caller_sent.saturating_sub(frames.engine_received);
     frames.lost_out = frames.engine_sent.saturating_sub(frames.caller_received);
-    frames.in_per_sec = frames.engine_received as f64 / window_secs;
-    frames.out_per_sec = frames.engine_sent as f64 / window_secs;
     let stage = |name: &str| {
         let series = format!("iace_engine_stage_seconds{{stage=\"{name}\"}}");
         after.histogram(&series).since(&before.histogram(&series))

@@ -40,19 +40,26 @@ pub struct Metrics {
 }
 
 /// Where a live call's time goes inside the engine, between receiving something and handing the
-/// result to the next socket's writer. Provider waits are not in these.
+/// result to the next socket's writer. Provider waits are not in these. Exported as
+/// `iace_engine_stage_seconds{stage}`, `iace_engine_turn_overhead_seconds` and
+/// `iace_media_frames_total{direction}`; the labelled series are resolved once here because
+/// some are hit by every 20 ms frame of every call.
 #[derive(Clone)]
 pub struct VoiceMetrics {
-    /// By stage: `media_in_to_stt` (caller frame read → audio to Deepgram), `final_to_llm`
-    /// (Deepgram's final → LLM request out, retrieval included), `llm_sentence_to_tts` (a
-    /// sentence complete → Cartesia request out), `tts_to_media` (Cartesia chunk read → media
-    /// frame to the caller).
-    pub stage: HistogramVec,
+    /// Caller frame read → audio handed to the Deepgram socket.
+    pub media_in_to_stt: Histogram,
+    /// Deepgram's final read → LLM request out (retrieval included when it was not prefetched).
+    pub final_to_llm: Histogram,
+    /// A complete LLM sentence → Cartesia request out.
+    pub llm_sentence_to_tts: Histogram,
+    /// Cartesia chunk read → media frame handed to the caller's socket.
+    pub tts_to_media: Histogram,
     /// Per answered caller turn, the sum of the engine's stages on its critical path (final →
     /// LLM request, first sentence → TTS request, first chunk → first media frame).
     pub turn_overhead: Histogram,
-    /// Media frames by direction: `in` (caller audio accepted), `out` (agent audio sent).
-    pub media_frames: IntCounterVec,
+    /// Caller audio frames accepted, and agent audio frames sent.
+    pub frames_in: IntCounter,
+    pub frames_out: IntCounter,
 }
 
 impl VoiceMetrics {
@@ -84,18 +91,20 @@ impl VoiceMetrics {
         registry.register(Box::new(turn_overhead.clone()))?;
         registry.register(Box::new(media_frames.clone()))?;
         Ok(Self {
-            stage,
+            media_in_to_stt: stage.with_label_values(&["media_in_to_stt"]),
+            final_to_llm: stage.with_label_values(&["final_to_llm"]),
+            llm_sentence_to_tts: stage.with_label_values(&["llm_sentence_to_tts"]),
+            tts_to_media: stage.with_label_values(&["tts_to_media"]),
             turn_overhead,
-            media_frames,
+            frames_in: media_frames.with_label_values(&["in"]),
+            frames_out: media_frames.with_label_values(&["out"]),
         })
     }
+}
 
-    /// Records `since.elapsed()` for `stage`.
-    pub fn stage_since(&self, stage: &str, since: std::time::Instant) {
-        self.stage
-            .with_label_values(&[stage])
-            .observe(since.elapsed().as_secs_f64());
-    }
+/// Records the time since `since` in `stage`.
+pub fn observe_since(stage: &Histogram, since: std::time::Instant) {
+    stage.observe(since.elapsed().as_secs_f64());
 }
 
 impl Metrics {

@@ -27,6 +27,8 @@ const HANDOFF_LINE: &str = "I'm connecting you with a colleague who can help. Pl
 const FALLBACK_LINE: &str = "Sorry, I'm having trouble right now. Could you say that again?";
 /// Interim words that count as the caller talking over the agent.
 const BARGE_IN_WORDS: usize = 3;
+/// Messages of the conversation so far sent with each LLM request.
+const PROMPT_HISTORY: usize = 20;
 /// A retrieval started on an interim transcript answers the final one when it saw at least this
 /// share of the final's words (the rest of the final rarely changes which patterns are near).
 const PREFETCH_MIN_WORDS_SHARE: f64 = 0.6;
@@ -77,7 +79,9 @@ pub(super) struct Voice {
     codec: Option<Codec>,
     stt: Option<Addr<SttStream>>,
     tts: Option<Addr<TtsStream>>,
-    history: Vec<ChatMessage>,
+    /// The last [`PROMPT_HISTORY`] messages (the whole transcript is in the database): a long
+    /// call must not grow in memory turn after turn.
+    history: std::collections::VecDeque<ChatMessage>,
     turns: u32,
     speaking: Option<AgentTurn>,
     seq: i32,
@@ -95,7 +99,7 @@ impl Voice {
             codec: None,
             stt: None,
             tts: None,
-            history: Vec::new(),
+            history: std::collections::VecDeque::new(),
             turns: 0,
             speaking: None,
             seq: 0,
@@ -104,6 +108,14 @@ impl Voice {
             escalating: false,
             prefetch: None,
         }
+    }
+
+    /// Adds a message to the prompt history, forgetting the oldest beyond the window.
+    fn remember(&mut self, message: ChatMessage) {
+        if self.history.len() >= PROMPT_HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(message);
     }
 
     fn now_ms(&self) -> i64 {
@@ -192,11 +204,7 @@ impl Call {
         let context_id = format!("{id}-{}", voice.turns);
         let audio_ms = ms_for_bytes(audio.len());
         voice.link.send(OutboundFrame::media(&audio));
-        self.deps
-            .voice_metrics
-            .media_frames
-            .with_label_values(&["out"])
-            .inc();
+        self.deps.voice_metrics.frames_out.inc();
         voice
             .link
             .send(OutboundFrame::mark(format!("{context_id}:1")));
@@ -275,7 +283,7 @@ impl Call {
         };
         let ended_ms = voice.now_ms();
         let seq = voice.next_seq();
-        voice.history.push(ChatMessage::user(text.clone()));
+        voice.remember(ChatMessage::user(text.clone()));
         let escalating = voice.escalating;
         if escalating {
             voice.prefetch = None; // no reply will use it
@@ -378,8 +386,7 @@ impl Call {
             started_ms,
             retries: 0,
         });
-        let recent = voice.history.len().saturating_sub(20);
-        let history: Vec<ChatMessage> = voice.history[recent..].to_vec();
+        let history: Vec<ChatMessage> = voice.history.iter().cloned().collect();
         let question = history
             .last()
             .map(|m| m.content.clone())
@@ -412,8 +419,7 @@ impl Call {
             let overhead = caller_turn_at.elapsed();
             act.deps
                 .voice_metrics
-                .stage
-                .with_label_values(&["final_to_llm"])
+                .final_to_llm
                 .observe(overhead.as_secs_f64());
             if let Some(turn) = act.voice_mut().and_then(|v| v.speaking.as_mut()) {
                 turn.llm_overhead = Some(overhead);
@@ -627,11 +633,8 @@ impl Call {
                 turn.audio_ms += ms_for_bytes(audio.len());
                 voice.link.send(OutboundFrame::media(&audio));
                 let to_media = received.elapsed();
-                metrics
-                    .stage
-                    .with_label_values(&["tts_to_media"])
-                    .observe(to_media.as_secs_f64());
-                metrics.media_frames.with_label_values(&["out"]).inc();
+                metrics.tts_to_media.observe(to_media.as_secs_f64());
+                metrics.frames_out.inc();
                 // The turn's engine share: to the LLM, sentence to TTS, first chunk out.
                 if let (true, Some(llm), Some(sentence), Some(requested)) = (
                     first && turn.kind == TurnKind::Reply,
@@ -759,7 +762,7 @@ impl Call {
         if text.is_empty() {
             return;
         }
-        voice.history.push(ChatMessage::assistant(text.clone()));
+        voice.remember(ChatMessage::assistant(text.clone()));
         let seq = voice.next_seq();
         let latency_ms = match (turn.caller_turn_at, turn.first_audio_at) {
             (Some(turn_end), Some(first)) => {
@@ -971,11 +974,7 @@ impl Handler<CallerMedia> for Call {
     type Result = ();
     fn handle(&mut self, msg: CallerMedia, _: &mut Self::Context) {
         self.last_media = Instant::now();
-        self.deps
-            .voice_metrics
-            .media_frames
-            .with_label_values(&["in"])
-            .inc();
+        self.deps.voice_metrics.frames_in.inc();
         if let Some(stt) = self.voice.as_ref().and_then(|v| v.stt.as_ref()) {
             stt.do_send(CallerAudio(msg.0, msg.1));
         }
