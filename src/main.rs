@@ -2,7 +2,8 @@
 //! `sim` runs every provider simulator and a simulated caller (and `sim call` makes the running
 //! Telnyx simulator place a call).
 //! `admin` creates organizations, users and signing keys. `bench vector` measures pattern
-//! search (latency and recall) on synthetic data in a scratch database.
+//! search (latency and recall) on synthetic data in a scratch database; `bench api` measures the
+//! calls API of an engine process under many concurrent clients over seeded calls.
 
 use clap::{Parser, Subcommand};
 use iace::admin::PasswordSource;
@@ -99,6 +100,62 @@ enum BenchCommand {
         /// Topics the synthetic problems cluster around.
         #[arg(long, default_value_t = 200)]
         clusters: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// The calls API under many concurrent authenticated clients: seeds calls (with events and
+    /// transcripts for the ones detail requests read), starts `iace serve` on them as a child
+    /// process, logs in once per organization, then runs client loops (40% first page, 10%
+    /// filtered, 10% next page through the cursor, 40% call detail). Reports p50/p95/p99 per kind
+    /// of request and overall, throughput, errors by kind, and the engine's CPU time and RSS.
+    /// Prints a table, then one JSON line.
+    Api {
+        /// Calls to seed, spread over the organizations and their agents (180 days of history).
+        #[arg(long, default_value_t = 1_000_000)]
+        calls: u64,
+        /// Organizations; each has one viewer, and a client only reads its own organization.
+        #[arg(long, default_value_t = 10)]
+        orgs: usize,
+        /// Agent profiles per organization.
+        #[arg(long, default_value_t = 5)]
+        agents: usize,
+        /// Calls given events and a transcript; detail requests pick among them.
+        #[arg(long, default_value_t = 20_000)]
+        transcripts: u64,
+        /// Concurrent clients (one keep-alive connection each).
+        #[arg(long, default_value_t = 500)]
+        clients: usize,
+        /// Measured requests in all, after the warm-up.
+        #[arg(long)]
+        requests: Option<u64>,
+        /// Measured seconds (30 when --requests is not given either; with both, whichever ends
+        /// first).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Seconds of load before measuring.
+        #[arg(long, default_value_t = 5.0)]
+        warmup: f64,
+        /// Mean pause of each client between requests, in ms (exponential); 0 is a closed loop
+        /// at full speed, which measures saturation rather than latency at a given load.
+        #[arg(long, default_value_t = 0.0)]
+        think_ms: f64,
+        /// A request slower than this counts as a timeout error.
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+        /// The engine's database pool (database.pool_max_size).
+        #[arg(long, default_value_t = 32)]
+        db_pool: usize,
+        /// The engine's HTTP workers (default: one per CPU it may run on).
+        #[arg(long)]
+        engine_workers: Option<usize>,
+        /// Pin the engine to these CPUs (`taskset -c` list, e.g. "0"); run the bench itself on
+        /// the others (`taskset -c 1 iace bench api ...`).
+        #[arg(long)]
+        engine_cpus: Option<String>,
+        /// More engine settings, `IACE__SECTION__KEY=value` (repeatable), e.g.
+        /// IACE__DATABASE__VERIFY_CONNECTIONS=false.
+        #[arg(long = "engine-env", value_parser = parse_key_value)]
+        engine_env: Vec<(String, String)>,
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
@@ -218,15 +275,68 @@ fn main() -> ExitCode {
                 clusters,
                 seed,
             };
-            bench_vector(&settings, &options)
+            print_bench(
+                iace::bench::vector(settings.database.url.expose(), &options),
+                iace::bench::VectorBenchReport::table,
+            )
+        }
+        Command::Bench(BenchCommand::Api {
+            calls,
+            orgs,
+            agents,
+            transcripts,
+            clients,
+            requests,
+            duration,
+            warmup,
+            think_ms,
+            timeout_ms,
+            db_pool,
+            engine_workers,
+            engine_cpus,
+            engine_env,
+            seed,
+        }) => {
+            let options = iace::bench::ApiBenchOptions {
+                calls,
+                orgs,
+                agents_per_org: agents,
+                transcripts,
+                clients,
+                requests,
+                duration_secs: duration,
+                warmup_secs: warmup,
+                think_ms,
+                timeout_ms,
+                db_pool,
+                engine_workers,
+                engine_cpus,
+                engine_env,
+                seed,
+            };
+            print_bench(
+                iace::bench::api(&settings, &cli.config_dir, &options),
+                iace::bench::ApiBenchReport::table,
+            )
         }
     }
 }
 
-fn bench_vector(settings: &Settings, options: &iace::bench::VectorBenchOptions) -> ExitCode {
-    match iace::bench::vector(settings.database.url.expose(), options) {
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .filter(|(key, _)| key.starts_with("IACE__"))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("expected IACE__SECTION__KEY=value, got {text:?}"))
+}
+
+/// Prints a benchmark's table, then its report as one JSON line; exit code 1 when it failed.
+fn print_bench<R: serde::Serialize>(
+    result: anyhow::Result<R>,
+    table: impl Fn(&R) -> String,
+) -> ExitCode {
+    match result {
         Ok(report) => {
-            println!("{}", report.table());
+            println!("{}", table(&report));
             match serde_json::to_string(&report) {
                 Ok(json) => println!("{json}"),
                 Err(err) => eprintln!("bench: {err}"),
