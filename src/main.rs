@@ -109,56 +109,60 @@ enum BenchCommand {
     /// filtered, 10% next page through the cursor, 40% call detail). Reports p50/p95/p99 per kind
     /// of request and overall, throughput, errors by kind, and the engine's CPU time and RSS.
     /// Prints a table, then one JSON line.
-    Api {
-        /// Calls to seed, spread over the organizations and their agents (180 days of history).
-        #[arg(long, default_value_t = 1_000_000)]
-        calls: u64,
-        /// Organizations; each has one viewer, and a client only reads its own organization.
-        #[arg(long, default_value_t = 10)]
-        orgs: usize,
-        /// Agent profiles per organization.
-        #[arg(long, default_value_t = 5)]
-        agents: usize,
-        /// Calls given events and a transcript; detail requests pick among them.
-        #[arg(long, default_value_t = 20_000)]
-        transcripts: u64,
-        /// Concurrent clients (one keep-alive connection each).
-        #[arg(long, default_value_t = 500)]
-        clients: usize,
-        /// Measured requests in all, after the warm-up.
-        #[arg(long)]
-        requests: Option<u64>,
-        /// Measured seconds (30 when --requests is not given either; with both, whichever ends
-        /// first).
-        #[arg(long)]
-        duration: Option<f64>,
-        /// Seconds of load before measuring.
-        #[arg(long, default_value_t = 5.0)]
-        warmup: f64,
-        /// Mean pause of each client between requests, in ms (exponential); 0 is a closed loop
-        /// at full speed, which measures saturation rather than latency at a given load.
-        #[arg(long, default_value_t = 0.0)]
-        think_ms: f64,
-        /// A request slower than this counts as a timeout error.
-        #[arg(long, default_value_t = 10_000)]
-        timeout_ms: u64,
-        /// The engine's database pool (database.pool_max_size).
-        #[arg(long, default_value_t = 32)]
-        db_pool: usize,
-        /// The engine's HTTP workers (default: one per CPU it may run on).
-        #[arg(long)]
-        engine_workers: Option<usize>,
-        /// Pin the engine to these CPUs (`taskset -c` list, e.g. "0"); run the bench itself on
-        /// the others (`taskset -c 1 iace bench api ...`).
-        #[arg(long)]
-        engine_cpus: Option<String>,
-        /// More engine settings, `IACE__SECTION__KEY=value` (repeatable), e.g.
-        /// IACE__DATABASE__VERIFY_CONNECTIONS=false.
-        #[arg(long = "engine-env", value_parser = parse_key_value)]
-        engine_env: Vec<(String, String)>,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-    },
+    Api(ApiArgs),
+}
+
+/// The options of `iace bench api`.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// Calls to seed, spread over the organizations and their agents (180 days of history).
+    #[arg(long, default_value_t = 1_000_000)]
+    calls: u64,
+    /// Organizations; each has one viewer, and a client only reads its own organization.
+    #[arg(long, default_value_t = 10)]
+    orgs: usize,
+    /// Agent profiles per organization.
+    #[arg(long, default_value_t = 5)]
+    agents: usize,
+    /// Calls given events and a transcript; detail requests pick among them.
+    #[arg(long, default_value_t = 20_000)]
+    transcripts: u64,
+    /// Concurrent clients (one keep-alive connection each).
+    #[arg(long, default_value_t = 500)]
+    clients: usize,
+    /// Measured requests in all, after the warm-up.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Measured seconds (30 when --requests is not given either; with both, whichever ends
+    /// first).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 5.0)]
+    warmup: f64,
+    /// Mean pause of each client between requests, in ms (exponential); 0 is a closed loop
+    /// at full speed, which measures saturation rather than latency at a given load.
+    #[arg(long, default_value_t = 0.0)]
+    think_ms: f64,
+    /// A request slower than this counts as a timeout error.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// The engine's database pool (database.pool_max_size).
+    #[arg(long, default_value_t = 32)]
+    db_pool: usize,
+    /// The engine's HTTP workers (default: one per CPU it may run on).
+    #[arg(long)]
+    engine_workers: Option<usize>,
+    /// Pin the engine to these CPUs (`taskset -c` list, e.g. "0"); run the bench itself on
+    /// the others (`taskset -c 1 iace bench api ...`).
+    #[arg(long)]
+    engine_cpus: Option<String>,
+    /// More engine settings, `IACE__SECTION__KEY=value` (repeatable), e.g.
+    /// IACE__DATABASE__VERIFY_CONNECTIONS=false.
+    #[arg(long = "engine-env", value_parser = parse_key_value)]
+    engine_env: Vec<(String, String)>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
 }
 
 #[derive(Subcommand)]
@@ -280,44 +284,31 @@ fn main() -> ExitCode {
                 iace::bench::VectorBenchReport::table,
             )
         }
-        Command::Bench(BenchCommand::Api {
-            calls,
-            orgs,
-            agents,
-            transcripts,
-            clients,
-            requests,
-            duration,
-            warmup,
-            think_ms,
-            timeout_ms,
-            db_pool,
-            engine_workers,
-            engine_cpus,
-            engine_env,
-            seed,
-        }) => {
-            let options = iace::bench::ApiBenchOptions {
-                calls,
-                orgs,
-                agents_per_org: agents,
-                transcripts,
-                clients,
-                requests,
-                duration_secs: duration,
-                warmup_secs: warmup,
-                think_ms,
-                timeout_ms,
-                db_pool,
-                engine_workers,
-                engine_cpus,
-                engine_env,
-                seed,
-            };
-            print_bench(
-                iace::bench::api(&settings, &cli.config_dir, &options),
-                iace::bench::ApiBenchReport::table,
-            )
+        Command::Bench(BenchCommand::Api(args)) => print_bench(
+            iace::bench::api(&settings, &cli.config_dir, &args.into_options()),
+            iace::bench::ApiBenchReport::table,
+        ),
+    }
+}
+
+impl ApiArgs {
+    fn into_options(self) -> iace::bench::ApiBenchOptions {
+        iace::bench::ApiBenchOptions {
+            calls: self.calls,
+            orgs: self.orgs,
+            agents_per_org: self.agents,
+            transcripts: self.transcripts,
+            clients: self.clients,
+            requests: self.requests,
+            duration_secs: self.duration,
+            warmup_secs: self.warmup,
+            think_ms: self.think_ms,
+            timeout_ms: self.timeout_ms,
+            db_pool: self.db_pool,
+            engine_workers: self.engine_workers,
+            engine_cpus: self.engine_cpus,
+            engine_env: self.engine_env,
+            seed: self.seed,
         }
     }
 }

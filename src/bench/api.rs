@@ -205,6 +205,7 @@ async fn run(
         measure_from,
         measure_until,
         budget: Cell::new(o.requests.unwrap_or(u64::MAX)),
+        last_done: Cell::new(measure_from),
         think_ms: o.think_ms,
         body_limit: BODY_LIMIT,
     });
@@ -232,7 +233,8 @@ async fn run(
         .into_iter()
         .flatten()
         .collect();
-    let finished = Instant::now();
+    // Not when the last client stopped: it may have been pausing past the end.
+    let finished = shared.last_done.get();
     let after = engine.sample()?;
     let at_start: ProcSample = at_start.await.ok().flatten().unwrap_or(before);
     // Close the keep-alive connections first: the engine drains them on SIGTERM.
@@ -579,6 +581,8 @@ struct Shared {
     measure_until: Option<Instant>,
     /// Measured requests left to start.
     budget: Cell<u64>,
+    /// When the last measured request finished: the end of the measured phase.
+    last_done: Cell<Instant>,
     think_ms: f64,
     body_limit: usize,
 }
@@ -691,6 +695,7 @@ async fn client(shared: Rc<Shared>, index: usize, seed: u64) -> Vec<Sample> {
             body.len()
         });
         if measured {
+            shared.last_done.set(Instant::now());
             samples.push(Sample {
                 kind,
                 latency,
@@ -883,9 +888,7 @@ impl ApiBenchReport {
         let mut out = format!(
             "calls API: {} calls over {} orgs ({} agents each; {} with {} events and {} utterances), \
              {} clients, think {} ms, engine CPUs {}, {} HTTP workers, db pool {}\n\
-             seeding: calls {:.1} s, transcripts {:.1} s, vacuum analyze {:.1} s\n\
-             | requests      |    count | errors |  p50 ms |  p95 ms |  p99 ms |  max ms | mean ms | mean KiB |\n\
-             |---------------|----------|--------|---------|---------|---------|---------|---------|----------|\n",
+             seeding: calls {:.1} s, transcripts {:.1} s, vacuum analyze {:.1} s\n",
             self.calls,
             self.orgs,
             self.agents_per_org,
@@ -905,6 +908,10 @@ impl ApiBenchReport {
         if !self.engine_env.is_empty() {
             out.push_str(&format!("engine settings: {}\n", self.engine_env.join(" ")));
         }
+        out.push_str(
+            "| requests      |    count | errors |  p50 ms |  p95 ms |  p99 ms |  max ms | mean ms | mean KiB |\n\
+             |---------------|----------|--------|---------|---------|---------|---------|---------|----------|\n",
+        );
         let row = |name: &str, count: u64, errors: u64, s: &Summary, bytes: Option<f64>| {
             format!(
                 "| {:<13} | {:>8} | {:>6} | {:>7.2} | {:>7.2} | {:>7.2} | {:>7.1} | {:>7.2} | {:>8} |\n",
