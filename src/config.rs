@@ -109,6 +109,10 @@ pub struct DatabaseSettings {
     pub url: Secret,
     pub pool_max_size: usize,
     pub pool_timeout_ms: u64,
+    /// Run `SELECT 1` on a connection each time it leaves the pool, so a dead one is replaced
+    /// unseen. false saves that round trip on every request; a dead connection then fails its
+    /// first query (one request errors) and is discarded.
+    pub verify_connections: bool,
     pub auto_migrate: bool,
 }
 

@@ -2,7 +2,8 @@
 //! `sim` runs every provider simulator and a simulated caller (and `sim call` makes the running
 //! Telnyx simulator place a call).
 //! `admin` creates organizations, users and signing keys. `bench vector` measures pattern
-//! search (latency and recall) on synthetic data in a scratch database.
+//! search (latency and recall) on synthetic data in a scratch database; `bench api` measures the
+//! calls API of an engine process under many concurrent clients over seeded calls.
 
 use clap::{Parser, Subcommand};
 use iace::admin::PasswordSource;
@@ -140,6 +141,66 @@ enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The calls API under many concurrent authenticated clients: seeds calls (with events and
+    /// transcripts for the ones detail requests read), starts `iace serve` on them as a child
+    /// process, logs in once per organization, then runs client loops (40% first page, 10%
+    /// filtered, 10% next page through the cursor, 40% call detail). Reports p50/p95/p99 per kind
+    /// of request and overall, throughput, errors by kind, and the engine's CPU time and RSS.
+    /// Prints a table, then one JSON line.
+    Api(ApiArgs),
+}
+
+/// The options of `iace bench api`.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// Calls to seed, spread over the organizations and their agents (180 days of history).
+    #[arg(long, default_value_t = 1_000_000)]
+    calls: u64,
+    /// Organizations; each has one viewer, and a client only reads its own organization.
+    #[arg(long, default_value_t = 10)]
+    orgs: usize,
+    /// Agent profiles per organization.
+    #[arg(long, default_value_t = 5)]
+    agents: usize,
+    /// Calls given events and a transcript; detail requests pick among them.
+    #[arg(long, default_value_t = 20_000)]
+    transcripts: u64,
+    /// Concurrent clients (one keep-alive connection each).
+    #[arg(long, default_value_t = 500)]
+    clients: usize,
+    /// Measured requests in all, after the warm-up.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Measured seconds (30 when --requests is not given either; with both, whichever ends
+    /// first).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 5.0)]
+    warmup: f64,
+    /// Mean pause of each client between requests, in ms (exponential); 0 is a closed loop
+    /// at full speed, which measures saturation rather than latency at a given load.
+    #[arg(long, default_value_t = 0.0)]
+    think_ms: f64,
+    /// A request slower than this counts as a timeout error.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// The engine's database pool (database.pool_max_size).
+    #[arg(long, default_value_t = 32)]
+    db_pool: usize,
+    /// The engine's HTTP workers (default: one per CPU it may run on).
+    #[arg(long)]
+    engine_workers: Option<usize>,
+    /// Pin the engine to these CPUs (`taskset -c` list, e.g. "0"); run the bench itself on
+    /// the others (`taskset -c 1 iace bench api ...`).
+    #[arg(long)]
+    engine_cpus: Option<String>,
+    /// More engine settings, `IACE__SECTION__KEY=value` (repeatable), e.g.
+    /// IACE__DATABASE__VERIFY_CONNECTIONS=false.
+    #[arg(long = "engine-env", value_parser = parse_key_value)]
+    engine_env: Vec<(String, String)>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
 }
 
 #[derive(Subcommand)]
@@ -260,8 +321,17 @@ fn main() -> ExitCode {
                 clusters,
                 seed,
             };
-            bench_vector(&settings, &options)
+            print_bench(
+                iace::bench::vector(settings.database.url.expose(), &options),
+                iace::bench::VectorBenchReport::table,
+                None,
+            )
         }
+        Command::Bench(BenchCommand::Api(args)) => print_bench(
+            iace::bench::api(&settings, &cli.config_dir, &args.into_options()),
+            iace::bench::ApiBenchReport::table,
+            None,
+        ),
         Command::Bench(BenchCommand::Calls {
             calls,
             duration,
@@ -286,25 +356,59 @@ fn main() -> ExitCode {
                 tts_first_audio_ms,
                 config_dir: cli.config_dir.clone(),
             };
-            let result = iace::bench::calls::run(&settings, &options);
-            print_report(result.map(|r| (r.table(), r)), json.as_deref())
+            print_bench(
+                iace::bench::calls::run(&settings, &options),
+                iace::bench::calls::CallsBenchReport::table,
+                json.as_deref(),
+            )
         }
     }
 }
 
-/// Prints a benchmark's table, then its JSON on one line (also written to `json_path`).
-fn print_report<R: serde::Serialize>(
-    result: anyhow::Result<(String, R)>,
+impl ApiArgs {
+    fn into_options(self) -> iace::bench::ApiBenchOptions {
+        iace::bench::ApiBenchOptions {
+            calls: self.calls,
+            orgs: self.orgs,
+            agents_per_org: self.agents,
+            transcripts: self.transcripts,
+            clients: self.clients,
+            requests: self.requests,
+            duration_secs: self.duration,
+            warmup_secs: self.warmup,
+            think_ms: self.think_ms,
+            timeout_ms: self.timeout_ms,
+            db_pool: self.db_pool,
+            engine_workers: self.engine_workers,
+            engine_cpus: self.engine_cpus,
+            engine_env: self.engine_env,
+            seed: self.seed,
+        }
+    }
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .filter(|(key, _)| key.starts_with("IACE__"))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("expected IACE__SECTION__KEY=value, got {text:?}"))
+}
+
+/// Prints a benchmark's table, then its report as one JSON line (also written to `json_path`);
+/// exit code 1 when it failed.
+fn print_bench<R: serde::Serialize>(
+    result: anyhow::Result<R>,
+    table: impl Fn(&R) -> String,
     json_path: Option<&std::path::Path>,
 ) -> ExitCode {
-    let (table, report) = match result {
-        Ok(done) => done,
+    let report = match result {
+        Ok(report) => report,
         Err(err) => {
             eprintln!("bench failed: {err:#}");
             return ExitCode::FAILURE;
         }
     };
-    println!("{table}");
+    println!("{}", table(&report));
     let json = match serde_json::to_string(&report) {
         Ok(json) => json,
         Err(err) => {
@@ -320,23 +424,6 @@ fn print_report<R: serde::Serialize>(
     }
     println!("{json}");
     ExitCode::SUCCESS
-}
-
-fn bench_vector(settings: &Settings, options: &iace::bench::VectorBenchOptions) -> ExitCode {
-    match iace::bench::vector(settings.database.url.expose(), options) {
-        Ok(report) => {
-            println!("{}", report.table());
-            match serde_json::to_string(&report) {
-                Ok(json) => println!("{json}"),
-                Err(err) => eprintln!("bench: {err}"),
-            }
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("bench failed: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 fn admin(settings: &Settings, command: AdminCommand) -> ExitCode {

@@ -104,6 +104,10 @@ pub struct EngineStages {
     pub tts_to_media: StageLatency,
     /// Per answered turn: the three stages on its critical path, summed.
     pub turn_overhead: StageLatency,
+    /// Provider waits as the engine saw them (request out → first sentence complete; first TTS
+    /// request out → first chunk read): the simulators' delays plus sockets and client stacks.
+    pub groq_first_sentence: StageLatency,
+    pub cartesia_first_audio: StageLatency,
     /// Part of `final_to_llm`: fetching patterns and caller memory (embedding request to Gemini,
     /// pgvector search, Redis), bounded by `learning.retrieval_budget_ms`.
     pub retrieval: StageLatency,
@@ -181,8 +185,10 @@ pub struct MemorySample {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct MemoryTrend {
     pub samples: usize,
-    /// Least-squares slope over the steady window.
+    /// Least-squares slope over the steady window, and over its second half only (after the
+    /// allocator and caches have warmed up).
     pub slope_kib_per_min: f64,
+    pub second_half_slope_kib_per_min: f64,
     pub first_kib: u64,
     pub last_kib: u64,
     pub min_kib: u64,
@@ -530,6 +536,10 @@ fn summarise(
         let series = format!("iace_retrieval_duration_seconds{{result=\"{result}\"}}");
         after.histogram(&series).since(&before.histogram(&series))
     };
+    let provider = |name: &str| {
+        let series = format!("iace_provider_first_response_seconds{{provider=\"{name}\"}}");
+        after.histogram(&series).since(&before.histogram(&series))
+    };
     let media_in = stage("media_in_to_stt");
     frames.late_in_engine = media_in.count_above(LATE_SECS).max(0.0) as u64;
     report.frames = frames;
@@ -542,6 +552,8 @@ fn summarise(
         llm_sentence_to_tts: StageLatency::of(&stage("llm_sentence_to_tts")),
         tts_to_media: StageLatency::of(&stage("tts_to_media")),
         turn_overhead: StageLatency::of(&overhead),
+        groq_first_sentence: StageLatency::of(&provider("groq")),
+        cartesia_first_audio: StageLatency::of(&provider("cartesia")),
         retrieval: StageLatency::of(&retrieval("complete")),
         retrieval_timed_out: retrieval("timed_out").count.max(0.0) as u64,
     };
@@ -578,17 +590,22 @@ pub fn simulator_delays(o: &CallsBenchOptions) -> SimulatorDelays {
 
 /// Least-squares slope of resident memory over time, in KiB per minute.
 pub fn trend(samples: &[MemorySample]) -> MemoryTrend {
-    let n = samples.len() as f64;
-    let mut t = MemoryTrend {
+    MemoryTrend {
         samples: samples.len(),
         first_kib: samples.first().map_or(0, |s| s.rss_kib),
         last_kib: samples.last().map_or(0, |s| s.rss_kib),
         min_kib: samples.iter().map(|s| s.rss_kib).min().unwrap_or(0),
         max_kib: samples.iter().map(|s| s.rss_kib).max().unwrap_or(0),
-        slope_kib_per_min: 0.0,
-    };
+        slope_kib_per_min: slope(samples),
+        second_half_slope_kib_per_min: slope(&samples[samples.len() / 2..]),
+    }
+}
+
+/// Least-squares slope of resident memory over time, in KiB per minute (0 under two samples).
+fn slope(samples: &[MemorySample]) -> f64 {
+    let n = samples.len() as f64;
     if samples.len() < 2 {
-        return t;
+        return 0.0;
     }
     let mean_x = samples.iter().map(|s| s.at_secs).sum::<f64>() / n;
     let mean_y = samples.iter().map(|s| s.rss_kib as f64).sum::<f64>() / n;
@@ -598,9 +615,10 @@ pub fn trend(samples: &[MemorySample]) -> MemoryTrend {
         den += (s.at_secs - mean_x).powi(2);
     }
     if den > 0.0 {
-        t.slope_kib_per_min = num / den * 60.0;
+        num / den * 60.0
+    } else {
+        0.0
     }
-    t
 }
 
 /// CPUs in a `taskset -c` list ("0", "0-1", "0,2-3").
@@ -663,6 +681,14 @@ impl CallsBenchReport {
         out.push_str(&stage("engine: tts chunk -> caller frame", &s.tts_to_media));
         out.push_str(&stage("engine: per-turn overhead", &s.turn_overhead));
         out.push_str(&stage("  of which retrieval (complete)", &s.retrieval));
+        out.push_str(&stage(
+            "wait: groq req -> 1st sentence",
+            &s.groq_first_sentence,
+        ));
+        out.push_str(&stage(
+            "wait: cartesia req -> 1st chunk",
+            &s.cartesia_first_audio,
+        ));
         out.push_str(&summary("turn latency (caller)", &self.turn_latency));
         out.push_str(&summary(
             "turn latency - simulator delays",
@@ -696,7 +722,7 @@ impl CallsBenchReport {
         out.push_str(&format!(
             "engine cpu: {:.2} s over {:.0} s steady ({:.3} cores) = {:.4} ms per call-second, {:.0} calls per core\n\
              engine rss: idle {} KiB, peak {} KiB, {:.0} KiB per call, after {} KiB; {} threads\n\
-             memory trend (steady): {:+.1} KiB/min over {} samples ({} -> {} KiB)\n",
+             memory trend (steady): {:+.1} KiB/min over {} samples ({} -> {} KiB), second half {:+.1} KiB/min\n",
             e.cpu_secs,
             e.steady_window_secs,
             e.cpu_cores,
@@ -711,6 +737,7 @@ impl CallsBenchReport {
             self.memory_trend.samples,
             self.memory_trend.first_kib,
             self.memory_trend.last_kib,
+            self.memory_trend.second_half_slope_kib_per_min,
         ));
         for sample in &self.error_samples {
             out.push_str(&format!("error: {sample}\n"));
@@ -758,5 +785,12 @@ mod tests {
             })
             .collect();
         assert!((trend(&growing).slope_kib_per_min - 100.0).abs() < 1e-6);
+        assert!((trend(&growing).second_half_slope_kib_per_min - 100.0).abs() < 1e-6);
+        // A warm-up rise, then flat: the second half shows no growth.
+        let mut warming = flat.clone();
+        warming[0].rss_kib = 500;
+        warming[1].rss_kib = 800;
+        assert!(trend(&warming).slope_kib_per_min > 0.0);
+        assert_eq!(trend(&warming).second_half_slope_kib_per_min, 0.0);
     }
 }

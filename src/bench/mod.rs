@@ -9,4 +9,5 @@ pub mod scratch;
 pub mod stats;
 pub mod vector;
 
+pub use api::{api, ApiBenchOptions, ApiBenchReport};
 pub use vector::{vector, VectorBenchOptions, VectorBenchReport};

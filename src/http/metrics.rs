@@ -60,6 +60,10 @@ pub struct VoiceMetrics {
     /// Caller audio frames accepted, and agent audio frames sent.
     pub frames_in: IntCounter,
     pub frames_out: IntCounter,
+    /// Provider waits on a reply's critical path, as the engine sees them: Groq (request out →
+    /// first sentence complete) and Cartesia (first request out → first audio chunk read).
+    pub llm_first_sentence: Histogram,
+    pub tts_first_audio: Histogram,
 }
 
 impl VoiceMetrics {
@@ -87,9 +91,21 @@ impl VoiceMetrics {
             Opts::new("media_frames_total", "Media frames by direction"),
             &["direction"],
         )?;
+        let provider_wait = HistogramVec::new(
+            HistogramOpts::new(
+                "provider_first_response_seconds",
+                "Wait for a provider's first useful answer in a reply turn",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.75, 1.0,
+                2.0, 5.0,
+            ]),
+            &["provider"],
+        )?;
         registry.register(Box::new(stage.clone()))?;
         registry.register(Box::new(turn_overhead.clone()))?;
         registry.register(Box::new(media_frames.clone()))?;
+        registry.register(Box::new(provider_wait.clone()))?;
         Ok(Self {
             media_in_to_stt: stage.with_label_values(&["media_in_to_stt"]),
             final_to_llm: stage.with_label_values(&["final_to_llm"]),
@@ -98,6 +114,8 @@ impl VoiceMetrics {
             turn_overhead,
             frames_in: media_frames.with_label_values(&["in"]),
             frames_out: media_frames.with_label_values(&["out"]),
+            llm_first_sentence: provider_wait.with_label_values(&["groq"]),
+            tts_first_audio: provider_wait.with_label_values(&["cartesia"]),
         })
     }
 }

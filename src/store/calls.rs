@@ -173,7 +173,11 @@ pub async fn list(
         query = query.filter(calls::created_at.lt(to));
     }
     if let Some(c) = after {
-        query = query.filter(
+        // `created_at <= c` is implied by the OR below, but Postgres cannot derive it: without
+        // it the OR is a mere filter and page n reads the n-1 pages before it (275 ms instead of
+        // 0.1 ms at page 1000 of an organization with 100,000 calls). With it, the index scan
+        // starts at the cursor.
+        query = query.filter(calls::created_at.le(c.created_at)).filter(
             calls::created_at
                 .lt(c.created_at)
                 .or(calls::created_at.eq(c.created_at).and(calls::id.lt(c.id))),

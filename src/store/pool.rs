@@ -4,7 +4,9 @@ use crate::config::{DatabaseSettings, RedisSettings};
 use crate::store::StoreError;
 use deadpool_redis::Runtime;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::AsyncPgConnection;
 use std::time::Duration;
 
@@ -15,7 +17,14 @@ pub type RedisPool = deadpool_redis::Pool;
 /// Builds the Postgres pool. Connections open lazily, so this succeeds with the database down
 /// (readiness reports it instead).
 pub fn db_pool(settings: &DatabaseSettings) -> Result<DbPool, StoreError> {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(settings.url.expose());
+    let mut config = ManagerConfig::default();
+    if !settings.verify_connections {
+        config.recycling_method = RecyclingMethod::Fast;
+    }
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+        settings.url.expose(),
+        config,
+    );
     let timeout = Some(Duration::from_millis(settings.pool_timeout_ms));
     Pool::builder(manager)
         .max_size(settings.pool_max_size)

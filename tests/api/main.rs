@@ -5,6 +5,7 @@
 mod helpers;
 
 mod auth;
+mod bench;
 mod bench_calls;
 mod caller;
 mod calls;

@@ -56,8 +56,9 @@ pub(super) struct AgentTurn {
     first_audio_at: Option<Instant>,
     /// Engine time from the caller turn's end to the LLM request (stage `final_to_llm`).
     llm_overhead: Option<Duration>,
-    /// When the reply's first sentence was complete.
+    /// When the reply's first sentence was complete, and when its LLM request went out.
     first_sentence_at: Option<Instant>,
+    llm_requested_at: Option<Instant>,
     audio_ms: u64,
     words: Vec<(String, f64)>,
     marked: usize,
@@ -228,6 +229,7 @@ impl Call {
             first_audio_at: Some(Instant::now()),
             llm_overhead: None,
             first_sentence_at: None,
+            llm_requested_at: None,
             audio_ms,
             words: timed,
             marked: 1,
@@ -268,6 +270,7 @@ impl Call {
             first_audio_at: None,
             llm_overhead: None,
             first_sentence_at: None,
+            llm_requested_at: None,
             audio_ms: 0,
             words: Vec::new(),
             marked: 0,
@@ -380,6 +383,7 @@ impl Call {
             first_audio_at: None,
             llm_overhead: None,
             first_sentence_at: None,
+            llm_requested_at: None,
             audio_ms: 0,
             words: Vec::new(),
             marked: 0,
@@ -423,6 +427,7 @@ impl Call {
                 .observe(overhead.as_secs_f64());
             if let Some(turn) = act.voice_mut().and_then(|v| v.speaking.as_mut()) {
                 turn.llm_overhead = Some(overhead);
+                turn.llm_requested_at = Some(Instant::now());
             }
             act.request_llm(messages, Duration::ZERO, ctx);
         }));
@@ -568,6 +573,12 @@ impl Call {
         };
         if turn.first_sentence_at.is_none() {
             turn.first_sentence_at = ready_at;
+            if let (Some(ready), Some(requested)) = (ready_at, turn.llm_requested_at) {
+                self.deps
+                    .voice_metrics
+                    .llm_first_sentence
+                    .observe(ready.saturating_duration_since(requested).as_secs_f64());
+            }
         }
         if let Some(tts) = &voice.tts {
             tts.do_send(Speak {
@@ -643,6 +654,9 @@ impl Call {
                     requested,
                 ) {
                     let to_tts = requested.saturating_duration_since(sentence);
+                    metrics
+                        .tts_first_audio
+                        .observe(received.saturating_duration_since(requested).as_secs_f64());
                     metrics
                         .turn_overhead
                         .observe((llm + to_tts + to_media).as_secs_f64());

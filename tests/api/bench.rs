@@ -1,0 +1,91 @@
+//! `iace bench api` end to end at a small size: the real binary seeds a scratch database, starts
+//! an engine child on it and loads the calls API; its JSON report must add up.
+
+use crate::helpers::project_dir;
+use serde_json::Value;
+use std::process::Command;
+
+fn number(report: &Value, key: &str) -> f64 {
+    report[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} is not a number in {report}"))
+}
+
+#[test]
+fn bench_api_reports_consistent_latencies_and_no_errors_over_seeded_calls() {
+    let out = Command::new(env!("CARGO_BIN_EXE_iace"))
+        .current_dir(project_dir())
+        .env("APP_ENV", "test")
+        .env_remove("RUST_LOG")
+        .args([
+            "bench",
+            "api",
+            "--calls",
+            "2000",
+            "--orgs",
+            "2",
+            "--transcripts",
+            "200",
+            "--clients",
+            "8",
+            "--requests",
+            "300",
+            "--warmup",
+            "0",
+            "--db-pool",
+            "4",
+            "--engine-workers",
+            "1",
+        ])
+        .output()
+        .expect("run iace bench api");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let last = stdout.lines().last().expect("a JSON line");
+    let report: Value = serde_json::from_str(last).expect("the last line is JSON");
+
+    assert_eq!(report["calls"], 2000);
+    assert_eq!(report["orgs"], 2);
+    assert!(number(&report, "transcripts") > 0.0, "{report}");
+    assert_eq!(
+        number(&report, "call_events"),
+        number(&report, "transcripts") * 8.0
+    );
+    assert_eq!(report["requests"], 300, "{report}");
+    assert_eq!(report["errors"], 0, "errors: {}", report["error_kinds"]);
+    assert_eq!(
+        number(&report, "requests"),
+        number(&report, "completed") + number(&report, "errors")
+    );
+
+    let overall = &report["overall"];
+    let (p50, p95, p99) = (
+        number(overall, "p50_ms"),
+        number(overall, "p95_ms"),
+        number(overall, "p99_ms"),
+    );
+    assert!(0.0 < p50 && p50 <= p95 && p95 <= p99, "{overall}");
+    assert_eq!(overall["count"], report["completed"]);
+
+    let kinds = report["kinds"].as_array().expect("kinds");
+    let names: Vec<&str> = kinds.iter().filter_map(|k| k["kind"].as_str()).collect();
+    assert_eq!(names, ["list", "list_filtered", "list_next", "detail"]);
+    let requests: f64 = kinds.iter().map(|k| number(k, "requests")).sum();
+    assert_eq!(requests, number(&report, "requests"));
+    for kind in kinds {
+        let latency = &kind["latency"];
+        assert_eq!(latency["count"], kind["requests"], "{kind}");
+        if number(kind, "requests") > 0.0 {
+            assert!(
+                number(latency, "p50_ms") <= number(latency, "p99_ms"),
+                "{kind}"
+            );
+            assert!(number(kind, "mean_body_bytes") > 0.0, "{kind}");
+        }
+    }
+    assert!(number(&report, "throughput_rps") > 0.0);
+    assert!(number(&report, "engine_rss_kib_after") > 0.0);
+    assert_eq!(report["engine_stopped_cleanly"], true, "{report}");
+    assert!(stdout.contains("| detail"), "{stdout}");
+}
