@@ -41,7 +41,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub db: DbPool,
     pub redis: RedisPool,
-    pub metrics: Arc<metrics::Metrics>,
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     pub readiness: Arc<Readiness>,
     pub registry: CallRegistry,
     pub recorder: actix::Addr<Recorder>,
