@@ -163,7 +163,8 @@ impl Application {
             telnyx,
             // No usable key: webhooks answer 503 `webhook_key_invalid` instead of being trusted.
             telnyx_verifier: WebhookVerifier::new(
-                &crate::sim::telnyx::resolve_webhook_public_key(&settings).unwrap_or_default(),
+                &crate::providers::telnyx::dev_key::resolve_webhook_public_key(&settings)
+                    .unwrap_or_default(),
             ),
             auth,
             learning,

@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod auth;
 pub mod calls;
+pub mod extractor;
 pub mod health;
 pub mod learning;
 pub mod media_ws;
