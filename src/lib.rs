@@ -14,6 +14,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod learning;
+pub mod prompts;
 pub mod providers;
 pub mod sim;
 pub mod startup;
