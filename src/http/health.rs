@@ -23,7 +23,7 @@ struct Liveness {
 #[get("/health")]
 async fn health(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(Liveness {
-        status: "ok",
+        status: "healthy",
         version: env!("CARGO_PKG_VERSION"),
         environment: state.settings.environment.as_str(),
     })

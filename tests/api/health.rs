@@ -10,7 +10,7 @@ async fn health_reports_status_version_and_environment() {
     let res = app.get("/health").await;
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
-    assert_eq!(body["status"], "ok");
+    assert_eq!(body["status"], "healthy");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(body["environment"], "test");
 }
