@@ -234,6 +234,7 @@ fn media_base_url(public_url: &str) -> String {
 fn build_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
     let settings = state.settings.clone();
     let limit = settings.server.body_limit_bytes;
+    let sentry_transactions = crate::telemetry::sentry::start_transactions(&settings);
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || {
         App::new()
@@ -249,7 +250,11 @@ fn build_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server
             .wrap(from_fn(http::middleware::json_errors))
             .wrap(TracingLogger::<RequestSpan>::new())
             .wrap(from_fn(http::middleware::request_context))
-            .wrap(sentry_actix::Sentry::new())
+            .wrap(
+                sentry_actix::Sentry::builder()
+                    .start_transaction(sentry_transactions)
+                    .finish(),
+            )
             .configure(http::configure)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::RouteNotFound)

@@ -1,26 +1,39 @@
 //! Logging and error reporting: tracing subscriber (readable lines in development, JSON lines in
-//! production), the per-request root span with request id, route, status and timing, and Sentry.
+//! production) with a filter that can be changed at run time, the per-request root span with
+//! request id, route, status and timing, and Sentry ([`sentry`]).
 //! The Prometheus metric families live in [`metrics`] (served by `http::metrics`).
 
 pub mod metrics;
+pub mod sentry;
 
 use crate::config::{LogFormat, Settings};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::HttpMessage;
+use std::sync::OnceLock;
 use std::time::Instant;
 use tracing::Span;
 use tracing_actix_web::RootSpanBuilder;
-use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter};
+use tracing_subscriber::{
+    fmt, layer::SubscriberExt, reload, util::SubscriberInitExt, EnvFilter, Registry,
+};
 
-/// Installs the global subscriber. `RUST_LOG`, when set, wins over `log.level`.
+/// The installed log filter, for `/admin/log-filter` to replace at run time.
+static LOG_FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// Installs the global subscriber: the log filter (reloadable), the log lines, and Sentry's
+/// tracing layers (error events become Sentry events, warnings breadcrumbs; a no-op while
+/// no DSN is configured). `RUST_LOG`, when set, wins over `log.level`.
 /// Safe to call more than once (later calls are ignored), which tests rely on.
 pub fn init(settings: &Settings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
-    let _ = match settings.log.format {
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(sentry::layers());
+    let installed = match settings.log.format {
         LogFormat::Json => registry
             .with(
                 fmt::layer()
@@ -32,19 +45,29 @@ pub fn init(settings: &Settings) {
             .try_init(),
         LogFormat::Pretty => registry.with(fmt::layer().compact()).try_init(),
     };
+    if installed.is_ok() {
+        let _ = LOG_FILTER.set(handle);
+    }
 }
 
-/// Starts Sentry when a DSN is configured; the guard must live as long as the process.
-pub fn init_sentry(settings: &Settings) -> Option<sentry::ClientInitGuard> {
-    if settings.sentry.dsn.is_empty() {
-        return None;
-    }
-    let mut options = sentry::ClientOptions::new();
-    options.release = Some(env!("CARGO_PKG_VERSION").into());
-    options.environment = Some(settings.environment.as_str().into());
-    options.send_default_pii = false;
-    let options = options.traces_sample_rate(settings.sentry.traces_sample_rate);
-    Some(sentry::init((settings.sentry.dsn.expose(), options)))
+/// The log filter in force (`None` when this process did not install the subscriber).
+pub fn log_filter() -> Option<String> {
+    LOG_FILTER.get()?.with_current(|f| f.to_string()).ok()
+}
+
+/// Replaces the log filter (`RUST_LOG` syntax, e.g. `info,iace::actors=debug`).
+pub fn set_log_filter(directives: &str) -> Result<String, String> {
+    let filter = EnvFilter::try_new(directives).map_err(|e| format!("invalid filter: {e}"))?;
+    let handle = LOG_FILTER
+        .get()
+        .ok_or_else(|| "logging was not installed by this process".to_owned())?;
+    handle.reload(filter).map_err(|e| e.to_string())?;
+    log_filter().ok_or_else(|| "log filter unavailable".to_owned())
+}
+
+/// Starts Sentry when a DSN is configured (see [`sentry::init`]).
+pub fn init_sentry(settings: &Settings) -> Option<::sentry::ClientInitGuard> {
+    sentry::init(settings)
 }
 
 /// The request id of the current request (taken from `X-Request-Id` or generated).
