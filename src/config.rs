@@ -96,6 +96,8 @@ fn default_env() -> Environment {
 pub struct ServerSettings {
     pub host: String,
     pub port: u16,
+    /// Private listener of `/metrics` and `/admin/*` (0: any free port, for tests).
+    pub ops_port: u16,
     pub public_url: String,
     pub workers: usize,
     pub body_limit_bytes: usize,

@@ -29,6 +29,9 @@ use tracing_actix_web::TracingLogger;
 pub struct Application {
     port: u16,
     server: Server,
+    /// The private listener of `/metrics` and `/admin/*` (`server.ops_port`).
+    ops_port: u16,
+    ops_server: Server,
     state: AppState,
     recorder_arbiter: Arbiter,
     job_workers: JobWorkers,
@@ -39,6 +42,7 @@ pub struct Application {
 #[derive(Clone)]
 pub struct ShutdownHandle {
     server: ServerHandle,
+    ops_server: ServerHandle,
     state: AppState,
 }
 
@@ -53,6 +57,7 @@ impl ShutdownHandle {
         }
         tracing::info!("shutdown: draining in-flight requests");
         self.server.stop(true).await;
+        self.ops_server.stop(true).await;
     }
 }
 
@@ -171,9 +176,14 @@ impl Application {
         };
         let port = listener.local_addr()?.port();
         let server = build_server(listener, state.clone())?;
+        let ops_listener = http::ops::bind(&settings)?;
+        let ops_port = ops_listener.local_addr()?.port();
+        let ops_server = http::ops::server(ops_listener, state.clone())?;
         Ok(Self {
             port,
             server,
+            ops_port,
+            ops_server,
             state,
             recorder_arbiter,
             job_workers,
@@ -184,6 +194,11 @@ impl Application {
         self.port
     }
 
+    /// The port of the ops listener (metrics and admin).
+    pub fn ops_port(&self) -> u16 {
+        self.ops_port
+    }
+
     pub fn state(&self) -> &AppState {
         &self.state
     }
@@ -191,6 +206,7 @@ impl Application {
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
             server: self.server.handle(),
+            ops_server: self.ops_server.handle(),
             state: self.state.clone(),
         }
     }
@@ -199,7 +215,14 @@ impl Application {
     /// workers and the call shards and closes the pools.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let state = self.state.clone();
+        let ops_handle = self.ops_server.handle();
+        let ops = actix_web::rt::spawn(self.ops_server);
         let result = self.server.await;
+        // Scrapes and operators keep working while the public side drains; then the ops side.
+        ops_handle.stop(true).await;
+        if let Err(e) = ops.await {
+            tracing::error!(error = %e, "ops listener task failed");
+        }
         let flush = state.recorder.send(Flush);
         if tokio::time::timeout(Duration::from_secs(10), flush)
             .await

@@ -51,6 +51,8 @@ pub struct EngineProcess {
     child: tokio::process::Child,
     pid: u32,
     base_url: String,
+    /// The engine's ops listener (`/metrics`).
+    ops_url: String,
     log_path: PathBuf,
     http: awc::Client,
 }
@@ -61,6 +63,8 @@ impl EngineProcess {
     pub async fn start(options: &EngineOptions) -> anyhow::Result<Self> {
         let port = free_port()?;
         let base_url = format!("http://127.0.0.1:{port}");
+        let ops_port = free_port()?;
+        let ops_url = format!("http://127.0.0.1:{ops_port}");
         let log = std::fs::File::create(&options.log_path)
             .with_context(|| format!("create {}", options.log_path.display()))?;
         let mut command = match &options.cpus {
@@ -77,6 +81,7 @@ impl EngineProcess {
             .env("IACE_CONFIG_DIR", &options.config_dir)
             .env("IACE__SERVER__HOST", "127.0.0.1")
             .env("IACE__SERVER__PORT", port.to_string())
+            .env("IACE__SERVER__OPS_PORT", ops_port.to_string())
             .env("IACE__SERVER__PUBLIC_URL", &base_url)
             .env("IACE__SERVER__SHUTDOWN_TIMEOUT_SECS", "5")
             .env("IACE__DATABASE__URL", &options.database_url)
@@ -108,6 +113,7 @@ impl EngineProcess {
             },
             pid,
             base_url,
+            ops_url,
             log_path: options.log_path.clone(),
             http: awc::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -167,7 +173,7 @@ impl EngineProcess {
     pub async fn scrape(&self) -> anyhow::Result<Scrape> {
         let mut response = self
             .http
-            .get(format!("{}/metrics", self.base_url))
+            .get(format!("{}/metrics", self.ops_url))
             .send()
             .await
             .map_err(|e| anyhow::anyhow!("scrape /metrics: {e}"))?;

@@ -1,5 +1,6 @@
 //! The HTTP surface: routes by resource, request middleware and the shared application state.
 
+pub mod admin;
 pub mod agents;
 pub mod auth;
 pub mod calls;
@@ -9,6 +10,7 @@ pub mod learning;
 pub mod media_ws;
 pub mod metrics;
 pub mod middleware;
+pub mod ops;
 pub mod patterns;
 pub mod users;
 pub mod webhooks;
@@ -64,10 +66,10 @@ impl AppState {
     }
 }
 
-/// Registers every route. The same function serves `main` and the tests.
+/// Registers every public route (`/metrics` and `/admin/*` are on the ops listener, `ops.rs`).
+/// The same function serves `main` and the tests.
 pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     cfg.configure(health::configure)
-        .configure(metrics::configure)
         .configure(auth::configure)
         .configure(users::configure)
         .configure(webhooks::configure)

@@ -245,10 +245,28 @@ impl Metrics {
     /// Records one finished request.
     pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
         let status = status.to_string();
-        let labels = [route, method, status.as_str()];
+        let labels = [route, method_label(method), status.as_str()];
         self.http_requests.with_label_values(&labels).inc();
         self.http_duration
             .with_label_values(&labels)
             .observe(seconds);
+    }
+}
+
+/// The `method` label: one of the standard methods, or `other`, so clients sending arbitrary
+/// method names cannot create series without bound.
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(super::method_label("GET"), "GET");
+        assert_eq!(super::method_label("DELETE"), "DELETE");
+        assert_eq!(super::method_label("BREW"), "other");
+        assert_eq!(super::method_label("get"), "other");
     }
 }

@@ -832,7 +832,7 @@ async fn login_per_account_limit_answers_429_with_retry_after() {
     // Another account from the same address is not affected.
     let other = app.create_user(org, Role::Agent).await;
     app.login(&other).await;
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.ops_get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains(r#"iace_auth_logins_total{outcome="rate_limited"} 1"#),
         "{metrics}"
@@ -888,7 +888,7 @@ async fn login_still_works_when_redis_is_unreachable_and_the_failure_is_counted(
     let user = app.create_user(org, Role::Agent).await;
     let tokens = app.login(&user).await;
     assert_eq!(me_with(&app, &tokens.access).await.status(), 200);
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.ops_get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains(r#"iace_auth_redis_failures_total{operation="rate_limit"} 2"#),
         "{metrics}"

@@ -547,7 +547,7 @@ async fn malformed_media_frames_are_counted_and_leave_the_call_alive() {
     .unwrap();
     // Whatever the engine says back (greeting audio), the socket and the call stay up.
     let _ = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.ops_get("/metrics").await.text().await.unwrap();
     for reason in [
         "malformed",
         "bad_payload",
@@ -760,7 +760,7 @@ async fn embeddings_down_during_a_call_do_not_hold_the_turn_up() {
         "{call}"
     );
     // The turn went on without retrieval: the retrieval was cut at its budget.
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.ops_get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains(r#"iace_retrieval_duration_seconds_count{result="timed_out"}"#),
         "{metrics}"

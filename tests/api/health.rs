@@ -138,7 +138,7 @@ async fn metrics_count_requests_by_route_template_method_and_status() {
         assert_eq!(app.get("/health").await.status(), 200);
     }
     assert_eq!(app.get("/no/such/route").await.status(), 404);
-    let text = app.get("/metrics").await.text().await.unwrap();
+    let text = app.ops_get("/metrics").await.text().await.unwrap();
     assert!(
         text.contains(r#"iace_http_requests_total{method="GET",route="/health",status="200"} 3"#),
         "{text}"

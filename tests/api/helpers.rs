@@ -22,6 +22,8 @@ use uuid::Uuid;
 
 pub struct TestApp {
     pub address: String,
+    /// The ops listener (`/metrics`, `/admin/*`).
+    pub ops_address: String,
     pub port: u16,
     pub settings: Settings,
     pub db_name: String,
@@ -260,11 +262,13 @@ async fn spawn_app_on(
         .await
         .expect("application builds");
     let port = app.port();
+    let ops_port = app.ops_port();
     let shutdown = app.shutdown_handle();
     let state = app.state().clone();
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
+        ops_address: format!("http://127.0.0.1:{ops_port}"),
         port,
         settings,
         db_name,
@@ -302,6 +306,15 @@ where
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
+    }
+
+    /// `GET` on the ops listener.
+    pub async fn ops_get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.ops_address))
+            .send()
+            .await
+            .expect("request sent")
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

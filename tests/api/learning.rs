@@ -666,7 +666,7 @@ async fn retrieval_with_embeddings_stalled_returns_within_the_budget() {
         Some("Called twice about slow wifi"),
         "what was ready in time is kept"
     );
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.ops_get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains("iace_retrieval_duration_seconds_count{result=\"timed_out\"} 1"),
         "{metrics}"

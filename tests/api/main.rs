@@ -18,6 +18,7 @@ mod conversation;
 mod health;
 mod learning;
 mod migrations;
+mod ops;
 mod sentry;
 mod telnyx;
 mod voice;
