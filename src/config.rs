@@ -85,6 +85,15 @@ pub struct Settings {
     pub calls: CallSettings,
     pub recorder: RecorderSettings,
     pub auth: AuthSettings,
+    pub admin: AdminSettings,
+}
+
+/// The operator surface (`/admin/*` on the ops listener).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token of operators; empty disables every admin endpoint (401).
+    pub operator_token: Secret,
 }
 
 fn default_env() -> Environment {

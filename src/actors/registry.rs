@@ -231,6 +231,18 @@ impl CallRegistry {
         total
     }
 
+    /// The ids of the calls live on this instance.
+    pub async fn live_ids(&self) -> Vec<CallId> {
+        let Some(shards) = self.inner.shards.get() else {
+            return Vec::new();
+        };
+        let mut ids = Vec::new();
+        for shard in shards {
+            ids.extend(shard.send(ListCalls).await.unwrap_or_default());
+        }
+        ids
+    }
+
     /// Called by a call as it stops.
     pub fn call_ended(&self, ended: CallEnded) {
         if let Some(ccid) = &ended.control_id {
@@ -291,6 +303,10 @@ struct FindCall(CallId);
 #[rtype(result = "usize")]
 struct CountCalls;
 
+#[derive(Message)]
+#[rtype(result = "Vec<CallId>")]
+struct ListCalls;
+
 /// A call stopped; forget it.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -336,6 +352,13 @@ impl Handler<CountCalls> for RegistryShard {
     type Result = usize;
     fn handle(&mut self, _: CountCalls, _: &mut Self::Context) -> usize {
         self.calls.len()
+    }
+}
+
+impl Handler<ListCalls> for RegistryShard {
+    type Result = Vec<CallId>;
+    fn handle(&mut self, _: ListCalls, _: &mut Self::Context) -> Vec<CallId> {
+        self.calls.keys().copied().collect()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Persistence: the diesel schema, the Postgres and Redis pools, embedded migrations and the
 //! query functions. Every query on tenant data takes the organization id and filters by it.
 
+pub mod admin;
 pub mod agents;
 pub mod calls;
 pub mod events;

@@ -8,6 +8,7 @@
 
 mod helpers;
 
+mod admin;
 mod auth;
 mod bench;
 mod bench_calls;

@@ -1,0 +1,62 @@
+//! Operator reads and repairs for `/admin/*`. These cross organizations on purpose (the operator
+//! runs the whole instance); nothing here is reachable with a tenant's token.
+
+use crate::store::calls::CallRow;
+use crate::store::jobs::JobRow;
+use crate::store::schema::{calls, jobs};
+use crate::store::StoreError;
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+/// A call by id, whatever its organization.
+pub async fn call(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<CallRow>, StoreError> {
+    Ok(calls::table
+        .filter(calls::id.eq(id))
+        .select(CallRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Jobs by status (pending, running, succeeded, failed).
+pub async fn job_counts(conn: &mut AsyncPgConnection) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(jobs::table
+        .group_by(jobs::status)
+        .select((jobs::status, diesel::dsl::count_star()))
+        .order(jobs::status)
+        .load(conn)
+        .await?)
+}
+
+/// The most recently failed jobs, newest first.
+pub async fn failed_jobs(
+    conn: &mut AsyncPgConnection,
+    limit: i64,
+) -> Result<Vec<JobRow>, StoreError> {
+    Ok(jobs::table
+        .filter(jobs::status.eq("failed"))
+        .order(jobs::updated_at.desc())
+        .limit(limit)
+        .select(JobRow::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// Puts a failed job back in the queue, due now, with its attempts reset. False when no failed
+/// job has that id.
+pub async fn retry_job(conn: &mut AsyncPgConnection, id: Uuid) -> Result<bool, StoreError> {
+    let now = chrono::Utc::now();
+    let updated = diesel::update(jobs::table)
+        .filter(jobs::id.eq(id))
+        .filter(jobs::status.eq("failed"))
+        .set((
+            jobs::status.eq("pending"),
+            jobs::attempts.eq(0),
+            jobs::run_at.eq(now),
+            jobs::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(updated == 1)
+}

@@ -1,0 +1,237 @@
+//! `/admin/*` on the ops listener: refused without the operator token and on the public port;
+//! each action on a live call (list, detail, hang-up), drain, jobs, log filter, config,
+//! migrations.
+
+use crate::helpers::{spawn_app_with, TestApp};
+use diesel_async::RunQueryDsl;
+use serde_json::Value;
+
+const TOKEN: &str = "operator-token-for-tests";
+
+async fn admin_app() -> TestApp {
+    spawn_app_with(|s| s.admin.operator_token = iace::config::Secret::new(TOKEN)).await
+}
+
+async fn admin(app: &TestApp, method: reqwest::Method, path: &str) -> reqwest::Response {
+    app.client
+        .request(method, format!("{}{path}", app.ops_address))
+        .bearer_auth(TOKEN)
+        .header("X-Operator", "alice")
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn admin_json(app: &TestApp, method: reqwest::Method, path: &str) -> (u16, Value) {
+    let res = admin(app, method, path).await;
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[actix_web::test]
+async fn admin_refuses_without_the_operator_token_and_on_the_public_port() {
+    let app = admin_app().await;
+    for path in [
+        "/admin/calls",
+        "/admin/config",
+        "/admin/jobs",
+        "/admin/migrations",
+    ] {
+        let none = app
+            .client
+            .get(format!("{}{path}", app.ops_address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(none.status(), 401, "{path}");
+        let wrong = app
+            .client
+            .get(format!("{}{path}", app.ops_address))
+            .bearer_auth("operator-token-for-testz")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401, "{path}");
+        assert_eq!(
+            admin(&app, reqwest::Method::GET, path).await.status(),
+            200,
+            "{path}"
+        );
+        // Not on the public port, token or not.
+        let public = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(public.status(), 404, "{path}");
+    }
+}
+
+#[actix_web::test]
+async fn admin_is_off_when_no_operator_token_is_configured() {
+    let app = spawn_app_with(|_| {}).await;
+    let res = app
+        .client
+        .get(format!("{}/admin/calls", app.ops_address))
+        .bearer_auth("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}
+
+#[actix_web::test]
+async fn operator_lists_reads_and_hangs_up_a_live_call() {
+    let app = admin_app().await;
+    let t = app.create_tenant("+15550101301").await;
+    let ccid = app
+        .telnyx
+        .place_inbound_call("+15559991301", "+15550101301");
+    let id = app.call_id_for(&t, &ccid).await;
+    app.wait_for_status(&t, id, "streaming").await;
+
+    let (status, list) = admin_json(&app, reqwest::Method::GET, "/admin/calls").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["live"], 1, "{list}");
+    assert_eq!(list["calls"][0]["id"], id.to_string());
+    assert_eq!(list["calls"][0]["organization_id"], t.org.to_string());
+
+    let (status, one) = admin_json(&app, reqwest::Method::GET, &format!("/admin/calls/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(one["live_here"], true, "{one}");
+    assert_eq!(one["status"], "streaming");
+
+    let (status, _) = admin_json(
+        &app,
+        reqwest::Method::POST,
+        &format!("/admin/calls/{id}/hangup"),
+    )
+    .await;
+    assert_eq!(status, 202);
+    app.wait_for_status(&t, id, "ended").await;
+    let (status, after) = admin_json(
+        &app,
+        reqwest::Method::POST,
+        &format!("/admin/calls/{id}/hangup"),
+    )
+    .await;
+    assert_eq!(status, 409, "{after}");
+    let missing = uuid::Uuid::new_v4();
+    let (status, _) = admin_json(
+        &app,
+        reqwest::Method::GET,
+        &format!("/admin/calls/{missing}"),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[actix_web::test]
+async fn drain_turns_readiness_off() {
+    let app = admin_app().await;
+    assert_eq!(app.get("/health/ready").await.status(), 200);
+    let (status, body) = admin_json(&app, reqwest::Method::POST, "/admin/drain").await;
+    assert_eq!((status, body["status"].as_str()), (202, Some("draining")));
+    let res = app.get("/health/ready").await;
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "shutting_down");
+}
+
+#[actix_web::test]
+async fn operator_sees_failed_jobs_and_retries_one() {
+    let app = admin_app().await;
+    let org = app.create_org("jobs-org").await;
+    let job = uuid::Uuid::new_v4();
+    let mut conn = app.state.db.get().await.unwrap();
+    diesel::sql_query(
+        "INSERT INTO jobs (id, organization_id, kind, status, attempts, max_attempts, last_error) \
+         VALUES ($1, $2, 'summarize', 'failed', 5, 5, 'groq timed out')",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(job)
+    .bind::<diesel::sql_types::Uuid, _>(org)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let (status, body) = admin_json(&app, reqwest::Method::GET, "/admin/jobs").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["counts"]["failed"], 1, "{body}");
+    assert_eq!(body["failed"][0]["id"], job.to_string());
+    assert_eq!(body["failed"][0]["last_error"], "groq timed out");
+
+    let (status, _) = admin_json(
+        &app,
+        reqwest::Method::POST,
+        &format!("/admin/jobs/{job}/retry"),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let (_, body) = admin_json(&app, reqwest::Method::GET, "/admin/jobs").await;
+    assert_eq!(body["counts"]["pending"], 1, "{body}");
+    assert!(body["counts"]["failed"].is_null(), "{body}");
+    // Only a failed job can be retried.
+    let (status, _) = admin_json(
+        &app,
+        reqwest::Method::POST,
+        &format!("/admin/jobs/{job}/retry"),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[actix_web::test]
+async fn config_is_redacted_and_migrations_are_listed() {
+    let app = admin_app().await;
+    let res = admin(&app, reqwest::Method::GET, "/admin/config").await;
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("ops_port"), "{text}");
+    assert!(text.contains("[redacted]"));
+    assert!(!text.contains(TOKEN), "{text}");
+    assert!(!text.contains(app.settings.database.url.expose()));
+
+    let (status, body) = admin_json(&app, reqwest::Method::GET, "/admin/migrations").await;
+    assert_eq!(status, 200);
+    let all = body["migrations"].as_array().unwrap();
+    assert!(all.len() >= 3, "{body}");
+    assert!(all.iter().all(|m| m["applied"] == true), "{body}");
+}
+
+#[actix_web::test]
+async fn log_filter_changes_at_run_time() {
+    // Installs the process's subscriber (silent: the filter lets nothing through).
+    let mut quiet = crate::helpers::test_settings();
+    quiet.log.level = "off".into();
+    iace::telemetry::init(&quiet);
+    let app = admin_app().await;
+    let res = app
+        .client
+        .put(format!("{}/admin/log-filter", app.ops_address))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({ "filter": "off,iace::no_such_module=debug" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (_, now) = admin_json(&app, reqwest::Method::GET, "/admin/log-filter").await;
+    assert!(
+        now["filter"]
+            .as_str()
+            .unwrap()
+            .contains("iace::no_such_module=debug"),
+        "{now}"
+    );
+    let bad = app
+        .client
+        .put(format!("{}/admin/log-filter", app.ops_address))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({ "filter": "iace=notalevel" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    let _ = iace::telemetry::set_log_filter("off");
+}
