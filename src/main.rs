@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     iace::telemetry::init(&settings);
     iace::install_crypto_provider();
     match cli.command {
-        Command::Migrate { revert_all } => cli::migrate::run(&settings, revert_all),
+        Command::Migrate { action, revert_all } => cli::migrate::run(&settings, action, revert_all),
         Command::Serve => cli::serve::run(settings),
         Command::Sim {
             action: None,

@@ -28,8 +28,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the engine: HTTP API, webhooks, media sockets. Stops cleanly on SIGTERM or SIGINT.
     Serve,
-    /// Apply pending database migrations (idempotent), or revert them all.
+    /// Apply pending database migrations (idempotent), or revert them all; `status` lists
+    /// applied and pending ones, `revert --steps N` undoes the newest N.
     Migrate {
+        #[command(subcommand)]
+        action: Option<MigrateAction>,
         /// Revert every applied migration instead (destroys data; for development).
         #[arg(long)]
         revert_all: bool,
@@ -199,6 +202,18 @@ pub struct ApiArgs {
     pub engine_env: Vec<(String, String)>,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+pub enum MigrateAction {
+    /// Every migration, oldest first, marked applied or pending.
+    Status,
+    /// Revert the newest applied migrations (a rollback: run the previous release's code after).
+    Revert {
+        /// How many to revert.
+        #[arg(long, default_value_t = 1)]
+        steps: usize,
+    },
 }
 
 #[derive(Subcommand)]

@@ -255,3 +255,60 @@ async fn admin_creates_an_organization_and_users_who_can_log_in() {
     let (success, _, stderr) = run(&args, Some("short\n"));
     assert!(!success && stderr.contains("password"), "{stderr}");
 }
+
+/// `iace migrate status` lines: (state, version).
+fn migrate_status(url: &str) -> Vec<(String, String)> {
+    let out = iace()
+        .args(["migrate", "status"])
+        .env("IACE__DATABASE__URL", url)
+        .output()
+        .expect("run iace");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(state, version)| (state.to_owned(), version.trim().to_owned()))
+        .collect()
+}
+
+#[test]
+fn migrate_status_and_revert_steps_round_trip() {
+    let db = crate::helpers::empty_database();
+    let url = with_database(test_settings().database.url.expose(), &db);
+    let before = migrate_status(&url);
+    assert!(before.len() >= 3, "{before:?}");
+    assert!(before.iter().all(|(s, _)| s == "pending"), "{before:?}");
+
+    let run = |args: &[&str]| {
+        let out = iace()
+            .args(args)
+            .env("IACE__DATABASE__URL", &url)
+            .output()
+            .expect("run iace");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["migrate"]);
+    let applied = migrate_status(&url);
+    assert!(applied.iter().all(|(s, _)| s == "applied"), "{applied:?}");
+
+    let newest = &applied.last().unwrap().1;
+    let out = run(&["migrate", "revert", "--steps", "1"]);
+    assert!(out.contains(&format!("reverted {newest}")), "{out}");
+    let after = migrate_status(&url);
+    let (last, rest) = after.split_last().unwrap();
+    assert_eq!(last, &("pending".to_owned(), newest.clone()));
+    assert!(rest.iter().all(|(s, _)| s == "applied"), "{after:?}");
+
+    run(&["migrate"]);
+    assert_eq!(migrate_status(&url), applied);
+    crate::helpers::drop_database(&db);
+}
