@@ -16,6 +16,7 @@ mod caller;
 mod calls;
 mod cli;
 mod conversation;
+mod deploy_files;
 mod health;
 mod learning;
 mod migrations;
