@@ -147,6 +147,12 @@ pub enum EndReason {
     SetupFailed,
     /// The engine shut down with the call still live.
     Shutdown,
+    /// The instance running the call died (its heartbeat lapsed); a peer ended the call.
+    InstanceLost,
+    /// The call's actor panicked or stopped without finishing; its shard ended the call.
+    InternalError,
+    /// The instance was draining for a deploy and its deadline came with the call still live.
+    InstanceDraining,
 }
 
 impl EndReason {
@@ -158,6 +164,9 @@ impl EndReason {
             EndReason::Transferred => "transferred",
             EndReason::SetupFailed => "setup_failed",
             EndReason::Shutdown => "shutdown",
+            EndReason::InstanceLost => "instance_lost",
+            EndReason::InternalError => "internal_error",
+            EndReason::InstanceDraining => "instance_draining",
         }
     }
 }
@@ -215,7 +224,12 @@ pub fn outcome_for(direction: Direction, last_state: CallState, reason: EndReaso
     }
     match reason {
         EndReason::Hangup => Outcome::Resolved,
-        EndReason::TimeLimit | EndReason::NoMedia | EndReason::Shutdown => Outcome::Failed,
+        EndReason::TimeLimit
+        | EndReason::NoMedia
+        | EndReason::Shutdown
+        | EndReason::InstanceLost
+        | EndReason::InternalError
+        | EndReason::InstanceDraining => Outcome::Failed,
         EndReason::Transferred | EndReason::SetupFailed => Outcome::Failed,
     }
 }

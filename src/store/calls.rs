@@ -42,6 +42,8 @@ pub struct CallChanges {
     pub sentiment_avg: Option<f32>,
     pub sentiment_min: Option<f32>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// The instance whose actor runs the call (see `crate::cluster`).
+    pub owner_instance: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
@@ -70,6 +72,7 @@ pub struct CallRow {
     pub sentiment_min: Option<f32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub owner_instance: Option<String>,
 }
 
 pub async fn insert(conn: &mut AsyncPgConnection, call: &NewCall) -> Result<(), StoreError> {
