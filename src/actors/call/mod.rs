@@ -49,7 +49,7 @@ pub struct CallDeps {
     /// Retrieval of patterns and caller memory for each turn.
     pub learning: crate::learning::Learning,
     /// The engine's own latency per stage, and media frame counts.
-    pub voice_metrics: crate::http::metrics::VoiceMetrics,
+    pub voice_metrics: crate::telemetry::metrics::VoiceMetrics,
 }
 
 /// How the call came to be.
