@@ -9,6 +9,7 @@ mod bench;
 mod bench_calls;
 mod caller;
 mod calls;
+mod cluster;
 mod cli;
 mod conversation;
 mod health;
