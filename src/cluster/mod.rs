@@ -124,6 +124,14 @@ impl Cluster {
             .is_ok()
     }
 
+    /// Gives back a slot taken by [`Cluster::try_admit`] for a call that never started.
+    pub fn release_slot(&self) {
+        let _ = self
+            .inner
+            .live
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
     /// A call admitted by [`Cluster::try_admit`] started here: take its lease (renewed by the
     /// heartbeat from now on).
     pub fn call_started(&self, id: CallId) {
@@ -140,10 +148,7 @@ impl Cluster {
 
     /// The call ended (or was given up before it started): its slot and lease are released.
     pub fn call_ended(&self, id: CallId) {
-        let _ = self
-            .inner
-            .live
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        self.release_slot();
         if self.owned().remove(&id) {
             let (leases, me) = (self.inner.leases.clone(), self.id().to_owned());
             actix::spawn(async move {

@@ -222,6 +222,63 @@ impl Takeover {
         ended
     }
 
+    /// A webhook reached this instance for a live call that no live instance runs (its owner's
+    /// heartbeat lapsed): end it now rather than at the next sweep.
+    pub async fn adopt_if_orphaned(&self, row: &CallRow) {
+        let Some(owner) = row.owner_instance.as_deref() else {
+            return;
+        };
+        if owner == self.cluster.id() {
+            return; // ours, and not in the registry: its actor is ending right now
+        }
+        match self.cluster.directory().get(owner).await {
+            Ok(None) => {
+                self.end_claimed(std::slice::from_ref(row), EndReason::InstanceLost)
+                    .await;
+            }
+            Ok(Some(_)) => {} // alive: the event was routed here on purpose (its copy is stored)
+            Err(e) => tracing::debug!(error = %e, "owner liveness unknown; the sweeper decides"),
+        }
+    }
+
+    /// A call actor of this instance was dropped without finishing (a panic): its leg is
+    /// hung up (or transferred) and its row ended `internal_error`.
+    pub async fn end_lost_actor(
+        &self,
+        id: CallId,
+        organization_id: Option<uuid::Uuid>,
+        control_id: Option<String>,
+    ) {
+        let row = match organization_id {
+            Some(org) => match self.db.get().await {
+                Ok(mut conn) => crate::store::calls::find(&mut conn, org, id.0)
+                    .await
+                    .ok()
+                    .flatten(),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        match row {
+            Some(row) => {
+                if let Err(e) = self.end_call(&row, EndReason::InternalError).await {
+                    tracing::error!(call_id = %id, error = %e, "lost call not ended");
+                }
+            }
+            // No row (no tenant yet): only the Telnyx leg is left to end.
+            None => {
+                if let Some(ccid) = control_id {
+                    if let Err(e) = self.telnyx.hangup(&ccid).await {
+                        tracing::warn!(call_id = %id, error = %e, "hangup of a lost call failed");
+                    }
+                }
+                self.taken_over
+                    .with_label_values(&[EndReason::InternalError.as_str()])
+                    .inc();
+            }
+        }
+    }
+
     /// Reconciles once, then sweeps every `cluster.sweep_interval_ms` for as long as the
     /// arbiter runs.
     pub fn start(self) {

@@ -10,6 +10,7 @@ pub mod media_ws;
 pub mod metrics;
 pub mod middleware;
 pub mod patterns;
+pub mod routing;
 pub mod users;
 pub mod webhooks;
 
@@ -52,6 +53,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::AuthService>,
     /// Embeddings and retrieval (the dialogue's `Retriever` is `learning.retriever`).
     pub learning: crate::learning::Learning,
+    /// This instance in the cluster: identity, admission, routing to a call's owner.
+    pub cluster: crate::cluster::Cluster,
 }
 
 /// Registers every route. The same function serves `main` and the tests.

@@ -22,6 +22,8 @@ pub struct NewCall {
     pub call_session_id: Option<String>,
     pub status: String,
     pub started_at: DateTime<Utc>,
+    /// The instance whose actor runs the call (see `crate::cluster`).
+    pub owner_instance: Option<String>,
 }
 
 /// A partial update; `None` leaves a column alone.

@@ -3,8 +3,7 @@
 //! killed instance ended within 10 s, drain on SIGTERM, admission control; plus the Redis
 //! directory and leases on their own.
 
-#[allow(dead_code)] // the call scenarios (calls.rs) arrive with the engine side of issue 11
+mod calls;
 mod fixture;
-#[allow(dead_code)]
 mod front_proxy;
 mod redis_keys;
