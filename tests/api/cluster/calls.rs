@@ -77,7 +77,7 @@ async fn thirty_calls_hold_their_conversations(routing: &'static str) {
         "every media socket reached its owner: {stats:?}"
     );
     if routing == "fly-replay" {
-        // Round-robin put two thirds of the sockets and webhooks on a non-owner first.
+        // Random placement put about two thirds of the sockets and webhooks on a non-owner first.
         assert!(stats.upgrade_replays > 0, "{stats:?}");
         assert!(stats.replays > stats.upgrade_replays, "{stats:?}");
     } else {

@@ -1,5 +1,5 @@
-//! A small front proxy for the cluster tests, standing in for Fly's proxy: it round-robins each
-//! request (one request per connection) over the instances it knows, skips one that refuses the
+//! A small front proxy for the cluster tests, standing in for Fly's proxy: it sends each request
+//! (one request per connection) to a random instance it knows, skips one that refuses the
 //! connection (as Fly's health checks would), and, in `fly-replay` mode, honours the
 //! `fly-replay` response header as Fly documents it: `instance=<id>` replays the request to that
 //! instance, `elsewhere=true` to any instance but the one that answered, `state=` is handed on;
@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -23,7 +22,7 @@ const MAX_HEAD: usize = 64 * 1024;
 pub enum ProxyMode {
     /// Honour `fly-replay` (Fly's proxy).
     FlyReplay,
-    /// A plain round-robin load balancer.
+    /// A plain load balancer.
     Plain,
 }
 
@@ -53,7 +52,6 @@ pub struct FrontProxy {
     pub port: u16,
     mode: ProxyMode,
     state: Arc<Mutex<State>>,
-    next: Arc<AtomicUsize>,
 }
 
 /// A parsed request or response head.
@@ -149,7 +147,6 @@ impl FrontProxy {
             port,
             mode,
             state: Arc::default(),
-            next: Arc::default(),
         };
         let serving = proxy.clone();
         std::thread::spawn(move || {
@@ -193,7 +190,9 @@ impl FrontProxy {
         if candidates.is_empty() {
             return None;
         }
-        let i = self.next.fetch_add(1, Ordering::SeqCst) % candidates.len();
+        // Random, like a balancer under real traffic: a strict rotation can line up with a
+        // call's fixed number of webhooks and send every `call.initiated` to one instance.
+        let i = rand::random::<usize>() % candidates.len();
         Some(candidates[i].clone())
     }
 

@@ -7,3 +7,4 @@ mod calls;
 mod fixture;
 mod front_proxy;
 mod redis_keys;
+mod supervision;
