@@ -25,7 +25,9 @@ pub struct CallRegistry {
 struct Inner {
     shards: OnceLock<Vec<Addr<RegistryShard>>>,
     arbiters: Vec<Arbiter>,
-    /// Telnyx `call_control_id` → our id. Written only by shards; read by webhook routing.
+    /// Telnyx `call_control_id` → our id. Written only on the shards' threads (a shard binds an
+    /// inbound call's id as it starts it, a call binds the id its dial returned, a call unbinds
+    /// as it ends); read by webhook routing on the HTTP threads.
     control_ids: RwLock<HashMap<String, CallId>>,
     db: DbPool,
     /// Ends calls whose actor is gone, and knows this instance's place in the cluster.
@@ -92,7 +94,8 @@ impl CallRegistry {
             .copied()
     }
 
-    /// Called by the call that learned its Telnyx id (on its own shard's thread).
+    /// Called on a shard's thread: by the shard starting an inbound call, or by the call that
+    /// learned its Telnyx id from its dial.
     pub fn bind_control_id(&self, ccid: &str, id: CallId) {
         self.bind_locally(ccid, id);
         self.inner.takeover.cluster.bind_control_id(ccid, id);
@@ -152,10 +155,11 @@ impl CallRegistry {
                 if !self.inner.takeover.cluster.try_admit() {
                     return self.refuse_busy(event);
                 }
+                // The shard binds the control id as it starts the call. The call's next webhook
+                // comes over another request, after a database write, by which time the shard
+                // has long started it; after our answer every event carries our id in
+                // `client_state` as well.
                 let id = CallId::new();
-                if let Some(ccid) = &event.payload.call_control_id {
-                    self.bind_control_id(ccid, id);
-                }
                 if let Some(shard) = self.shard(id) {
                     shard.do_send(StartCall {
                         id,
@@ -380,6 +384,11 @@ impl Handler<StartCall> for RegistryShard {
             // Admitted twice for one call: give the second slot back.
             self.deps.cluster.release_slot();
             return;
+        }
+        if let Origin::Inbound { event } = &msg.origin {
+            if let Some(ccid) = &event.payload.call_control_id {
+                self.deps.registry.bind_control_id(ccid, msg.id);
+            }
         }
         let call = Call::new(msg.id, msg.from, msg.to, msg.origin, self.deps.clone()).start();
         self.calls.insert(msg.id, call);

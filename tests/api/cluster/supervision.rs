@@ -20,14 +20,10 @@ async fn a_panicking_call_actor_is_ended_internal_error_with_its_sockets_closed_
         s.calls.fault_injection = true;
     })
     .await;
-    let t = crate::calls::tenant(&app, NUMBER).await;
+    let t = app.create_tenant(NUMBER).await;
     let ccid = app.telnyx.place_inbound_call("+15559990311", NUMBER);
-    let id = wait_until(Duration::from_secs(30), "the call streaming", || async {
-        let res = app.get_as(&t.token, "/api/v1/calls?status=streaming").await;
-        let body: serde_json::Value = res.json().await.ok()?;
-        body["data"][0]["id"].as_str()?.parse::<uuid::Uuid>().ok()
-    })
-    .await;
+    let id = app.call_id_for(&t, &ccid).await;
+    app.wait_for_status(&t, id, "streaming").await;
     let voice = app.voice.as_ref().unwrap();
     wait_until(
         Duration::from_secs(20),
@@ -46,12 +42,7 @@ async fn a_panicking_call_actor_is_ended_internal_error_with_its_sockets_closed_
     call.do_send(InjectPanic);
 
     // Ended by its shard: reason internal_error, the leg handed to the profile's human.
-    let row = wait_until(Duration::from_secs(15), "the call ended", || async {
-        let res = app.get_as(&t.token, &format!("/api/v1/calls/{id}")).await;
-        let body: serde_json::Value = res.json().await.ok()?;
-        (body["status"] == "ended").then_some(body)
-    })
-    .await;
+    let row = app.wait_for_status(&t, id, "ended").await;
     assert_eq!(row["end_reason"], "internal_error", "{row}");
     let leg = app.telnyx.call(&ccid).expect("the Telnyx leg");
     assert_eq!(
