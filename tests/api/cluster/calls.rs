@@ -96,36 +96,49 @@ async fn thirty_calls_with_forward_routing_behind_a_plain_balancer_hold_their_co
     thirty_calls_hold_their_conversations("forward").await;
 }
 
+/// Places `calls` calls `gap_ms` apart and waits until every one is streaming.
+async fn place_streaming_calls(
+    cluster: &TestCluster,
+    calls: usize,
+    gap_ms: u64,
+) -> Vec<fixture::CallRowView> {
+    for i in 0..calls {
+        cluster.place_call(i);
+        tokio::time::sleep(Duration::from_millis(gap_ms)).await;
+    }
+    crate::helpers::wait_until(Duration::from_secs(120), "every call streaming", || async {
+        let rows = cluster.rows().await;
+        (rows.len() == calls && rows.iter().all(|r| r.status == "streaming")).then_some(rows)
+    })
+    .await
+}
+
+/// The instance owning the most of `rows` and the Telnyx ids of its calls.
+fn busiest(rows: &[fixture::CallRowView]) -> (String, Vec<String>) {
+    let mut by_owner: HashMap<String, Vec<String>> = HashMap::new();
+    for row in rows {
+        by_owner
+            .entry(row.owner_instance.clone().unwrap())
+            .or_default()
+            .push(row.call_control_id.clone().unwrap());
+    }
+    by_owner.into_iter().max_by_key(|(_, c)| c.len()).unwrap()
+}
+
 #[actix_web::test]
 async fn killing_the_owner_of_ten_live_calls_ends_each_within_ten_seconds_as_instance_lost() {
     let mut options = ClusterOptions::new("fly-replay");
     options.script = lingering(40_000);
     let cluster = TestCluster::start(options).await;
     let calls = 30;
-    for i in 0..calls {
-        cluster.place_call(i);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     // Every call answered and streaming, each with an owner.
-    let rows =
-        crate::helpers::wait_until(Duration::from_secs(60), "every call streaming", || async {
-            let rows = cluster.rows().await;
-            (rows.len() == calls && rows.iter().all(|r| r.status == "streaming")).then_some(rows)
-        })
-        .await;
-    let mut by_owner: HashMap<String, Vec<String>> = HashMap::new();
-    for row in &rows {
-        by_owner
-            .entry(row.owner_instance.clone().unwrap())
-            .or_default()
-            .push(row.call_control_id.clone().unwrap());
-    }
-    let (victim, victim_calls) = by_owner
-        .iter()
-        .max_by_key(|(_, c)| c.len())
-        .map(|(v, c)| (v.clone(), c.clone()))
-        .unwrap();
-    assert!(victim_calls.len() >= 10, "{by_owner:?}");
+    let rows = place_streaming_calls(&cluster, calls, 50).await;
+    let (victim, victim_calls) = busiest(&rows);
+    assert!(
+        victim_calls.len() >= 10,
+        "{victim} owns {}",
+        victim_calls.len()
+    );
 
     let mut cluster = cluster;
     let index = cluster.index_of(&victim);
@@ -233,9 +246,12 @@ async fn admission_sends_the_sixth_call_to_a_peer_and_refuses_when_every_instanc
     options.max_live_per_instance = 5;
     options.script = lingering(30_000);
     let cluster = TestCluster::start(options).await;
+    // Peers are chosen from the directory, which is as fresh as the last heartbeat (500 ms
+    // here): calls placed faster than that can be sent to a peer that just filled up, which
+    // then refuses them. One call per heartbeat keeps this test about admission, not that race.
     for i in 0..15 {
         cluster.place_call(i);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
     }
     let rows =
         crate::helpers::wait_until(Duration::from_secs(60), "15 calls streaming", || async {
@@ -300,4 +316,60 @@ async fn admission_sends_the_sixth_call_to_a_peer_and_refuses_when_every_instanc
 struct ProfileId {
     #[diesel(sql_type = diesel::sql_types::Uuid)]
     id: uuid::Uuid,
+}
+
+/// BENCHMARKS.md's cluster row: 150 calls through the front proxy over three instances, the
+/// busiest instance killed mid-run. Prints calls lost, records lost and time to clean-up.
+/// Slow: run with `cargo test --test api cluster_bench -- --ignored --nocapture`.
+#[actix_web::test]
+#[ignore]
+async fn cluster_bench_150_calls_one_instance_killed() {
+    let calls = 150;
+    let mut options = ClusterOptions::new("fly-replay");
+    options.script = lingering(20_000);
+    let mut cluster = TestCluster::start(options).await;
+    let started = Instant::now();
+    let rows = place_streaming_calls(&cluster, calls, 40).await;
+    let mut by_owner: HashMap<String, usize> = HashMap::new();
+    for row in &rows {
+        *by_owner
+            .entry(row.owner_instance.clone().unwrap())
+            .or_default() += 1;
+    }
+    let (victim, victim_calls) = busiest(&rows);
+    let victim_calls = victim_calls.len();
+    let index = cluster.index_of(&victim);
+    let engine = cluster.engines[index].take().unwrap();
+    let killed_at = Instant::now();
+    engine.kill().await;
+    crate::helpers::wait_until(Duration::from_secs(30), "orphans ended", || async {
+        let rows = cluster.rows().await;
+        rows.iter()
+            .filter(|r| r.owner_instance.as_deref() == Some(victim.as_str()))
+            .all(|r| r.status == "ended")
+            .then_some(())
+    })
+    .await;
+    let cleanup = killed_at.elapsed();
+    let outcomes = cluster.outcomes(calls, Duration::from_secs(180)).await;
+    let completed = outcomes
+        .iter()
+        .filter(|o| o.as_ref().is_ok_and(|r| r.ended == CallEnd::HungUp))
+        .count();
+    let rows = wait_rows_ended(&cluster, calls, Duration::from_secs(60)).await;
+    let records_lost = calls - rows.len();
+    println!(
+        "cluster bench: {calls} calls over 3 instances {by_owner:?}; killed {victim} with \
+         {victim_calls} live; completed {completed}, lost {}, records lost {records_lost}, \
+         clean-up {:.1} s after the kill, whole run {:.0} s",
+        calls - completed,
+        cleanup.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        calls - completed,
+        victim_calls,
+        "only the killed instance's calls lost"
+    );
+    assert_eq!(records_lost, 0);
 }
