@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod ops;
 pub mod patterns;
+pub mod routing;
 pub mod users;
 pub mod webhooks;
 
@@ -54,6 +55,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::AuthService>,
     /// Embeddings and retrieval (the dialogue's `Retriever` is `learning.retriever`).
     pub learning: crate::learning::Learning,
+    /// This instance in the cluster: identity, admission, routing to a call's owner.
+    pub cluster: crate::cluster::Cluster,
 }
 
 impl AppState {

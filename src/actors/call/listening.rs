@@ -177,8 +177,8 @@ impl Call {
         let Some(turn) = voice.speaking.as_ref() else {
             return;
         };
-        if turn.kind == TurnKind::Handoff {
-            return; // the hand-off line is said whatever happens
+        if matches!(turn.kind, TurnKind::Handoff | TurnKind::Goodbye) {
+            return; // the hand-off and goodbye lines are said whatever happens
         }
         let Some(mut turn) = voice.speaking.take() else {
             return;

@@ -8,6 +8,7 @@ use super::Call;
 use crate::actors::recorder::Write;
 use crate::actors::tts::{Speak, TtsNotice};
 use crate::domain::audio::ms_for_bytes;
+use crate::domain::call::EndReason;
 use crate::providers::groq::ChatMessage;
 use crate::providers::telnyx::media::OutboundFrame;
 use crate::store::utterances::NewUtterance;
@@ -200,8 +201,10 @@ impl Call {
         let text = turn.sentences.join(" ").trim().to_owned();
         let kind = turn.kind;
         self.record_agent_turn(turn, text, false);
-        if kind == TurnKind::Handoff {
-            self.hand_off(ctx);
+        match kind {
+            TurnKind::Handoff => self.hand_off(ctx),
+            TurnKind::Goodbye => self.terminate(EndReason::InstanceDraining, ctx),
+            TurnKind::Greeting | TurnKind::Reply => {}
         }
     }
 

@@ -41,6 +41,8 @@ pub(super) enum TurnKind {
     Greeting,
     Reply,
     Handoff,
+    /// The line said before a draining instance hangs up.
+    Goodbye,
 }
 
 impl AgentTurn {
