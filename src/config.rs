@@ -196,6 +196,10 @@ pub struct DeepgramSettings {
     pub connect_timeout_ms: u64,
     /// How often to send `KeepAlive` while no audio flows (Deepgram closes after 10 s).
     pub keepalive_interval_ms: u64,
+    /// Caller audio a call keeps for replay after a reconnect: audio Deepgram has not
+    /// finalised and audio that arrived while disconnected, each held to this much. Beyond it
+    /// (Deepgram stalled, or away for long) the oldest is dropped and counted, so memory stays flat.
+    pub replay_buffer_ms: u64,
 }
 
 /// Cartesia streaming text-to-speech. `base_url` is the socket origin (`wss://api.cartesia.ai`);

@@ -34,6 +34,7 @@ fn deepgram_settings(base_url: String, key: &str) -> DeepgramSettings {
         utterance_end_ms: 1000,
         connect_timeout_ms: 2000,
         keepalive_interval_ms: 4000,
+        replay_buffer_ms: 120_000,
     }
 }
 

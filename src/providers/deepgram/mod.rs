@@ -293,6 +293,7 @@ mod tests {
             utterance_end_ms: 1000,
             connect_timeout_ms: 5000,
             keepalive_interval_ms: 4000,
+            replay_buffer_ms: 120_000,
         }
     }
 

@@ -7,4 +7,5 @@ mod calls;
 mod fixture;
 mod front_proxy;
 mod redis_keys;
+mod stall;
 mod supervision;
