@@ -307,6 +307,9 @@ pub struct CallSettings {
     /// Admission control: above this many live calls, new calls go to a peer with room or are
     /// refused (`USER_BUSY`, API 503 `at_capacity`). 0 = no limit.
     pub max_live_per_instance: usize,
+    /// Admission control's CPU watermark: while this process used at least this share (percent
+    /// of all cores) over the last heartbeat, new calls go elsewhere as above. 0 = off.
+    pub max_cpu_percent: u32,
     /// Outbound audio frames queued for one media socket; when its reader stalls the oldest
     /// are dropped (and counted), so memory stays flat. 50 frames = 1 s.
     pub media_out_queue_frames: usize,
@@ -493,6 +496,12 @@ impl Settings {
             return fail(
                 "calls.max_duration_secs",
                 "must be between 1 and 14400 (Telnyx's limit)",
+            );
+        }
+        if self.calls.max_cpu_percent > 100 {
+            return fail(
+                "calls.max_cpu_percent",
+                "must be between 0 (off) and 100 (percent of all cores)",
             );
         }
         if !(5..=600).contains(&self.calls.ring_timeout_secs) {

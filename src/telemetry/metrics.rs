@@ -202,7 +202,7 @@ impl Metrics {
         let calls_refused = IntCounterVec::new(
             Opts::new(
                 "calls_refused_total",
-                "New calls refused by admission control (every instance full or draining)",
+                "New calls refused by admission control (every instance full, too busy or draining)",
             ),
             &["source"],
         )?;

@@ -4,6 +4,7 @@
 //! directory and leases on their own.
 
 mod calls;
+mod cpu_watermark;
 mod fixture;
 mod front_proxy;
 mod redis_keys;
