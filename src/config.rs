@@ -125,6 +125,9 @@ pub struct RedisSettings {
     /// Prepended to every key this instance writes, so instances (or test runs) sharing one
     /// Redis can be kept apart.
     pub key_prefix: String,
+    /// PEM file of the CA that signed the server's certificate, for `rediss://` URLs whose server
+    /// is not under a public root (empty: webpki roots).
+    pub tls_ca_file: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -1,7 +1,7 @@
 //! Liveness, readiness, metrics, request ids and the error body of unknown routes.
 
 use crate::helpers::{assert_error, free_port, spawn_app, spawn_app_with};
-use std::process::{Child, Command, Stdio};
+use crate::services::PrivateRedis;
 use std::time::Duration;
 
 #[actix_web::test]
@@ -54,46 +54,6 @@ async fn readiness_is_503_when_a_provider_is_not_configured() {
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["checks"]["ai_services"], false);
     assert_eq!(body["checks"]["telephony"], true);
-}
-
-/// A private redis-server on its own port, so the test can stop and restart it.
-struct PrivateRedis {
-    child: Child,
-}
-
-impl PrivateRedis {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed by scripts/services");
-        let redis = Self { child };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return redis;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("private redis did not start on {port}");
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn ready_status(app: &crate::helpers::TestApp) -> (u16, serde_json::Value) {

@@ -3,6 +3,7 @@
 //! (see `helpers::spawn_app`).
 
 mod helpers;
+mod services;
 
 mod auth;
 mod bench;
@@ -15,5 +16,6 @@ mod health;
 mod learning;
 mod migrations;
 mod telnyx;
+mod tls;
 mod voice;
 mod webhooks;
