@@ -85,6 +85,7 @@ pub struct Settings {
     pub calls: CallSettings,
     pub recorder: RecorderSettings,
     pub auth: AuthSettings,
+    pub breakers: BreakerSettings,
 }
 
 fn default_env() -> Environment {
@@ -301,6 +302,23 @@ pub struct CallSettings {
     pub media_max_frame_bytes: usize,
 }
 
+/// Circuit breakers, the same thresholds for every provider (one breaker each per instance).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Failures in a row that open a breaker.
+    pub failures_to_open: u32,
+    /// Share of failed requests (0..1) over `window_secs` that opens a breaker, once at least
+    /// `min_requests_in_window` requests were seen in the window.
+    pub failure_rate_to_open: f64,
+    pub window_secs: u64,
+    pub min_requests_in_window: u32,
+    /// How long a breaker stays open before a probe is let through (half-open); doubles on each
+    /// failed probe up to `open_max_ms`.
+    pub open_ms: u64,
+    pub open_max_ms: u64,
+}
+
 /// Batching and retries of the recorder (call records written off the hot path).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -483,6 +501,19 @@ impl Settings {
             return fail(
                 "learning.poll_interval_ms",
                 "poll_interval_ms, lease_secs and ef_search must be greater than 0",
+            );
+        }
+        let b = &self.breakers;
+        if b.failures_to_open == 0 || b.open_ms == 0 || b.window_secs == 0 {
+            return fail(
+                "breakers.failures_to_open",
+                "failures_to_open, open_ms and window_secs must be greater than 0",
+            );
+        }
+        if !(0.0..=1.0).contains(&b.failure_rate_to_open) || b.open_max_ms < b.open_ms {
+            return fail(
+                "breakers.failure_rate_to_open",
+                "must be between 0.0 and 1.0, and open_max_ms at least open_ms",
             );
         }
         if self.health.check_timeout_ms == 0 {

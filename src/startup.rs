@@ -11,6 +11,7 @@ use crate::http::{self, metrics::Metrics, AppState, Readiness};
 use crate::learning::pipeline::Pipeline;
 use crate::learning::worker::JobWorkers;
 use crate::learning::{Embedder, Learning, Retriever};
+use crate::providers::breaker::Breakers;
 use crate::providers::cartesia::CartesiaClient;
 use crate::providers::deepgram::DeepgramClient;
 use crate::providers::groq::GroqClient;
@@ -76,6 +77,8 @@ impl Application {
         let db = pool::db_pool(&settings.database)?;
         let redis = pool::redis_pool(&settings.redis)?;
         let metrics = Arc::new(Metrics::new()?);
+        // One breaker per provider for the whole instance: every call sees the same state.
+        let breakers = Breakers::new(&settings.breakers, &metrics.registry)?;
 
         let recorder_arbiter = Arbiter::new();
         let recorder_config = RecorderConfig {
@@ -90,7 +93,7 @@ impl Application {
         });
 
         let telnyx: Arc<dyn CallControl + Send + Sync> =
-            Arc::new(TelnyxClient::new(&settings.telnyx));
+            Arc::new(TelnyxClient::new(&settings.telnyx).with_breaker(breakers.telnyx.clone()));
         let shards = match settings.calls.registry_shards {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -101,7 +104,7 @@ impl Application {
             redis.clone(),
             metrics.clone(),
         )?);
-        let embedder = Embedder::new(&settings.gemini);
+        let embedder = Embedder::new(&settings.gemini).with_breaker(breakers.gemini.clone());
         let learning = Learning {
             embedder: embedder.clone(),
             retriever: Retriever::new(
@@ -120,6 +123,7 @@ impl Application {
             let (settings, auth, redis_pool) = (settings.clone(), auth.clone(), redis.clone());
             let learning = learning.clone();
             let voice_metrics = metrics.voice.clone();
+            let breakers = breakers.clone();
             CallRegistry::start(shards, db.clone(), move |registry| CallDeps {
                 telnyx: telnyx.clone(),
                 recorder: recorder.clone(),
@@ -128,10 +132,12 @@ impl Application {
                 settings: settings.calls.clone(),
                 media_base_url: media_base_url.clone(),
                 auth: auth.clone(),
-                deepgram: DeepgramClient::new(&settings.deepgram),
+                deepgram: DeepgramClient::new(&settings.deepgram)
+                    .with_breaker(breakers.deepgram.clone()),
                 deepgram_settings: settings.deepgram.clone(),
-                cartesia: CartesiaClient::new(&settings.cartesia),
-                groq: GroqClient::new(&settings.groq),
+                cartesia: CartesiaClient::new(&settings.cartesia)
+                    .with_breaker(breakers.cartesia.clone()),
+                groq: GroqClient::new(&settings.groq).with_breaker(breakers.groq_chat.clone()),
                 sentiment_timeout_ms: settings.groq.sentiment_timeout_ms,
                 redis: redis_pool.clone(),
                 redis_prefix: settings.redis.key_prefix.clone(),
