@@ -1,6 +1,10 @@
 //! The HTTP edge's error type: every failure a client can see, one table of stable codes and
 //! statuses, and the `{"code","message"}` body used for all of them (actix's own errors included).
 
+use crate::auth::AuthError;
+use crate::providers::telnyx::SignatureError;
+use crate::store::agents::AgentWriteError;
+use crate::store::StoreError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
@@ -55,7 +59,7 @@ pub enum ApiError {
     #[error("the call is not live on this instance")]
     CallNotLive,
     #[error("webhook rejected: {0}")]
-    WebhookSignature(#[from] crate::providers::telnyx::SignatureError),
+    WebhookSignature(#[from] SignatureError),
     #[error("too many requests, retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("the service is shutting down")]
@@ -93,7 +97,7 @@ impl ApiError {
             ApiError::MediaToken => ("invalid_media_token", StatusCode::UNAUTHORIZED),
             ApiError::CallNotLive => ("call_not_live", StatusCode::CONFLICT),
             ApiError::WebhookSignature(e) => {
-                use crate::providers::telnyx::SignatureError as S;
+                use SignatureError as S;
                 match e {
                     S::Missing => ("signature_missing", StatusCode::UNAUTHORIZED),
                     S::Malformed => ("signature_malformed", StatusCode::UNAUTHORIZED),
@@ -115,6 +119,54 @@ impl ApiError {
 
     pub fn internal(err: impl Into<anyhow::Error>) -> Self {
         ApiError::Internal(err.into())
+    }
+}
+
+// Lower layers own their errors; each one's mapping to the table above lives here, at the edge.
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Query(diesel::result::Error::NotFound) => ApiError::NotFound("resource"),
+            StoreError::Pool(_) | StoreError::Connection(_) | StoreError::Redis(_) => {
+                ApiError::Unavailable(err.into())
+            }
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::MissingToken => ApiError::MissingToken,
+            AuthError::InvalidToken(why) => ApiError::InvalidToken(why.to_owned()),
+            AuthError::TokenExpired => ApiError::TokenExpired,
+            AuthError::TokenRevoked => ApiError::TokenRevoked,
+            AuthError::RefreshTokenReused => ApiError::RefreshTokenReused,
+            AuthError::InvalidCredentials => ApiError::InvalidCredentials,
+            AuthError::UserDisabled => ApiError::UserDisabled,
+            AuthError::NotFound(what) => ApiError::NotFound(what),
+            AuthError::EmailTaken => ApiError::Conflict("email already in use".into()),
+            AuthError::Validation(why) => ApiError::Validation(why),
+            AuthError::RateLimited { retry_after_secs } => {
+                ApiError::RateLimited { retry_after_secs }
+            }
+            AuthError::Store(e) => e.into(),
+            AuthError::Redis(e) => ApiError::Unavailable(e.into()),
+            AuthError::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+impl From<AgentWriteError> for ApiError {
+    fn from(e: AgentWriteError) -> Self {
+        match e {
+            AgentWriteError::NumberTaken(n) => ApiError::Conflict(format!(
+                "phone number {n} already belongs to an agent profile"
+            )),
+            AgentWriteError::Store(s) => s.into(),
+        }
     }
 }
 

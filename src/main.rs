@@ -57,7 +57,7 @@ enum Command {
         groq_bind: Option<String>,
         /// Seed of the webhook signing key. The default is the development key the engine trusts
         /// in development when `telnyx.webhook_public_key` is empty.
-        #[arg(long, default_value = iace::sim::telnyx::DEV_KEY_SEED)]
+        #[arg(long, default_value = iace::providers::telnyx::dev_key::DEV_KEY_SEED)]
         seed: String,
         /// How long a dialled number rings before it answers.
         #[arg(long, default_value_t = 1000)]
@@ -554,9 +554,9 @@ fn sim(
     answer_delay_ms: u64,
     latencies: SimLatencies,
 ) -> ExitCode {
+    use iace::providers::telnyx::dev_key::signing_key_from_seed;
     use iace::sim::caller::{CallerOutcome, ReportHook};
     use iace::sim::suite::{self, bind_for, SimSuite, SimSuiteConfig};
-    use iace::sim::telnyx::signing_key_from_seed;
     let mut config = SimSuiteConfig::demo(latencies);
     config.telnyx.bind = binds
         .telnyx

@@ -7,7 +7,7 @@ use crate::actors::registry::CallRegistry;
 use crate::auth::AuthService;
 use crate::config::Settings;
 use crate::error::{json_error_handler, path_error_handler, query_error_handler, ApiError};
-use crate::http::{self, metrics::Metrics, AppState, Readiness};
+use crate::http::{self, AppState, Readiness};
 use crate::learning::pipeline::Pipeline;
 use crate::learning::worker::JobWorkers;
 use crate::learning::{Embedder, Learning, Retriever};
@@ -17,7 +17,7 @@ use crate::providers::deepgram::DeepgramClient;
 use crate::providers::groq::GroqClient;
 use crate::providers::telnyx::{CallControl, TelnyxClient, WebhookVerifier};
 use crate::store::pool;
-use crate::telemetry::RequestSpan;
+use crate::telemetry::{metrics::Metrics, RequestSpan};
 use actix::{Actor, Arbiter};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
@@ -169,7 +169,8 @@ impl Application {
             telnyx,
             // No usable key: webhooks answer 503 `webhook_key_invalid` instead of being trusted.
             telnyx_verifier: WebhookVerifier::new(
-                &crate::sim::telnyx::resolve_webhook_public_key(&settings).unwrap_or_default(),
+                &crate::providers::telnyx::dev_key::resolve_webhook_public_key(&settings)
+                    .unwrap_or_default(),
             ),
             auth,
             learning,

@@ -4,9 +4,9 @@
 //! finalised, so no caller words are lost.
 
 use crate::domain::audio::{ms_for_bytes, Codec};
-use crate::http::metrics::observe_since;
 use crate::providers::deepgram::{DeepgramClient, DeepgramSender, ListenParams, SttEvent};
 use crate::providers::ProviderError;
+use crate::telemetry::metrics::observe_since;
 use actix::prelude::*;
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -57,7 +57,7 @@ pub struct SttStream {
     attempts: u32,
     max_backlog_ms: u64,
     pub reconnects: u32,
-    metrics: crate::http::metrics::VoiceMetrics,
+    metrics: crate::telemetry::metrics::VoiceMetrics,
 }
 
 impl SttStream {
@@ -68,7 +68,7 @@ impl SttStream {
         model: &str,
         language: &str,
         notify: Recipient<SttNotice>,
-        metrics: crate::http::metrics::VoiceMetrics,
+        metrics: crate::telemetry::metrics::VoiceMetrics,
     ) -> Self {
         let mut params = ListenParams::for_call(settings, codec);
         if !model.is_empty() {

@@ -71,7 +71,7 @@ pub struct TtsStream {
     pub reconnects: u32,
     /// When each open context's first request went out.
     requested: HashMap<String, Instant>,
-    metrics: crate::http::metrics::VoiceMetrics,
+    metrics: crate::telemetry::metrics::VoiceMetrics,
 }
 
 impl TtsStream {
@@ -81,7 +81,7 @@ impl TtsStream {
         voice_id: String,
         language: String,
         notify: Recipient<TtsNotice>,
-        metrics: crate::http::metrics::VoiceMetrics,
+        metrics: crate::telemetry::metrics::VoiceMetrics,
     ) -> Self {
         Self {
             client,
@@ -163,7 +163,7 @@ impl TtsStream {
         }
         if timed {
             if let Some(ready) = speak.ready_at {
-                crate::http::metrics::observe_since(&self.metrics.llm_sentence_to_tts, ready);
+                crate::telemetry::metrics::observe_since(&self.metrics.llm_sentence_to_tts, ready);
             }
             self.requested
                 .entry(speak.context_id.clone())

@@ -1,9 +1,9 @@
 //! Authentication and sessions: password login, EdDSA access tokens, rotating refresh-token
 //! families, revocation (Postgres for refresh tokens, Redis for access tokens), the published
-//! key set, rate limits, and the `AuthUser` extractor that gives handlers the caller.
+//! key set and rate limits. The `AuthUser` extractor that gives handlers the caller lives at the
+//! HTTP edge (`http::extractor`); `AuthError`'s mapping to API codes lives in `error.rs`.
 
 pub mod accounts;
-pub mod extractor;
 pub mod keys;
 pub mod media_token;
 pub mod password;
@@ -11,15 +11,12 @@ pub mod rate_limit;
 pub mod revocation;
 pub mod tokens;
 
-pub use extractor::{AuthUser, CurrentSession};
-
 use crate::config::{Environment, RateLimit, Settings};
 use crate::domain::Role;
-use crate::error::ApiError;
-use crate::http::metrics::Metrics;
 use crate::store::refresh_tokens::{self, NewRefreshToken};
 use crate::store::users::{self, User};
 use crate::store::{DbPool, RedisPool, StoreError};
+use crate::telemetry::metrics::Metrics;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use keys::KeySet;
 use password::PasswordHasher;
@@ -66,29 +63,6 @@ pub enum AuthError {
 impl From<diesel::result::Error> for AuthError {
     fn from(err: diesel::result::Error) -> Self {
         AuthError::Store(err.into())
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(err: AuthError) -> Self {
-        match err {
-            AuthError::MissingToken => ApiError::MissingToken,
-            AuthError::InvalidToken(why) => ApiError::InvalidToken(why.to_owned()),
-            AuthError::TokenExpired => ApiError::TokenExpired,
-            AuthError::TokenRevoked => ApiError::TokenRevoked,
-            AuthError::RefreshTokenReused => ApiError::RefreshTokenReused,
-            AuthError::InvalidCredentials => ApiError::InvalidCredentials,
-            AuthError::UserDisabled => ApiError::UserDisabled,
-            AuthError::NotFound(what) => ApiError::NotFound(what),
-            AuthError::EmailTaken => ApiError::Conflict("email already in use".into()),
-            AuthError::Validation(why) => ApiError::Validation(why),
-            AuthError::RateLimited { retry_after_secs } => {
-                ApiError::RateLimited { retry_after_secs }
-            }
-            AuthError::Store(e) => e.into(),
-            AuthError::Redis(e) => ApiError::Unavailable(e.into()),
-            AuthError::Internal(e) => ApiError::Internal(e),
-        }
     }
 }
 

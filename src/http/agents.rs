@@ -1,12 +1,12 @@
 //! Agent profiles API (`/api/v1/agents`): what the voice agent says and how, and which numbers
 //! it answers. Reading needs any role; writing needs admin.
 
-use crate::auth::AuthUser;
 use crate::domain::phone::PhoneNumber;
 use crate::domain::role::Role;
 use crate::error::ApiError;
+use crate::http::extractor::AuthUser;
 use crate::http::AppState;
-use crate::store::agents::{self, AgentProfile, AgentProfileForm, AgentWriteError};
+use crate::store::agents::{self, AgentProfile, AgentProfileForm};
 use actix_web::{delete, get, post, put, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -129,17 +129,6 @@ impl From<AgentProfile> for AgentDto {
             phone_numbers: p.phone_numbers,
             created_at: r.created_at,
             updated_at: r.updated_at,
-        }
-    }
-}
-
-impl From<AgentWriteError> for ApiError {
-    fn from(e: AgentWriteError) -> Self {
-        match e {
-            AgentWriteError::NumberTaken(n) => ApiError::Conflict(format!(
-                "phone number {n} already belongs to an agent profile"
-            )),
-            AgentWriteError::Store(s) => s.into(),
         }
     }
 }

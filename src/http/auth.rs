@@ -1,8 +1,9 @@
 //! Session routes: login, refresh, logout, logout-all, the caller's own account (`/me`) and the
 //! published verification keys (`/.well-known/jwks.json`).
 
-use crate::auth::{AuthUser, CurrentSession, IssuedTokens};
+use crate::auth::IssuedTokens;
 use crate::error::ApiError;
+use crate::http::extractor::{AuthUser, CurrentSession};
 use crate::http::users::UserDto;
 use crate::http::AppState;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};

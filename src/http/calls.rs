@@ -2,11 +2,11 @@
 //! Every handler is tenant-scoped by the caller's token and role-checked.
 
 use crate::actors::call::messages::CommandError;
-use crate::auth::AuthUser;
 use crate::domain::call::{CallId, CallState, Direction, Outcome};
 use crate::domain::phone::PhoneNumber;
 use crate::domain::role::Role;
 use crate::error::ApiError;
+use crate::http::extractor::AuthUser;
 use crate::http::AppState;
 use crate::store::calls::{self, CallFilter, CallRow, Cursor, NewCall};
 use crate::store::{agents, events, utterances};

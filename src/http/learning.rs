@@ -1,11 +1,11 @@
 //! What the engine learnt from calls, read-only: a call's summary, a caller's memory and the
 //! state of a call's post-call jobs. Tenant-scoped, viewer role.
 
-use crate::auth::AuthUser;
 use crate::domain::phone::PhoneNumber;
 use crate::domain::role::Role;
 use crate::error::ApiError;
 use crate::http::calls::conn;
+use crate::http::extractor::AuthUser;
 use crate::http::AppState;
 use crate::store::{calls, jobs, memory};
 use actix_web::{get, web, HttpResponse};

@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod auth;
 pub mod calls;
+pub mod extractor;
 pub mod health;
 pub mod learning;
 pub mod media_ws;
@@ -41,7 +42,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub db: DbPool,
     pub redis: RedisPool,
-    pub metrics: Arc<metrics::Metrics>,
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     pub readiness: Arc<Readiness>,
     pub registry: CallRegistry,
     pub recorder: actix::Addr<Recorder>,

@@ -2,10 +2,10 @@
 //! known problem/resolution pairs (a knowledge base to start from). Tenant-scoped by the
 //! caller's token; reading needs viewer, writing agent, deleting admin.
 
-use crate::auth::AuthUser;
 use crate::domain::role::Role;
 use crate::error::ApiError;
 use crate::http::calls::{conn, decode_cursor, encode_cursor};
+use crate::http::extractor::AuthUser;
 use crate::http::AppState;
 use crate::store::calls::Cursor;
 use crate::store::patterns::{self, Merged, NewPattern, PatternChanges, PatternRow};

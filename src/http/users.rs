@@ -1,9 +1,10 @@
 //! User administration within the caller's own organization (admins only): list, create, read,
 //! change role, disable, revoke sessions. A user of another organization is "not found".
 
-use crate::auth::{AuthUser, UserChanges};
+use crate::auth::UserChanges;
 use crate::domain::Role;
 use crate::error::ApiError;
+use crate::http::extractor::AuthUser;
 use crate::http::AppState;
 use crate::store::users::User;
 use actix_web::{get, patch, post, web, HttpResponse};

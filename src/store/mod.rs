@@ -53,17 +53,3 @@ impl From<diesel_async::pooled_connection::deadpool::PoolError> for StoreError {
         StoreError::Pool(err.to_string())
     }
 }
-
-impl From<StoreError> for crate::error::ApiError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::Query(diesel::result::Error::NotFound) => {
-                crate::error::ApiError::NotFound("resource")
-            }
-            StoreError::Pool(_) | StoreError::Connection(_) | StoreError::Redis(_) => {
-                crate::error::ApiError::Unavailable(err.into())
-            }
-            other => crate::error::ApiError::Internal(other.into()),
-        }
-    }
-}

@@ -629,7 +629,7 @@ fn the_sim_subcommand_serves_and_places_calls_on_request() {
         .find(|l| l.contains("public key"))
         .expect("the sim prints its public key");
     assert!(
-        key_line.contains(&iace::sim::telnyx::dev_public_key_b64()),
+        key_line.contains(&iace::providers::telnyx::dev_key::dev_public_key_b64()),
         "{key_line}"
     );
 

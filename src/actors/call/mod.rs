@@ -1,9 +1,20 @@
 //! `Call`: one actor per live call, from `call.initiated` (or the API request that dials it) to
 //! its end. It owns the call's state machine and timers, commands Telnyx, and hands every change
 //! to the recorder. It is never restarted: when it stops, the call is over.
+//!
+//! This file is the telephony life cycle (set-up, Telnyx events, timers, the end). The
+//! conversation is in the sibling files, by where its messages come from: `voice` (the media
+//! socket and the state kept while it is up), `listening` (Deepgram), `reply` (the LLM),
+//! `speaking` (Cartesia and played marks), `escalation` (transfer to a human, by escalation or
+//! the API); `turn` is the agent turn they share.
 
+mod escalation;
+mod listening;
 pub mod media;
 pub mod messages;
+mod reply;
+mod speaking;
+mod turn;
 mod voice;
 
 use crate::actors::recorder::{Record, Recorder, Write};
@@ -14,7 +25,7 @@ use crate::domain::call::{
 };
 use crate::providers::telnyx::{
     AnswerRequest, CallControl, DialRequest, RejectCause, StreamCodec, StreamSettings, TelnyxError,
-    TelnyxEventKind, TransferRequest, WebhookEvent,
+    TelnyxEventKind, WebhookEvent,
 };
 use crate::store::calls::{CallChanges, NewCall};
 use crate::store::events::NewCallEvent;
@@ -49,7 +60,7 @@ pub struct CallDeps {
     /// Retrieval of patterns and caller memory for each turn.
     pub learning: crate::learning::Learning,
     /// The engine's own latency per stage, and media frame counts.
-    pub voice_metrics: crate::http::metrics::VoiceMetrics,
+    pub voice_metrics: crate::telemetry::metrics::VoiceMetrics,
 }
 
 /// How the call came to be.
@@ -582,50 +593,6 @@ impl Handler<HangUp> for Call {
         self.check_org(msg.organization_id)?;
         self.terminate(EndReason::Hangup, ctx);
         Ok(())
-    }
-}
-
-impl Handler<Transfer> for Call {
-    type Result = ResponseActFuture<Self, Result<(), CommandError>>;
-    fn handle(&mut self, msg: Transfer, _ctx: &mut Self::Context) -> Self::Result {
-        let checked = self.check_org(msg.organization_id).and_then(|()| {
-            if !self.state.was_answered() {
-                return Err(CommandError::InvalidState(
-                    "the call is not answered yet".into(),
-                ));
-            }
-            self.control_id
-                .clone()
-                .ok_or(CommandError::InvalidState("no Telnyx call yet".into()))
-        });
-        let ccid = match checked {
-            Ok(ccid) => ccid,
-            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
-        };
-        self.apply(CallSignal::EscalationStarted);
-        self.record_changes(CallChanges {
-            status: Some(self.state.as_str().into()),
-            ..Default::default()
-        });
-        self.record_engine_event(
-            "engine.transfer_requested",
-            serde_json::json!({ "to": msg.to }),
-        );
-        let telnyx = self.deps.telnyx.clone();
-        let from = Some(self.to.clone());
-        let req = TransferRequest { to: msg.to, from };
-        let fut = async move { telnyx.transfer(&ccid, req).await };
-        Box::pin(fut.into_actor(self).map(|result, act, ctx| match result {
-            Ok(()) => {
-                act.ending = Some(EndReason::Transferred);
-                Ok(())
-            }
-            Err(TelnyxError::CallEnded) => {
-                act.finish(EndReason::Hangup, ctx);
-                Err(CommandError::Ended)
-            }
-            Err(e) => Err(CommandError::Provider(e.to_string())),
-        }))
     }
 }
 

@@ -1,7 +1,9 @@
 //! Telnyx: the Call Control v2 REST client (`client`) and the signed webhooks it answers with
-//! (`webhook`). Wire formats: PROTOCOLS.md sections 1 and 2.
+//! (`webhook`), media frames (`media`) and the development webhook key (`dev_key`). Wire formats:
+//! PROTOCOLS.md sections 1 and 2.
 
 pub mod client;
+pub mod dev_key;
 pub mod media;
 pub mod webhook;
 

@@ -1,6 +1,7 @@
 //! The `AuthUser` extractor: a handler that takes one only runs for a valid, unrevoked bearer
 //! access token, and gets the caller's id, organization and role from the token (never from the
-//! request). Role checks are declared per route with `AuthUser::require`.
+//! request). Role checks are declared per route with `AuthUser::require`. It lives at the HTTP edge
+//! because it reads `AppState`; the checks themselves are `auth::AuthService`.
 
 use crate::auth::tokens::Claims;
 use crate::auth::AuthError;

@@ -1,5 +1,8 @@
 //! Logging and error reporting: tracing subscriber (readable lines in development, JSON lines in
 //! production), the per-request root span with request id, route, status and timing, and Sentry.
+//! The Prometheus metric families live in [`metrics`] (served by `http::metrics`).
+
+pub mod metrics;
 
 use crate::config::{LogFormat, Settings};
 use actix_web::body::MessageBody;

@@ -1,0 +1,213 @@
+//! What the call hears: Deepgram's notices (a caller turn, speech starting, interim words,
+//! failure), and what they start: the sentiment score of each caller turn, barge-in over the
+//! agent, and retrieval prefetched while the caller is still speaking.
+
+use super::turn::{AgentTurn, TurnKind};
+use super::voice::Prefetch;
+use super::Call;
+use crate::actors::recorder::Write;
+use crate::actors::stt::SttNotice;
+use crate::actors::tts::CancelContext;
+use crate::domain::sentiment::{lexicon_score, Sentiment};
+use crate::providers::groq::ChatMessage;
+use crate::providers::telnyx::media::OutboundFrame;
+use crate::store::calls::CallChanges;
+use crate::store::utterances::NewUtterance;
+use actix::prelude::*;
+use futures_util::future::{LocalBoxFuture, Shared};
+use futures_util::FutureExt;
+use std::time::{Duration, Instant};
+
+/// Interim words that count as the caller talking over the agent.
+const BARGE_IN_WORDS: usize = 3;
+/// A retrieval started on an interim transcript answers the final one when it saw at least this
+/// share of the final's words (the rest of the final rarely changes which patterns are near).
+pub(super) const PREFETCH_MIN_WORDS_SHARE: f64 = 0.6;
+/// New words an interim needs over the last prefetch's before it is fetched again.
+const PREFETCH_REFRESH_WORDS: usize = 3;
+
+impl Handler<SttNotice> for Call {
+    type Result = ();
+    fn handle(&mut self, msg: SttNotice, ctx: &mut Self::Context) {
+        match msg {
+            SttNotice::CallerTurn(text, at) => self.on_caller_turn(text, at, ctx),
+            SttNotice::SpeechStarted => {
+                if self.agent_is_audible() {
+                    self.barge_in(ctx);
+                }
+            }
+            SttNotice::Interim(text) => {
+                if self.agent_is_audible() && text.split_whitespace().count() >= BARGE_IN_WORDS {
+                    self.barge_in(ctx);
+                }
+                self.prefetch(&text, ctx);
+            }
+            SttNotice::Failed(why) => {
+                tracing::error!(parent: &self.span, %why, "speech-to-text unavailable; handing over");
+                self.record_engine_event("engine.stt_failed", serde_json::json!({ "error": why }));
+                self.escalate("stt_failed", ctx);
+            }
+        }
+    }
+}
+
+impl Call {
+    /// A whole caller turn: record it, score it, answer it.
+    fn on_caller_turn(&mut self, text: String, at: Instant, ctx: &mut Context<Self>) {
+        let Some(voice) = self.voice.as_mut() else {
+            return;
+        };
+        let ended_ms = voice.now_ms();
+        let seq = voice.next_seq();
+        voice.remember(ChatMessage::user(text.clone()));
+        let escalating = voice.escalating;
+        if escalating {
+            voice.prefetch = None; // no reply will use it
+        }
+        // The caller spoke over the agent: what was not played is not part of the history.
+        self.barge_in(ctx);
+        self.score_sentiment(seq, text, ended_ms, ctx);
+        if !escalating {
+            self.start_reply(at, ctx);
+        }
+    }
+
+    fn score_sentiment(&mut self, seq: i32, text: String, ended_ms: i64, ctx: &mut Context<Self>) {
+        let groq = self.deps.groq.clone();
+        let budget = Duration::from_millis(self.deps.sentiment_timeout_ms);
+        let prompt = text.clone();
+        let fut = async move {
+            let request = groq.chat_request(vec![
+                ChatMessage::system(
+                    "You rate the sentiment of a caller's sentence. Answer JSON {\"score\": number from -1 to 1, \"label\": \"negative\"|\"neutral\"|\"positive\"}.",
+                ),
+                ChatMessage::user(prompt),
+            ]);
+            #[derive(serde::Deserialize)]
+            struct Scored {
+                score: f32,
+            }
+            match tokio::time::timeout(budget, groq.complete_json::<Scored>(&request)).await {
+                Ok(Ok(s)) => Some(Sentiment::new(s.score)),
+                _ => None,
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(move |scored, act, ctx| {
+            let sentiment = scored.unwrap_or_else(|| lexicon_score(&text));
+            let Some(org) = act.organization_id else {
+                return;
+            };
+            let threshold = act
+                .profile
+                .as_ref()
+                .map_or(-0.5, |p| p.escalation_threshold);
+            let Some(voice) = act.voice.as_mut() else {
+                return;
+            };
+            let rolling = voice.sentiment.push(sentiment.score);
+            let below_threshold = voice.sentiment.below(threshold);
+            let duration_ms =
+                i64::try_from(text.split_whitespace().count() as u64 * 300).unwrap_or(0);
+            act.record(Write::InsertUtterance(NewUtterance {
+                organization_id: org,
+                call_id: act.id.0,
+                seq,
+                speaker: "caller".into(),
+                text: text.clone(),
+                started_ms: (ended_ms - duration_ms).max(0),
+                ended_ms,
+                sentiment_score: Some(sentiment.score),
+                sentiment_label: Some(sentiment.label.as_str().into()),
+                rolling_sentiment: Some(rolling),
+                interrupted: false,
+                latency_ms: None,
+            }));
+            act.record_changes(CallChanges {
+                sentiment_avg: Some(rolling),
+                ..Default::default()
+            });
+            if below_threshold {
+                act.escalate("sentiment", ctx);
+            }
+        }));
+    }
+
+    /// Starts retrieval for `text` (patterns near it, the caller's memory) within the budget.
+    pub(super) fn retrieve(
+        &self,
+        text: &str,
+    ) -> Option<Shared<LocalBoxFuture<'static, crate::learning::RetrievedContext>>> {
+        let org = self.organization_id?;
+        let retriever = self.deps.learning.retriever.clone();
+        let budget = Duration::from_millis(self.deps.learning.settings.retrieval_budget_ms);
+        let caller = self.from.clone();
+        let text = text.to_owned();
+        let fut: LocalBoxFuture<'static, _> = Box::pin(async move {
+            retriever
+                .context_for_turn(org, &caller, &text, budget)
+                .await
+        });
+        Some(fut.shared())
+    }
+
+    /// The caller is mid-sentence: fetch what the words so far point to. One fetch at a time
+    /// per call; a finished one is replaced only once a few more words are known (each fetch
+    /// costs an embedding request).
+    fn prefetch(&mut self, text: &str, ctx: &mut Context<Self>) {
+        let words = text.split_whitespace().count();
+        let current = self.voice.as_ref().and_then(|v| v.prefetch.as_ref());
+        let fresh_enough = current.is_some_and(|p| {
+            p.context.peek().is_none() || words < p.words + PREFETCH_REFRESH_WORDS
+        });
+        if fresh_enough || words == 0 {
+            return;
+        }
+        let Some(context) = self.retrieve(text) else {
+            return;
+        };
+        // Driven here so it runs whether or not a reply ends up waiting for it.
+        ctx.spawn(context.clone().into_actor(self).map(|_, _, _| ()));
+        if let Some(voice) = self.voice.as_mut() {
+            voice.prefetch = Some(Prefetch { words, context });
+        }
+    }
+
+    /// The caller talks over the agent: stop the audio at Telnyx, the context at Cartesia and
+    /// the LLM; keep only the words that were actually played.
+    pub(super) fn barge_in(&mut self, ctx: &mut Context<Self>) {
+        let Some(voice) = self.voice.as_mut() else {
+            return;
+        };
+        let Some(turn) = voice.speaking.as_ref() else {
+            return;
+        };
+        if turn.kind == TurnKind::Handoff {
+            return; // the hand-off line is said whatever happens
+        }
+        let Some(mut turn) = voice.speaking.take() else {
+            return;
+        };
+        voice.link.send(OutboundFrame::Clear);
+        if let Some(tts) = &voice.tts {
+            tts.do_send(CancelContext(turn.context_id.clone()));
+        }
+        if let Some(handle) = turn.llm.take() {
+            ctx.cancel_future(handle);
+        }
+        let played_ms = turn.played_ms();
+        let played = turn.words_played_by(played_ms);
+        tracing::info!(parent: &self.span, played_ms, words = played.len(), "barge-in");
+        self.record_engine_event(
+            "engine.barge_in",
+            serde_json::json!({ "context_id": turn.context_id, "played_ms": played_ms }),
+        );
+        let text = played.join(" ");
+        turn.kind = TurnKind::Reply;
+        self.record_agent_turn(turn, text, true);
+    }
+
+    /// True while the caller can still hear the agent (see [`AgentTurn::is_audible`]).
+    fn agent_is_audible(&self) -> bool {
+        self.speaking().is_some_and(AgentTurn::is_audible)
+    }
+}

@@ -1,0 +1,232 @@
+//! The agent's reply to a caller turn: the prompt (profile, retrieved context, history), the
+//! LLM's token stream cut into sentences for TTS, rate-limit retries and the fallback line.
+
+use super::listening::PREFETCH_MIN_WORDS_SHARE;
+use super::turn::{AgentTurn, TurnKind};
+use super::Call;
+use crate::actors::tts::Speak;
+use crate::providers::groq::ChatMessage;
+use crate::providers::ProviderError;
+use actix::prelude::*;
+use futures_util::StreamExt;
+use std::time::{Duration, Instant};
+
+/// Said when the language model cannot answer at all.
+const FALLBACK_LINE: &str = "Sorry, I'm having trouble right now. Could you say that again?";
+
+/// One LLM token of the current turn, as a stream item the call handles.
+pub(super) struct LlmToken(pub Result<String, ProviderError>);
+
+impl StreamHandler<LlmToken> for Call {
+    fn handle(&mut self, item: LlmToken, ctx: &mut Self::Context) {
+        self.on_token(item.0, ctx);
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {
+        // End of one turn's token stream, not of the call.
+        self.finish_llm();
+    }
+}
+
+impl Call {
+    pub(super) fn start_reply(&mut self, caller_turn_at: Instant, ctx: &mut Context<Self>) {
+        let id = self.id;
+        let system = self
+            .profile
+            .as_ref()
+            .map(|p| p.system_prompt.clone())
+            .unwrap_or_default();
+        let Some(voice) = self.voice.as_mut() else {
+            return;
+        };
+        let context_id = voice.next_context_id(id);
+        let started_ms = voice.now_ms();
+        voice.speaking = Some(AgentTurn::reply(context_id, started_ms, caller_turn_at));
+        let history: Vec<ChatMessage> = voice.history.iter().cloned().collect();
+        let question = history
+            .last()
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        // What earlier calls taught us, within the budget; a late answer is skipped. Usually
+        // already fetched while the caller spoke.
+        let words = question.split_whitespace().count();
+        let prefetched = voice
+            .prefetch
+            .take()
+            .filter(|p| p.words as f64 >= words as f64 * PREFETCH_MIN_WORDS_SHARE);
+        let fut = match prefetched {
+            Some(prefetch) => prefetch.context,
+            None => match self.retrieve(&question) {
+                Some(fut) => fut,
+                None => return,
+            },
+        };
+        ctx.spawn(fut.into_actor(self).map(move |found, act, ctx| {
+            let mut prompt = format!(
+                "{system}\nYou are speaking on the phone: answer in one to three short sentences, no lists or markup."
+            );
+            let section = found.prompt_section();
+            if !section.is_empty() {
+                prompt.push_str("\n\n");
+                prompt.push_str(&section);
+            }
+            let mut messages = vec![ChatMessage::system(prompt)];
+            messages.extend(history);
+            let overhead = caller_turn_at.elapsed();
+            act.deps
+                .voice_metrics
+                .final_to_llm
+                .observe(overhead.as_secs_f64());
+            if let Some(turn) = act.voice_mut().and_then(|v| v.speaking.as_mut()) {
+                turn.llm_overhead = Some(overhead);
+                turn.llm_requested_at = Some(Instant::now());
+            }
+            act.request_llm(messages, Duration::ZERO, ctx);
+        }));
+    }
+
+    fn request_llm(
+        &mut self,
+        messages: Vec<ChatMessage>,
+        delay: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        let groq = self.deps.groq.clone();
+        let request = groq.chat_request(messages.clone());
+        let fut = async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            groq.stream(request).await
+        };
+        let handle = ctx.spawn(
+            fut.into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(tokens) => {
+                        let handle = ctx.add_stream(tokens.map(LlmToken));
+                        if let Some(turn) = act.voice_mut().and_then(|v| v.speaking.as_mut()) {
+                            turn.llm = Some(handle);
+                        }
+                    }
+                    Err(e) => act.llm_failed(e, messages, ctx),
+                }),
+        );
+        if let Some(turn) = self.voice_mut().and_then(|v| v.speaking.as_mut()) {
+            turn.llm = Some(handle);
+        }
+    }
+
+    fn llm_failed(
+        &mut self,
+        error: ProviderError,
+        messages: Vec<ChatMessage>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(turn) = self.voice_mut().and_then(|v| v.speaking.as_mut()) else {
+            return;
+        };
+        if turn.kind != TurnKind::Reply || turn.llm_done {
+            return;
+        }
+        if let ProviderError::RateLimited { retry_after, .. } = &error {
+            if turn.retries < 2 {
+                turn.retries += 1;
+                // Wait as asked, but never long enough for the caller to think the line is dead.
+                let wait = retry_after
+                    .unwrap_or(Duration::from_millis(300))
+                    .min(Duration::from_secs(1));
+                tracing::info!(parent: &self.span, ?wait, "LLM rate limited; retrying");
+                self.request_llm(messages, wait, ctx);
+                return;
+            }
+        }
+        tracing::warn!(parent: &self.span, error = %error, "LLM turn failed; speaking the fallback line");
+        self.add_sentence(FALLBACK_LINE.to_owned(), None);
+        self.finish_llm();
+    }
+
+    fn on_token(&mut self, token: Result<String, ProviderError>, ctx: &mut Context<Self>) {
+        let at = Instant::now();
+        match token {
+            Ok(token) => {
+                let sentences = match self.voice_mut().and_then(|v| v.speaking.as_mut()) {
+                    Some(turn) if !turn.llm_done => turn.splitter.push(&token),
+                    _ => return,
+                };
+                for sentence in sentences {
+                    self.add_sentence(sentence, Some(at));
+                }
+            }
+            Err(e) => {
+                let nothing_said = self
+                    .voice
+                    .as_ref()
+                    .and_then(|v| v.speaking.as_ref())
+                    .is_some_and(|t| {
+                        t.sentences.is_empty() && t.splitter.pending().trim().is_empty()
+                    });
+                if nothing_said {
+                    self.llm_failed(e, Vec::new(), ctx);
+                } else {
+                    tracing::warn!(parent: &self.span, error = %e, "LLM stream broke off; keeping what was said");
+                    self.finish_llm();
+                }
+            }
+        }
+    }
+
+    /// Sends one sentence of the reply to TTS; `ready_at` is when the LLM completed it.
+    fn add_sentence(&mut self, sentence: String, ready_at: Option<Instant>) {
+        let Some(voice) = self.voice.as_mut() else {
+            return;
+        };
+        let Some(turn) = voice.speaking.as_mut() else {
+            return;
+        };
+        if turn.first_sentence_at.is_none() {
+            turn.first_sentence_at = ready_at;
+            if let (Some(ready), Some(requested)) = (ready_at, turn.llm_requested_at) {
+                self.deps
+                    .voice_metrics
+                    .llm_first_sentence
+                    .observe(ready.saturating_duration_since(requested).as_secs_f64());
+            }
+        }
+        if let Some(tts) = &voice.tts {
+            tts.do_send(Speak {
+                context_id: turn.context_id.clone(),
+                text: sentence.clone(),
+                more_follows: true,
+                ready_at,
+            });
+        }
+        turn.sentences.push(sentence);
+    }
+
+    /// The LLM stream ended: flush the last words and close the context.
+    fn finish_llm(&mut self) {
+        let rest = match self.voice_mut().and_then(|v| v.speaking.as_mut()) {
+            Some(turn) if !turn.llm_done => turn.splitter.finish(),
+            _ => return,
+        };
+        if let Some(rest) = rest {
+            self.add_sentence(rest, Some(Instant::now()));
+        }
+        let Some(voice) = self.voice.as_mut() else {
+            return;
+        };
+        let Some(turn) = voice.speaking.as_mut() else {
+            return;
+        };
+        turn.llm_done = true;
+        if let Some(tts) = &voice.tts {
+            // An empty last request closes the context (`continue: false`).
+            tts.do_send(Speak {
+                context_id: turn.context_id.clone(),
+                text: String::new(),
+                more_follows: false,
+                ready_at: None,
+            });
+        }
+    }
+}

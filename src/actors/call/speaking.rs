@@ -1,0 +1,237 @@
+//! What the caller hears: agent turns sent to Cartesia (a fixed line, or the greeting's
+//! ready-made audio), Cartesia's notices (audio, word timings, done, failure) relayed to the
+//! media socket with a mark after each sentence, and the marks Telnyx echoes back once played.
+
+use super::media::MarkPlayed;
+use super::turn::{AgentTurn, TurnKind};
+use super::Call;
+use crate::actors::recorder::Write;
+use crate::actors::tts::{Speak, TtsNotice};
+use crate::domain::audio::ms_for_bytes;
+use crate::providers::groq::ChatMessage;
+use crate::providers::telnyx::media::OutboundFrame;
+use crate::store::utterances::NewUtterance;
+use actix::prelude::*;
+use std::time::{Duration, Instant};
+
+impl Handler<TtsNotice> for Call {
+    type Result = ();
+    fn handle(&mut self, msg: TtsNotice, ctx: &mut Self::Context) {
+        self.on_tts(msg, ctx);
+    }
+}
+
+impl Handler<MarkPlayed> for Call {
+    type Result = ();
+    fn handle(&mut self, msg: MarkPlayed, ctx: &mut Self::Context) {
+        tracing::trace!(parent: &self.span, mark = %msg.0, "mark played");
+        // The last sentence's mark came back: the caller has heard the whole turn.
+        let played = self
+            .speaking()
+            .filter(|t| t.is_last_mark(&msg.0))
+            .map(|t| t.context_id.clone());
+        if let Some(context_id) = played {
+            self.turn_played(&context_id, ctx);
+        }
+    }
+}
+
+impl Call {
+    /// Sends the ready-made greeting audio at once (no TTS round trip), then a mark.
+    pub(super) fn play_greeting(&mut self, text: String, audio: Vec<u8>, ctx: &mut Context<Self>) {
+        let id = self.id;
+        let Some(voice) = self.voice.as_mut() else {
+            return;
+        };
+        let context_id = voice.next_context_id(id);
+        let audio_ms = ms_for_bytes(audio.len());
+        voice.link.send(OutboundFrame::media(&audio));
+        self.deps.voice_metrics.frames_out.inc();
+        voice
+            .link
+            .send(OutboundFrame::mark(format!("{context_id}:1")));
+        voice.speaking = Some(AgentTurn::prerecorded_greeting(
+            context_id.clone(),
+            text,
+            audio_ms,
+            voice.now_ms(),
+        ));
+        ctx.run_later(Duration::from_millis(audio_ms), move |act, ctx| {
+            act.turn_played(&context_id, ctx)
+        });
+    }
+
+    /// Speaks a fixed line (greeting, hand-off) as one context.
+    pub(super) fn speak_line(&mut self, kind: TurnKind, text: String) {
+        let id = self.id;
+        let Some(voice) = self.voice.as_mut() else {
+            return;
+        };
+        let context_id = voice.next_context_id(id);
+        let started_ms = voice.now_ms();
+        if let Some(tts) = &voice.tts {
+            tts.do_send(Speak {
+                context_id: context_id.clone(),
+                text: text.clone(),
+                more_follows: false,
+                ready_at: None,
+            });
+        }
+        voice.speaking = Some(AgentTurn::line(context_id, kind, text, started_ms));
+    }
+
+    fn on_tts(&mut self, notice: TtsNotice, ctx: &mut Context<Self>) {
+        match notice {
+            TtsNotice::Audio {
+                context_id,
+                audio,
+                received,
+                requested,
+            } => {
+                let metrics = self.deps.voice_metrics.clone();
+                let Some(voice) = self.voice.as_mut() else {
+                    return;
+                };
+                let Some(turn) = voice
+                    .speaking
+                    .as_mut()
+                    .filter(|t| t.context_id == context_id)
+                else {
+                    return; // a late chunk of a context we dropped
+                };
+                let first = turn.first_audio_at.is_none();
+                if first {
+                    turn.first_audio_at = Some(Instant::now());
+                }
+                turn.audio_ms += ms_for_bytes(audio.len());
+                voice.link.send(OutboundFrame::media(&audio));
+                let to_media = received.elapsed();
+                metrics.tts_to_media.observe(to_media.as_secs_f64());
+                metrics.frames_out.inc();
+                // The turn's engine share: to the LLM, sentence to TTS, first chunk out.
+                if let (true, Some(llm), Some(sentence), Some(requested)) = (
+                    first && turn.kind == TurnKind::Reply,
+                    turn.llm_overhead,
+                    turn.first_sentence_at,
+                    requested,
+                ) {
+                    let to_tts = requested.saturating_duration_since(sentence);
+                    metrics
+                        .tts_first_audio
+                        .observe(received.saturating_duration_since(requested).as_secs_f64());
+                    metrics
+                        .turn_overhead
+                        .observe((llm + to_tts + to_media).as_secs_f64());
+                }
+                self.send_due_marks(false);
+            }
+            TtsNotice::Words {
+                context_id,
+                words,
+                ends,
+            } => {
+                if let Some(turn) = self
+                    .voice_mut()
+                    .and_then(|v| v.speaking.as_mut())
+                    .filter(|t| t.context_id == context_id)
+                {
+                    turn.words.extend(words.into_iter().zip(ends));
+                }
+                self.send_due_marks(false);
+            }
+            TtsNotice::Done { context_id } => {
+                let Some(turn) = self
+                    .voice_mut()
+                    .and_then(|v| v.speaking.as_mut())
+                    .filter(|t| t.context_id == context_id)
+                else {
+                    return;
+                };
+                turn.tts_done = true;
+                self.send_due_marks(true);
+                // The audio is all queued at Telnyx; the turn is over once it has played.
+                let remaining = self.remaining_playback();
+                let ctx_id = context_id.clone();
+                ctx.run_later(remaining, move |act, ctx| act.turn_played(&ctx_id, ctx));
+            }
+            TtsNotice::Failed(why) => {
+                tracing::error!(parent: &self.span, %why, "text-to-speech unavailable; handing over");
+                self.record_engine_event("engine.tts_failed", serde_json::json!({ "error": why }));
+                if let Some(voice) = self.voice.as_mut() {
+                    voice.tts = None;
+                }
+                self.escalate("tts_failed", ctx);
+            }
+        }
+    }
+
+    /// How long until what was sent of the current turn has played at the caller's end.
+    fn remaining_playback(&self) -> Duration {
+        self.speaking()
+            .map_or(Duration::ZERO, AgentTurn::remaining_playback)
+    }
+
+    /// A mark after each sentence whose last word's audio has been sent (and one at the end).
+    fn send_due_marks(&mut self, all: bool) {
+        let Some(voice) = self.voice.as_mut() else {
+            return;
+        };
+        let Some(turn) = voice.speaking.as_mut() else {
+            return;
+        };
+        for mark in turn.take_due_marks(all) {
+            voice.link.send(OutboundFrame::mark(mark));
+        }
+    }
+
+    /// A turn's audio has played to the end: it joins the history and the transcript.
+    pub(super) fn turn_played(&mut self, context_id: &str, ctx: &mut Context<Self>) {
+        let is_current = self
+            .voice
+            .as_ref()
+            .and_then(|v| v.speaking.as_ref())
+            .is_some_and(|t| t.context_id == context_id && t.tts_done);
+        if !is_current {
+            return;
+        }
+        let Some(turn) = self.voice.as_mut().and_then(|v| v.speaking.take()) else {
+            return;
+        };
+        let text = turn.sentences.join(" ").trim().to_owned();
+        let kind = turn.kind;
+        self.record_agent_turn(turn, text, false);
+        if kind == TurnKind::Handoff {
+            self.hand_off(ctx);
+        }
+    }
+
+    pub(super) fn record_agent_turn(&mut self, turn: AgentTurn, text: String, interrupted: bool) {
+        let Some(org) = self.organization_id else {
+            return;
+        };
+        let Some(voice) = self.voice.as_mut() else {
+            return;
+        };
+        if text.is_empty() {
+            return;
+        }
+        voice.remember(ChatMessage::assistant(text.clone()));
+        let seq = voice.next_seq();
+        let latency_ms = turn.latency_ms();
+        let ended_ms = voice.now_ms();
+        self.record(Write::InsertUtterance(NewUtterance {
+            organization_id: org,
+            call_id: self.id.0,
+            seq,
+            speaker: "agent".into(),
+            text,
+            started_ms: turn.started_ms,
+            ended_ms,
+            sentiment_score: None,
+            sentiment_label: None,
+            rolling_sentiment: None,
+            interrupted,
+            latency_ms,
+        }));
+    }
+}

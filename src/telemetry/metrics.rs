@@ -1,0 +1,254 @@
+//! Prometheus metric families: HTTP request count and latency, pool gauges, webhook, recorder,
+//! auth, retrieval and job counters, and the engine's per-stage voice timings. Defined here, below
+//! every layer that records into them; `http::metrics` only serves them at `GET /metrics`.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+/// Every metric the engine exports, on one registry (so tests get a fresh one per app).
+pub struct Metrics {
+    pub registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub db_pool_size: IntGauge,
+    pub db_pool_available: IntGauge,
+    pub db_pool_waiting: IntGauge,
+    pub redis_pool_size: IntGauge,
+    pub redis_pool_available: IntGauge,
+    pub webhooks_accepted: IntCounterVec,
+    pub webhooks_duplicate: IntCounter,
+    pub recorder_failed_writes: IntCounter,
+    pub live_calls: IntGauge,
+    pub media_frames_rejected: IntCounterVec,
+    /// Login attempts by outcome (success, invalid_credentials, user_disabled, rate_limited).
+    pub auth_logins: IntCounterVec,
+    /// Redis failures the auth layer worked around (rate_limit, revocation_check, revoke).
+    pub auth_redis_failures: IntCounterVec,
+    /// Time to fetch a turn's patterns and caller memory, by result (complete, timed_out).
+    pub retrieval_duration: HistogramVec,
+    /// Finished post-call job attempts by kind and result (succeeded, retried, failed).
+    pub learning_jobs: IntCounterVec,
+    /// The engine's own share of each live call's latency (read by `iace bench calls`).
+    pub voice: VoiceMetrics,
+}
+
+/// Where a live call's time goes inside the engine, between receiving something and handing the
+/// result to the next socket's writer. Provider waits are not in these. Exported as
+/// `iace_engine_stage_seconds{stage}`, `iace_engine_turn_overhead_seconds` and
+/// `iace_media_frames_total{direction}`; the labelled series are resolved once here because
+/// some are hit by every 20 ms frame of every call.
+#[derive(Clone)]
+pub struct VoiceMetrics {
+    /// Caller frame read → audio handed to the Deepgram socket.
+    pub media_in_to_stt: Histogram,
+    /// Deepgram's final read → LLM request out (retrieval included when it was not prefetched).
+    pub final_to_llm: Histogram,
+    /// A complete LLM sentence → Cartesia request out.
+    pub llm_sentence_to_tts: Histogram,
+    /// Cartesia chunk read → media frame handed to the caller's socket.
+    pub tts_to_media: Histogram,
+    /// Per answered caller turn, the sum of the engine's stages on its critical path (final →
+    /// LLM request, first sentence → TTS request, first chunk → first media frame).
+    pub turn_overhead: Histogram,
+    /// Caller audio frames accepted, and agent audio frames sent.
+    pub frames_in: IntCounter,
+    pub frames_out: IntCounter,
+    /// Provider waits on a reply's critical path, as the engine sees them: Groq (request out →
+    /// first sentence complete) and Cartesia (first request out → first audio chunk read).
+    pub llm_first_sentence: Histogram,
+    pub tts_first_audio: Histogram,
+}
+
+impl VoiceMetrics {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let buckets = vec![
+            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015,
+            0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0,
+        ];
+        let stage = HistogramVec::new(
+            HistogramOpts::new(
+                "engine_stage_seconds",
+                "Time inside the engine per live-call stage (provider waits excluded)",
+            )
+            .buckets(buckets.clone()),
+            &["stage"],
+        )?;
+        let turn_overhead = Histogram::with_opts(
+            HistogramOpts::new(
+                "engine_turn_overhead_seconds",
+                "Engine time on each answered caller turn's critical path",
+            )
+            .buckets(buckets),
+        )?;
+        let media_frames = IntCounterVec::new(
+            Opts::new("media_frames_total", "Media frames by direction"),
+            &["direction"],
+        )?;
+        let provider_wait = HistogramVec::new(
+            HistogramOpts::new(
+                "provider_first_response_seconds",
+                "Wait for a provider's first useful answer in a reply turn",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.75, 1.0,
+                2.0, 5.0,
+            ]),
+            &["provider"],
+        )?;
+        registry.register(Box::new(stage.clone()))?;
+        registry.register(Box::new(turn_overhead.clone()))?;
+        registry.register(Box::new(media_frames.clone()))?;
+        registry.register(Box::new(provider_wait.clone()))?;
+        Ok(Self {
+            media_in_to_stt: stage.with_label_values(&["media_in_to_stt"]),
+            final_to_llm: stage.with_label_values(&["final_to_llm"]),
+            llm_sentence_to_tts: stage.with_label_values(&["llm_sentence_to_tts"]),
+            tts_to_media: stage.with_label_values(&["tts_to_media"]),
+            turn_overhead,
+            frames_in: media_frames.with_label_values(&["in"]),
+            frames_out: media_frames.with_label_values(&["out"]),
+            llm_first_sentence: provider_wait.with_label_values(&["groq"]),
+            tts_first_audio: provider_wait.with_label_values(&["cartesia"]),
+        })
+    }
+}
+
+/// Records the time since `since` in `stage`.
+pub fn observe_since(stage: &Histogram, since: std::time::Instant) {
+    stage.observe(since.elapsed().as_secs_f64());
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("iace".to_owned()), None)?;
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by route template, method and status",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ],
+            ),
+            &["route", "method", "status"],
+        )?;
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help);
+        let db_pool_size = gauge("db_pool_connections", "Postgres pool: open connections")?;
+        let db_pool_available = gauge("db_pool_available", "Postgres pool: idle connections")?;
+        let db_pool_waiting = gauge("db_pool_waiting", "Postgres pool: tasks waiting for one")?;
+        let redis_pool_size = gauge("redis_pool_connections", "Redis pool: open connections")?;
+        let redis_pool_available = gauge("redis_pool_available", "Redis pool: idle connections")?;
+        let webhooks_accepted = IntCounterVec::new(
+            Opts::new(
+                "telnyx_webhooks_accepted_total",
+                "Verified, new Telnyx webhooks by event type",
+            ),
+            &["event_type"],
+        )?;
+        let webhooks_duplicate = IntCounter::new(
+            "telnyx_webhooks_duplicate_total",
+            "Telnyx redeliveries dropped by event id",
+        )?;
+        let recorder_failed_writes = IntCounter::new(
+            "recorder_failed_writes_total",
+            "Call record writes given up after every retry (each one logged with its content)",
+        )?;
+        let live_calls = gauge("live_calls", "Calls live on this instance")?;
+        let media_frames_rejected = IntCounterVec::new(
+            Opts::new(
+                "media_frames_rejected_total",
+                "Media socket frames dropped, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(media_frames_rejected.clone()))?;
+        registry.register(Box::new(webhooks_accepted.clone()))?;
+        registry.register(Box::new(webhooks_duplicate.clone()))?;
+        registry.register(Box::new(recorder_failed_writes.clone()))?;
+        registry.register(Box::new(live_calls.clone()))?;
+        let auth_logins = IntCounterVec::new(
+            Opts::new("auth_logins_total", "Login attempts by outcome"),
+            &["outcome"],
+        )?;
+        let auth_redis_failures = IntCounterVec::new(
+            Opts::new(
+                "auth_redis_failures_total",
+                "Redis failures in authentication, by operation (worked around, not fatal)",
+            ),
+            &["operation"],
+        )?;
+        let retrieval_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "retrieval_duration_seconds",
+                "Retrieval of patterns and caller memory for one caller turn",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0,
+            ]),
+            &["result"],
+        )?;
+        let learning_jobs = IntCounterVec::new(
+            Opts::new(
+                "learning_jobs_total",
+                "Finished post-call job attempts by kind and result",
+            ),
+            &["kind", "result"],
+        )?;
+        registry.register(Box::new(retrieval_duration.clone()))?;
+        registry.register(Box::new(learning_jobs.clone()))?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(auth_logins.clone()))?;
+        registry.register(Box::new(auth_redis_failures.clone()))?;
+        for g in [
+            &db_pool_size,
+            &db_pool_available,
+            &db_pool_waiting,
+            &redis_pool_size,
+            &redis_pool_available,
+        ] {
+            registry.register(Box::new(g.clone()))?;
+        }
+        // Process metrics (CPU, resident memory, open fds) are read from /proc at scrape time.
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        let voice = VoiceMetrics::new(&registry)?;
+        Ok(Self {
+            voice,
+            registry,
+            http_requests,
+            http_duration,
+            db_pool_size,
+            db_pool_available,
+            db_pool_waiting,
+            redis_pool_size,
+            redis_pool_available,
+            webhooks_accepted,
+            webhooks_duplicate,
+            recorder_failed_writes,
+            live_calls,
+            media_frames_rejected,
+            auth_logins,
+            auth_redis_failures,
+            retrieval_duration,
+            learning_jobs,
+        })
+    }
+
+    /// Records one finished request.
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let status = status.to_string();
+        let labels = [route, method, status.as_str()];
+        self.http_requests.with_label_values(&labels).inc();
+        self.http_duration
+            .with_label_values(&labels)
+            .observe(seconds);
+    }
+}
