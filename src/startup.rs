@@ -17,6 +17,7 @@ use crate::providers::deepgram::DeepgramClient;
 use crate::providers::groq::GroqClient;
 use crate::providers::telnyx::{CallControl, TelnyxClient, WebhookVerifier};
 use crate::store::pool;
+use crate::telemetry::breakers::BreakerMetrics;
 use crate::telemetry::{metrics::Metrics, RequestSpan};
 use actix::{Actor, Arbiter};
 use actix_web::dev::{Server, ServerHandle};
@@ -78,7 +79,7 @@ impl Application {
         let redis = pool::redis_pool(&settings.redis)?;
         let metrics = Arc::new(Metrics::new()?);
         // One breaker per provider for the whole instance: every call sees the same state.
-        let breakers = Breakers::new(&settings.breakers, &metrics.registry)?;
+        let breakers = Breakers::new(&settings.breakers, &BreakerMetrics::new(&metrics.registry)?);
 
         let recorder_arbiter = Arbiter::new();
         let recorder_config = RecorderConfig {

@@ -14,7 +14,8 @@
 
 use crate::config::BreakerSettings;
 use crate::providers::ProviderError;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use crate::telemetry::breakers::BreakerMetrics;
+use prometheus::{IntCounter, IntGauge};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -360,41 +361,20 @@ pub struct Breakers {
 }
 
 impl Breakers {
-    /// Builds the breakers and registers `circuit_breaker_state` and
-    /// `circuit_breaker_trips_total` on `registry` (whose namespace adds `iace_`).
-    pub fn new(settings: &BreakerSettings, registry: &Registry) -> Result<Self, prometheus::Error> {
-        let state = IntGaugeVec::new(
-            Opts::new(
-                "circuit_breaker_state",
-                "Circuit breaker per provider: 0 closed, 1 open, 2 half-open",
-            ),
-            &["provider"],
-        )?;
-        let trips = IntCounterVec::new(
-            Opts::new(
-                "circuit_breaker_trips_total",
-                "Times a provider's circuit breaker opened",
-            ),
-            &["provider"],
-        )?;
-        registry.register(Box::new(state.clone()))?;
-        registry.register(Box::new(trips.clone()))?;
+    /// Builds the breakers; their state and trips are exported through `metrics`.
+    pub fn new(settings: &BreakerSettings, metrics: &BreakerMetrics) -> Self {
         let make = |p: Provider| {
-            Breaker::new(
-                p,
-                settings,
-                state.with_label_values(&[p.as_str()]),
-                trips.with_label_values(&[p.as_str()]),
-            )
+            let (gauge, trips) = metrics.for_provider(p.as_str());
+            Breaker::new(p, settings, gauge, trips)
         };
-        Ok(Self {
+        Self {
             telnyx: make(Provider::Telnyx),
             deepgram: make(Provider::Deepgram),
             cartesia: make(Provider::Cartesia),
             groq_chat: make(Provider::GroqChat),
             groq_sentiment: make(Provider::GroqSentiment),
             gemini: make(Provider::Gemini),
-        })
+        }
     }
 
     pub fn get(&self, provider: Provider) -> &Breaker {
@@ -412,6 +392,7 @@ impl Breakers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus::Registry;
 
     fn settings(failures: u32, open_ms: u64) -> BreakerSettings {
         BreakerSettings {
@@ -426,7 +407,8 @@ mod tests {
 
     fn breakers(s: &BreakerSettings) -> (Breakers, Registry) {
         let registry = Registry::new_custom(Some("iace".into()), None).unwrap();
-        (Breakers::new(s, &registry).unwrap(), registry)
+        let metrics = BreakerMetrics::new(&registry).unwrap();
+        (Breakers::new(s, &metrics), registry)
     }
 
     fn metric(registry: &Registry, name: &str, provider: &str) -> f64 {

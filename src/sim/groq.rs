@@ -80,6 +80,8 @@ pub struct GroqFaults {
     pub fail_next: u32,
     /// Requests are held this long before any answer (to test timeouts).
     pub stall: Option<Duration>,
+    /// Every request gets 500 (an outage) until switched off.
+    pub down: bool,
 }
 
 /// One request as received.
@@ -259,6 +261,14 @@ fn decide(req: &HttpRequest, body: &[u8], shared: &Mutex<Shared>) -> Decision {
             request.model, s.faults.retry_after_secs
         );
         return refuse(&mut s, 429, "tokens", message);
+    }
+    if s.faults.down {
+        return refuse(
+            &mut s,
+            500,
+            "server_error",
+            "Internal server error (simulated outage)".into(),
+        );
     }
     if s.faults.fail_next > 0 {
         s.faults.fail_next -= 1;
