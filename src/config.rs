@@ -327,6 +327,11 @@ pub struct RecorderSettings {
     pub flush_interval_ms: u64,
     pub retry_backoff_max_ms: u64,
     pub max_attempts_per_write: u32,
+    /// Writes held in memory while the database is away; later ones go to `spill_file`.
+    pub buffer_max_writes: usize,
+    /// Append-only file (JSON lines) for writes past the memory buffer, replayed in order when
+    /// the database returns (or at the next start). One per instance.
+    pub spill_file: String,
 }
 
 /// Accounts and tokens: signing keys, token lifetimes, password hashing cost, rate limits.

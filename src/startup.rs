@@ -87,6 +87,8 @@ impl Application {
             flush_interval: Duration::from_millis(settings.recorder.flush_interval_ms),
             retry_backoff_max: Duration::from_millis(settings.recorder.retry_backoff_max_ms),
             max_attempts_per_write: settings.recorder.max_attempts_per_write,
+            buffer_max_writes: settings.recorder.buffer_max_writes.max(1),
+            spill_path: settings.recorder.spill_file.clone().into(),
         };
         let (recorder_db, failed) = (db.clone(), metrics.recorder_failed_writes.clone());
         let recorder = Recorder::start_in_arbiter(&recorder_arbiter.handle(), move |_| {

@@ -253,6 +253,14 @@ async fn spawn_app_on(
     settings.telnyx.webhook_public_key = telnyx.public_key_b64();
     // Redis is shared by every test (and every engineer's tests): keys of this app stay apart.
     settings.redis.key_prefix = format!("iace-test:{db_name}");
+    // Each app its own spill file (a fresh one: a leftover would be replayed into this app).
+    settings.recorder.spill_file = std::env::temp_dir()
+        .join(format!(
+            "iace-test-spill-{}.jsonl",
+            uuid::Uuid::new_v4().simple()
+        ))
+        .display()
+        .to_string();
     tweak(&mut settings);
     let app = Application::build_with_listener(settings.clone(), listener)
         .await

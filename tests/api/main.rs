@@ -15,6 +15,7 @@ mod conversation;
 mod health;
 mod learning;
 mod migrations;
+mod outage;
 mod telnyx;
 mod tls;
 mod voice;
