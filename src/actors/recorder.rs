@@ -1,5 +1,12 @@
-//! Recorder: the one writer of call records. Calls hand it writes and move on; it batches them,
-//! applies them in order, retries while the database is away, and never drops one silently.
+//! Recorder: the writer of a live call's records. Calls hand it writes and move on; it batches
+//! them, applies them in order, retries while the database is away, and never drops one silently.
+//!
+//! Every write a `Call` actor makes goes through here: its row (inbound insert, every update),
+//! its events, its utterances, and the post-call jobs queued after them. Call data written
+//! outside a live call does not: the calls API inserts an outbound call's row before its actor
+//! exists (so its 202 is readable at once), the registry attaches a late webhook of an ended call
+//! to that call's history, the post-call jobs (`learning::pipeline`) set the summary and outcome
+//! class, and the webhook handler keeps the raw inbox (`webhook_events`).
 //!
 //! Memory is bounded: past `buffer_max_writes` queued writes (a long database outage under many
 //! calls), new writes go to an append-only spill file (one JSON line each) instead. Writes come

@@ -23,7 +23,9 @@ pub struct CallRegistry {
 struct Inner {
     shards: OnceLock<Vec<Addr<RegistryShard>>>,
     arbiters: Vec<Arbiter>,
-    /// Telnyx `call_control_id` → our id. Written only by shards; read by webhook routing.
+    /// Telnyx `call_control_id` → our id. Written only on the shards' threads (a shard binds an
+    /// inbound call's id as it starts it, a call binds the id its dial returned, a call unbinds
+    /// as it ends); read by webhook routing on the HTTP threads.
     control_ids: RwLock<HashMap<String, CallId>>,
     db: DbPool,
 }
@@ -82,7 +84,8 @@ impl CallRegistry {
             .copied()
     }
 
-    /// Called by the call that learned its Telnyx id (on its own shard's thread).
+    /// Called on a shard's thread: by the shard starting an inbound call, or by the call that
+    /// learned its Telnyx id from its dial.
     pub fn bind_control_id(&self, ccid: &str, id: CallId) {
         self.inner
             .control_ids
@@ -113,10 +116,11 @@ impl CallRegistry {
                 }
             }
             (None, true) => {
+                // The shard binds the control id as it starts the call. The call's next webhook
+                // comes over another request, after a database write, by which time the shard
+                // has long started it; after our answer every event carries our id in
+                // `client_state` as well.
                 let id = CallId::new();
-                if let Some(ccid) = &event.payload.call_control_id {
-                    self.bind_control_id(ccid, id);
-                }
                 if let Some(shard) = self.shard(id) {
                     shard.do_send(StartCall {
                         id,
@@ -300,6 +304,11 @@ impl Handler<StartCall> for RegistryShard {
     fn handle(&mut self, msg: StartCall, _: &mut Self::Context) {
         if self.calls.contains_key(&msg.id) {
             return;
+        }
+        if let Origin::Inbound { event } = &msg.origin {
+            if let Some(ccid) = &event.payload.call_control_id {
+                self.deps.registry.bind_control_id(ccid, msg.id);
+            }
         }
         let call = Call::new(msg.id, msg.from, msg.to, msg.origin, self.deps.clone()).start();
         self.calls.insert(msg.id, call);

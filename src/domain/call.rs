@@ -145,7 +145,9 @@ pub enum EndReason {
     Transferred,
     /// We could not set the call up (no profile for the number, a command failed, ...).
     SetupFailed,
-    /// The engine shut down with the call still live.
+    /// The engine shut down with the call still live. Nothing ends a call this way yet: it is
+    /// reserved for the shutdown drain of issue 11, which ends the calls still live at its
+    /// deadline with it (the reason and its outcome mapping are already part of the API).
     Shutdown,
 }
 

@@ -133,18 +133,10 @@ impl From<AgentProfile> for AgentDto {
     }
 }
 
-async fn conn(state: &AppState) -> Result<crate::store::DbConn, ApiError> {
-    state
-        .db
-        .get()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.into()))
-}
-
 #[get("/api/v1/agents")]
 async fn list_agents(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
-    let list = agents::list(&mut *conn(&state).await?, user.organization_id).await?;
+    let list = agents::list(&mut *state.conn().await?, user.organization_id).await?;
     let data: Vec<AgentDto> = list.into_iter().map(AgentDto::from).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data })))
 }
@@ -158,7 +150,7 @@ async fn create_agent(
     user.require(Role::Admin)?;
     let (form, numbers) = body.into_inner().validate()?;
     let created = agents::create(
-        &mut *conn(&state).await?,
+        &mut *state.conn().await?,
         user.organization_id,
         &form,
         &numbers,
@@ -175,7 +167,7 @@ async fn get_agent(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
     let found = agents::find(
-        &mut *conn(&state).await?,
+        &mut *state.conn().await?,
         user.organization_id,
         path.into_inner(),
     )
@@ -194,7 +186,7 @@ async fn update_agent(
     user.require(Role::Admin)?;
     let (form, numbers) = body.into_inner().validate()?;
     let updated = agents::update(
-        &mut *conn(&state).await?,
+        &mut *state.conn().await?,
         user.organization_id,
         path.into_inner(),
         &form,
@@ -213,7 +205,7 @@ async fn delete_agent(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Admin)?;
     if agents::delete(
-        &mut *conn(&state).await?,
+        &mut *state.conn().await?,
         user.organization_id,
         path.into_inner(),
     )

@@ -79,14 +79,6 @@ impl From<CallRow> for CallDto {
     }
 }
 
-pub(crate) async fn conn(state: &AppState) -> Result<crate::store::DbConn, ApiError> {
-    state
-        .db
-        .get()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.into()))
-}
-
 #[post("/api/v1/calls")]
 async fn create_call(
     user: AuthUser,
@@ -95,7 +87,7 @@ async fn create_call(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Agent)?;
     let body = body.into_inner();
-    let mut conn = conn(&state).await?;
+    let mut conn = state.conn().await?;
     let profile = agents::find(&mut conn, user.organization_id, body.agent_profile_id)
         .await?
         .ok_or_else(|| ApiError::Validation("agent_profile_id: no such agent profile".into()))?;
@@ -203,7 +195,7 @@ async fn list_calls(
         return Err(ApiError::BadRequest("limit: between 1 and 200".into()));
     }
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let mut conn = conn(&state).await?;
+    let mut conn = state.conn().await?;
     // One extra row tells whether another page exists.
     let mut rows = calls::list(&mut conn, user.organization_id, &filter, after, limit + 1).await?;
     let more = rows.len() as i64 > limit;
@@ -224,13 +216,24 @@ async fn list_calls(
     }))
 }
 
+/// A call with its events and transcript, as `GET /api/v1/calls/{id}` shows it.
 #[derive(Serialize)]
-struct CallDetail {
+struct CallDetailDto {
     #[serde(flatten)]
     call: CallDto,
     events: Vec<events::CallEventRow>,
     /// The transcript: caller and agent utterances in order.
     utterances: Vec<utterances::UtteranceRow>,
+}
+
+impl From<calls::CallDetail> for CallDetailDto {
+    fn from(d: calls::CallDetail) -> Self {
+        Self {
+            call: d.call.into(),
+            events: d.events,
+            utterances: d.utterances,
+        }
+    }
 }
 
 #[get("/api/v1/calls/{id}")]
@@ -240,18 +243,14 @@ async fn get_call(
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
-    let id = path.into_inner();
-    let mut conn = conn(&state).await?;
-    let call = calls::find(&mut conn, user.organization_id, id)
-        .await?
-        .ok_or(ApiError::NotFound("call"))?;
-    let events = events::list_call_events(&mut conn, user.organization_id, id).await?;
-    let utterances = utterances::list_for_call(&mut conn, user.organization_id, id).await?;
-    Ok(HttpResponse::Ok().json(CallDetail {
-        call: call.into(),
-        events,
-        utterances,
-    }))
+    let detail = calls::detail(
+        &mut *state.conn().await?,
+        user.organization_id,
+        path.into_inner(),
+    )
+    .await?
+    .ok_or(ApiError::NotFound("call"))?;
+    Ok(HttpResponse::Ok().json(CallDetailDto::from(detail)))
 }
 
 /// Maps a registry answer to the API's: a call that is not live is either unknown here (404),
@@ -259,11 +258,12 @@ async fn get_call(
 async fn command_error(state: &AppState, org: Uuid, id: Uuid, err: CommandError) -> ApiError {
     match err {
         CommandError::NotFound => {
-            let Ok(mut conn) = conn(state).await else {
-                return ApiError::Unavailable(anyhow::anyhow!("database unavailable"));
+            let mut conn = match state.conn().await {
+                Ok(conn) => conn,
+                Err(e) => return e,
             };
-            match calls::find(&mut conn, org, id).await {
-                Ok(Some(row)) if row.status == CallState::Ended.as_str() => ApiError::CallEnded,
+            match calls::find_status(&mut conn, org, id).await {
+                Ok(Some(status)) if status == CallState::Ended.as_str() => ApiError::CallEnded,
                 Ok(Some(_)) => ApiError::CallNotLive,
                 Ok(None) => ApiError::NotFound("call"),
                 Err(e) => e.into(),

@@ -4,7 +4,6 @@
 use crate::domain::phone::PhoneNumber;
 use crate::domain::role::Role;
 use crate::error::ApiError;
-use crate::http::calls::conn;
 use crate::http::extractor::AuthUser;
 use crate::http::AppState;
 use crate::store::{calls, jobs, memory};
@@ -34,7 +33,7 @@ async fn get_call_summary(
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
-    let mut conn = conn(&state).await?;
+    let mut conn = state.conn().await?;
     let call = calls::find(&mut conn, user.organization_id, path.into_inner())
         .await?
         .ok_or(ApiError::NotFound("call"))?;
@@ -71,7 +70,7 @@ async fn list_call_jobs(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
     let call_id = path.into_inner();
-    let mut conn = conn(&state).await?;
+    let mut conn = state.conn().await?;
     calls::find(&mut conn, user.organization_id, call_id)
         .await?
         .ok_or(ApiError::NotFound("call"))?;
@@ -115,7 +114,7 @@ async fn get_caller_memory(
     let raw = path.into_inner().replace("%2B", "+").replace("%2b", "+");
     let number =
         PhoneNumber::parse(raw.trim()).map_err(|e| ApiError::BadRequest(format!("number: {e}")))?;
-    let mut conn = conn(&state).await?;
+    let mut conn = state.conn().await?;
     let snapshot = memory::latest(&mut conn, user.organization_id, number.as_str())
         .await?
         .ok_or(ApiError::NotFound("caller memory"))?;

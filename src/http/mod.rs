@@ -54,6 +54,16 @@ pub struct AppState {
     pub learning: crate::learning::Learning,
 }
 
+impl AppState {
+    /// A database connection from the pool, or 503 `service_unavailable` when none can be had.
+    pub async fn conn(&self) -> Result<crate::store::DbConn, crate::error::ApiError> {
+        self.db
+            .get()
+            .await
+            .map_err(|e| crate::error::ApiError::Unavailable(e.into()))
+    }
+}
+
 /// Registers every route. The same function serves `main` and the tests.
 pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     cfg.configure(health::configure)

@@ -4,7 +4,7 @@
 
 use crate::domain::role::Role;
 use crate::error::ApiError;
-use crate::http::calls::{conn, decode_cursor, encode_cursor};
+use crate::http::calls::{decode_cursor, encode_cursor};
 use crate::http::extractor::AuthUser;
 use crate::http::AppState;
 use crate::store::calls::Cursor;
@@ -110,7 +110,7 @@ async fn search_patterns(
         ));
     }
     let embedding = state.learning.embedder.embed_query(text).await;
-    let mut conn = conn(&state).await?;
+    let mut conn = state.conn().await?;
     let hits = patterns::search(
         &mut conn,
         user.organization_id,
@@ -189,7 +189,7 @@ async fn import_patterns(
         .embed_documents(&problems)
         .await
         .map_err(|e| ApiError::Unavailable(e.into()))?;
-    let mut conn = conn(&state).await?;
+    let mut conn = state.conn().await?;
     let mut results = Vec::with_capacity(cleaned.len());
     // One by one, so a pair also merges with a near-duplicate earlier in the same import.
     for ((problem, resolution), embedding) in cleaned.into_iter().zip(embeddings) {
@@ -239,7 +239,7 @@ async fn list_patterns(
         return Err(ApiError::BadRequest("limit: between 1 and 200".into()));
     }
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let mut conn = conn(&state).await?;
+    let mut conn = state.conn().await?;
     // One extra row tells whether another page exists.
     let mut rows = patterns::list(&mut conn, user.organization_id, after, limit + 1).await?;
     let more = rows.len() as i64 > limit;
@@ -263,7 +263,7 @@ async fn get_pattern(
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
-    let mut conn = conn(&state).await?;
+    let mut conn = state.conn().await?;
     let row = patterns::find(&mut conn, user.organization_id, path.into_inner())
         .await?
         .ok_or(ApiError::NotFound("pattern"))?;
@@ -322,7 +322,7 @@ async fn update_pattern(
         changes.embedding_model = Some(embedding.model);
         changes.problem = Some(problem);
     }
-    let mut conn = conn(&state).await?;
+    let mut conn = state.conn().await?;
     let row = patterns::update(&mut conn, user.organization_id, path.into_inner(), &changes)
         .await?
         .ok_or(ApiError::NotFound("pattern"))?;
@@ -336,7 +336,7 @@ async fn delete_pattern(
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Admin)?;
-    let mut conn = conn(&state).await?;
+    let mut conn = state.conn().await?;
     if !patterns::delete(&mut conn, user.organization_id, path.into_inner()).await? {
         return Err(ApiError::NotFound("pattern"));
     }

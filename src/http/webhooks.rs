@@ -51,11 +51,7 @@ async fn telnyx_webhook(
         payload,
         occurred_at: event.occurred_at,
     };
-    let mut conn = state
-        .db
-        .get()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.into()))?;
+    let mut conn = state.conn().await?;
     let is_new = events::insert_webhook_event(&mut conn, &record).await?;
     drop(conn);
     if !is_new {

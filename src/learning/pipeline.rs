@@ -4,6 +4,7 @@
 //! its first run stored instead of duplicating them).
 
 use crate::learning::{enqueue_once, Embedder, JobKind};
+use crate::prompts;
 use crate::providers::groq::{ChatMessage, GroqClient};
 use crate::providers::ProviderError;
 use crate::store::calls::{self, CallRow};
@@ -14,32 +15,6 @@ use crate::store::utterances::{self, UtteranceRow};
 use crate::store::{DbPool, StoreError};
 use diesel_async::AsyncConnection;
 use serde::Deserialize;
-
-/// Marker of the summary prompt (the Groq simulator keys on it).
-pub const SUMMARY_MARKER: &str = "Summarise this call";
-/// Marker of the pattern extraction prompt.
-pub const EXTRACT_MARKER: &str = "Extract problem and resolution pairs";
-/// Marker of the caller memory prompt.
-pub const MEMORY_MARKER: &str = "caller memory";
-
-const SUMMARY_PROMPT: &str = "Summarise this call between a caller and a support agent. \
-Answer with one JSON object and nothing else, shaped exactly \
-{\"summary\": string, \"outcome\": \"resolved\" | \"unresolved\"}: \
-`summary` is two or three plain sentences (what the caller wanted, what was done, how it ended); \
-`outcome` is \"resolved\" only if the caller's problem was solved during the call.";
-
-const EXTRACT_PROMPT: &str =
-    "Extract problem and resolution pairs from this resolved support call. \
-Answer with one JSON object and nothing else, shaped exactly \
-{\"pairs\": [{\"problem\": string, \"resolution\": string}]}: \
-each `problem` describes the caller's problem in general words (no names, numbers or dates), \
-each `resolution` the steps that solved it. At most 3 pairs; an empty list if nothing was solved.";
-
-const MEMORY_PROMPT: &str = "Update the caller memory: what a support agent should know about \
-this caller next time they call. Answer with one JSON object and nothing else, shaped exactly \
-{\"summary\": string, \"facts\": [string]}: `summary` is one or two sentences about the caller \
-and their history with us, `facts` short durable facts they told us (name, plan, device, \
-preferences), at most 8. Keep earlier facts that still hold.";
 
 /// Longest text kept from the model for one field.
 const MAX_FIELD_CHARS: usize = 2000;
@@ -136,7 +111,10 @@ impl Pipeline {
             return Ok(());
         }
         let answer: SummaryAnswer = self
-            .ask(SUMMARY_PROMPT, transcript_text(transcript))
+            .ask(
+                prompts::SUMMARY_PROMPT,
+                prompts::transcript_text(transcript),
+            )
             .await?;
         let summary = clip(&answer.summary);
         if summary.is_empty() {
@@ -174,7 +152,10 @@ impl Pipeline {
             return Ok(());
         }
         let answer: ExtractAnswer = self
-            .ask(EXTRACT_PROMPT, transcript_text(transcript))
+            .ask(
+                prompts::EXTRACT_PROMPT,
+                prompts::transcript_text(transcript),
+            )
             .await?;
         let pairs: Vec<(String, String)> = answer
             .pairs
@@ -213,19 +194,8 @@ impl Pipeline {
             return Ok(()); // written by an earlier attempt of this job
         }
         drop(conn);
-        let mut input = String::new();
-        match &previous {
-            Some(p) => {
-                input.push_str(&format!("Earlier memory: {}\n", p.summary));
-                input.push_str(&format!("Earlier facts: {}\n", p.fact_list().join("; ")));
-            }
-            None => input.push_str("Earlier memory: none (first call)\n"),
-        }
-        if let Some(summary) = &call.summary {
-            input.push_str(&format!("Call summary: {summary}\n"));
-        }
-        input.push_str(&transcript_text(transcript));
-        let answer: MemoryAnswer = self.ask(MEMORY_PROMPT, input).await?;
+        let input = prompts::memory_input(previous.as_ref(), call.summary.as_deref(), transcript);
+        let answer: MemoryAnswer = self.ask(prompts::MEMORY_PROMPT, input).await?;
         let summary = clip(&answer.summary);
         if summary.is_empty() {
             return Err(JobError::Provider(ProviderError::Protocol {
@@ -274,18 +244,6 @@ impl Pipeline {
         request.temperature = Some(0.0);
         Ok(self.groq.complete_json(&request).await?)
     }
-}
-
-/// `caller: ...` / `agent: ...` lines under a `Transcript:` heading.
-pub fn transcript_text(transcript: &[UtteranceRow]) -> String {
-    let mut out = String::from("Transcript:\n");
-    for u in transcript {
-        out.push_str(&u.speaker);
-        out.push_str(": ");
-        out.push_str(u.text.trim());
-        out.push('\n');
-    }
-    out
 }
 
 fn clip(text: &str) -> String {

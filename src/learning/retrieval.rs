@@ -32,40 +32,10 @@ pub struct RetrievedContext {
 }
 
 impl RetrievedContext {
-    /// The text to append to the LLM's system prompt; empty when nothing was found.
+    /// The text to append to the LLM's system prompt; empty when nothing was found (rendered
+    /// by [`crate::prompts::retrieved_context`]).
     pub fn prompt_section(&self) -> String {
-        let mut out = String::new();
-        if let Some(memory) = &self.memory {
-            out.push_str("## This caller\nFrom their earlier calls: ");
-            out.push_str(memory.summary.trim());
-            out.push('\n');
-            let facts = memory.fact_list();
-            if !facts.is_empty() {
-                out.push_str("Known facts: ");
-                out.push_str(&facts.join("; "));
-                out.push('\n');
-            }
-            out.push_str("Use this to greet and help them; do not recite it.\n");
-        }
-        if !self.patterns.is_empty() {
-            if !out.is_empty() {
-                out.push('\n');
-            }
-            out.push_str(
-                "## Solutions that worked for similar problems\n\
-                 Use one if it fits what the caller describes; do not say where it came from.\n",
-            );
-            for (i, hit) in self.patterns.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "{}. Problem: {}\n   Resolution: {}",
-                    i + 1,
-                    hit.pattern.problem.trim(),
-                    hit.pattern.resolution.trim()
-                );
-            }
-        }
-        out
+        crate::prompts::retrieved_context(self)
     }
 }
 

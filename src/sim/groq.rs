@@ -328,7 +328,7 @@ fn decide(req: &HttpRequest, body: &[u8], shared: &Mutex<Shared>) -> Decision {
 
 /// The answer to a post-call learning prompt, if `system` is one.
 fn learning_reply(system: &str, user: &str) -> Option<String> {
-    use crate::learning::pipeline::{EXTRACT_MARKER, MEMORY_MARKER, SUMMARY_MARKER};
+    use crate::prompts::{EXTRACT_MARKER, MEMORY_MARKER, SUMMARY_MARKER};
     let system = system.to_lowercase();
     let lines = |who: &str| -> Vec<String> {
         let prefix = format!("{who}: ");

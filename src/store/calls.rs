@@ -1,7 +1,10 @@
 //! Calls: insert, update, fetch and list (cursor-paginated), always within one organization,
-//! plus the one internal lookup by Telnyx id that webhook routing needs.
+//! the call detail read model (call + events + utterances), plus the one internal lookup by
+//! Telnyx id that webhook routing needs.
 
+use crate::store::events::{self, CallEventRow};
 use crate::store::schema::calls;
+use crate::store::utterances::{self, UtteranceRow};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -110,6 +113,50 @@ pub async fn find(
         .first(conn)
         .await
         .optional()?)
+}
+
+/// A call's status column alone (`None`: no such call in the organization), for telling an
+/// ended call from one live on no reachable instance.
+pub async fn find_status(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+    id: Uuid,
+) -> Result<Option<String>, StoreError> {
+    Ok(calls::table
+        .filter(calls::organization_id.eq(organization_id))
+        .filter(calls::id.eq(id))
+        .select(calls::status)
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// A call with its history and transcript: the read model behind `GET /api/v1/calls/{id}`.
+#[derive(Debug, Clone)]
+pub struct CallDetail {
+    pub call: CallRow,
+    /// Telnyx's and the engine's events, in the order they happened.
+    pub events: Vec<CallEventRow>,
+    /// Caller and agent utterances, in order.
+    pub utterances: Vec<UtteranceRow>,
+}
+
+/// One call of the organization with its events and utterances, or `None`.
+pub async fn detail(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+    id: Uuid,
+) -> Result<Option<CallDetail>, StoreError> {
+    let Some(call) = find(conn, organization_id, id).await? else {
+        return Ok(None);
+    };
+    let events = events::list_call_events(conn, organization_id, id).await?;
+    let utterances = utterances::list_for_call(conn, organization_id, id).await?;
+    Ok(Some(CallDetail {
+        call,
+        events,
+        utterances,
+    }))
 }
 
 /// Internal: the call a Telnyx webhook belongs to. Not tenant-scoped on purpose: the webhook is

@@ -1,7 +1,7 @@
 //! Telephony core end to end: the Telnyx simulator drives signed webhooks into the engine, the
 //! engine's Call Control commands reach the simulator, and the calls API shows the result.
 
-use crate::helpers::{assert_error, spawn_app, spawn_app_with, wait_until, TestApp};
+use crate::helpers::{assert_error, spawn_app, spawn_app_with, wait_until};
 use iace::domain::role::Role;
 use iace::sim::telnyx::Faults;
 use serde_json::{json, Value};
@@ -9,75 +9,6 @@ use std::time::Duration;
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// An organization with an admin token and an agent profile answering `number`.
-pub struct Tenant {
-    pub org: Uuid,
-    pub token: String,
-    pub agent_id: Uuid,
-}
-
-pub async fn tenant(app: &TestApp, number: &str) -> Tenant {
-    let org = app.create_org(&format!("org-{number}")).await;
-    let token = app.token_for(org, Role::Admin).await;
-    let res = app
-        .client
-        .post(app.url("/api/v1/agents"))
-        .bearer_auth(&token)
-        .json(&json!({
-            "name": "Support",
-            "system_prompt": "You help callers with their internet service.",
-            "greeting": "Hello, how can I help?",
-            "voice_id": "voice-1",
-            "phone_numbers": [number],
-            "escalation_number": "+15557770000"
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
-    let agent: Value = res.json().await.unwrap();
-    Tenant {
-        org,
-        token,
-        agent_id: agent["id"].as_str().unwrap().parse().unwrap(),
-    }
-}
-
-pub async fn get_json(app: &TestApp, token: &str, path: &str) -> (u16, Value) {
-    let res = app
-        .client
-        .get(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
-/// Waits for the one call with this Telnyx id to show up in the org's list; returns its id.
-pub async fn call_id_for(app: &TestApp, t: &Tenant, ccid: &str) -> Uuid {
-    wait_until(WAIT, "the call to appear in the API", || async {
-        let (_, page) = get_json(app, &t.token, "/api/v1/calls?limit=200").await;
-        page["data"]
-            .as_array()?
-            .iter()
-            .find(|c| c["call_control_id"] == ccid)?["id"]
-            .as_str()?
-            .parse()
-            .ok()
-    })
-    .await
-}
-
-pub async fn wait_for_status(app: &TestApp, t: &Tenant, id: Uuid, status: &str) -> Value {
-    wait_until(WAIT, &format!("call {id} to reach {status}"), || async {
-        let (_, call) = get_json(app, &t.token, &format!("/api/v1/calls/{id}")).await;
-        (call["status"] == status).then_some(call)
-    })
-    .await
-}
 
 fn event_types(call: &Value) -> Vec<String> {
     call["events"]
@@ -91,12 +22,12 @@ fn event_types(call: &Value) -> Vec<String> {
 #[actix_web::test]
 async fn inbound_call_is_answered_with_a_media_stream_and_recorded_to_the_end() {
     let app = spawn_app().await;
-    let t = tenant(&app, "+15550100001").await;
+    let t = app.create_tenant("+15550100001").await;
     let ccid = app
         .telnyx
         .place_inbound_call("+15559990001", "+15550100001");
-    let id = call_id_for(&app, &t, &ccid).await;
-    wait_for_status(&app, &t, id, "streaming").await;
+    let id = app.call_id_for(&t, &ccid).await;
+    app.wait_for_status(&t, id, "streaming").await;
 
     let answer = app
         .telnyx
@@ -116,7 +47,7 @@ async fn inbound_call_is_answered_with_a_media_stream_and_recorded_to_the_end() 
 
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(app.telnyx.caller_hangs_up(&ccid));
-    let call = wait_for_status(&app, &t, id, "ended").await;
+    let call = app.wait_for_status(&t, id, "ended").await;
     assert_eq!(call["direction"], "inbound");
     assert_eq!(call["from"], "+15559990001");
     assert_eq!(call["to"], "+15550100001");
@@ -146,15 +77,8 @@ async fn inbound_call_is_answered_with_a_media_stream_and_recorded_to_the_end() 
 #[actix_web::test]
 async fn outbound_call_dials_and_hangs_up_through_the_api() {
     let app = spawn_app().await;
-    let t = tenant(&app, "+15550100002").await;
-    let res = app
-        .client
-        .post(app.url("/api/v1/calls"))
-        .bearer_auth(&t.token)
-        .json(&json!({ "to": "+15558880002", "from": "+15550100002", "agent_profile_id": t.agent_id }))
-        .send()
-        .await
-        .unwrap();
+    let t = app.create_tenant("+15550100002").await;
+    let res = app.place_call(&t.token, &json!({ "to": "+15558880002", "from": "+15550100002", "agent_profile_id": t.agent_id })).await;
     assert_eq!(res.status(), 202);
     let call: Value = res.json().await.unwrap();
     assert_eq!(call["status"], "dialing");
@@ -174,59 +98,33 @@ async fn outbound_call_dials_and_hangs_up_through_the_api() {
         .as_str()
         .unwrap()
         .contains(&id.to_string()));
-    wait_for_status(&app, &t, id, "streaming").await;
+    app.wait_for_status(&t, id, "streaming").await;
 
-    let res = app
-        .client
-        .post(app.url(&format!("/api/v1/calls/{id}/hangup")))
-        .bearer_auth(&t.token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.hang_up(&t.token, id).await;
     assert_eq!(res.status(), 202);
-    let call = wait_for_status(&app, &t, id, "ended").await;
+    let call = app.wait_for_status(&t, id, "ended").await;
     assert!(app.telnyx.commands().iter().any(|c| c.action == "hangup"));
     assert_eq!(call["outcome"], "resolved");
     assert_eq!(call["end_reason"], "hangup");
     assert!(call["call_control_id"].is_string());
 
     // Commands on an ended call: 409; on an unknown call: 404.
-    let res = app
-        .client
-        .post(app.url(&format!("/api/v1/calls/{id}/hangup")))
-        .bearer_auth(&t.token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.hang_up(&t.token, id).await;
     assert_error(res, 409, "call_ended").await;
-    let res = app
-        .client
-        .post(app.url(&format!("/api/v1/calls/{}/transfer", Uuid::new_v4())))
-        .bearer_auth(&t.token)
-        .json(&json!({ "to": "+15557770000" }))
-        .send()
-        .await
-        .unwrap();
+    let res = app.transfer(&t.token, Uuid::new_v4(), "+15557770000").await;
     assert_error(res, 404, "not_found").await;
 }
 
 #[actix_web::test]
 async fn transfer_through_the_api_reaches_telnyx_and_ends_as_escalated() {
     let app = spawn_app().await;
-    let t = tenant(&app, "+15550100003").await;
+    let t = app.create_tenant("+15550100003").await;
     let ccid = app
         .telnyx
         .place_inbound_call("+15559990003", "+15550100003");
-    let id = call_id_for(&app, &t, &ccid).await;
-    wait_for_status(&app, &t, id, "streaming").await;
-    let res = app
-        .client
-        .post(app.url(&format!("/api/v1/calls/{id}/transfer")))
-        .bearer_auth(&t.token)
-        .json(&json!({ "to": "+15557770000" }))
-        .send()
-        .await
-        .unwrap();
+    let id = app.call_id_for(&t, &ccid).await;
+    app.wait_for_status(&t, id, "streaming").await;
+    let res = app.transfer(&t.token, id, "+15557770000").await;
     assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
     let transfer = app
         .telnyx
@@ -236,9 +134,9 @@ async fn transfer_through_the_api_reaches_telnyx_and_ends_as_escalated() {
         .expect("transfer sent");
     assert_eq!(transfer.body["to"], "+15557770000");
     assert_eq!(transfer.call_control_id.as_deref(), Some(ccid.as_str()));
-    wait_for_status(&app, &t, id, "escalating").await;
+    app.wait_for_status(&t, id, "escalating").await;
     app.telnyx.caller_hangs_up(&ccid);
-    let call = wait_for_status(&app, &t, id, "ended").await;
+    let call = app.wait_for_status(&t, id, "ended").await;
     assert_eq!(call["outcome"], "escalated");
     assert_eq!(call["end_reason"], "transferred");
 }
@@ -248,7 +146,7 @@ async fn hangup_before_answer_is_a_normal_outcome() {
     // The caller hangs up while our answer is still on its way (the simulator is slow to take
     // commands), so the call ends without ever being answered.
     let app = spawn_app().await;
-    let t = tenant(&app, "+15550100004").await;
+    let t = app.create_tenant("+15550100004").await;
     app.telnyx.set_faults(Faults {
         command_delay_ms: 500,
         ..Faults::default()
@@ -256,9 +154,9 @@ async fn hangup_before_answer_is_a_normal_outcome() {
     let ccid = app
         .telnyx
         .place_inbound_call("+15559990004", "+15550100004");
-    let id = call_id_for(&app, &t, &ccid).await;
+    let id = app.call_id_for(&t, &ccid).await;
     assert!(app.telnyx.caller_hangs_up(&ccid));
-    let call = wait_for_status(&app, &t, id, "ended").await;
+    let call = app.wait_for_status(&t, id, "ended").await;
     assert_eq!(call["outcome"], "abandoned");
     assert!(call["answered_at"].is_null());
     assert_eq!(call["duration_ms"], 0);
@@ -296,7 +194,7 @@ async fn inbound_call_to_a_number_nobody_answers_is_rejected_without_a_row() {
 #[actix_web::test]
 async fn duplicated_and_reordered_webhooks_leave_the_call_consistent() {
     let app = spawn_app().await;
-    let t = tenant(&app, "+15550100006").await;
+    let t = app.create_tenant("+15550100006").await;
     app.telnyx.set_faults(Faults {
         duplicate_webhooks: true,
         reorder_webhooks: true,
@@ -305,7 +203,7 @@ async fn duplicated_and_reordered_webhooks_leave_the_call_consistent() {
     let ccid = app
         .telnyx
         .place_inbound_call("+15559990006", "+15550100006");
-    let id = call_id_for(&app, &t, &ccid).await;
+    let id = app.call_id_for(&t, &ccid).await;
     wait_until(WAIT, "streaming.started delivered", || async {
         app.telnyx
             .wait_for_webhook(&ccid, "streaming.started", Duration::from_millis(1))
@@ -313,7 +211,7 @@ async fn duplicated_and_reordered_webhooks_leave_the_call_consistent() {
     })
     .await;
     app.telnyx.caller_hangs_up(&ccid);
-    let call = wait_for_status(&app, &t, id, "ended").await;
+    let call = app.wait_for_status(&t, id, "ended").await;
     assert_eq!(call["outcome"], "resolved");
     assert_eq!(call["hangup_cause"], "normal_clearing");
     assert!(call["answered_at"].is_string());
@@ -338,12 +236,12 @@ async fn duplicated_and_reordered_webhooks_leave_the_call_consistent() {
 #[actix_web::test]
 async fn time_limit_hangs_the_call_up() {
     let app = spawn_app_with(|s| s.calls.max_duration_secs = 1).await;
-    let t = tenant(&app, "+15550100007").await;
+    let t = app.create_tenant("+15550100007").await;
     let ccid = app
         .telnyx
         .place_inbound_call("+15559990007", "+15550100007");
-    let id = call_id_for(&app, &t, &ccid).await;
-    let call = wait_for_status(&app, &t, id, "ended").await;
+    let id = app.call_id_for(&t, &ccid).await;
+    let call = app.wait_for_status(&t, id, "ended").await;
     assert_eq!(call["end_reason"], "time_limit");
     assert_eq!(call["outcome"], "failed");
     assert!(app
@@ -360,12 +258,12 @@ async fn a_call_that_hears_no_media_is_hung_up() {
         s.calls.media_check_interval_ms = 100;
     })
     .await;
-    let t = tenant(&app, "+15550100008").await;
+    let t = app.create_tenant("+15550100008").await;
     let ccid = app
         .telnyx
         .place_inbound_call("+15559990008", "+15550100008");
-    let id = call_id_for(&app, &t, &ccid).await;
-    let call = wait_for_status(&app, &t, id, "ended").await;
+    let id = app.call_id_for(&t, &ccid).await;
+    let call = app.wait_for_status(&t, id, "ended").await;
     assert_eq!(call["end_reason"], "no_media");
     assert!(app.telnyx.commands().iter().any(|c| c.action == "hangup"));
 }
@@ -373,50 +271,27 @@ async fn a_call_that_hears_no_media_is_hung_up() {
 #[actix_web::test]
 async fn one_organization_cannot_see_or_command_another_organizations_calls() {
     let app = spawn_app().await;
-    let a = tenant(&app, "+15550100009").await;
-    let b = tenant(&app, "+15550100010").await;
+    let a = app.create_tenant("+15550100009").await;
+    let b = app.create_tenant("+15550100010").await;
     let ccid = app
         .telnyx
         .place_inbound_call("+15559990009", "+15550100009");
-    let id = call_id_for(&app, &a, &ccid).await;
-    wait_for_status(&app, &a, id, "streaming").await;
+    let id = app.call_id_for(&a, &ccid).await;
+    app.wait_for_status(&a, id, "streaming").await;
 
-    let (status, page) = get_json(&app, &b.token, "/api/v1/calls").await;
+    let (status, page) = app.get_json(&b.token, "/api/v1/calls").await;
     assert_eq!(status, 200);
     assert_eq!(page["data"].as_array().unwrap().len(), 0);
-    let res = app
-        .client
-        .get(app.url(&format!("/api/v1/calls/{id}")))
-        .bearer_auth(&b.token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.get_call(&b.token, id).await;
+    assert_error(res, 404, "not_found").await;
+    let res = app.hang_up(&b.token, id).await;
     assert_error(res, 404, "not_found").await;
     let res = app
-        .client
-        .post(app.url(&format!("/api/v1/calls/{id}/hangup")))
-        .bearer_auth(&b.token)
-        .send()
-        .await
-        .unwrap();
-    assert_error(res, 404, "not_found").await;
-    let res = app
-        .client
-        .get(app.url(&format!("/api/v1/agents/{}", a.agent_id)))
-        .bearer_auth(&b.token)
-        .send()
-        .await
-        .unwrap();
+        .get_as(&b.token, &format!("/api/v1/agents/{}", a.agent_id))
+        .await;
     assert_error(res, 404, "not_found").await;
     // Org B cannot take org A's number either.
-    let res = app
-        .client
-        .post(app.url("/api/v1/agents"))
-        .bearer_auth(&b.token)
-        .json(&json!({ "name": "x", "system_prompt": "", "greeting": "hi", "voice_id": "v", "phone_numbers": ["+15550100009"] }))
-        .send()
-        .await
-        .unwrap();
+    let res = app.create_agent(&b.token, &json!({ "name": "x", "system_prompt": "", "greeting": "hi", "voice_id": "v", "phone_numbers": ["+15550100009"] })).await;
     assert_error(res, 409, "conflict").await;
     assert!(
         !app.telnyx.commands().iter().any(|c| c.action == "hangup"),
@@ -428,37 +303,25 @@ async fn one_organization_cannot_see_or_command_another_organizations_calls() {
 #[actix_web::test]
 async fn viewers_cannot_place_or_command_calls() {
     let app = spawn_app().await;
-    let t = tenant(&app, "+15550100011").await;
+    let t = app.create_tenant("+15550100011").await;
     let viewer = app.token_for(t.org, Role::Viewer).await;
-    let res = app
-        .client
-        .post(app.url("/api/v1/calls"))
-        .bearer_auth(&viewer)
-        .json(&json!({ "to": "+15558880011", "from": "+15550100011", "agent_profile_id": t.agent_id }))
-        .send()
-        .await
-        .unwrap();
+    let res = app.place_call(&viewer, &json!({ "to": "+15558880011", "from": "+15550100011", "agent_profile_id": t.agent_id })).await;
     assert_error(res, 403, "forbidden").await;
-    let (status, _) = get_json(&app, &viewer, "/api/v1/calls").await;
+    let (status, _) = app.get_json(&viewer, "/api/v1/calls").await;
     assert_eq!(status, 200);
 }
 
 #[actix_web::test]
 async fn calls_list_filters_and_paginates_with_a_cursor() {
     let app = spawn_app().await;
-    let t = tenant(&app, "+15550100012").await;
+    let t = app.create_tenant("+15550100012").await;
     for i in 0..5 {
-        let res = app
-            .client
-            .post(app.url("/api/v1/calls"))
-            .bearer_auth(&t.token)
-            .json(&json!({ "to": format!("+1555888001{i}"), "from": "+15550100012", "agent_profile_id": t.agent_id }))
-            .send()
-            .await
-            .unwrap();
+        let res = app.place_call(&t.token, &json!({ "to": format!("+1555888001{i}"), "from": "+15550100012", "agent_profile_id": t.agent_id })).await;
         assert_eq!(res.status(), 202);
     }
-    let (_, first) = get_json(&app, &t.token, "/api/v1/calls?limit=2&direction=outbound").await;
+    let (_, first) = app
+        .get_json(&t.token, "/api/v1/calls?limit=2&direction=outbound")
+        .await;
     assert_eq!(first["data"].as_array().unwrap().len(), 2);
     let mut seen: Vec<String> = first["data"]
         .as_array()
@@ -468,12 +331,12 @@ async fn calls_list_filters_and_paginates_with_a_cursor() {
         .collect();
     let mut cursor = first["next_cursor"].as_str().unwrap().to_owned();
     loop {
-        let (_, page) = get_json(
-            &app,
-            &t.token,
-            &format!("/api/v1/calls?limit=2&direction=outbound&cursor={cursor}"),
-        )
-        .await;
+        let (_, page) = app
+            .get_json(
+                &t.token,
+                &format!("/api/v1/calls?limit=2&direction=outbound&cursor={cursor}"),
+            )
+            .await;
         seen.extend(
             page["data"]
                 .as_array()
@@ -490,30 +353,20 @@ async fn calls_list_filters_and_paginates_with_a_cursor() {
     unique.sort();
     unique.dedup();
     assert_eq!((seen.len(), unique.len()), (5, 5));
-    let (_, inbound) = get_json(&app, &t.token, "/api/v1/calls?direction=inbound").await;
+    let (_, inbound) = app
+        .get_json(&t.token, "/api/v1/calls?direction=inbound")
+        .await;
     assert_eq!(inbound["data"].as_array().unwrap().len(), 0);
-    let res = app
-        .client
-        .get(app.url("/api/v1/calls?cursor=garbage"))
-        .bearer_auth(&t.token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.get_as(&t.token, "/api/v1/calls?cursor=garbage").await;
     assert_error(res, 400, "bad_request").await;
-    let res = app
-        .client
-        .get(app.url("/api/v1/calls?status=flying"))
-        .bearer_auth(&t.token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.get_as(&t.token, "/api/v1/calls?status=flying").await;
     assert_error(res, 400, "bad_request").await;
 }
 
 #[actix_web::test]
 async fn two_hundred_calls_at_once_all_complete_with_correct_rows() {
     let app = spawn_app().await;
-    let t = tenant(&app, "+15550100013").await;
+    let t = app.create_tenant("+15550100013").await;
     let ccids: Vec<String> = (0..200)
         .map(|i| {
             app.telnyx
@@ -532,7 +385,9 @@ async fn two_hundred_calls_at_once_all_complete_with_correct_rows() {
         assert!(app.telnyx.caller_hangs_up(c));
     }
     let rows = wait_until(Duration::from_secs(60), "200 ended rows", || async {
-        let (_, page) = get_json(&app, &t.token, "/api/v1/calls?status=ended&limit=200").await;
+        let (_, page) = app
+            .get_json(&t.token, "/api/v1/calls?status=ended&limit=200")
+            .await;
         let rows = page["data"].as_array()?.clone();
         (rows.len() == 200).then_some(rows)
     })

@@ -1,18 +1,17 @@
 //! The live conversation: the media socket Telnyx opens, and whole calls through every
 //! simulator (Telnyx, the simulated caller, Deepgram, Groq, Cartesia).
 
-use crate::calls::{call_id_for, tenant, wait_for_status};
 use crate::helpers::{assert_error, spawn_app};
 
 #[actix_web::test]
 async fn a_media_socket_without_a_valid_token_is_refused_before_the_upgrade() {
     let app = spawn_app().await;
-    let t = tenant(&app, "+15550200001").await;
+    let t = app.create_tenant("+15550200001").await;
     let ccid = app
         .telnyx
         .place_inbound_call("+15559990101", "+15550200001");
-    let id = call_id_for(&app, &t, &ccid).await;
-    wait_for_status(&app, &t, id, "streaming").await;
+    let id = app.call_id_for(&t, &ccid).await;
+    app.wait_for_status(&t, id, "streaming").await;
     let answer = app
         .telnyx
         .commands()
@@ -46,7 +45,7 @@ async fn a_media_socket_without_a_valid_token_is_refused_before_the_upgrade() {
     assert_eq!(res.status(), 400);
 }
 
-use crate::calls::{get_json, Tenant};
+use crate::helpers::Tenant;
 use crate::helpers::{spawn_voice_app, TestApp, VoiceSetup};
 use iace::domain::audio::Codec;
 use iace::sim::caller::{CallerConfig, CallerReport, CallerScript, CallerScripts, CallerSim};
@@ -80,7 +79,7 @@ fn support_rules() -> GroqSimConfig {
 async fn converse(app: &TestApp, t: &Tenant) -> (CallerReport, Value) {
     let voice = app.voice.as_ref().expect("voice app");
     let ccid = app.telnyx.place_inbound_call("+15559990301", NUMBER);
-    let id = call_id_for(app, t, &ccid).await;
+    let id = app.call_id_for(t, &ccid).await;
     let outcomes = voice
         .callers
         .wait_for_outcomes(1, Duration::from_secs(90))
@@ -90,18 +89,19 @@ async fn converse(app: &TestApp, t: &Tenant) -> (CallerReport, Value) {
         Err(e) => panic!("caller failed: {e}"),
     };
     app.telnyx.caller_hangs_up(&ccid);
-    wait_for_status(app, t, id, "ended").await;
+    app.wait_for_status(t, id, "ended").await;
     // The transcript is written off the hot path: wait for the recorder to catch up.
     app.state
         .recorder
         .send(iace::actors::recorder::Flush)
         .await
         .unwrap();
-    let (_, call) = get_json(app, &t.token, &format!("/api/v1/calls/{id}")).await;
+    let (_, call) = app.get_json(&t.token, &format!("/api/v1/calls/{id}")).await;
     (report, call)
 }
 
-fn utterances(call: &Value, speaker: &str) -> Vec<Value> {
+/// The utterances of one speaker (`caller` or `agent`) in a call's detail.
+pub(crate) fn utterances(call: &Value, speaker: &str) -> Vec<Value> {
     call["utterances"]
         .as_array()
         .unwrap()
@@ -125,7 +125,7 @@ async fn a_whole_conversation_runs_through_every_simulator_and_is_recorded() {
         ..VoiceSetup::new(CallerScripts::new(script))
     };
     let app = spawn_voice_app(setup, |_| {}).await;
-    let t = crate::calls::tenant(&app, NUMBER).await;
+    let t = app.create_tenant(NUMBER).await;
     let (report, call) = converse(&app, &t).await;
 
     assert!(report.script_completed, "{}", report.summary());
@@ -241,7 +241,7 @@ async fn barge_in_clears_playback_cancels_the_context_and_keeps_only_played_word
         ..VoiceSetup::new(CallerScripts::new(script))
     };
     let app = spawn_voice_app(setup, |_| {}).await;
-    let t = crate::calls::tenant(&app, NUMBER).await;
+    let t = app.create_tenant(NUMBER).await;
     let (report, call) = converse(&app, &t).await;
 
     assert!(report.clears() >= 1, "clear sent: {}", report.summary());
@@ -285,7 +285,7 @@ async fn souring_sentiment_escalates_to_the_profiles_human_number() {
         ..VoiceSetup::new(CallerScripts::new(script))
     };
     let app = spawn_voice_app(setup, |_| {}).await;
-    let t = crate::calls::tenant(&app, NUMBER).await;
+    let t = app.create_tenant(NUMBER).await;
     let (_, call) = converse(&app, &t).await;
     let transfer = app
         .telnyx
@@ -316,7 +316,7 @@ async fn pressing_zero_escalates() {
         ..VoiceSetup::new(CallerScripts::new(script))
     };
     let app = spawn_voice_app(setup, |_| {}).await;
-    let t = crate::calls::tenant(&app, NUMBER).await;
+    let t = app.create_tenant(NUMBER).await;
     let (_, call) = converse(&app, &t).await;
     assert!(app.telnyx.commands().iter().any(|c| c.action == "transfer"));
     assert_eq!(call["outcome"], "escalated");
@@ -344,7 +344,7 @@ async fn a_dropped_deepgram_socket_loses_no_caller_words() {
             drop_after_frames: Some(60),
             ..Default::default()
         });
-    let t = crate::calls::tenant(&app, NUMBER).await;
+    let t = app.create_tenant(NUMBER).await;
     let (_, call) = converse(&app, &t).await;
     assert!(
         app.voice.as_ref().unwrap().deepgram.connections().len() >= 2,
@@ -378,7 +378,7 @@ async fn a_dropped_cartesia_socket_mid_sentence_still_gets_the_reply_out() {
             drop_after_chunks: Some(2),
             ..Default::default()
         });
-    let t = crate::calls::tenant(&app, NUMBER).await;
+    let t = app.create_tenant(NUMBER).await;
     let (report, call) = converse(&app, &t).await;
     assert!(
         app.voice.as_ref().unwrap().cartesia.connections().len() >= 2,
@@ -407,7 +407,7 @@ async fn groq_rate_limiting_then_answering_still_answers_the_caller() {
     };
     let app = spawn_voice_app(setup, |_| {}).await;
     let groq = &app.voice.as_ref().unwrap().groq;
-    let t = crate::calls::tenant(&app, NUMBER).await;
+    let t = app.create_tenant(NUMBER).await;
     // Rate limit the very next requests (the sentiment score and the first reply attempt).
     groq.set_faults(iace::sim::groq::GroqFaults {
         rate_limit_next: 2,
@@ -446,10 +446,10 @@ async fn a_pcma_call_runs_end_to_end_without_transcoding() {
         ..VoiceSetup::new(CallerScripts::new(script.clone()))
     };
     let app = spawn_voice_app(setup, |_| {}).await;
-    let t = crate::calls::tenant(&app, NUMBER).await;
+    let t = app.create_tenant(NUMBER).await;
     let ccid = app.telnyx.place_inbound_call("+15559990302", NUMBER);
-    let id = call_id_for(&app, &t, &ccid).await;
-    wait_for_status(&app, &t, id, "streaming").await;
+    let id = app.call_id_for(&t, &ccid).await;
+    app.wait_for_status(&t, id, "streaming").await;
     let answer = app
         .telnyx
         .commands()
@@ -466,7 +466,7 @@ async fn a_pcma_call_runs_end_to_end_without_transcoding() {
     assert!(report.script_completed, "{}", report.summary());
     assert!(report.agent_audio_bytes() > 0);
     app.telnyx.caller_hangs_up(&ccid);
-    wait_for_status(&app, &t, id, "ended").await;
+    app.wait_for_status(&t, id, "ended").await;
     app.state
         .recorder
         .send(iace::actors::recorder::Flush)
@@ -490,7 +490,7 @@ async fn a_pcma_call_runs_end_to_end_without_transcoding() {
         .collect();
     assert!(!live.is_empty());
     assert!(live.iter().all(|r| r.output_format.encoding == "pcm_alaw"));
-    let (_, call) = get_json(&app, &t.token, &format!("/api/v1/calls/{id}")).await;
+    let (_, call) = app.get_json(&t.token, &format!("/api/v1/calls/{id}")).await;
     let caller = utterances(&call, "caller");
     assert_eq!(
         caller[0]["text"],
@@ -506,10 +506,10 @@ async fn malformed_media_frames_are_counted_and_leave_the_call_alive() {
         ..VoiceSetup::new(CallerScripts::new(CallerScript::new()))
     };
     let app = spawn_voice_app(setup, |s| s.calls.media_max_frame_bytes = 2048).await;
-    let t = crate::calls::tenant(&app, NUMBER).await;
+    let t = app.create_tenant(NUMBER).await;
     let ccid = app.telnyx.place_inbound_call("+15559990303", NUMBER);
-    let id = call_id_for(&app, &t, &ccid).await;
-    wait_for_status(&app, &t, id, "streaming").await;
+    let id = app.call_id_for(&t, &ccid).await;
+    app.wait_for_status(&t, id, "streaming").await;
     let answer = app
         .telnyx
         .commands()
@@ -559,7 +559,7 @@ async fn malformed_media_frames_are_counted_and_leave_the_call_alive() {
         let line = format!(r#"iace_media_frames_rejected_total{{reason="{reason}"}}"#);
         assert!(metrics.contains(&line), "{reason} counted:\n{metrics}");
     }
-    let (_, call) = get_json(&app, &t.token, &format!("/api/v1/calls/{id}")).await;
+    let (_, call) = app.get_json(&t.token, &format!("/api/v1/calls/{id}")).await;
     assert_eq!(call["status"], "streaming", "the call is alive");
     assert_eq!(app.state.registry.live_count().await, 1);
 }
@@ -581,7 +581,7 @@ async fn the_caller_hanging_up_mid_sentence_closes_everything() {
         ..VoiceSetup::new(CallerScripts::new(script))
     };
     let app = spawn_voice_app(setup, |_| {}).await;
-    let t = crate::calls::tenant(&app, NUMBER).await;
+    let t = app.create_tenant(NUMBER).await;
     let (_, call) = converse(&app, &t).await;
     assert_eq!(call["status"], "ended");
     assert_eq!(
@@ -623,11 +623,11 @@ async fn the_greeting_is_synthesised_before_pickup_once_per_profile_and_cached_i
         ..VoiceSetup::new(CallerScripts::new(script))
     };
     let app = spawn_voice_app(setup, |_| {}).await;
-    let t = crate::calls::tenant(&app, NUMBER).await;
+    let t = app.create_tenant(NUMBER).await;
     let voice = app.voice.as_ref().unwrap();
     for n in 1..=2 {
         let ccid = app.telnyx.place_inbound_call("+15559990304", NUMBER);
-        let id = call_id_for(&app, &t, &ccid).await;
+        let id = app.call_id_for(&t, &ccid).await;
         let outcomes = voice
             .callers
             .wait_for_outcomes(n, Duration::from_secs(30))
@@ -637,7 +637,7 @@ async fn the_greeting_is_synthesised_before_pickup_once_per_profile_and_cached_i
         let first = &report.agent_turns[0];
         assert!(first.audio_ms() > 500, "{}", report.summary());
         app.telnyx.caller_hangs_up(&ccid);
-        wait_for_status(&app, &t, id, "ended").await;
+        app.wait_for_status(&t, id, "ended").await;
     }
     let greetings = voice
         .cartesia
@@ -676,19 +676,21 @@ async fn a_solved_problem_and_the_callers_memory_reach_the_prompt_of_their_next_
         s.learning.retrieval_budget_ms = 3000;
     })
     .await;
-    let t = crate::calls::tenant(&app, NUMBER).await;
+    let t = app.create_tenant(NUMBER).await;
     let voice = app.voice.as_ref().unwrap();
 
     // First call: resolved; the post-call jobs learn a pattern and a memory of this caller.
     let (_, first) = converse(&app, &t).await;
     assert_eq!(first["outcome"], "resolved");
     crate::helpers::wait_until(Duration::from_secs(30), "the caller's memory", || async {
-        let (status, _) = get_json(&app, &t.token, "/api/v1/callers/+15559990301/memory").await;
+        let (status, _) = app
+            .get_json(&t.token, "/api/v1/callers/+15559990301/memory")
+            .await;
         (status == 200).then_some(())
     })
     .await;
     crate::helpers::wait_until(Duration::from_secs(30), "a learned pattern", || async {
-        let (_, page) = get_json(&app, &t.token, "/api/v1/patterns").await;
+        let (_, page) = app.get_json(&t.token, "/api/v1/patterns").await;
         let n = page["data"].as_array().map_or(0, Vec::len);
         (n > 0).then_some(())
     })
@@ -698,14 +700,14 @@ async fn a_solved_problem_and_the_callers_memory_reach_the_prompt_of_their_next_
     voice.deepgram.set_script(script.utterances());
     let before = voice.groq.requests().len();
     let ccid = app.telnyx.place_inbound_call("+15559990301", NUMBER);
-    let id = call_id_for(&app, &t, &ccid).await;
+    let id = app.call_id_for(&t, &ccid).await;
     let outcomes = voice
         .callers
         .wait_for_outcomes(2, Duration::from_secs(90))
         .await;
     assert!(outcomes[1].is_ok(), "second caller ran");
     app.telnyx.caller_hangs_up(&ccid);
-    wait_for_status(&app, &t, id, "ended").await;
+    app.wait_for_status(&t, id, "ended").await;
     let later = voice.groq.requests()[before..]
         .iter()
         .filter_map(|r| r.chat())
@@ -748,7 +750,7 @@ async fn embeddings_down_during_a_call_do_not_hold_the_turn_up() {
         s.learning.retrieval_budget_ms = 150;
     })
     .await;
-    let t = crate::calls::tenant(&app, NUMBER).await;
+    let t = app.create_tenant(NUMBER).await;
     let (report, call) = converse(&app, &t).await;
     assert!(report.script_completed, "{}", report.summary());
     let agent = utterances(&call, "agent");

@@ -13,10 +13,12 @@ use iace::sim::groq::{GroqSim, GroqSimConfig};
 use iace::sim::telnyx::{StreamHook, TelnyxSim, TelnyxSimConfig, TelnyxSimHandle};
 use iace::startup::ShutdownHandle;
 use iace::Application;
+use serde_json::Value;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
+use uuid::Uuid;
 
 pub struct TestApp {
     pub address: String,
@@ -478,6 +480,118 @@ impl TestApp {
             .send()
             .await
             .expect("request sent")
+    }
+}
+
+/// An organization with an admin token and an agent profile answering one number.
+pub struct Tenant {
+    pub org: Uuid,
+    pub token: String,
+    pub agent_id: Uuid,
+}
+
+/// How long the calls helpers wait for a call to show up or change.
+const CALL_WAIT: Duration = Duration::from_secs(10);
+
+/// Tenants, agent profiles and calls, through the API as a client would drive it.
+impl TestApp {
+    /// A new organization with an admin token and a "Support" agent profile answering
+    /// `number` (escalating to +15557770000).
+    pub async fn create_tenant(&self, number: &str) -> Tenant {
+        let org = self.create_org(&format!("org-{number}")).await;
+        let token = self.token_for(org, Role::Admin).await;
+        let res = self
+            .create_agent(
+                &token,
+                &serde_json::json!({
+                    "name": "Support",
+                    "system_prompt": "You help callers with their internet service.",
+                    "greeting": "Hello, how can I help?",
+                    "voice_id": "voice-1",
+                    "phone_numbers": [number],
+                    "escalation_number": "+15557770000"
+                }),
+            )
+            .await;
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+        let agent: Value = res.json().await.unwrap();
+        Tenant {
+            org,
+            token,
+            agent_id: agent["id"].as_str().unwrap().parse().unwrap(),
+        }
+    }
+
+    /// `POST /api/v1/agents`.
+    pub async fn create_agent(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.post_as(token, "/api/v1/agents", body).await
+    }
+
+    /// `GET path` as `token`: the status and the JSON body (`Null` when there is none).
+    pub async fn get_json(&self, token: &str, path: &str) -> (u16, Value) {
+        let res = self.get_as(token, path).await;
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /api/v1/calls`: dial out.
+    pub async fn place_call(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.post_as(token, "/api/v1/calls", body).await
+    }
+
+    /// `GET /api/v1/calls/{id}`.
+    pub async fn get_call(&self, token: &str, id: Uuid) -> reqwest::Response {
+        self.get_as(token, &format!("/api/v1/calls/{id}")).await
+    }
+
+    /// `POST /api/v1/calls/{id}/hangup`.
+    pub async fn hang_up(&self, token: &str, id: Uuid) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/api/v1/calls/{id}/hangup")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `POST /api/v1/calls/{id}/transfer` to `to`.
+    pub async fn transfer(&self, token: &str, id: Uuid, to: &str) -> reqwest::Response {
+        self.post_as(
+            token,
+            &format!("/api/v1/calls/{id}/transfer"),
+            &serde_json::json!({ "to": to }),
+        )
+        .await
+    }
+
+    /// Waits for the one call with this Telnyx id to show up in the org's list; returns its id.
+    pub async fn call_id_for(&self, t: &Tenant, ccid: &str) -> Uuid {
+        wait_until(CALL_WAIT, "the call to appear in the API", || async {
+            let (_, page) = self.get_json(&t.token, "/api/v1/calls?limit=200").await;
+            page["data"]
+                .as_array()?
+                .iter()
+                .find(|c| c["call_control_id"] == ccid)?["id"]
+                .as_str()?
+                .parse()
+                .ok()
+        })
+        .await
+    }
+
+    /// Waits for call `id` to reach `status`; returns the call as the API shows it then.
+    pub async fn wait_for_status(&self, t: &Tenant, id: Uuid, status: &str) -> Value {
+        wait_until(
+            CALL_WAIT,
+            &format!("call {id} to reach {status}"),
+            || async {
+                let (_, call) = self
+                    .get_json(&t.token, &format!("/api/v1/calls/{id}"))
+                    .await;
+                (call["status"] == status).then_some(call)
+            },
+        )
+        .await
     }
 }
 

@@ -125,12 +125,6 @@ async fn seed_call(
     id
 }
 
-async fn get_json(app: &TestApp, token: &str, path: &str) -> (u16, Value) {
-    let res = app.get_as(token, path).await;
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
 async fn call_jobs(app: &TestApp, org: Uuid, call_id: Uuid) -> Vec<JobRow> {
     let mut conn = app.state.db.get().await.unwrap();
     iace::store::jobs::list_for_call(&mut conn, org, call_id)
@@ -293,15 +287,15 @@ async fn organization_a_never_retrieves_organization_b_patterns_or_memories() {
         .to_owned();
 
     // Org A has nothing: B's pattern is invisible to search, list, read, edit and delete.
-    let (status, found) = get_json(
-        &app,
-        &token_a,
-        "/api/v1/patterns/search?q=router%20rebooting&min_similarity=-1",
-    )
-    .await;
+    let (status, found) = app
+        .get_json(
+            &token_a,
+            "/api/v1/patterns/search?q=router%20rebooting&min_similarity=-1",
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(found["data"], json!([]));
-    let (_, list) = get_json(&app, &token_a, "/api/v1/patterns").await;
+    let (_, list) = app.get_json(&token_a, "/api/v1/patterns").await;
     assert_eq!(list["data"], json!([]));
     let path = format!("/api/v1/patterns/{b_pattern}");
     assert_eq!(app.get_as(&token_a, &path).await.status(), 404);
@@ -314,12 +308,9 @@ async fn organization_a_never_retrieves_organization_b_patterns_or_memories() {
         .await;
     assert_eq!(delete.status(), 404);
     // Org B still sees its own.
-    let (_, found) = get_json(
-        &app,
-        &token_b,
-        "/api/v1/patterns/search?q=router%20rebooting",
-    )
-    .await;
+    let (_, found) = app
+        .get_json(&token_b, "/api/v1/patterns/search?q=router%20rebooting")
+        .await;
     assert_eq!(found["data"][0]["id"], b_pattern);
     assert_eq!(found["data"][0]["resolution"], "Replace the power adapter");
 
@@ -338,7 +329,7 @@ async fn organization_a_never_retrieves_organization_b_patterns_or_memories() {
     drop(conn);
     let memory_path = format!("/api/v1/callers/{number}/memory");
     assert_eq!(app.get_as(&token_a, &memory_path).await.status(), 404);
-    let (status, memory_b) = get_json(&app, &token_b, &memory_path).await;
+    let (status, memory_b) = app.get_json(&token_b, &memory_path).await;
     assert_eq!(status, 200);
     assert_eq!(memory_b["summary"], "Prefers email");
 
@@ -390,7 +381,7 @@ async fn importing_a_near_duplicate_reinforces_the_existing_pattern() {
         body["results"][0],
         json!({"action": "reinforced", "id": router_id})
     );
-    let (_, list) = get_json(&app, &token, "/api/v1/patterns").await;
+    let (_, list) = app.get_json(&token, "/api/v1/patterns").await;
     let list = list["data"].as_array().unwrap().clone();
     assert_eq!(list.len(), 2, "no duplicate inserted");
     let router = list.iter().find(|p| p["id"] == router_id).unwrap();
@@ -412,7 +403,9 @@ async fn importing_a_near_duplicate_reinforces_the_existing_pattern() {
         )
         .await;
     assert_eq!(res.status(), 200);
-    let (_, found) = get_json(&app, &token, "/api/v1/patterns/search?q=modem%20restarts").await;
+    let (_, found) = app
+        .get_json(&token, "/api/v1/patterns/search?q=modem%20restarts")
+        .await;
     assert_eq!(found["data"][0]["id"], router_id);
     let delete = app
         .send_as(reqwest::Method::DELETE, &token, &path, &json!({}))
@@ -445,7 +438,9 @@ async fn a_failing_job_is_retried_and_then_succeeds() {
         !jobs.iter().any(|j| j.kind == "extract_patterns"),
         "an escalated call teaches no pattern"
     );
-    let (status, summary) = get_json(&app, &token, &format!("/api/v1/calls/{call}/summary")).await;
+    let (status, summary) = app
+        .get_json(&token, &format!("/api/v1/calls/{call}/summary"))
+        .await;
     assert_eq!(status, 200);
     assert!(summary["summary"]
         .as_str()
@@ -455,7 +450,9 @@ async fn a_failing_job_is_retried_and_then_succeeds() {
         summary["outcome"], "escalated",
         "the call's own outcome is kept"
     );
-    let (status, listed) = get_json(&app, &token, &format!("/api/v1/calls/{call}/jobs")).await;
+    let (status, listed) = app
+        .get_json(&token, &format!("/api/v1/calls/{call}/jobs"))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(listed["data"].as_array().unwrap().len(), 2);
 }
@@ -480,7 +477,9 @@ async fn a_job_that_always_fails_ends_failed_with_its_error() {
     let error = job.last_error.as_deref().unwrap();
     assert!(error.contains("groq") && error.contains("503"), "{error}");
     let token = app.token_for(org, Role::Viewer).await;
-    let (_, listed) = get_json(&app, &token, &format!("/api/v1/calls/{call}/jobs")).await;
+    let (_, listed) = app
+        .get_json(&token, &format!("/api/v1/calls/{call}/jobs"))
+        .await;
     assert_eq!(listed["data"][0]["status"], "failed");
     assert!(listed["data"][0]["last_error"]
         .as_str()
@@ -572,12 +571,13 @@ async fn a_resolved_call_teaches_a_pattern_and_a_memory_that_a_later_turn_retrie
         assert!(prompts.iter().any(|p| p.contains(marker)), "{marker} asked");
     }
 
-    let (_, patterns) = get_json(&app, &token, "/api/v1/patterns").await;
+    let (_, patterns) = app.get_json(&token, "/api/v1/patterns").await;
     let learnt = &patterns["data"][0];
     assert_eq!(learnt["source_call_id"], call.to_string());
     assert!(learnt["resolution"].as_str().unwrap().contains("firmware"));
-    let (status, memory) =
-        get_json(&app, &token, &format!("/api/v1/callers/{caller}/memory")).await;
+    let (status, memory) = app
+        .get_json(&token, &format!("/api/v1/callers/{caller}/memory"))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(memory["call_id"], call.to_string());
     assert!(

@@ -2,6 +2,10 @@
 //! own freshly migrated Postgres database, the local Redis and the provider simulators it needs
 //! (see `helpers::spawn_app`).
 
+// The crate denies unwrap/expect (Cargo.toml `[lints]`); in tests a failed expectation is the
+// test failing, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod helpers;
 mod services;
 

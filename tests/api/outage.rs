@@ -1,7 +1,7 @@
 //! Outside dependencies going away under live calls: the database (a private Postgres stopped
 //! and started again) and Redis (a private redis-server stopped mid-call).
 
-use crate::calls::{call_id_for, get_json, tenant, wait_for_status};
+use crate::conversation::utterances as utterances_of;
 use crate::helpers::{free_port, spawn_voice_app, wait_until, TestApp, VoiceSetup};
 use crate::services::{PrivatePostgres, PrivateRedis};
 use iace::config::Secret;
@@ -57,7 +57,7 @@ async fn postgres_stopped_for_30_s_under_20_live_calls_loses_no_row_and_keeps_th
         .flat_map(|s| std::iter::repeat_n(s.clone(), CALLS))
         .collect();
     app.voice.as_ref().unwrap().deepgram.set_script(heard);
-    let t = tenant(&app, NUMBER).await;
+    let t = app.create_tenant(NUMBER).await;
     let mut calls = Vec::new();
     for n in 0..CALLS {
         let ccid = app
@@ -67,8 +67,8 @@ async fn postgres_stopped_for_30_s_under_20_live_calls_loses_no_row_and_keeps_th
     }
     let mut ids = Vec::new();
     for ccid in &calls {
-        let id = call_id_for(&app, &t, ccid).await;
-        wait_for_status(&app, &t, id, "streaming").await;
+        let id = app.call_id_for(&t, ccid).await;
+        app.wait_for_status(&t, id, "streaming").await;
         ids.push(id);
     }
 
@@ -106,7 +106,7 @@ async fn postgres_stopped_for_30_s_under_20_live_calls_loses_no_row_and_keeps_th
         app.telnyx.caller_hangs_up(ccid);
     }
     for id in &ids {
-        wait_for_status(&app, &t, *id, "ended").await;
+        app.wait_for_status(&t, *id, "ended").await;
     }
     app.state
         .recorder
@@ -116,7 +116,7 @@ async fn postgres_stopped_for_30_s_under_20_live_calls_loses_no_row_and_keeps_th
     assert_eq!(std::fs::metadata(&spill).map_or(0, |m| m.len()), 0);
 
     for id in &ids {
-        let (_, call) = get_json(&app, &t.token, &format!("/api/v1/calls/{id}")).await;
+        let (_, call) = app.get_json(&t.token, &format!("/api/v1/calls/{id}")).await;
         let utterances = call["utterances"].as_array().unwrap();
         let seqs: Vec<i64> = utterances
             .iter()
@@ -153,10 +153,10 @@ async fn redis_stopped_mid_call_leaves_the_call_going_and_recorded() {
         s.redis.url = Secret::new(format!("redis://127.0.0.1:{port}"));
     })
     .await;
-    let t = tenant(&app, NUMBER).await;
+    let t = app.create_tenant(NUMBER).await;
     let ccid = app.telnyx.place_inbound_call("+15559990001", NUMBER);
-    let id = call_id_for(&app, &t, &ccid).await;
-    wait_for_status(&app, &t, id, "streaming").await;
+    let id = app.call_id_for(&t, &ccid).await;
+    app.wait_for_status(&t, id, "streaming").await;
     drop(redis);
     wait_until(
         Duration::from_secs(5),
@@ -173,18 +173,12 @@ async fn redis_stopped_mid_call_leaves_the_call_going_and_recorded() {
     let answered = report.turn_latencies_ms().iter().flatten().count();
     assert_eq!(answered, 3, "{}", report.summary());
     app.telnyx.caller_hangs_up(&ccid);
-    wait_for_status(&app, &t, id, "ended").await;
+    app.wait_for_status(&t, id, "ended").await;
     app.state
         .recorder
         .send(iace::actors::recorder::Flush)
         .await
         .unwrap();
-    let (_, call) = get_json(&app, &t.token, &format!("/api/v1/calls/{id}")).await;
-    let callers = call["utterances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|u| u["speaker"] == "caller")
-        .count();
-    assert_eq!(callers, 3, "{call}");
+    let (_, call) = app.get_json(&t.token, &format!("/api/v1/calls/{id}")).await;
+    assert_eq!(utterances_of(&call, "caller").len(), 3, "{call}");
 }

@@ -9,6 +9,7 @@ use crate::actors::recorder::Write;
 use crate::actors::stt::SttNotice;
 use crate::actors::tts::CancelContext;
 use crate::domain::sentiment::{lexicon_score, Sentiment};
+use crate::prompts;
 use crate::providers::groq::ChatMessage;
 use crate::providers::telnyx::media::OutboundFrame;
 use crate::store::calls::CallChanges;
@@ -77,12 +78,7 @@ impl Call {
         let budget = Duration::from_millis(self.deps.sentiment_timeout_ms);
         let prompt = text.clone();
         let fut = async move {
-            let request = groq.chat_request(vec![
-                ChatMessage::system(
-                    "You rate the sentiment of a caller's sentence. Answer JSON {\"score\": number from -1 to 1, \"label\": \"negative\"|\"neutral\"|\"positive\"}.",
-                ),
-                ChatMessage::user(prompt),
-            ]);
+            let request = groq.chat_request(prompts::sentiment(prompt));
             #[derive(serde::Deserialize)]
             struct Scored {
                 score: f32,

@@ -5,6 +5,7 @@ use super::listening::PREFETCH_MIN_WORDS_SHARE;
 use super::turn::{AgentTurn, TurnKind};
 use super::Call;
 use crate::actors::tts::Speak;
+use crate::prompts;
 use crate::providers::groq::ChatMessage;
 use crate::providers::ProviderError;
 use actix::prelude::*;
@@ -62,15 +63,7 @@ impl Call {
             },
         };
         ctx.spawn(fut.into_actor(self).map(move |found, act, ctx| {
-            let mut prompt = format!(
-                "{system}\nYou are speaking on the phone: answer in one to three short sentences, no lists or markup."
-            );
-            let section = found.prompt_section();
-            if !section.is_empty() {
-                prompt.push_str("\n\n");
-                prompt.push_str(&section);
-            }
-            let mut messages = vec![ChatMessage::system(prompt)];
+            let mut messages = vec![ChatMessage::system(prompts::reply_system(&system, &found))];
             messages.extend(history);
             let overhead = caller_turn_at.elapsed();
             act.deps
