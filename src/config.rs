@@ -234,6 +234,14 @@ pub struct GroqSettings {
     pub sentiment_timeout_ms: u64,
     pub temperature: f32,
     pub max_completion_tokens: u32,
+    /// Retries of a reply turn after a 5xx or a timeout, before the fallback model.
+    pub max_retries: u32,
+    /// The model tried when `model` fails a turn (or its breaker is open); empty: none, the
+    /// scripted apology follows at once. Same OpenAI-compatible API.
+    pub fallback_model: String,
+    /// Where the fallback model is served (empty: `base_url`), and its key (empty: `api_key`).
+    pub fallback_base_url: String,
+    pub fallback_api_key: Secret,
 }
 
 /// Gemini embeddings. `base_url` is the API root with its version
@@ -300,6 +308,15 @@ pub struct CallSettings {
     pub media_token_ttl_secs: u64,
     /// Media frames larger than this are counted and dropped (a 20 ms frame is ~300 bytes).
     pub media_max_frame_bytes: usize,
+    /// Reply turns in a row the LLM (model and fallback) cannot answer before the call is
+    /// given up: a last line, then a transfer (or hang-up), outcome `failed`.
+    pub max_failed_replies: u32,
+    /// Voice for Telnyx `speak` when Cartesia is down (e.g. `Telnyx.KokoroTTS.af`,
+    /// `AWS.Polly.Joanna-Neural`).
+    pub fallback_voice: String,
+    /// How long a line said by Telnyx `speak` is taken to last per character (no audio comes
+    /// back to time it).
+    pub fallback_speech_ms_per_char: u64,
 }
 
 /// Circuit breakers, the same thresholds for every provider (one breaker each per instance).

@@ -141,6 +141,11 @@ impl Application {
                 cartesia: CartesiaClient::new(&settings.cartesia)
                     .with_breaker(breakers.cartesia.clone()),
                 groq: GroqClient::new(&settings.groq).with_breaker(breakers.groq_chat.clone()),
+                groq_fallback: fallback_groq(&settings.groq),
+                groq_sentiment: GroqClient::new(&settings.groq)
+                    .with_breaker(breakers.groq_sentiment.clone()),
+                llm_retries: settings.groq.max_retries,
+                breakers: breakers.clone(),
                 sentiment_timeout_ms: settings.groq.sentiment_timeout_ms,
                 redis: redis_pool.clone(),
                 redis_prefix: settings.redis.key_prefix.clone(),
@@ -226,6 +231,23 @@ impl Application {
         tracing::info!("shutdown: pools closed");
         result
     }
+}
+
+/// The fallback model's client, when `groq.fallback_model` names one.
+fn fallback_groq(settings: &crate::config::GroqSettings) -> Option<GroqClient> {
+    if settings.fallback_model.is_empty() {
+        return None;
+    }
+    let base_url = match settings.fallback_base_url.as_str() {
+        "" => settings.base_url.as_str(),
+        other => other,
+    };
+    let key = if settings.fallback_api_key.is_empty() {
+        &settings.api_key
+    } else {
+        &settings.fallback_api_key
+    };
+    Some(GroqClient::new(settings).for_model(base_url, key, &settings.fallback_model))
 }
 
 /// `http(s)://host` → `ws(s)://host`: where Telnyx opens the media stream.

@@ -252,6 +252,20 @@ impl Breaker {
         }
     }
 
+    /// Whether [`allows`](Self::allows) would say yes now, without taking the half-open probe:
+    /// for a caller deciding between the provider and its fallback before building anything.
+    pub fn would_allow(&self) -> bool {
+        let now = Instant::now();
+        let m = self.lock();
+        match m.state {
+            BreakerState::Closed => true,
+            BreakerState::Open => now >= m.open_until,
+            BreakerState::HalfOpen => m
+                .probe_sent
+                .is_none_or(|sent| now.duration_since(sent) >= m.open_for),
+        }
+    }
+
     /// The provider did its job.
     pub fn success(&self) {
         let now = Instant::now();

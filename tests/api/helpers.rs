@@ -522,6 +522,19 @@ impl TestApp {
         }
     }
 
+    /// `GET /api/v1/calls/{id}` once the recorder has written everything queued so far (the
+    /// transcript is written off the call's path).
+    pub async fn recorded_call(&self, t: &Tenant, id: Uuid) -> Value {
+        self.state
+            .recorder
+            .send(iace::actors::recorder::Flush)
+            .await
+            .expect("recorder flushes");
+        self.get_json(&t.token, &format!("/api/v1/calls/{id}"))
+            .await
+            .1
+    }
+
     /// `POST /api/v1/agents`.
     pub async fn create_agent(&self, token: &str, body: &Value) -> reqwest::Response {
         self.post_as(token, "/api/v1/agents", body).await

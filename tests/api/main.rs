@@ -16,6 +16,7 @@ mod caller;
 mod calls;
 mod cli;
 mod conversation;
+mod fallbacks;
 mod health;
 mod learning;
 mod migrations;

@@ -174,11 +174,6 @@ async fn redis_stopped_mid_call_leaves_the_call_going_and_recorded() {
     assert_eq!(answered, 3, "{}", report.summary());
     app.telnyx.caller_hangs_up(&ccid);
     app.wait_for_status(&t, id, "ended").await;
-    app.state
-        .recorder
-        .send(iace::actors::recorder::Flush)
-        .await
-        .unwrap();
-    let (_, call) = app.get_json(&t.token, &format!("/api/v1/calls/{id}")).await;
+    let call = app.recorded_call(&t, id).await;
     assert_eq!(utterances_of(&call, "caller").len(), 3, "{call}");
 }

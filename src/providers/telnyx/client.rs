@@ -105,6 +105,18 @@ pub trait CallControl {
         call_control_id: &str,
         req: SpeakRequest,
     ) -> LocalBoxFuture<'_, Result<(), TelnyxError>>;
+    /// Starts Telnyx's own transcription of the caller (the fallback when our STT provider is
+    /// down); transcripts arrive as `call.transcription` webhooks.
+    fn transcription_start(
+        &self,
+        call_control_id: &str,
+        req: TranscriptionRequest,
+    ) -> LocalBoxFuture<'_, Result<(), TelnyxError>>;
+    /// Stops Telnyx's transcription.
+    fn transcription_stop(
+        &self,
+        call_control_id: &str,
+    ) -> LocalBoxFuture<'_, Result<(), TelnyxError>>;
     /// Plays an audio file into the call.
     fn playback_start(
         &self,
@@ -244,6 +256,28 @@ pub struct SpeakRequest {
     pub voice: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
+}
+
+/// Starting Telnyx transcription.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TranscriptionRequest {
+    /// BCP 47, e.g. `en-US`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// `inbound` (the caller), `outbound` or `both`.
+    pub transcription_tracks: String,
+    pub interim_results: bool,
+}
+
+impl TranscriptionRequest {
+    /// The caller's side, final transcripts only.
+    pub fn caller(language: Option<String>) -> Self {
+        Self {
+            language,
+            transcription_tracks: "inbound".into(),
+            interim_results: false,
+        }
+    }
 }
 
 /// Playing an audio file by URL.
@@ -641,6 +675,26 @@ impl CallControl for TelnyxClient {
         req: PlaybackRequest,
     ) -> LocalBoxFuture<'_, Result<(), TelnyxError>> {
         self.boxed_action(call_control_id, "playback_start", req, None)
+    }
+
+    fn transcription_start(
+        &self,
+        call_control_id: &str,
+        req: TranscriptionRequest,
+    ) -> LocalBoxFuture<'_, Result<(), TelnyxError>> {
+        self.boxed_action(call_control_id, "transcription_start", req, None)
+    }
+
+    fn transcription_stop(
+        &self,
+        call_control_id: &str,
+    ) -> LocalBoxFuture<'_, Result<(), TelnyxError>> {
+        self.boxed_action(
+            call_control_id,
+            "transcription_stop",
+            serde_json::json!({}),
+            None,
+        )
     }
 
     fn streaming_start(
