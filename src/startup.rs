@@ -182,6 +182,7 @@ impl Application {
             ),
             auth,
             learning,
+            breakers,
         };
         let port = listener.local_addr()?.port();
         let server = build_server(listener, state.clone())?;

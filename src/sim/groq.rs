@@ -129,10 +129,12 @@ impl GroqSim {
             requests: Vec::new(),
         };
         let (server, shared) = SimServer::start_with_state(address, state, |cfg| {
-            cfg.app_data(web::PayloadConfig::new(1 << 20)).route(
-                "/openai/v1/chat/completions",
-                web::post().to(chat_completions),
-            );
+            cfg.app_data(web::PayloadConfig::new(1 << 20))
+                .route(
+                    "/openai/v1/chat/completions",
+                    web::post().to(chat_completions),
+                )
+                .route("/openai/v1/models", web::get().to(list_models));
         })?;
         Ok(Self { server, shared })
     }
@@ -177,6 +179,29 @@ enum Decision {
         reply: String,
         config: GroqSimConfig,
     },
+}
+
+/// `GET /models`: what readiness probes a key with (401 for a wrong one, 500 while down).
+async fn list_models(req: HttpRequest, shared: web::Data<Mutex<Shared>>) -> HttpResponse {
+    let s = lock(&shared);
+    if s.faults.down {
+        return HttpResponse::InternalServerError().finish();
+    }
+    let authorized = s.config.api_key.as_ref().is_none_or(|key| {
+        req.headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            == Some(format!("Bearer {key}").as_str())
+    });
+    if !authorized {
+        return HttpResponse::Unauthorized().json(serde_json::json!({
+            "error": { "message": "Invalid API Key", "type": "invalid_request_error" }
+        }));
+    }
+    HttpResponse::Ok().json(serde_json::json!({
+        "object": "list",
+        "data": [{ "id": "llama-3.3-70b-versatile", "object": "model" }]
+    }))
 }
 
 async fn chat_completions(

@@ -182,3 +182,43 @@ async fn readiness_probes_the_providers_when_asked() {
     assert_eq!(body["checks"]["ai_services"], false);
     assert_eq!(body["checks"]["telephony"], true);
 }
+
+#[actix_web::test]
+async fn readiness_reads_a_refused_provider_key_and_an_open_breaker_as_not_ready() {
+    use crate::helpers::{spawn_voice_app, VoiceSetup};
+    use iace::sim::caller::{CallerScript, CallerScripts};
+    use iace::sim::groq::GroqSimConfig;
+    let with_key = |key: &'static str| {
+        let setup = VoiceSetup {
+            groq: GroqSimConfig {
+                api_key: Some("right-key".into()),
+                ..GroqSimConfig::default()
+            },
+            ..VoiceSetup::new(CallerScripts::new(CallerScript::new()))
+        };
+        spawn_voice_app(setup, move |s| {
+            s.health.probe_providers = true;
+            s.groq.api_key = iace::config::Secret::new(key);
+        })
+    };
+    let wrong = with_key("wrong-key").await;
+    let (status, body) = ready_status(&wrong).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["ai_services"], false);
+    assert_eq!(
+        body["checks"]["telephony"], true,
+        "Telnyx accepted its key: {body}"
+    );
+
+    let app = with_key("right-key").await;
+    assert_eq!(ready_status(&app).await.0, 200);
+    // Cartesia failing until its breaker opens: not ready, without waiting for a timeout.
+    for _ in 0..app.settings.breakers.failures_to_open {
+        app.state.breakers.cartesia.failure();
+    }
+    // The provider checks are cached for a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = ready_status(&app).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["ai_services"], false);
+}
