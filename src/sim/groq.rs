@@ -181,18 +181,23 @@ enum Decision {
     },
 }
 
+/// Whether the request carries the configured key (any request, when none is configured).
+fn bearer_ok(config: &GroqSimConfig, req: &HttpRequest) -> bool {
+    config.api_key.as_ref().is_none_or(|key| {
+        req.headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            == Some(format!("Bearer {key}").as_str())
+    })
+}
+
 /// `GET /models`: what readiness probes a key with (401 for a wrong one, 500 while down).
 async fn list_models(req: HttpRequest, shared: web::Data<Mutex<Shared>>) -> HttpResponse {
     let s = lock(&shared);
     if s.faults.down {
         return HttpResponse::InternalServerError().finish();
     }
-    let authorized = s.config.api_key.as_ref().is_none_or(|key| {
-        req.headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            == Some(format!("Bearer {key}").as_str())
-    });
+    let authorized = bearer_ok(&s.config, &req);
     if !authorized {
         return HttpResponse::Unauthorized().json(serde_json::json!({
             "error": { "message": "Invalid API Key", "type": "invalid_request_error" }
@@ -253,12 +258,7 @@ fn decide(req: &HttpRequest, body: &[u8], shared: &Mutex<Shared>) -> Decision {
             },
         }))
     };
-    let authorized = s.config.api_key.as_ref().is_none_or(|key| {
-        req.headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            == Some(format!("Bearer {key}").as_str())
-    });
+    let authorized = bearer_ok(&s.config, req);
     if !authorized {
         return refuse(
             &mut s,
