@@ -86,6 +86,7 @@ pub struct Settings {
     pub recorder: RecorderSettings,
     pub auth: AuthSettings,
     pub breakers: BreakerSettings,
+    pub cluster: ClusterSettings,
 }
 
 fn default_env() -> Environment {
@@ -102,6 +103,9 @@ pub struct ServerSettings {
     pub body_limit_bytes: usize,
     pub shutdown_timeout_secs: u64,
     pub readiness_grace_ms: u64,
+    /// On SIGTERM, how long live calls may go on before they are ended politely (fly.toml's
+    /// `kill_timeout` must be longer).
+    pub drain_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -317,6 +321,55 @@ pub struct CallSettings {
     /// How long a line said by Telnyx `speak` is taken to last per character (no audio comes
     /// back to time it).
     pub fallback_speech_ms_per_char: u64,
+    /// Admission control: above this many live calls, new calls go to a peer with room or are
+    /// refused (`USER_BUSY`, API 503 `at_capacity`). 0 = no limit.
+    pub max_live_per_instance: usize,
+    /// Outbound audio frames queued for one media socket; when its reader stalls the oldest
+    /// are dropped (and counted), so memory stays flat. 50 frames = 1 s.
+    pub media_out_queue_frames: usize,
+    /// Inbound frames waiting in one call's mailbox beyond which new ones are dropped (counted).
+    pub media_in_queue_frames: usize,
+    /// What a call still live at the end of a drain hears before the hangup.
+    pub drain_goodbye_line: String,
+    /// Test-only fault hook (`InjectPanic` makes a call actor panic). Refused in production.
+    pub fault_injection: bool,
+}
+
+/// How a call's routing to its owner works between instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoutingSetting {
+    /// `fly-replay` when `FLY_MACHINE_ID` is set, else `forward`.
+    Auto,
+    /// Answer with `fly-replay: instance=<owner>`; Fly's proxy replays the request there.
+    FlyReplay,
+    /// Forward webhooks and API commands to the owner's private URL over HTTP.
+    Forward,
+}
+
+/// Several instances as one engine: identity, heartbeat and call leases in Redis, orphan
+/// take-over, routing to a call's owner.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Empty: `FLY_MACHINE_ID`, else generated at start (and logged).
+    pub instance_id: String,
+    /// Empty: `FLY_REGION`, else `local`.
+    pub region: String,
+    pub routing: RoutingSetting,
+    /// How peers reach this instance (forwarded webhooks and commands). Empty: on Fly
+    /// `http://{FLY_MACHINE_ID}.vm.{FLY_APP_NAME}.internal:{port}`, else `http://{host}:{port}`.
+    pub private_url: String,
+    pub heartbeat_interval_ms: u64,
+    /// An instance whose heartbeat is older than this is presumed dead; its calls are taken over.
+    pub heartbeat_ttl_ms: u64,
+    /// Life of a call's lease in Redis; the owner renews it every `lease_renew_interval_ms`.
+    pub lease_ttl_ms: u64,
+    pub lease_renew_interval_ms: u64,
+    /// How often each instance looks for calls whose owner's heartbeat lapsed.
+    pub sweep_interval_ms: u64,
+    /// Deadline of one forwarded request to a peer.
+    pub forward_timeout_ms: u64,
 }
 
 /// Circuit breakers, the same thresholds for every provider (one breaker each per instance).
@@ -538,10 +591,59 @@ impl Settings {
                 "must be between 0.0 and 1.0, and open_max_ms at least open_ms",
             );
         }
+        self.validate_cluster()?;
         if self.health.check_timeout_ms == 0 {
             return fail("health.check_timeout_ms", "must be greater than 0");
         }
         self.validate_auth()
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        let c = &self.cluster;
+        if c.heartbeat_interval_ms == 0
+            || c.lease_renew_interval_ms == 0
+            || c.sweep_interval_ms == 0
+        {
+            return fail(
+                "cluster.heartbeat_interval_ms",
+                "heartbeat, lease renewal and sweep intervals must be greater than 0",
+            );
+        }
+        if c.heartbeat_ttl_ms < 2 * c.heartbeat_interval_ms {
+            return fail(
+                "cluster.heartbeat_ttl_ms",
+                "must be at least twice heartbeat_interval_ms (one lost beat is not a death)",
+            );
+        }
+        if c.lease_ttl_ms < 2 * c.lease_renew_interval_ms {
+            return fail(
+                "cluster.lease_ttl_ms",
+                "must be at least twice lease_renew_interval_ms",
+            );
+        }
+        if !c.private_url.is_empty()
+            && !c.private_url.starts_with("http://")
+            && !c.private_url.starts_with("https://")
+        {
+            return fail("cluster.private_url", "must start with http:// or https://");
+        }
+        if c.instance_id.contains([':', '/', ';', ' ', '@']) {
+            return fail(
+                "cluster.instance_id",
+                "must not contain ':', '/', ';', '@' or spaces",
+            );
+        }
+        if self.calls.media_out_queue_frames == 0 || self.calls.media_in_queue_frames == 0 {
+            return fail(
+                "calls.media_out_queue_frames",
+                "media queues must hold at least one frame",
+            );
+        }
+        if self.calls.fault_injection && self.environment == Environment::Production {
+            return fail("calls.fault_injection", "never in production");
+        }
+        Ok(())
     }
 
     fn validate_auth(&self) -> Result<(), ConfigError> {

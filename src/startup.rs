@@ -5,6 +5,8 @@ use crate::actors::call::CallDeps;
 use crate::actors::recorder::{Flush, Recorder, RecorderConfig};
 use crate::actors::registry::CallRegistry;
 use crate::auth::AuthService;
+use crate::cluster::takeover::Takeover;
+use crate::cluster::{Cluster, Identity};
 use crate::config::Settings;
 use crate::error::{json_error_handler, path_error_handler, query_error_handler, ApiError};
 use crate::http::{self, AppState, Readiness};
@@ -45,16 +47,60 @@ pub struct ShutdownHandle {
 }
 
 impl ShutdownHandle {
-    /// Not ready → (grace) → stop accepting and finish in-flight requests up to the deadline.
+    /// Not ready and draining (new calls go to peers) → (grace) → live calls go on until they
+    /// end, up to `server.drain_timeout_secs` → the rest are ended politely → stop accepting and
+    /// finish in-flight requests up to the deadline.
     pub async fn shutdown(&self) {
-        tracing::info!("shutdown: reporting not ready");
+        tracing::info!("shutdown: reporting not ready; draining");
         self.state.readiness.begin_shutdown();
+        self.state.cluster.begin_drain().await;
         let grace = self.state.settings.server.readiness_grace_ms;
         if grace > 0 {
             tokio::time::sleep(Duration::from_millis(grace)).await;
         }
+        self.drain_calls().await;
         tracing::info!("shutdown: draining in-flight requests");
         self.server.stop(true).await;
+    }
+
+    /// Waits for the live calls to end; at the deadline, ends the rest politely and waits for
+    /// their hangups (the goodbye line, then Telnyx's confirmation or its timeout).
+    async fn drain_calls(&self) {
+        let registry = &self.state.registry;
+        let settings = &self.state.settings;
+        let deadline = Duration::from_secs(settings.server.drain_timeout_secs);
+        let live = registry.live_count().await;
+        if live > 0 {
+            tracing::info!(live, ?deadline, "shutdown: waiting for live calls to end");
+        }
+        if wait_for_no_calls(registry, deadline).await {
+            return;
+        }
+        let left = registry.live_count().await;
+        tracing::warn!(
+            left,
+            "shutdown: drain deadline reached; ending the remaining calls"
+        );
+        registry.drain_all();
+        // Goodbye line (at most 8 s) plus the hangup confirmation, with a little to spare.
+        let polite = Duration::from_secs(10 + settings.calls.hangup_confirm_timeout_secs);
+        if !wait_for_no_calls(registry, polite).await {
+            tracing::error!("shutdown: calls still live; a peer's sweeper will end them");
+        }
+    }
+}
+
+/// Polls until no call is live here (true) or `limit` passes (false).
+async fn wait_for_no_calls(registry: &CallRegistry, limit: Duration) -> bool {
+    let until = tokio::time::Instant::now() + limit;
+    loop {
+        if registry.live_count().await == 0 {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -74,6 +120,7 @@ impl Application {
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
         crate::install_crypto_provider();
+        let port = listener.local_addr()?.port();
         let settings = Arc::new(settings);
         let db = pool::db_pool(&settings.database)?;
         let redis = pool::redis_pool(&settings.redis)?;
@@ -121,38 +168,55 @@ impl Application {
             settings: settings.learning.clone(),
         };
         let media_base_url = media_base_url(&settings.server.public_url);
+        let cluster = Cluster::new(Identity::resolve(&settings, port), redis.clone(), &settings);
+        let takeover = Takeover {
+            db: db.clone(),
+            telnyx: telnyx.clone(),
+            cluster: cluster.clone(),
+            taken_over: metrics.calls_taken_over.clone(),
+        };
         let registry = {
+            let cluster = cluster.clone();
             let (telnyx, recorder, db) = (telnyx.clone(), recorder.clone(), db.clone());
             let (settings, auth, redis_pool) = (settings.clone(), auth.clone(), redis.clone());
             let learning = learning.clone();
             let voice_metrics = metrics.voice.clone();
             let breakers = breakers.clone();
-            CallRegistry::start(shards, db.clone(), move |registry| CallDeps {
-                telnyx: telnyx.clone(),
-                recorder: recorder.clone(),
-                registry,
-                db: db.clone(),
-                settings: settings.calls.clone(),
-                media_base_url: media_base_url.clone(),
-                auth: auth.clone(),
-                deepgram: DeepgramClient::new(&settings.deepgram)
-                    .with_breaker(breakers.deepgram.clone()),
-                deepgram_settings: settings.deepgram.clone(),
-                cartesia: CartesiaClient::new(&settings.cartesia)
-                    .with_breaker(breakers.cartesia.clone()),
-                groq: GroqClient::new(&settings.groq).with_breaker(breakers.groq_chat.clone()),
-                groq_fallback: fallback_groq(&settings.groq),
-                groq_sentiment: GroqClient::new(&settings.groq)
-                    .with_breaker(breakers.groq_sentiment.clone()),
-                llm_retries: settings.groq.max_retries,
-                breakers: breakers.clone(),
-                sentiment_timeout_ms: settings.groq.sentiment_timeout_ms,
-                redis: redis_pool.clone(),
-                redis_prefix: settings.redis.key_prefix.clone(),
-                learning: learning.clone(),
-                voice_metrics: voice_metrics.clone(),
-            })
+            CallRegistry::start(
+                shards,
+                db.clone(),
+                takeover.clone(),
+                metrics.calls_refused.clone(),
+                move |registry| CallDeps {
+                    telnyx: telnyx.clone(),
+                    recorder: recorder.clone(),
+                    registry,
+                    db: db.clone(),
+                    settings: settings.calls.clone(),
+                    media_base_url: media_base_url.clone(),
+                    auth: auth.clone(),
+                    deepgram: DeepgramClient::new(&settings.deepgram)
+                        .with_breaker(breakers.deepgram.clone()),
+                    deepgram_settings: settings.deepgram.clone(),
+                    cartesia: CartesiaClient::new(&settings.cartesia)
+                        .with_breaker(breakers.cartesia.clone()),
+                    groq: GroqClient::new(&settings.groq).with_breaker(breakers.groq_chat.clone()),
+                    groq_fallback: fallback_groq(&settings.groq),
+                    groq_sentiment: GroqClient::new(&settings.groq)
+                        .with_breaker(breakers.groq_sentiment.clone()),
+                    llm_retries: settings.groq.max_retries,
+                    breakers: breakers.clone(),
+                    sentiment_timeout_ms: settings.groq.sentiment_timeout_ms,
+                    redis: redis_pool.clone(),
+                    redis_prefix: settings.redis.key_prefix.clone(),
+                    learning: learning.clone(),
+                    voice_metrics: voice_metrics.clone(),
+                    cluster: cluster.clone(),
+                },
+            )
         };
+        cluster.start_heartbeat();
+        takeover.start();
 
         let job_workers = JobWorkers::start(
             Pipeline {
@@ -183,8 +247,8 @@ impl Application {
             auth,
             learning,
             breakers,
+            cluster,
         };
-        let port = listener.local_addr()?.port();
         let server = build_server(listener, state.clone())?;
         Ok(Self {
             port,
@@ -215,6 +279,9 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let state = self.state.clone();
         let result = self.server.await;
+        // Gone from the directory: peers stop routing here (calls left live, if any, are now
+        // orphans a peer's sweeper ends).
+        state.cluster.leave().await;
         let flush = state.recorder.send(Flush);
         if tokio::time::timeout(Duration::from_secs(10), flush)
             .await

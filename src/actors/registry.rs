@@ -2,10 +2,12 @@
 //! each) keyed by call id. Shards are the only writers of the table; webhooks, API commands and
 //! media sockets reach a call only through here.
 
-use crate::actors::call::messages::{CommandError, HangUp, TelnyxEventReceived, Transfer};
+use crate::actors::call::messages::{CommandError, Drain, HangUp, TelnyxEventReceived, Transfer};
 use crate::actors::call::{Call, CallDeps, Origin};
+use crate::actors::recorder::Flush;
+use crate::cluster::takeover::Takeover;
 use crate::domain::call::CallId;
-use crate::providers::telnyx::{TelnyxEventKind, WebhookEvent};
+use crate::providers::telnyx::{RejectCause, TelnyxEventKind, WebhookEvent};
 use crate::store::{calls, events, DbPool};
 use actix::prelude::*;
 use std::collections::hash_map::DefaultHasher;
@@ -28,6 +30,10 @@ struct Inner {
     /// as it ends); read by webhook routing on the HTTP threads.
     control_ids: RwLock<HashMap<String, CallId>>,
     db: DbPool,
+    /// Ends calls whose actor is gone, and knows this instance's place in the cluster.
+    takeover: Takeover,
+    /// New calls refused by admission control.
+    refused: prometheus::IntCounterVec,
 }
 
 impl CallRegistry {
@@ -36,6 +42,8 @@ impl CallRegistry {
     pub fn start(
         shards: usize,
         db: DbPool,
+        takeover: Takeover,
+        refused: prometheus::IntCounterVec,
         make_deps: impl Fn(CallRegistry) -> CallDeps,
     ) -> CallRegistry {
         let shards = shards.max(1);
@@ -46,6 +54,8 @@ impl CallRegistry {
                 arbiters,
                 control_ids: RwLock::new(HashMap::new()),
                 db,
+                takeover,
+                refused,
             }),
         };
         let deps = make_deps(registry.clone());
@@ -87,6 +97,11 @@ impl CallRegistry {
     /// Called on a shard's thread: by the shard starting an inbound call, or by the call that
     /// learned its Telnyx id from its dial.
     pub fn bind_control_id(&self, ccid: &str, id: CallId) {
+        self.bind_locally(ccid, id);
+        self.inner.takeover.cluster.bind_control_id(ccid, id);
+    }
+
+    fn bind_locally(&self, ccid: &str, id: CallId) {
         self.inner
             .control_ids
             .write()
@@ -94,13 +109,34 @@ impl CallRegistry {
             .insert(ccid.to_owned(), id);
     }
 
+    /// Whether a live call of this instance has this Telnyx id.
+    pub fn knows_control_id(&self, ccid: &str) -> bool {
+        self.lookup_control_id(ccid).is_some()
+    }
+
+    /// A new inbound call that admission control refused: Telnyx hears `USER_BUSY` (the caller
+    /// gets a busy signal) and no call row is made; the webhook inbox keeps the event.
+    fn refuse_busy(&self, event: WebhookEvent) {
+        self.inner.refused.with_label_values(&["inbound"]).inc();
+        let Some(ccid) = event.payload.call_control_id.clone() else {
+            return;
+        };
+        tracing::warn!(call_control_id = %ccid, "every instance full or draining: refusing the call (USER_BUSY)");
+        let telnyx = self.inner.takeover.telnyx.clone();
+        actix::spawn(async move {
+            if let Err(e) = telnyx.reject(&ccid, RejectCause::UserBusy).await {
+                tracing::warn!(error = %e, "USER_BUSY reject failed");
+            }
+        });
+    }
+
     /// Routes a stored, deduplicated webhook to its call. Never waits for the call.
     pub fn route_webhook(&self, event: WebhookEvent) {
         let by_state = event
             .payload
             .client_state_decoded()
-            .and_then(|s| Uuid::parse_str(s.trim()).ok())
-            .map(CallId);
+            .and_then(|s| crate::cluster::parse_client_state(&s))
+            .map(|(id, _owner)| id);
         let by_ccid = event
             .payload
             .call_control_id
@@ -116,6 +152,9 @@ impl CallRegistry {
                 }
             }
             (None, true) => {
+                if !self.inner.takeover.cluster.try_admit() {
+                    return self.refuse_busy(event);
+                }
                 // The shard binds the control id as it starts the call. The call's next webhook
                 // comes over another request, after a database write, by which time the shard
                 // has long started it; after our answer every event carries our id in
@@ -140,6 +179,7 @@ impl CallRegistry {
     /// to its history) or one we never knew (kept in the inbox only).
     fn unknown_call_event(&self, event: WebhookEvent) {
         let db = self.inner.db.clone();
+        let takeover = self.inner.takeover.clone();
         actix::spawn(async move {
             let Some(ccid) = event.payload.call_control_id.clone() else {
                 tracing::info!(event_type = %event.event_type, "webhook without a call id, stored only");
@@ -159,7 +199,11 @@ impl CallRegistry {
                     if let Err(e) = events::insert_call_event(&mut conn, &record).await {
                         tracing::warn!(error = %e, "could not attach a late event to its call");
                     }
-                    tracing::info!(call_id = %call.id, event_type = %event.event_type, "late event for an ended call");
+                    tracing::info!(call_id = %call.id, event_type = %event.event_type, "event for a call not live here");
+                    // A live row whose owner is gone: this instance handles it now.
+                    if call.status != crate::domain::call::CallState::Ended.as_str() {
+                        takeover.adopt_if_orphaned(&call).await;
+                    }
                 }
                 Ok(None) => {
                     tracing::warn!(event_type = %event.event_type, "webhook for an unknown call, stored only")
@@ -233,15 +277,36 @@ impl CallRegistry {
 
     /// Called by a call as it stops.
     pub fn call_ended(&self, ended: CallEnded) {
-        if let Some(ccid) = &ended.control_id {
+        self.forget_control_id(ended.control_id.as_deref());
+        self.inner.takeover.cluster.call_ended(ended.call_id);
+        if let Some(shard) = self.shard(ended.call_id) {
+            shard.do_send(ended);
+        }
+    }
+
+    /// Called from a call actor dropped without finishing (a panic): its shard ends the call.
+    pub fn call_lost(&self, lost: CallLost) {
+        self.forget_control_id(lost.control_id.as_deref());
+        self.inner.takeover.cluster.call_ended(lost.call_id);
+        if let Some(shard) = self.shard(lost.call_id) {
+            shard.do_send(lost);
+        }
+    }
+
+    fn forget_control_id(&self, ccid: Option<&str>) {
+        if let Some(ccid) = ccid {
             self.inner
                 .control_ids
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(ccid);
         }
-        if let Some(shard) = self.shard(ended.call_id) {
-            shard.do_send(ended);
+    }
+
+    /// Asks every live call to end politely (goodbye line, hangup): a drain's deadline came.
+    pub fn drain_all(&self) {
+        for shard in self.inner.shards.get().into_iter().flatten() {
+            shard.do_send(DrainCalls);
         }
     }
 
@@ -299,10 +364,25 @@ pub struct CallEnded {
     pub control_id: Option<String>,
 }
 
+/// A call actor was dropped without finishing (see `Call`'s `Drop`).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct CallLost {
+    pub call_id: CallId,
+    pub organization_id: Option<Uuid>,
+    pub control_id: Option<String>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct DrainCalls;
+
 impl Handler<StartCall> for RegistryShard {
     type Result = ();
     fn handle(&mut self, msg: StartCall, _: &mut Self::Context) {
         if self.calls.contains_key(&msg.id) {
+            // Admitted twice for one call: give the second slot back.
+            self.deps.cluster.release_slot();
             return;
         }
         if let Origin::Inbound { event } = &msg.origin {
@@ -312,6 +392,34 @@ impl Handler<StartCall> for RegistryShard {
         }
         let call = Call::new(msg.id, msg.from, msg.to, msg.origin, self.deps.clone()).start();
         self.calls.insert(msg.id, call);
+        self.deps.cluster.call_started(msg.id);
+    }
+}
+
+impl Handler<CallLost> for RegistryShard {
+    type Result = ();
+    fn handle(&mut self, msg: CallLost, _: &mut Self::Context) {
+        self.calls.remove(&msg.call_id);
+        let (recorder, takeover) = (
+            self.deps.recorder.clone(),
+            self.deps.registry.inner.takeover.clone(),
+        );
+        actix::spawn(async move {
+            // The lost call's queued writes land first, so its end is the last word.
+            let _ = recorder.send(Flush).await;
+            takeover
+                .end_lost_actor(msg.call_id, msg.organization_id, msg.control_id)
+                .await;
+        });
+    }
+}
+
+impl Handler<DrainCalls> for RegistryShard {
+    type Result = ();
+    fn handle(&mut self, _: DrainCalls, _: &mut Self::Context) {
+        for call in self.calls.values() {
+            call.do_send(Drain);
+        }
     }
 }
 

@@ -152,6 +152,12 @@ pub enum EndReason {
     /// reserved for the shutdown drain of issue 11, which ends the calls still live at its
     /// deadline with it (the reason and its outcome mapping are already part of the API).
     Shutdown,
+    /// The instance running the call died (its heartbeat lapsed); a peer ended the call.
+    InstanceLost,
+    /// The call's actor panicked or stopped without finishing; its shard ended the call.
+    InternalError,
+    /// The instance was draining for a deploy and its deadline came with the call still live.
+    InstanceDraining,
 }
 
 impl EndReason {
@@ -164,6 +170,9 @@ impl EndReason {
             EndReason::SetupFailed => "setup_failed",
             EndReason::ProviderFailure => "provider_failure",
             EndReason::Shutdown => "shutdown",
+            EndReason::InstanceLost => "instance_lost",
+            EndReason::InternalError => "internal_error",
+            EndReason::InstanceDraining => "instance_draining",
         }
     }
 }
@@ -221,7 +230,12 @@ pub fn outcome_for(direction: Direction, last_state: CallState, reason: EndReaso
     }
     match reason {
         EndReason::Hangup => Outcome::Resolved,
-        EndReason::TimeLimit | EndReason::NoMedia | EndReason::Shutdown => Outcome::Failed,
+        EndReason::TimeLimit
+        | EndReason::NoMedia
+        | EndReason::Shutdown
+        | EndReason::InstanceLost
+        | EndReason::InternalError
+        | EndReason::InstanceDraining => Outcome::Failed,
         EndReason::Transferred | EndReason::SetupFailed | EndReason::ProviderFailure => {
             Outcome::Failed
         }

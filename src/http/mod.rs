@@ -10,6 +10,7 @@ pub mod media_ws;
 pub mod metrics;
 pub mod middleware;
 pub mod patterns;
+pub mod routing;
 pub mod users;
 pub mod webhooks;
 
@@ -57,6 +58,8 @@ pub struct AppState {
     pub learning: crate::learning::Learning,
     /// This instance's provider circuit breakers (readiness reads them).
     pub breakers: crate::providers::breaker::Breakers,
+    /// This instance in the cluster: identity, admission, routing to a call's owner.
+    pub cluster: crate::cluster::Cluster,
 }
 
 impl AppState {

@@ -8,6 +8,7 @@ pub mod jobs;
 pub mod memory;
 pub mod migrations;
 pub mod organizations;
+pub mod ownership;
 pub mod patterns;
 pub mod pool;
 pub mod refresh_tokens;

@@ -65,6 +65,7 @@ diesel::table! {
         sentiment_min -> Nullable<Float4>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        owner_instance -> Nullable<Text>,
     }
 }
 

@@ -21,6 +21,13 @@ pub struct Metrics {
     pub recorder_failed_writes: IntCounter,
     pub live_calls: IntGauge,
     pub media_frames_rejected: IntCounterVec,
+    /// Outbound audio frames dropped because a media socket's reader stalled (oldest first).
+    pub media_out_dropped: IntCounter,
+    /// Calls this instance ended for an actor that was gone, by reason (instance_lost,
+    /// internal_error).
+    pub calls_taken_over: IntCounterVec,
+    /// New calls refused by admission control, by where they came from (inbound, api).
+    pub calls_refused: IntCounterVec,
     /// Login attempts by outcome (success, invalid_credentials, user_disabled, rate_limited).
     pub auth_logins: IntCounterVec,
     /// Redis failures the auth layer worked around (rate_limit, revocation_check, revoke).
@@ -167,6 +174,27 @@ impl Metrics {
             &["reason"],
         )?;
         registry.register(Box::new(media_frames_rejected.clone()))?;
+        let media_out_dropped = IntCounter::new(
+            "media_out_frames_dropped_total",
+            "Outbound audio frames dropped (oldest first) because a media socket stalled",
+        )?;
+        registry.register(Box::new(media_out_dropped.clone()))?;
+        let calls_taken_over = IntCounterVec::new(
+            Opts::new(
+                "calls_taken_over_total",
+                "Calls ended by this instance for an actor that was gone, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(calls_taken_over.clone()))?;
+        let calls_refused = IntCounterVec::new(
+            Opts::new(
+                "calls_refused_total",
+                "New calls refused by admission control (every instance full or draining)",
+            ),
+            &["source"],
+        )?;
+        registry.register(Box::new(calls_refused.clone()))?;
         registry.register(Box::new(webhooks_accepted.clone()))?;
         registry.register(Box::new(webhooks_duplicate.clone()))?;
         registry.register(Box::new(recorder_failed_writes.clone()))?;
@@ -235,6 +263,9 @@ impl Metrics {
             recorder_failed_writes,
             live_calls,
             media_frames_rejected,
+            media_out_dropped,
+            calls_taken_over,
+            calls_refused,
             auth_logins,
             auth_redis_failures,
             retrieval_duration,

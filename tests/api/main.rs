@@ -15,6 +15,7 @@ mod bench_calls;
 mod caller;
 mod calls;
 mod cli;
+mod cluster;
 mod conversation;
 mod fallbacks;
 mod health;

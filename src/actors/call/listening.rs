@@ -173,8 +173,11 @@ impl Call {
         let Some(turn) = voice.speaking.as_ref() else {
             return;
         };
-        if matches!(turn.kind, TurnKind::Handoff | TurnKind::Farewell) {
-            return; // the hand-off and last lines are said whatever happens
+        if matches!(
+            turn.kind,
+            TurnKind::Handoff | TurnKind::Farewell | TurnKind::Goodbye
+        ) {
+            return; // the hand-off, last and goodbye lines are said whatever happens
         }
         let Some(mut turn) = voice.speaking.take() else {
             return;

@@ -15,6 +15,7 @@ pub mod media;
 pub mod messages;
 mod reply;
 mod speaking;
+mod supervision;
 mod turn;
 mod voice;
 
@@ -70,6 +71,8 @@ pub struct CallDeps {
     pub learning: crate::learning::Learning,
     /// The engine's own latency per stage, and media frame counts.
     pub voice_metrics: crate::telemetry::metrics::VoiceMetrics,
+    /// This instance in the cluster: the owner id in `client_state` and the stream URL.
+    pub cluster: crate::cluster::Cluster,
 }
 
 /// How the call came to be.
@@ -153,8 +156,10 @@ impl Call {
             .unwrap_or_default();
         StreamSettings::bidirectional(
             format!(
-                "{}/media/telnyx/{}?token={token}",
-                self.deps.media_base_url, self.id
+                "{}/media/telnyx/{}?owner={}&token={token}",
+                self.deps.media_base_url,
+                self.id,
+                self.deps.cluster.id()
             ),
             StreamCodec::Pcmu,
         )
@@ -242,6 +247,7 @@ impl Call {
                     call_session_id: event.payload.call_session_id.clone(),
                     status: act.state.as_str().to_owned(),
                     started_at: event.occurred_at.unwrap_or_else(Utc::now),
+                    owner_instance: Some(act.deps.cluster.id().to_owned()),
                 }));
                 act.record_event(&event);
                 act.answer(ctx);
@@ -269,7 +275,10 @@ impl Call {
         let telnyx = self.deps.telnyx.clone();
         let req = AnswerRequest {
             stream: Some(self.stream_settings()),
-            client_state: Some(self.id.to_string()),
+            client_state: Some(crate::cluster::client_state(
+                self.id,
+                self.deps.cluster.id(),
+            )),
         };
         let fut = async move { telnyx.answer(&ccid, req).await };
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
@@ -281,7 +290,7 @@ impl Call {
 
     fn reject(&mut self, ctx: &mut Context<Self>) {
         let Some(ccid) = self.control_id.clone() else {
-            ctx.stop();
+            self.finish(EndReason::SetupFailed, ctx);
             return;
         };
         let telnyx = self.deps.telnyx.clone();
@@ -355,7 +364,10 @@ impl Call {
         let req = DialRequest {
             to: self.to.clone(),
             from: self.from.clone(),
-            client_state: Some(self.id.to_string()),
+            client_state: Some(crate::cluster::client_state(
+                self.id,
+                self.deps.cluster.id(),
+            )),
             timeout_secs: Some(self.deps.settings.ring_timeout_secs),
             time_limit_secs: Some(self.deps.settings.max_duration_secs),
             stream: Some(self.stream_settings()),
@@ -579,6 +591,9 @@ impl Actor for Call {
             None => {}
         }
         let settings = &self.deps.settings;
+        // Caller audio is offered with `try_send`: past this many waiting messages it is
+        // dropped (and counted) instead of piling up behind a call that cannot keep up.
+        ctx.set_mailbox_capacity(settings.media_in_queue_frames);
         ctx.run_later(
             Duration::from_secs(settings.max_duration_secs.into()),
             |act, ctx| act.terminate(EndReason::TimeLimit, ctx),

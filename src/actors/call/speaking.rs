@@ -8,6 +8,7 @@ use super::Call;
 use crate::actors::recorder::Write;
 use crate::actors::tts::{Speak, TtsNotice};
 use crate::domain::audio::ms_for_bytes;
+use crate::domain::call::EndReason;
 use crate::providers::groq::ChatMessage;
 use crate::providers::telnyx::media::OutboundFrame;
 use crate::store::utterances::NewUtterance;
@@ -201,6 +202,7 @@ impl Call {
         match kind {
             TurnKind::Handoff => self.hand_off(ctx),
             TurnKind::Farewell => self.end_failed_call(ctx),
+            TurnKind::Goodbye => self.terminate(EndReason::InstanceDraining, ctx),
             TurnKind::Greeting | TurnKind::Reply => {}
         }
     }

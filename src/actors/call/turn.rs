@@ -45,6 +45,8 @@ pub(super) enum TurnKind {
     Handoff,
     /// The last line of a call that cannot go on; the call ends once it has played.
     Farewell,
+    /// The line said before a draining instance hangs up.
+    Goodbye,
 }
 
 impl AgentTurn {

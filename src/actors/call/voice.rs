@@ -270,8 +270,8 @@ mod tests {
     use super::*;
 
     fn voice() -> Voice {
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        Voice::new(MediaLink::new(tx))
+        let dropped = prometheus::IntCounter::new("dropped", "test").expect("counter");
+        Voice::new(MediaLink::bounded(8, dropped).0)
     }
 
     #[test]
