@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+mod services;
 
 mod auth;
 mod bench;
@@ -16,9 +17,12 @@ mod calls;
 mod cli;
 mod cluster;
 mod conversation;
+mod fallbacks;
 mod health;
 mod learning;
 mod migrations;
+mod outage;
 mod telnyx;
+mod tls;
 mod voice;
 mod webhooks;

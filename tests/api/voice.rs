@@ -519,6 +519,10 @@ fn groq_settings(base_url: String, key: &str) -> GroqSettings {
         sentiment_timeout_ms: 500,
         temperature: 0.3,
         max_completion_tokens: 200,
+        max_retries: 1,
+        fallback_model: String::new(),
+        fallback_base_url: String::new(),
+        fallback_api_key: Secret::new(""),
     }
 }
 
