@@ -85,6 +85,7 @@ pub struct Settings {
     pub calls: CallSettings,
     pub recorder: RecorderSettings,
     pub auth: AuthSettings,
+    pub breakers: BreakerSettings,
     pub cluster: ClusterSettings,
     pub admin: AdminSettings,
 }
@@ -140,6 +141,9 @@ pub struct RedisSettings {
     /// Prepended to every key this instance writes, so instances (or test runs) sharing one
     /// Redis can be kept apart.
     pub key_prefix: String,
+    /// PEM file of the CA that signed the server's certificate, for `rediss://` URLs whose server
+    /// is not under a public root (empty: webpki roots).
+    pub tls_ca_file: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -207,6 +211,10 @@ pub struct DeepgramSettings {
     pub connect_timeout_ms: u64,
     /// How often to send `KeepAlive` while no audio flows (Deepgram closes after 10 s).
     pub keepalive_interval_ms: u64,
+    /// Caller audio a call keeps for replay after a reconnect: audio Deepgram has not
+    /// finalised and audio that arrived while disconnected, each held to this much. Beyond it
+    /// (Deepgram stalled, or away for long) the oldest is dropped and counted, so memory stays flat.
+    pub replay_buffer_ms: u64,
 }
 
 /// Cartesia streaming text-to-speech. `base_url` is the socket origin (`wss://api.cartesia.ai`);
@@ -245,6 +253,14 @@ pub struct GroqSettings {
     pub sentiment_timeout_ms: u64,
     pub temperature: f32,
     pub max_completion_tokens: u32,
+    /// Retries of a reply turn after a 5xx or a timeout, before the fallback model.
+    pub max_retries: u32,
+    /// The model tried when `model` fails a turn (or its breaker is open); empty: none, the
+    /// scripted apology follows at once. Same OpenAI-compatible API.
+    pub fallback_model: String,
+    /// Where the fallback model is served (empty: `base_url`), and its key (empty: `api_key`).
+    pub fallback_base_url: String,
+    pub fallback_api_key: Secret,
 }
 
 /// Gemini embeddings. `base_url` is the API root with its version
@@ -311,9 +327,21 @@ pub struct CallSettings {
     pub media_token_ttl_secs: u64,
     /// Media frames larger than this are counted and dropped (a 20 ms frame is ~300 bytes).
     pub media_max_frame_bytes: usize,
+    /// Reply turns in a row the LLM (model and fallback) cannot answer before the call is
+    /// given up: a last line, then a transfer (or hang-up), outcome `failed`.
+    pub max_failed_replies: u32,
+    /// Voice for Telnyx `speak` when Cartesia is down (e.g. `Telnyx.KokoroTTS.af`,
+    /// `AWS.Polly.Joanna-Neural`).
+    pub fallback_voice: String,
+    /// How long a line said by Telnyx `speak` is taken to last per character (no audio comes
+    /// back to time it).
+    pub fallback_speech_ms_per_char: u64,
     /// Admission control: above this many live calls, new calls go to a peer with room or are
     /// refused (`USER_BUSY`, API 503 `at_capacity`). 0 = no limit.
     pub max_live_per_instance: usize,
+    /// Admission control's CPU watermark: while this process used at least this share (percent
+    /// of all cores) over the last heartbeat, new calls go elsewhere as above. 0 = off.
+    pub max_cpu_percent: u32,
     /// Outbound audio frames queued for one media socket; when its reader stalls the oldest
     /// are dropped (and counted), so memory stays flat. 50 frames = 1 s.
     pub media_out_queue_frames: usize,
@@ -362,6 +390,23 @@ pub struct ClusterSettings {
     pub forward_timeout_ms: u64,
 }
 
+/// Circuit breakers, the same thresholds for every provider (one breaker each per instance).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Failures in a row that open a breaker.
+    pub failures_to_open: u32,
+    /// Share of failed requests (0..1) over `window_secs` that opens a breaker, once at least
+    /// `min_requests_in_window` requests were seen in the window.
+    pub failure_rate_to_open: f64,
+    pub window_secs: u64,
+    pub min_requests_in_window: u32,
+    /// How long a breaker stays open before a probe is let through (half-open); doubles on each
+    /// failed probe up to `open_max_ms`.
+    pub open_ms: u64,
+    pub open_max_ms: u64,
+}
+
 /// Batching and retries of the recorder (call records written off the hot path).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -370,6 +415,11 @@ pub struct RecorderSettings {
     pub flush_interval_ms: u64,
     pub retry_backoff_max_ms: u64,
     pub max_attempts_per_write: u32,
+    /// Writes held in memory while the database is away; later ones go to `spill_file`.
+    pub buffer_max_writes: usize,
+    /// Append-only file (JSON lines) for writes past the memory buffer, replayed in order when
+    /// the database returns (or at the next start). One per instance.
+    pub spill_file: String,
 }
 
 /// Accounts and tokens: signing keys, token lifetimes, password hashing cost, rate limits.
@@ -502,6 +552,12 @@ impl Settings {
                 "must be between 1 and 14400 (Telnyx's limit)",
             );
         }
+        if self.calls.max_cpu_percent > 100 {
+            return fail(
+                "calls.max_cpu_percent",
+                "must be between 0 (off) and 100 (percent of all cores)",
+            );
+        }
         if !(5..=600).contains(&self.calls.ring_timeout_secs) {
             return fail("calls.ring_timeout_secs", "must be between 5 and 600");
         }
@@ -544,6 +600,19 @@ impl Settings {
             return fail(
                 "learning.poll_interval_ms",
                 "poll_interval_ms, lease_secs and ef_search must be greater than 0",
+            );
+        }
+        let b = &self.breakers;
+        if b.failures_to_open == 0 || b.open_ms == 0 || b.window_secs == 0 {
+            return fail(
+                "breakers.failures_to_open",
+                "failures_to_open, open_ms and window_secs must be greater than 0",
+            );
+        }
+        if !(0.0..=1.0).contains(&b.failure_rate_to_open) || b.open_max_ms < b.open_ms {
+            return fail(
+                "breakers.failure_rate_to_open",
+                "must be between 0.0 and 1.0, and open_max_ms at least open_ms",
             );
         }
         self.validate_cluster()?;

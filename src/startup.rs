@@ -13,11 +13,13 @@ use crate::http::{self, AppState, Readiness};
 use crate::learning::pipeline::Pipeline;
 use crate::learning::worker::JobWorkers;
 use crate::learning::{Embedder, Learning, Retriever};
+use crate::providers::breaker::Breakers;
 use crate::providers::cartesia::CartesiaClient;
 use crate::providers::deepgram::DeepgramClient;
 use crate::providers::groq::GroqClient;
 use crate::providers::telnyx::{CallControl, TelnyxClient, WebhookVerifier};
 use crate::store::pool;
+use crate::telemetry::breakers::BreakerMetrics;
 use crate::telemetry::{metrics::Metrics, RequestSpan};
 use actix::{Actor, Arbiter};
 use actix_web::dev::{Server, ServerHandle};
@@ -128,6 +130,8 @@ impl Application {
         let db = pool::db_pool(&settings.database)?;
         let redis = pool::redis_pool(&settings.redis)?;
         let metrics = Arc::new(Metrics::new()?);
+        // One breaker per provider for the whole instance: every call sees the same state.
+        let breakers = Breakers::new(&settings.breakers, &BreakerMetrics::new(&metrics.registry)?);
 
         let recorder_arbiter = Arbiter::new();
         let recorder_config = RecorderConfig {
@@ -135,6 +139,8 @@ impl Application {
             flush_interval: Duration::from_millis(settings.recorder.flush_interval_ms),
             retry_backoff_max: Duration::from_millis(settings.recorder.retry_backoff_max_ms),
             max_attempts_per_write: settings.recorder.max_attempts_per_write,
+            buffer_max_writes: settings.recorder.buffer_max_writes.max(1),
+            spill_path: settings.recorder.spill_file.clone().into(),
         };
         let (recorder_db, failed) = (db.clone(), metrics.recorder_failed_writes.clone());
         let recorder = Recorder::start_in_arbiter(&recorder_arbiter.handle(), move |_| {
@@ -142,7 +148,7 @@ impl Application {
         });
 
         let telnyx: Arc<dyn CallControl + Send + Sync> =
-            Arc::new(TelnyxClient::new(&settings.telnyx));
+            Arc::new(TelnyxClient::new(&settings.telnyx).with_breaker(breakers.telnyx.clone()));
         let shards = match settings.calls.registry_shards {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -153,7 +159,7 @@ impl Application {
             redis.clone(),
             metrics.clone(),
         )?);
-        let embedder = Embedder::new(&settings.gemini);
+        let embedder = Embedder::new(&settings.gemini).with_breaker(breakers.gemini.clone());
         let learning = Learning {
             embedder: embedder.clone(),
             retriever: Retriever::new(
@@ -180,6 +186,7 @@ impl Application {
             let (settings, auth, redis_pool) = (settings.clone(), auth.clone(), redis.clone());
             let learning = learning.clone();
             let voice_metrics = metrics.voice.clone();
+            let breakers = breakers.clone();
             CallRegistry::start(
                 shards,
                 db.clone(),
@@ -193,10 +200,17 @@ impl Application {
                     settings: settings.calls.clone(),
                     media_base_url: media_base_url.clone(),
                     auth: auth.clone(),
-                    deepgram: DeepgramClient::new(&settings.deepgram),
+                    deepgram: DeepgramClient::new(&settings.deepgram)
+                        .with_breaker(breakers.deepgram.clone()),
                     deepgram_settings: settings.deepgram.clone(),
-                    cartesia: CartesiaClient::new(&settings.cartesia),
-                    groq: GroqClient::new(&settings.groq),
+                    cartesia: CartesiaClient::new(&settings.cartesia)
+                        .with_breaker(breakers.cartesia.clone()),
+                    groq: GroqClient::new(&settings.groq).with_breaker(breakers.groq_chat.clone()),
+                    groq_fallback: fallback_groq(&settings.groq),
+                    groq_sentiment: GroqClient::new(&settings.groq)
+                        .with_breaker(breakers.groq_sentiment.clone()),
+                    llm_retries: settings.groq.max_retries,
+                    breakers: breakers.clone(),
                     sentiment_timeout_ms: settings.groq.sentiment_timeout_ms,
                     redis: redis_pool.clone(),
                     redis_prefix: settings.redis.key_prefix.clone(),
@@ -237,6 +251,7 @@ impl Application {
             ),
             auth,
             learning,
+            breakers,
             cluster,
         };
         let server = build_server(listener, state.clone())?;
@@ -307,6 +322,23 @@ impl Application {
         tracing::info!("shutdown: pools closed");
         result
     }
+}
+
+/// The fallback model's client, when `groq.fallback_model` names one.
+fn fallback_groq(settings: &crate::config::GroqSettings) -> Option<GroqClient> {
+    if settings.fallback_model.is_empty() {
+        return None;
+    }
+    let base_url = match settings.fallback_base_url.as_str() {
+        "" => settings.base_url.as_str(),
+        other => other,
+    };
+    let key = if settings.fallback_api_key.is_empty() {
+        &settings.api_key
+    } else {
+        &settings.fallback_api_key
+    };
+    Some(GroqClient::new(settings).for_model(base_url, key, &settings.fallback_model))
 }
 
 /// `http(s)://host` → `ws(s)://host`: where Telnyx opens the media stream.

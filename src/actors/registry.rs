@@ -1,6 +1,8 @@
 //! `CallRegistry`: the table of live calls, split into shards (one actor on its own arbiter
 //! each) keyed by call id. Shards are the only writers of the table; webhooks, API commands and
-//! media sockets reach a call only through here.
+//! media sockets reach a call only through here. A shard is supervised: stopped, actix's
+//! `Supervisor` restarts it; panicked, a fresh shard takes its place on the same arbiter with
+//! the same call table, which lives outside the actor for that reason.
 
 use crate::actors::call::messages::{CommandError, Drain, HangUp, TelnyxEventReceived, Transfer};
 use crate::actors::call::{Call, CallDeps, Origin};
@@ -13,7 +15,8 @@ use actix::prelude::*;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use uuid::Uuid;
 
 /// Cloneable handle to every shard. Cheap to pass around (HTTP handlers, calls).
@@ -23,7 +26,8 @@ pub struct CallRegistry {
 }
 
 struct Inner {
-    shards: OnceLock<Vec<Addr<RegistryShard>>>,
+    /// One address per shard; a panicked shard's entry is replaced by its successor's.
+    shards: RwLock<Vec<Addr<RegistryShard>>>,
     arbiters: Vec<Arbiter>,
     /// Telnyx `call_control_id` → our id. Written only on the shards' threads (a shard binds an
     /// inbound call's id as it starts it, a call binds the id its dial returned, a call unbinds
@@ -34,6 +38,8 @@ struct Inner {
     takeover: Takeover,
     /// New calls refused by admission control.
     refused: prometheus::IntCounterVec,
+    /// Shards restarted after a panic, since start.
+    shard_restarts: AtomicUsize,
 }
 
 impl CallRegistry {
@@ -50,12 +56,13 @@ impl CallRegistry {
         let arbiters: Vec<Arbiter> = (0..shards).map(|_| Arbiter::new()).collect();
         let registry = CallRegistry {
             inner: Arc::new(Inner {
-                shards: OnceLock::new(),
+                shards: RwLock::new(Vec::new()),
                 arbiters,
                 control_ids: RwLock::new(HashMap::new()),
                 db,
                 takeover,
                 refused,
+                shard_restarts: AtomicUsize::new(0),
             }),
         };
         let deps = make_deps(registry.clone());
@@ -65,24 +72,52 @@ impl CallRegistry {
             .iter()
             .enumerate()
             .map(|(index, arbiter)| {
-                let deps = deps.clone();
-                RegistryShard::start_in_arbiter(&arbiter.handle(), move |_| RegistryShard {
+                RegistryShard::supervised(
                     index,
-                    calls: HashMap::new(),
-                    deps,
-                })
+                    arbiter.handle(),
+                    CallTable::default(),
+                    deps.clone(),
+                )
             })
             .collect();
-        let _ = registry.inner.shards.set(addrs);
+        *registry.shards_mut() = addrs;
         registry
     }
 
-    fn shard(&self, id: CallId) -> Option<&Addr<RegistryShard>> {
-        let shards = self.inner.shards.get()?;
+    fn shards_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Addr<RegistryShard>>> {
+        self.inner.shards.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every shard's address, as of now.
+    fn shards(&self) -> Vec<Addr<RegistryShard>> {
+        self.inner
+            .shards
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn shard(&self, id: CallId) -> Option<Addr<RegistryShard>> {
+        let shards = self.inner.shards.read().unwrap_or_else(|e| e.into_inner());
         let mut h = DefaultHasher::new();
         id.hash(&mut h);
-        let n = shards.len() as u64;
-        shards.get(usize::try_from(h.finish() % n).unwrap_or(0))
+        let n = (shards.len() as u64).max(1);
+        shards
+            .get(usize::try_from(h.finish() % n).unwrap_or(0))
+            .cloned()
+    }
+
+    /// How many shards were restarted after a panic since start.
+    pub fn shard_restarts(&self) -> usize {
+        self.inner.shard_restarts.load(Ordering::SeqCst)
+    }
+
+    /// Test-only fault hook: makes the shard holding `id` panic, so its restart can be seen.
+    /// Ignored unless `calls.fault_injection` is on.
+    pub fn inject_shard_panic(&self, id: CallId) {
+        if let Some(shard) = self.shard(id) {
+            shard.do_send(InjectShardPanic);
+        }
     }
 
     fn lookup_control_id(&self, ccid: &str) -> Option<CallId> {
@@ -265,11 +300,8 @@ impl CallRegistry {
 
     /// How many calls are live on this instance.
     pub async fn live_count(&self) -> usize {
-        let Some(shards) = self.inner.shards.get() else {
-            return 0;
-        };
         let mut total = 0;
-        for shard in shards {
+        for shard in self.shards() {
             total += shard.send(CountCalls).await.unwrap_or(0);
         }
         total
@@ -277,11 +309,8 @@ impl CallRegistry {
 
     /// The ids of the calls live on this instance.
     pub async fn live_ids(&self) -> Vec<CallId> {
-        let Some(shards) = self.inner.shards.get() else {
-            return Vec::new();
-        };
         let mut ids = Vec::new();
-        for shard in shards {
+        for shard in self.shards() {
             ids.extend(shard.send(ListCalls).await.unwrap_or_default());
         }
         ids
@@ -317,7 +346,7 @@ impl CallRegistry {
 
     /// Asks every live call to end politely (goodbye line, hangup): a drain's deadline came.
     pub fn drain_all(&self) {
-        for shard in self.inner.shards.get().into_iter().flatten() {
+        for shard in self.shards() {
             shard.do_send(DrainCalls);
         }
     }
@@ -330,17 +359,102 @@ impl CallRegistry {
     }
 }
 
+/// One shard's table of live calls. Kept outside the shard actor so that a shard that panics
+/// hands it to its successor whole (a lock poisoned by the panic is taken over as it is: every
+/// write to the table is a single insert or remove).
+#[derive(Clone, Default)]
+struct CallTable(Arc<Mutex<HashMap<CallId, Addr<Call>>>>);
+
+impl CallTable {
+    fn lock(&self) -> MutexGuard<'_, HashMap<CallId, Addr<Call>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// One shard: the live calls whose id hashes to it.
 pub struct RegistryShard {
     index: usize,
-    calls: HashMap<CallId, Addr<Call>>,
+    calls: CallTable,
     deps: CallDeps,
+    /// The arbiter it runs on (and its calls), where a successor starts after a panic.
+    arbiter: ArbiterHandle,
+}
+
+impl RegistryShard {
+    /// Starts shard `index` on `arbiter` under actix's `Supervisor` (restarted if it stops).
+    fn supervised(
+        index: usize,
+        arbiter: ArbiterHandle,
+        calls: CallTable,
+        deps: CallDeps,
+    ) -> Addr<RegistryShard> {
+        let handle = arbiter.clone();
+        Supervisor::start_in_arbiter(&handle, move |_| RegistryShard {
+            index,
+            calls,
+            deps,
+            arbiter,
+        })
+    }
 }
 
 impl Actor for RegistryShard {
     type Context = Context<Self>;
     fn started(&mut self, _: &mut Self::Context) {
         tracing::debug!(shard = self.index, "registry shard started");
+    }
+}
+
+impl Supervised for RegistryShard {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        tracing::warn!(shard = self.index, "registry shard stopped; restarting it");
+    }
+}
+
+impl Drop for RegistryShard {
+    fn drop(&mut self) {
+        // A panic in a handler unwinds past actix's `Supervisor`, which cannot restart the
+        // actor: the successor is started here instead, with the same table, on the same
+        // arbiter. Runs while the panic unwinds: nothing here may panic or block. A drop at
+        // shutdown (arbiter stopped) is not a panic and restarts nothing.
+        if !std::thread::panicking() {
+            return;
+        }
+        tracing::error!(
+            shard = self.index,
+            calls = self.calls.lock().len(),
+            "registry shard panicked; restarting it with its call table (messages queued to it are lost)"
+        );
+        let successor = RegistryShard::supervised(
+            self.index,
+            self.arbiter.clone(),
+            self.calls.clone(),
+            self.deps.clone(),
+        );
+        let registry = &self.deps.registry;
+        if let Some(slot) = registry.shards_mut().get_mut(self.index) {
+            *slot = successor;
+        }
+        registry.inner.shard_restarts.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The test-only fault hook of a shard (see [`CallRegistry::inject_shard_panic`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct InjectShardPanic;
+
+impl Handler<InjectShardPanic> for RegistryShard {
+    type Result = ();
+    fn handle(&mut self, _: InjectShardPanic, _: &mut Self::Context) {
+        // Only where `calls.fault_injection` is on (never in production: config refuses it).
+        if self.deps.settings.fault_injection {
+            panic!("injected fault in registry shard {}", self.index);
+        }
+        tracing::warn!(
+            shard = self.index,
+            "fault injection asked for but disabled; ignored"
+        );
     }
 }
 
@@ -396,7 +510,7 @@ struct DrainCalls;
 impl Handler<StartCall> for RegistryShard {
     type Result = ();
     fn handle(&mut self, msg: StartCall, _: &mut Self::Context) {
-        if self.calls.contains_key(&msg.id) {
+        if self.calls.lock().contains_key(&msg.id) {
             // Admitted twice for one call: give the second slot back.
             self.deps.cluster.release_slot();
             return;
@@ -407,7 +521,7 @@ impl Handler<StartCall> for RegistryShard {
             }
         }
         let call = Call::new(msg.id, msg.from, msg.to, msg.origin, self.deps.clone()).start();
-        self.calls.insert(msg.id, call);
+        self.calls.lock().insert(msg.id, call);
         self.deps.cluster.call_started(msg.id);
     }
 }
@@ -415,7 +529,7 @@ impl Handler<StartCall> for RegistryShard {
 impl Handler<CallLost> for RegistryShard {
     type Result = ();
     fn handle(&mut self, msg: CallLost, _: &mut Self::Context) {
-        self.calls.remove(&msg.call_id);
+        self.calls.lock().remove(&msg.call_id);
         let (recorder, takeover) = (
             self.deps.recorder.clone(),
             self.deps.registry.inner.takeover.clone(),
@@ -433,7 +547,7 @@ impl Handler<CallLost> for RegistryShard {
 impl Handler<DrainCalls> for RegistryShard {
     type Result = ();
     fn handle(&mut self, _: DrainCalls, _: &mut Self::Context) {
-        for call in self.calls.values() {
+        for call in self.calls.lock().values() {
             call.do_send(Drain);
         }
     }
@@ -442,7 +556,8 @@ impl Handler<DrainCalls> for RegistryShard {
 impl Handler<RouteToCall> for RegistryShard {
     type Result = ();
     fn handle(&mut self, msg: RouteToCall, _: &mut Self::Context) {
-        match self.calls.get(&msg.id) {
+        let call = self.calls.lock().get(&msg.id).cloned();
+        match call {
             Some(call) => call.do_send(TelnyxEventReceived(msg.event)),
             None => self.deps.registry.unknown_call_event(msg.event),
         }
@@ -452,27 +567,31 @@ impl Handler<RouteToCall> for RegistryShard {
 impl Handler<FindCall> for RegistryShard {
     type Result = Option<Addr<Call>>;
     fn handle(&mut self, msg: FindCall, _: &mut Self::Context) -> Self::Result {
-        self.calls.get(&msg.0).filter(|a| a.connected()).cloned()
+        self.calls
+            .lock()
+            .get(&msg.0)
+            .filter(|a| a.connected())
+            .cloned()
     }
 }
 
 impl Handler<CountCalls> for RegistryShard {
     type Result = usize;
     fn handle(&mut self, _: CountCalls, _: &mut Self::Context) -> usize {
-        self.calls.len()
+        self.calls.lock().len()
     }
 }
 
 impl Handler<ListCalls> for RegistryShard {
     type Result = Vec<CallId>;
     fn handle(&mut self, _: ListCalls, _: &mut Self::Context) -> Vec<CallId> {
-        self.calls.keys().copied().collect()
+        self.calls.lock().keys().copied().collect()
     }
 }
 
 impl Handler<CallEnded> for RegistryShard {
     type Result = ();
     fn handle(&mut self, msg: CallEnded, _: &mut Self::Context) {
-        self.calls.remove(&msg.call_id);
+        self.calls.lock().remove(&msg.call_id);
     }
 }

@@ -173,16 +173,19 @@ impl AuthService {
             .inc();
     }
 
-    /// Counts an attempt; over the limit is an error, an unreachable Redis is logged, counted
-    /// and let through (rate limiting must not lock everyone out).
+    /// Counts an attempt; over the limit is an error. An unreachable Redis is logged and
+    /// counted, and this process's own limiter decides instead (limits still hold).
     async fn limit(&self, bucket: &str, limit: RateLimit) -> Result<(), AuthError> {
-        match self.limiter.hit(bucket, limit).await {
-            Ok(None) => Ok(()),
-            Ok(Some(retry_after_secs)) => Err(AuthError::RateLimited { retry_after_secs }),
+        let over = match self.limiter.hit(bucket, limit).await {
+            Ok(over) => over,
             Err(err) => {
                 self.redis_failed("rate_limit", &err);
-                Ok(())
+                self.limiter.hit_local(bucket, limit)
             }
+        };
+        match over {
+            None => Ok(()),
+            Some(retry_after_secs) => Err(AuthError::RateLimited { retry_after_secs }),
         }
     }
 

@@ -20,14 +20,18 @@ pub struct InstanceInfo {
     /// `calls.max_live_per_instance` (0 = no limit).
     pub capacity: usize,
     pub draining: bool,
+    /// Above its CPU watermark (`calls.max_cpu_percent`) at this heartbeat. Absent in entries
+    /// of instances that predate it: read as false.
+    #[serde(default)]
+    pub cpu_hot: bool,
     /// Unix milliseconds of the heartbeat that wrote this entry.
     pub beat_at_ms: i64,
 }
 
 impl InstanceInfo {
-    /// Takes new calls: not draining and below its capacity.
+    /// Takes new calls: not draining, not above its CPU watermark, and below its capacity.
     pub fn has_room(&self) -> bool {
-        !self.draining && (self.capacity == 0 || self.live_calls < self.capacity)
+        !self.draining && !self.cpu_hot && (self.capacity == 0 || self.live_calls < self.capacity)
     }
 
     /// Share of its capacity in use (0 when unlimited), to pick the emptiest peer.
@@ -174,6 +178,7 @@ mod tests {
             live_calls: live,
             capacity,
             draining,
+            cpu_hot: false,
             beat_at_ms: 0,
         }
     }
@@ -196,5 +201,18 @@ mod tests {
     fn an_unlimited_instance_always_has_room_unless_draining() {
         assert!(instance("a", 10_000, 0, false).has_room());
         assert!(!instance("a", 0, 0, true).has_room());
+    }
+
+    #[test]
+    fn an_instance_above_its_cpu_watermark_has_no_room_and_old_entries_read_as_cool() {
+        let hot = InstanceInfo {
+            cpu_hot: true,
+            ..instance("hot", 0, 5, false)
+        };
+        assert!(!hot.has_room());
+        let mut old = serde_json::to_value(instance("old", 0, 5, false)).unwrap();
+        old.as_object_mut().unwrap().remove("cpu_hot");
+        let old: InstanceInfo = serde_json::from_value(old).unwrap();
+        assert!(old.has_room());
     }
 }

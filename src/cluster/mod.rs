@@ -5,6 +5,7 @@
 //! decide which instance takes a new call. No consensus of our own: Redis keys that expire, and
 //! the platform's proxy.
 
+pub mod cpu;
 pub mod directory;
 pub mod identity;
 pub mod lease;
@@ -43,6 +44,9 @@ struct Inner {
     settings: ClusterSettings,
     /// `calls.max_live_per_instance` (0 = no limit).
     capacity: usize,
+    /// `calls.max_cpu_percent` (0 = off) and the CPU use it is compared with.
+    max_cpu_percent: u32,
+    cpu: cpu::CpuSampler,
     /// Calls admitted and not yet ended on this instance.
     live: AtomicUsize,
     draining: AtomicBool,
@@ -63,6 +67,8 @@ impl Cluster {
                 identity,
                 settings: c.clone(),
                 capacity: settings.calls.max_live_per_instance,
+                max_cpu_percent: settings.calls.max_cpu_percent,
+                cpu: cpu::CpuSampler::default(),
                 live: AtomicUsize::new(0),
                 draining: AtomicBool::new(false),
                 left: AtomicBool::new(false),
@@ -106,13 +112,22 @@ impl Cluster {
 
     /// Whether a new call would be admitted here now.
     pub fn has_room(&self) -> bool {
-        !self.is_draining() && (self.inner.capacity == 0 || self.live() < self.inner.capacity)
+        !self.is_draining()
+            && !self.cpu_hot()
+            && (self.inner.capacity == 0 || self.live() < self.inner.capacity)
     }
 
-    /// Admission control: takes a slot for a new call, or refuses (draining, or at capacity).
+    /// Above the CPU watermark (`calls.max_cpu_percent`) at the last heartbeat.
+    pub fn cpu_hot(&self) -> bool {
+        let max = self.inner.max_cpu_percent;
+        max > 0 && self.inner.cpu.percent() >= max
+    }
+
+    /// Admission control: takes a slot for a new call, or refuses (draining, at capacity, or
+    /// above the CPU watermark).
     /// Every admitted call gives its slot back through [`Cluster::call_ended`].
     pub fn try_admit(&self) -> bool {
-        if self.is_draining() {
+        if self.is_draining() || self.cpu_hot() {
             return false;
         }
         let capacity = self.inner.capacity;
@@ -190,6 +205,7 @@ impl Cluster {
             live_calls: self.live(),
             capacity: self.inner.capacity,
             draining: self.is_draining(),
+            cpu_hot: self.cpu_hot(),
             beat_at_ms: chrono::Utc::now().timestamp_millis(),
         }
     }
@@ -199,6 +215,7 @@ impl Cluster {
         if self.inner.left.load(Ordering::SeqCst) {
             return;
         }
+        self.inner.cpu.sample();
         if let Err(e) = self.inner.directory.beat(&self.info()).await {
             tracing::warn!(error = %e, "heartbeat not written");
         }

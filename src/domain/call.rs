@@ -145,6 +145,9 @@ pub enum EndReason {
     Transferred,
     /// We could not set the call up (no profile for the number, a command failed, ...).
     SetupFailed,
+    /// A stage the conversation needs (STT, TTS, LLM) failed with its fallbacks: the call said
+    /// a last line and was transferred or hung up.
+    ProviderFailure,
     /// The engine shut down with the call still live. Nothing ends a call this way yet: it is
     /// reserved for the shutdown drain of issue 11, which ends the calls still live at its
     /// deadline with it (the reason and its outcome mapping are already part of the API).
@@ -165,6 +168,7 @@ impl EndReason {
             EndReason::NoMedia => "no_media",
             EndReason::Transferred => "transferred",
             EndReason::SetupFailed => "setup_failed",
+            EndReason::ProviderFailure => "provider_failure",
             EndReason::Shutdown => "shutdown",
             EndReason::InstanceLost => "instance_lost",
             EndReason::InternalError => "internal_error",
@@ -211,7 +215,7 @@ pub fn next_state(state: CallState, signal: &CallSignal) -> CallState {
 pub fn outcome_for(direction: Direction, last_state: CallState, reason: EndReason) -> Outcome {
     match reason {
         EndReason::Transferred => return Outcome::Escalated,
-        EndReason::SetupFailed => return Outcome::Failed,
+        EndReason::SetupFailed | EndReason::ProviderFailure => return Outcome::Failed,
         _ => {}
     }
     if last_state == CallState::Escalating {
@@ -232,7 +236,9 @@ pub fn outcome_for(direction: Direction, last_state: CallState, reason: EndReaso
         | EndReason::InstanceLost
         | EndReason::InternalError
         | EndReason::InstanceDraining => Outcome::Failed,
-        EndReason::Transferred | EndReason::SetupFailed => Outcome::Failed,
+        EndReason::Transferred | EndReason::SetupFailed | EndReason::ProviderFailure => {
+            Outcome::Failed
+        }
     }
 }
 

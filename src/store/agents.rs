@@ -1,6 +1,7 @@
 //! Agent profiles (prompt, greeting, voice, language, escalation) and the phone numbers each
 //! answers. A number belongs to one profile across the whole service.
 
+use crate::domain::lines::LineOverrides;
 use crate::store::schema::{agent_profiles, phone_numbers};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
@@ -21,6 +22,8 @@ pub struct AgentProfileForm {
     /// `Some(None)` clears the number on update.
     #[diesel(treat_none_as_null = true)]
     pub escalation_number: Option<String>,
+    /// [`LineOverrides`] as JSON.
+    pub spoken_lines: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -38,6 +41,15 @@ pub struct AgentProfileRow {
     pub escalation_number: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub spoken_lines: serde_json::Value,
+}
+
+impl AgentProfileRow {
+    /// The profile's own hand-off, apology and farewell lines (stored JSON that does not fit
+    /// counts as none: the language's defaults then speak).
+    pub fn line_overrides(&self) -> LineOverrides {
+        serde_json::from_value(self.spoken_lines.clone()).unwrap_or_default()
+    }
 }
 
 /// A profile with the numbers it answers.

@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Insertable)]
+#[derive(Debug, Clone, Insertable, serde::Serialize, serde::Deserialize)]
 #[diesel(table_name = calls)]
 pub struct NewCall {
     pub id: Uuid,
@@ -30,7 +30,7 @@ pub struct NewCall {
 }
 
 /// A partial update; `None` leaves a column alone.
-#[derive(Debug, Clone, Default, AsChangeset)]
+#[derive(Debug, Clone, Default, AsChangeset, serde::Serialize, serde::Deserialize)]
 #[diesel(table_name = calls)]
 pub struct CallChanges {
     pub call_control_id: Option<String>,

@@ -14,6 +14,7 @@ pub mod patterns;
 pub mod pool;
 pub mod refresh_tokens;
 pub mod schema;
+pub mod tls;
 pub mod users;
 pub mod utterances;
 

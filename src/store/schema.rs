@@ -17,6 +17,7 @@ diesel::table! {
         escalation_number -> Nullable<Text>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        spoken_lines -> Jsonb,
     }
 }
 

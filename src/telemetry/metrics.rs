@@ -65,6 +65,9 @@ pub struct VoiceMetrics {
     /// first sentence complete) and Cartesia (first request out → first audio chunk read).
     pub llm_first_sentence: Histogram,
     pub tts_first_audio: Histogram,
+    /// Caller audio frames a call's speech-to-text stream dropped: `backpressure` (the socket's
+    /// send queue was full), `unconfirmed` and `backlog` (the replay buffers were at their bound).
+    pub stt_audio_dropped: IntCounterVec,
 }
 
 impl VoiceMetrics {
@@ -107,6 +110,14 @@ impl VoiceMetrics {
         registry.register(Box::new(turn_overhead.clone()))?;
         registry.register(Box::new(media_frames.clone()))?;
         registry.register(Box::new(provider_wait.clone()))?;
+        let stt_audio_dropped = IntCounterVec::new(
+            Opts::new(
+                "stt_audio_dropped_total",
+                "Caller audio frames dropped on the way to speech-to-text, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(stt_audio_dropped.clone()))?;
         Ok(Self {
             media_in_to_stt: stage.with_label_values(&["media_in_to_stt"]),
             final_to_llm: stage.with_label_values(&["final_to_llm"]),
@@ -117,6 +128,7 @@ impl VoiceMetrics {
             frames_out: media_frames.with_label_values(&["out"]),
             llm_first_sentence: provider_wait.with_label_values(&["groq"]),
             tts_first_audio: provider_wait.with_label_values(&["cartesia"]),
+            stt_audio_dropped,
         })
     }
 }
@@ -190,7 +202,7 @@ impl Metrics {
         let calls_refused = IntCounterVec::new(
             Opts::new(
                 "calls_refused_total",
-                "New calls refused by admission control (every instance full or draining)",
+                "New calls refused by admission control (every instance full, too busy or draining)",
             ),
             &["source"],
         )?;

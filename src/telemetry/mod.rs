@@ -3,6 +3,7 @@
 //! request id, route, status and timing, and Sentry ([`sentry`]).
 //! The Prometheus metric families live in [`metrics`] (served by `http::metrics`).
 
+pub mod breakers;
 pub mod metrics;
 pub mod sentry;
 

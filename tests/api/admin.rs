@@ -129,15 +129,27 @@ async fn operator_lists_reads_and_hangs_up_a_live_call() {
 }
 
 #[actix_web::test]
-async fn drain_turns_readiness_off() {
+async fn drain_turns_readiness_off_and_marks_the_instance_draining() {
     let app = admin_app().await;
     assert_eq!(app.get("/health/ready").await.status(), 200);
+    assert!(!app.state.cluster.is_draining());
     let (status, body) = admin_json(&app, reqwest::Method::POST, "/admin/drain").await;
     assert_eq!((status, body["status"].as_str()), (202, Some("draining")));
     let res = app.get("/health/ready").await;
     assert_eq!(res.status(), 503);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["status"], "shutting_down");
+    // New calls now go to peers: the flag, and the directory entry peers read, say draining.
+    assert!(app.state.cluster.is_draining());
+    let entry = app
+        .state
+        .cluster
+        .directory()
+        .get(app.state.cluster.id())
+        .await
+        .unwrap()
+        .expect("the instance's directory entry");
+    assert!(entry.draining);
 }
 
 #[actix_web::test]

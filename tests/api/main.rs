@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+mod services;
 
 mod admin;
 mod auth;
@@ -18,11 +19,14 @@ mod cli;
 mod cluster;
 mod conversation;
 mod deploy_files;
+mod fallbacks;
 mod health;
 mod learning;
 mod migrations;
 mod ops;
+mod outage;
 mod sentry;
 mod telnyx;
+mod tls;
 mod voice;
 mod webhooks;

@@ -26,7 +26,7 @@ fn migrations_go_up_down_and_up_again() {
     let url = with_database(test_settings().database.url.expose(), &db);
 
     let applied = run_pending(&url).expect("up");
-    assert_eq!(applied.len(), 4, "{applied:?}");
+    assert_eq!(applied.len(), 5, "{applied:?}");
     assert_eq!(table_count(&url), 12);
     assert!(
         run_pending(&url).unwrap().is_empty(),
@@ -34,10 +34,10 @@ fn migrations_go_up_down_and_up_again() {
     );
 
     let reverted = revert_all(&url).expect("down");
-    assert_eq!(reverted.len(), 4);
+    assert_eq!(reverted.len(), 5);
     assert_eq!(table_count(&url), 0);
 
-    assert_eq!(run_pending(&url).expect("up again").len(), 4);
+    assert_eq!(run_pending(&url).expect("up again").len(), 5);
     assert_eq!(table_count(&url), 12);
     drop_database(&db);
 }

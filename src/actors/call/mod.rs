@@ -9,6 +9,7 @@
 //! the API); `turn` is the agent turn they share.
 
 mod escalation;
+mod fallback;
 mod listening;
 pub mod media;
 pub mod messages;
@@ -54,7 +55,15 @@ pub struct CallDeps {
     pub deepgram_settings: crate::config::DeepgramSettings,
     pub cartesia: crate::providers::cartesia::CartesiaClient,
     pub groq: crate::providers::groq::GroqClient,
+    /// The fallback model's client (`groq.fallback_model`), if one is configured.
+    pub groq_fallback: Option<crate::providers::groq::GroqClient>,
+    /// Groq for sentiment scoring, behind its own breaker (its fallback is the lexicon).
+    pub groq_sentiment: crate::providers::groq::GroqClient,
+    /// Retries of a reply turn after a 5xx or a timeout (`groq.max_retries`).
+    pub llm_retries: u32,
     pub sentiment_timeout_ms: u64,
+    /// This instance's circuit breakers (read to pick a fallback before trying).
+    pub breakers: crate::providers::breaker::Breakers,
     /// Greeting audio cache.
     pub redis: crate::store::RedisPool,
     pub redis_prefix: String,
@@ -99,6 +108,8 @@ pub struct Call {
     greeting_audio: Option<Vec<u8>>,
     /// `finish` ran: the end is recorded and the registry told; later signals are history only.
     finished: bool,
+    /// The stage (`stt`, `tts`, `llm`) whose failure, fallbacks included, ended the call.
+    failed_stage: Option<&'static str>,
     deps: CallDeps,
     span: tracing::Span,
 }
@@ -132,6 +143,7 @@ impl Call {
             voice: None,
             greeting_audio: None,
             finished: false,
+            failed_stage: None,
             deps,
             span,
         }
@@ -440,6 +452,12 @@ impl Call {
             return;
         }
         self.finished = true;
+        // However the leg ended (our transfer, our hang-up), a call given up ended in failure.
+        let reason = if self.failed_stage.is_some() {
+            EndReason::ProviderFailure
+        } else {
+            reason
+        };
         self.close_voice();
         let last_state = self.state;
         self.state = CallState::Ended;
@@ -529,6 +547,11 @@ impl Call {
             TelnyxEventKind::DtmfReceived => {
                 if let Some(digit) = p.digit.clone() {
                     self.on_digit(&digit, ctx);
+                }
+            }
+            TelnyxEventKind::Transcription => {
+                if let Some(t) = p.transcription_data.clone() {
+                    self.on_transcription(&t.transcript, t.is_final, ctx);
                 }
             }
             // Recorded above; machine detection and recordings are history only.

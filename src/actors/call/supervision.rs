@@ -22,8 +22,11 @@ impl Handler<Drain> for Call {
         }
         tracing::info!(parent: &self.span, "instance draining: ending the call politely");
         self.record_engine_event("engine.draining", serde_json::json!({}));
-        let can_speak =
-            self.state.was_answered() && self.voice.as_ref().is_some_and(|v| v.tts.is_some());
+        let can_speak = self.state.was_answered()
+            && self
+                .voice
+                .as_ref()
+                .is_some_and(|v| v.tts.is_some() || v.tts_fallback);
         if !can_speak {
             self.terminate(EndReason::InstanceDraining, ctx);
             return;
@@ -34,7 +37,7 @@ impl Handler<Drain> for Call {
         }
         self.barge_in(ctx);
         let line = self.deps.settings.drain_goodbye_line.clone();
-        self.speak_line(TurnKind::Goodbye, line);
+        self.speak_line(TurnKind::Goodbye, line, ctx);
         // The line's last mark ends the call (`turn_played`); a stuck TTS does not keep it.
         ctx.run_later(GOODBYE_DEADLINE, |act, ctx| {
             act.terminate(EndReason::InstanceDraining, ctx)

@@ -146,12 +146,14 @@ async fn hangup(
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "id": id, "status": "hanging_up" })))
 }
 
-/// `POST /admin/drain`: this instance reports not ready (`/health/ready` 503), so the load
-/// balancer sends it no new traffic; live calls carry on. (Moving live calls elsewhere is the
-/// cluster work of issue 11.)
+/// `POST /admin/drain`: this instance reports not ready (`/health/ready` 503) and marks itself
+/// draining in the cluster directory, so new calls go to peers (or are refused `USER_BUSY` when
+/// none has room); live calls carry on until they end. The process keeps running: stopping it
+/// (SIGTERM) then ends whatever is still live politely, as in README "Shutdown".
 #[post("/admin/drain")]
 async fn drain(op: Operator, state: web::Data<AppState>) -> HttpResponse {
     state.readiness.begin_shutdown();
+    state.cluster.begin_drain().await;
     tracing::warn!(operator = %op.name, "admin: draining (readiness off)");
     HttpResponse::Accepted().json(serde_json::json!({ "status": "draining" }))
 }

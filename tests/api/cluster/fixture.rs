@@ -331,6 +331,7 @@ async fn seed(database_url: &str, escalation_number: Option<String>) -> uuid::Uu
         stt_model: String::new(),
         escalation_threshold: -0.6,
         escalation_number,
+        spoken_lines: serde_json::json!({}),
     };
     agents::create(&mut conn, org.id, &form, &[OUR_NUMBER.to_owned()])
         .await

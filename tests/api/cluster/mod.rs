@@ -4,7 +4,9 @@
 //! directory and leases on their own.
 
 mod calls;
+mod cpu_watermark;
 mod fixture;
 mod front_proxy;
 mod redis_keys;
+mod stall;
 mod supervision;

@@ -54,6 +54,7 @@ async fn an_instance_that_stops_beating_drops_out_of_the_directory() {
         live_calls: 1,
         capacity: 5,
         draining: false,
+        cpu_hot: false,
         beat_at_ms: 0,
     };
     directory.beat(&info("a")).await.unwrap();
