@@ -12,6 +12,7 @@ const NUMBER: &str = "+15550311004";
 
 #[actix_web::test]
 async fn above_the_cpu_watermark_new_calls_are_refused_and_placed_again_once_it_cools() {
+    let _exclusive = super::process_exclusive().await;
     let app = spawn_app_with(|s| {
         s.calls.max_cpu_percent = 25;
         s.cluster.heartbeat_interval_ms = 250;

@@ -10,3 +10,12 @@ mod front_proxy;
 mod redis_keys;
 mod stall;
 mod supervision;
+
+/// Held by the in-process tests that measure this process (its CPU use, its resident memory)
+/// or that a busy process slows down (the fault hooks), so that they never overlap each other.
+pub(crate) async fn process_exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::OnceLock<tokio::sync::Mutex<()>> = std::sync::OnceLock::new();
+    LOCK.get_or_init(|| tokio::sync::Mutex::new(()))
+        .lock()
+        .await
+}

@@ -41,6 +41,7 @@ fn rss_kb() -> u64 {
 
 #[actix_web::test]
 async fn a_stalled_speech_to_text_drops_and_counts_old_audio_and_memory_stays_flat() {
+    let _exclusive = super::process_exclusive().await;
     // The caller talks (speech and pauses) for longer than the stall, then hangs up.
     let mut script = CallerScript::new().wait_for_agent(15_000);
     for _ in 0..40 {

@@ -31,6 +31,7 @@ async fn streaming_call(
 #[actix_web::test]
 async fn a_panicking_call_actor_is_ended_internal_error_with_its_sockets_closed_and_the_gauge_right(
 ) {
+    let _exclusive = super::process_exclusive().await;
     let script = CallerScript::new()
         .wait_for_agent(15_000)
         .say("Could you tell me when my order will arrive?")
@@ -109,6 +110,7 @@ async fn a_panicking_call_actor_is_ended_internal_error_with_its_sockets_closed_
 
 #[actix_web::test]
 async fn a_panicking_registry_shard_is_restarted_with_its_call_table() {
+    let _exclusive = super::process_exclusive().await;
     let script = CallerScript::new()
         .wait_for_agent(15_000)
         .silence(60_000)
