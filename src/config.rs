@@ -333,6 +333,9 @@ pub struct AuthSettings {
     pub login_per_ip: RateLimit,
     pub login_per_account: RateLimit,
     pub refresh_per_family: RateLimit,
+    /// Bearer token of the operator API (`/operator/v1/...`: assigning numbers to
+    /// organizations). Empty: the operator API refuses every request.
+    pub operator_token: Secret,
 }
 
 /// An older public key that tokens may still be signed with.

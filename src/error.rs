@@ -147,7 +147,11 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidCredentials => ApiError::InvalidCredentials,
             AuthError::UserDisabled => ApiError::UserDisabled,
             AuthError::NotFound(what) => ApiError::NotFound(what),
-            AuthError::EmailTaken => ApiError::Conflict("email already in use".into()),
+            // A generic validation error: a conflict would tell an admin of one tenant that
+            // the address has an account somewhere (addresses are unique service-wide).
+            AuthError::EmailTaken => {
+                ApiError::Validation("email: this address cannot be used".into())
+            }
             AuthError::Validation(why) => ApiError::Validation(why),
             AuthError::RateLimited { retry_after_secs } => {
                 ApiError::RateLimited { retry_after_secs }
@@ -162,8 +166,10 @@ impl From<AuthError> for ApiError {
 impl From<AgentWriteError> for ApiError {
     fn from(e: AgentWriteError) -> Self {
         match e {
-            AgentWriteError::NumberTaken(n) => ApiError::Conflict(format!(
-                "phone number {n} already belongs to an agent profile"
+            // Both within the caller's own organization: nothing about other tenants leaks.
+            AgentWriteError::NumberTaken(_) => ApiError::Conflict(e.to_string()),
+            AgentWriteError::NumberNotOwned(_) => ApiError::Validation(format!(
+                "phone_numbers: {e} (numbers are assigned by an operator)"
             )),
             AgentWriteError::Store(s) => s.into(),
         }

@@ -193,6 +193,7 @@ pub(crate) mod tests {
             login_per_ip: limit,
             login_per_account: limit,
             refresh_per_family: limit,
+            operator_token: Secret::new(""),
         }
     }
 

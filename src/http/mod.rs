@@ -9,6 +9,7 @@ pub mod learning;
 pub mod media_ws;
 pub mod metrics;
 pub mod middleware;
+pub mod operator;
 pub mod patterns;
 pub mod users;
 pub mod webhooks;
@@ -75,5 +76,6 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
         .configure(agents::configure)
         .configure(media_ws::configure)
         .configure(patterns::configure)
-        .configure(learning::configure);
+        .configure(learning::configure)
+        .configure(operator::configure);
 }

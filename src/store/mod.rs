@@ -7,6 +7,7 @@ pub mod events;
 pub mod jobs;
 pub mod memory;
 pub mod migrations;
+pub mod numbers;
 pub mod organizations;
 pub mod patterns;
 pub mod pool;

@@ -636,7 +636,7 @@ async fn admin_lists_creates_reroles_and_disables_users_of_their_organization() 
             &json!({ "email": "AGENT@example.test", "role": "agent" }),
         )
         .await;
-    assert_error(res, 409, "conflict").await;
+    assert_error(res, 422, "validation_failed").await;
     let res = app
         .post_as(
             &admin,

@@ -487,10 +487,25 @@ const CALL_WAIT: Duration = Duration::from_secs(10);
 
 /// Tenants, agent profiles and calls, through the API as a client would drive it.
 impl TestApp {
-    /// A new organization with an admin token and a "Support" agent profile answering
-    /// `number` (escalating to +15557770000).
+    /// Assigns `number` to `org`, as an operator does (the store call behind
+    /// `iace admin assign-number` and the operator API).
+    pub async fn assign_number(&self, org: Uuid, number: &str) {
+        let mut conn = self.state.db.get().await.expect("database connection");
+        let done = iace::store::numbers::assign(&mut conn, org, number)
+            .await
+            .expect("number assigned");
+        assert_ne!(
+            done,
+            iace::store::numbers::Assignment::HeldByAnother,
+            "{number}"
+        );
+    }
+
+    /// A new organization owning `number`, with an admin token and a "Support" agent profile
+    /// answering it (escalating to +15557770000).
     pub async fn create_tenant(&self, number: &str) -> Tenant {
         let org = self.create_org(&format!("org-{number}")).await;
+        self.assign_number(org, number).await;
         let token = self.token_for(org, Role::Admin).await;
         let res = self
             .create_agent(

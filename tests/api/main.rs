@@ -18,6 +18,7 @@ mod conversation;
 mod health;
 mod learning;
 mod migrations;
+mod security;
 mod telnyx;
 mod voice;
 mod webhooks;

@@ -1,0 +1,120 @@
+//! Attacks, tried from the attacker's side through the public API and sockets (issue 15): each
+//! test reproduces one and sees it fail.
+
+use crate::helpers::{assert_error, spawn_app, spawn_app_with};
+use iace::domain::role::Role;
+use serde_json::{json, Value};
+
+fn agent_with_numbers(numbers: &[&str]) -> Value {
+    json!({
+        "name": "Hijack",
+        "system_prompt": "You take other people's calls.",
+        "greeting": "Hello?",
+        "voice_id": "voice-1",
+        "phone_numbers": numbers,
+    })
+}
+
+#[actix_web::test]
+async fn an_organization_cannot_claim_another_organizations_number_or_learn_who_owns_it() {
+    let app = spawn_app().await;
+    let victim = app.create_tenant("+15550150001").await;
+    let attacker_org = app.create_org("attacker").await;
+    let attacker = app.token_for(attacker_org, Role::Admin).await;
+
+    // The victim's number, and a number nobody owns: the same generic answer for both.
+    let taken = app
+        .create_agent(&attacker, &agent_with_numbers(&["+15550150001"]))
+        .await;
+    let taken = assert_error(taken, 422, "validation_failed").await;
+    let free = app
+        .create_agent(&attacker, &agent_with_numbers(&["+15550150999"]))
+        .await;
+    let free = assert_error(free, 422, "validation_failed").await;
+    assert_eq!(
+        taken.replace("+15550150001", "N"),
+        free.replace("+15550150999", "N"),
+        "the answer must not tell an owned number from a free one"
+    );
+    // Nor through an update of a profile the attacker does own.
+    app.assign_number(attacker_org, "+15550150002").await;
+    let res = app
+        .create_agent(&attacker, &agent_with_numbers(&["+15550150002"]))
+        .await;
+    assert_eq!(res.status(), 201);
+    let own: Value = res.json().await.unwrap();
+    let res = app
+        .send_as(
+            reqwest::Method::PUT,
+            &attacker,
+            &format!("/api/v1/agents/{}", own["id"].as_str().unwrap()),
+            &agent_with_numbers(&["+15550150002", "+15550150001"]),
+        )
+        .await;
+    assert_error(res, 422, "validation_failed").await;
+
+    // The victim's inbound calls still reach the victim, never the attacker.
+    let ccid = app
+        .telnyx
+        .place_inbound_call("+15559990150", "+15550150001");
+    let id = app.call_id_for(&victim, &ccid).await;
+    let (status, call) = app
+        .get_json(&victim.token, &format!("/api/v1/calls/{id}"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(call["agent_profile_id"], victim.agent_id.to_string());
+    let (_, page) = app.get_json(&attacker, "/api/v1/calls").await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 0, "{page}");
+
+    // An email of another tenant: a generic validation error, not "already in use".
+    let victim_user = app.create_user(victim.org, Role::Viewer).await;
+    let res = app
+        .post_as(
+            &attacker,
+            "/api/v1/users",
+            &json!({ "email": victim_user.email, "role": "agent" }),
+        )
+        .await;
+    let message = assert_error(res, 422, "validation_failed").await;
+    assert!(!message.contains("already"), "{message}");
+}
+
+#[actix_web::test]
+async fn only_the_operator_token_assigns_numbers_through_the_operator_api() {
+    let app =
+        spawn_app_with(|s| s.auth.operator_token = iace::config::Secret::new("op-secret")).await;
+    let org = app.create_org("customer").await;
+    let other = app.create_org("other").await;
+    let admin = app.token_for(org, Role::Admin).await;
+    let path = format!("/operator/v1/organizations/{org}/numbers/+15550150101");
+    let put = |token: &str, path: &str| {
+        app.client
+            .put(app.url(path))
+            .bearer_auth(token.to_owned())
+            .send()
+    };
+    // A tenant admin is not an operator; neither is a wrong token.
+    assert_error(put(&admin, &path).await.unwrap(), 401, "invalid_token").await;
+    assert_error(put("op-secre", &path).await.unwrap(), 401, "invalid_token").await;
+    assert_eq!(put("op-secret", &path).await.unwrap().status(), 201);
+    assert_eq!(put("op-secret", &path).await.unwrap().status(), 200);
+    let elsewhere = format!("/operator/v1/organizations/{other}/numbers/+15550150101");
+    assert_error(put("op-secret", &elsewhere).await.unwrap(), 409, "conflict").await;
+    let (_, numbers) = app.get_json(&admin, "/api/v1/numbers").await;
+    assert_eq!(numbers["data"], json!(["+15550150101"]));
+    let res = app
+        .create_agent(&admin, &agent_with_numbers(&["+15550150101"]))
+        .await;
+    assert_eq!(res.status(), 201);
+    // Released: the profile stops answering it.
+    let res = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth("op-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let (_, agents) = app.get_json(&admin, "/api/v1/agents").await;
+    assert_eq!(agents["data"][0]["phone_numbers"], json!([]));
+}
