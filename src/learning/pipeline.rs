@@ -3,7 +3,8 @@
 //! snapshot is written once per call; a re-run of `extract_patterns` reinforces the patterns
 //! its first run stored instead of duplicating them).
 
-use crate::learning::{enqueue_once, Embedder, JobKind};
+use crate::domain::call::Direction;
+use crate::learning::{enqueue_once, redact, Embedder, JobKind};
 use crate::prompts;
 use crate::providers::groq::{ChatMessage, GroqClient};
 use crate::providers::ProviderError;
@@ -130,7 +131,7 @@ impl Pipeline {
             .map(|_| "resolved");
         let resolved = call.outcome.as_deref().or(classified) == Some("resolved");
         let (org, call_id, max_attempts) = (call.organization_id, call.id, job.max_attempts);
-        let has_caller = !call.from_number.trim().is_empty();
+        let has_caller = !remote_party(call).is_empty();
         let mut conn = self.db.get().await.map_err(StoreError::from)?;
         // The summary and its follow-ups commit together: a retry finds them both or neither.
         conn.transaction::<_, StoreError, _>(async |conn| {
@@ -181,7 +182,7 @@ impl Pipeline {
     }
 
     async fn remember(&self, call: &CallRow, transcript: &[UtteranceRow]) -> Result<(), JobError> {
-        let number = call.from_number.trim();
+        let number = remote_party(call);
         if number.is_empty() || transcript.is_empty() {
             return Ok(());
         }
@@ -196,7 +197,9 @@ impl Pipeline {
         drop(conn);
         let input = prompts::memory_input(previous.as_ref(), call.summary.as_deref(), transcript);
         let answer: MemoryAnswer = self.ask(prompts::MEMORY_PROMPT, input).await?;
-        let summary = clip(&answer.summary);
+        // Whatever the model kept, payment and identity data never reach storage (or a later
+        // caller's prompt): numbers are masked, facts about cards, IDs and secrets dropped.
+        let summary = redact::mask(&clip(&answer.summary));
         if summary.is_empty() {
             return Err(JobError::Provider(ProviderError::Protocol {
                 provider: "groq",
@@ -207,7 +210,8 @@ impl Pipeline {
             .facts
             .iter()
             .map(|f| clip(f))
-            .filter(|f| !f.is_empty())
+            .filter(|f| !f.is_empty() && !redact::is_sensitive(f))
+            .map(|f| redact::mask(&f))
             .take(8)
             .collect();
         let embedding = self
@@ -244,6 +248,13 @@ impl Pipeline {
         request.temperature = Some(0.0);
         Ok(self.groq.complete_json(&request).await?)
     }
+}
+
+/// The number the call's memory belongs to: the caller inbound, the callee outbound.
+fn remote_party(call: &CallRow) -> &str {
+    Direction::parse(&call.direction)
+        .map_or("", |d| d.remote_party(&call.from_number, &call.to_number))
+        .trim()
 }
 
 fn clip(text: &str) -> String {

@@ -1,9 +1,16 @@
 //! Attacks, tried from the attacker's side through the public API and sockets (issue 15): each
 //! test reproduces one and sees it fail.
 
-use crate::helpers::{assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{
+    assert_error, spawn_app, spawn_app_with, spawn_voice_app, wait_until, Tenant, TestApp,
+    VoiceSetup,
+};
 use iace::domain::role::Role;
+use iace::sim::caller::{CallerScript, CallerScripts};
+use iace::sim::groq::GroqSimConfig;
 use serde_json::{json, Value};
+use std::time::Duration;
+use uuid::Uuid;
 
 fn agent_with_numbers(numbers: &[&str]) -> Value {
     json!({
@@ -117,4 +124,102 @@ async fn only_the_operator_token_assigns_numbers_through_the_operator_api() {
     assert_eq!(res.status(), 204);
     let (_, agents) = app.get_json(&admin, "/api/v1/agents").await;
     assert_eq!(agents["data"][0]["phone_numbers"], json!([]));
+}
+
+/// Dials `to` for tenant `t` through the API, waits for the callee's script to end, hangs the
+/// callee's phone up and waits for the call to end. `n`: callers started so far, this one
+/// included.
+async fn campaign_call(app: &TestApp, t: &Tenant, from: &str, to: &str, n: usize) -> Uuid {
+    let voice = app.voice.as_ref().expect("voice app");
+    let body = json!({ "to": to, "from": from, "agent_profile_id": t.agent_id });
+    let res = app.place_call(&t.token, &body).await;
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    let call: Value = res.json().await.unwrap();
+    let id: Uuid = call["id"].as_str().unwrap().parse().unwrap();
+    let outcomes = voice
+        .callers
+        .wait_for_outcomes(n, Duration::from_secs(90))
+        .await;
+    assert!(
+        outcomes.get(n - 1).is_some_and(Result::is_ok),
+        "callee {n} ran: {outcomes:?}"
+    );
+    let call = app.wait_for_status(t, id, "streaming").await;
+    app.telnyx
+        .caller_hangs_up(call["call_control_id"].as_str().unwrap());
+    app.wait_for_status(t, id, "ended").await;
+    id
+}
+
+#[actix_web::test]
+async fn callee_two_of_an_outbound_campaign_never_hears_what_callee_one_said() {
+    const OURS: &str = "+15550150200";
+    const CALLEE_1: &str = "+15558150201";
+    const CALLEE_2: &str = "+15558150202";
+    let first = CallerScript::new()
+        .wait_for_agent(15_000)
+        .say("My card number is 4111 1111 1111 1111. My name is Dana Whitfield.")
+        .wait_for_agent(15_000)
+        .hang_up();
+    let second = CallerScript::new()
+        .wait_for_agent(15_000)
+        .say("Hello, who is calling please?")
+        .wait_for_agent(15_000)
+        .hang_up();
+    let gemini = crate::learning::start_gemini();
+    let setup = VoiceSetup {
+        groq: GroqSimConfig {
+            time_to_first_token: Duration::from_millis(50),
+            ..GroqSimConfig::default()
+        },
+        ..VoiceSetup::new(
+            CallerScripts::new(second.clone())
+                .with(CALLEE_1, first.clone())
+                .with(CALLEE_2, second.clone()),
+        )
+    };
+    let app = spawn_voice_app(setup, |s| {
+        s.gemini = crate::learning::gemini_settings(&gemini, 100);
+        s.learning.workers = 2;
+        s.learning.retrieval_budget_ms = 3000;
+    })
+    .await;
+    let t = app.create_tenant(OURS).await;
+    let voice = app.voice.as_ref().unwrap();
+
+    voice.deepgram.set_script(first.utterances());
+    campaign_call(&app, &t, OURS, CALLEE_1, 1).await;
+    // Callee 1's memory is written under callee 1's number, without the card number.
+    let memory = wait_until(Duration::from_secs(30), "callee 1's memory", || async {
+        let (status, memory) = app
+            .get_json(&t.token, &format!("/api/v1/callers/{CALLEE_1}/memory"))
+            .await;
+        (status == 200).then_some(memory)
+    })
+    .await;
+    let text = memory.to_string();
+    assert!(text.contains("Dana"), "{memory}");
+    assert!(!text.contains("4111"), "payment data stored: {memory}");
+    let (status, _) = app
+        .get_json(&t.token, &format!("/api/v1/callers/{OURS}/memory"))
+        .await;
+    assert_eq!(status, 404, "nothing is remembered under our own number");
+
+    voice.deepgram.set_script(second.utterances());
+    let before = voice.groq.requests().len();
+    campaign_call(&app, &t, OURS, CALLEE_2, 2).await;
+    let replies: Vec<String> = voice.groq.requests()[before..]
+        .iter()
+        .filter_map(|r| r.chat())
+        .filter(|c| c.stream)
+        .filter_map(|c| c.system_prompt().map(str::to_owned))
+        .collect();
+    assert!(!replies.is_empty(), "callee 2 got an LLM reply");
+    for system in replies {
+        assert!(
+            !system.contains("Dana"),
+            "callee 1's facts leaked:\n{system}"
+        );
+        assert!(!system.contains("## This caller"), "{system}");
+    }
 }
