@@ -262,6 +262,10 @@ pub struct LearningSettings {
     pub merge_similarity: f64,
     /// `hnsw.ef_search` for pattern searches (candidate list size: recall against speed).
     pub ef_search: u32,
+    /// A pattern learnt from one call is served only once confirmed (reinforced by a resolved
+    /// call from another number, or approved by a user), so one caller cannot teach the agent
+    /// what every later caller hears. false: served at once.
+    pub confirm_patterns: bool,
     /// Lifetime of a cached turn context in Redis.
     pub cache_ttl_secs: u64,
     /// Job workers (tasks) on this instance; 0 runs none (jobs wait for another instance).

@@ -192,6 +192,8 @@ mod tests {
                 source_call_id: None,
                 created_at: Utc::now(),
                 updated_at: Utc::now(),
+                confirmed: true,
+                source_caller: None,
             },
             similarity: 0.9,
         }

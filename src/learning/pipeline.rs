@@ -50,6 +50,8 @@ pub struct Pipeline {
     pub embedder: Embedder,
     pub merge_similarity: f64,
     pub ef_search: u32,
+    /// A pattern learnt from one call waits for a confirmation before calls are told it.
+    pub confirm_patterns: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,8 +174,8 @@ impl Pipeline {
         let embeddings = self.embedder.embed_documents(&problems).await?;
         let mut conn = self.db.get().await.map_err(StoreError::from)?;
         for ((problem, resolution), embedding) in pairs.into_iter().zip(embeddings) {
-            let mut pattern = NewPattern::new(call.organization_id, problem, resolution, embedding);
-            pattern.source_call_id = Some(call.id);
+            let pattern = NewPattern::new(call.organization_id, problem, resolution, embedding)
+                .learnt_from(call.id, remote_party(call), !self.confirm_patterns);
             let merged =
                 patterns::merge(&mut conn, &pattern, self.merge_similarity, self.ef_search).await?;
             tracing::debug!(call_id = %call.id, ?merged, "pattern learnt");

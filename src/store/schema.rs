@@ -146,6 +146,8 @@ diesel::table! {
         source_call_id -> Nullable<Uuid>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        confirmed -> Bool,
+        source_caller -> Nullable<Text>,
     }
 }
 
