@@ -62,6 +62,8 @@ pub enum ApiError {
     WebhookSignature(#[from] SignatureError),
     #[error("too many requests, retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    #[error("too busy to take this request now, retry after {retry_after_secs} s")]
+    Overloaded { retry_after_secs: u64 },
     #[error("the service is shutting down")]
     ShuttingDown,
     #[error("a dependency is unavailable")]
@@ -107,6 +109,7 @@ impl ApiError {
                 }
             }
             ApiError::RateLimited { .. } => ("rate_limited", StatusCode::TOO_MANY_REQUESTS),
+            ApiError::Overloaded { .. } => ("overloaded", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::ShuttingDown => ("shutting_down", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::Unavailable(_) => ("service_unavailable", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::Internal(_) => ("internal_error", StatusCode::INTERNAL_SERVER_ERROR),
@@ -156,6 +159,7 @@ impl From<AuthError> for ApiError {
             AuthError::RateLimited { retry_after_secs } => {
                 ApiError::RateLimited { retry_after_secs }
             }
+            AuthError::Overloaded { retry_after_secs } => ApiError::Overloaded { retry_after_secs },
             AuthError::Store(e) => e.into(),
             AuthError::Redis(e) => ApiError::Unavailable(e.into()),
             AuthError::Internal(e) => ApiError::Internal(e),
@@ -188,7 +192,9 @@ impl ResponseError for ApiError {
             tracing::error!(error.code = code, error.cause = ?anyhow_chain(self), "request failed");
         }
         let mut builder = HttpResponse::build(status);
-        if let ApiError::RateLimited { retry_after_secs } = self {
+        if let ApiError::RateLimited { retry_after_secs }
+        | ApiError::Overloaded { retry_after_secs } = self
+        {
             builder.insert_header(("Retry-After", retry_after_secs.to_string()));
         }
         if status == StatusCode::UNAUTHORIZED {

@@ -87,6 +87,10 @@ pub fn admin_connection() -> PgConnection {
 
 static TEMPLATE: Mutex<Option<String>> = Mutex::new(None);
 
+/// Held by the tests that load every core on purpose (a burst of real argon2 hashes) and by
+/// the ones that compare timings, so the first never skews the second.
+pub static CPU_HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Name of the migrated template database, created once per migration set. An advisory lock
 /// keeps concurrent test processes from building it twice.
 fn template_database() -> String {
@@ -400,6 +404,26 @@ impl TestApp {
         let body: serde_json::Value = res.json().await.expect("login body is JSON");
         assert_eq!(status, 200, "login failed: {body}");
         Tokens::from_body(&body)
+    }
+
+    /// `POST /api/v1/auth/login` for `user`: status, `Retry-After` (0 when absent) and the
+    /// error code (empty on success).
+    pub async fn login_response(&self, user: &TestUser) -> (u16, u64, String) {
+        let res = self
+            .post_json(
+                "/api/v1/auth/login",
+                &serde_json::json!({ "email": user.email, "password": user.password }),
+            )
+            .await;
+        let status = res.status().as_u16();
+        let retry_after = res
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        let code = body["code"].as_str().unwrap_or_default().to_owned();
+        (status, retry_after, code)
     }
 
     /// `POST /api/v1/auth/refresh`, returning the raw response.

@@ -306,3 +306,155 @@ async fn a_pattern_one_caller_taught_is_not_served_until_confirmed() {
     assert_eq!(learnt[0]["confirmed"], true, "{learnt:?}");
     assert_eq!(served_to_a_stranger(&app, other).await, 1);
 }
+
+/// `POST /api/v1/auth/login` as if from `ip` (the test apps take the client address from
+/// `X-Client-IP`, as production takes it from its proxy's header).
+async fn login_from(app: &TestApp, ip: &str, email: &str, password: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/v1/auth/login"))
+        .header("X-Client-IP", ip)
+        .json(&json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The process's peak resident memory (`VmHWM`), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[actix_web::test]
+async fn a_burst_of_logins_waits_for_hashing_slots_and_other_requests_keep_working() {
+    let _alone = crate::helpers::CPU_HEAVY.lock().await;
+    let app = spawn_app_with(|s| {
+        // Production's argon2 cost: 19 MiB a hash.
+        s.auth.password_memory_kib = 19456;
+        s.auth.password_iterations = 2;
+        s.auth.password_concurrency = 2;
+        s.auth.password_wait_ms = 300;
+        s.auth.login_per_ip.max = 10_000;
+        s.auth.login_per_account.max = 10_000;
+    })
+    .await;
+    let org = app.create_org("burst").await;
+    let user = app.create_user(org, Role::Viewer).await;
+    let token = app.login(&user).await.access;
+    let before = peak_rss();
+
+    let logins = (0..200).map(|_| app.login_response(&user));
+    let others =
+        (0..20).map(|_| async { app.get_as(&token, "/api/v1/me").await.status().as_u16() });
+    let (logins, others) = futures_util::future::join(
+        futures_util::future::join_all(logins),
+        futures_util::future::join_all(others),
+    )
+    .await;
+    let (mut ok, mut overloaded) = (0, 0);
+    for (status, retry_after, code) in logins {
+        match status {
+            200 => ok += 1,
+            503 => {
+                assert_eq!(code, "overloaded");
+                assert!(retry_after >= 1, "503 carries Retry-After");
+                overloaded += 1;
+            }
+            other => panic!("login answered {other} {code}"),
+        }
+    }
+    assert!(ok >= 1, "some logins got a slot");
+    assert!(overloaded >= 1, "the rest were told to come back");
+    assert!(
+        others.iter().all(|s| *s == 200),
+        "other requests: {others:?}"
+    );
+    // 200 hashes of 19 MiB at once would be about 4 GiB; two at a time stay small.
+    let grown = peak_rss().saturating_sub(before);
+    assert!(grown < 512 << 20, "peak RSS grew by {} MiB", grown >> 20);
+}
+
+#[actix_web::test]
+async fn a_strangers_wrong_passwords_do_not_lock_the_owner_out() {
+    let app = spawn_app_with(|s| {
+        s.auth.client_ip_header = "X-Client-IP".into();
+        s.auth.login_per_account.max = 3;
+    })
+    .await;
+    let org = app.create_org("victim").await;
+    let victim = app.create_user(org, Role::Admin).await;
+    for _ in 0..3 {
+        let res = login_from(&app, "203.0.113.66", &victim.email, "not-the-password").await;
+        assert_error(res, 401, "invalid_credentials").await;
+    }
+    let res = login_from(&app, "203.0.113.66", &victim.email, "not-the-password").await;
+    assert_error(res, 429, "rate_limited").await;
+    // The owner, from their own network, logs in at once.
+    let res = login_from(&app, "198.51.100.7", &victim.email, &victim.password).await;
+    assert_eq!(res.status(), 200);
+}
+
+#[actix_web::test]
+async fn rotating_ipv6_addresses_within_a_64_does_not_escape_the_per_ip_limit() {
+    let app = spawn_app_with(|s| {
+        s.auth.client_ip_header = "X-Client-IP".into();
+        s.auth.login_per_ip.max = 5;
+    })
+    .await;
+    for i in 1..=5 {
+        let ip = format!("2001:db8:15:64::{i:x}:{:x}", 7919 * i);
+        let res = login_from(&app, &ip, "nobody@example.test", "whatever-password").await;
+        assert_error(res, 401, "invalid_credentials").await;
+    }
+    let res = login_from(
+        &app,
+        "2001:db8:15:64:dead:beef:1:2",
+        "x@example.test",
+        "pw-pw-pw-pw",
+    )
+    .await;
+    assert_error(res, 429, "rate_limited").await;
+    // Another /64 is another client.
+    let res = login_from(&app, "2001:db8:15:65::1", "x@example.test", "pw-pw-pw-pw").await;
+    assert_error(res, 401, "invalid_credentials").await;
+    // Refresh is limited per client network too.
+    let app = spawn_app_with(|s| {
+        s.auth.client_ip_header = "X-Client-IP".into();
+        s.auth.refresh_per_ip.max = 2;
+    })
+    .await;
+    for i in 0..3 {
+        let res = app
+            .client
+            .post(app.url("/api/v1/auth/refresh"))
+            .header("X-Client-IP", format!("2001:db8:15:64::{i}"))
+            .json(&json!({ "refresh_token": format!("guess-{i}") }))
+            .send()
+            .await
+            .unwrap();
+        let expected = if i < 2 { 401 } else { 429 };
+        assert_eq!(res.status(), expected, "refresh guess {i}");
+    }
+}
+
+#[actix_web::test]
+async fn a_refresh_retried_after_a_lost_response_keeps_the_session() {
+    let app = spawn_app_with(|s| s.auth.session_max_age_secs = 3).await;
+    let org = app.create_org("flaky network").await;
+    let user = app.create_user(org, Role::Agent).await;
+    let first = app.login(&user).await;
+    // The response to this refresh is lost on the way...
+    let lost = app.refreshed(&first.refresh).await;
+    // ...so the client presents the same token again, and gets the same pair.
+    let again = app.refreshed(&first.refresh).await;
+    assert_eq!(again.refresh, lost.refresh);
+    assert_eq!(again.access, lost.access);
+    assert_eq!(app.get_as(&again.access, "/api/v1/me").await.status(), 200);
+    let next = app.refreshed(&again.refresh).await;
+    assert_eq!(app.get_as(&next.access, "/api/v1/me").await.status(), 200);
+    // However often refreshed, a session ends at its absolute lifetime.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_error(app.refresh(&next.refresh).await, 401, "token_expired").await;
+}
