@@ -43,6 +43,8 @@ pub fn init_sentry(settings: &Settings) -> Option<sentry::ClientInitGuard> {
     options.release = Some(env!("CARGO_PKG_VERSION").into());
     options.environment = Some(settings.environment.as_str().into());
     options.send_default_pii = false;
+    // Request bodies hold passwords, refresh tokens and callers' words: never sent to Sentry.
+    options.max_request_body_size = sentry::MaxRequestBodySize::None;
     let options = options.traces_sample_rate(settings.sentry.traces_sample_rate);
     Some(sentry::init((settings.sentry.dsn.expose(), options)))
 }

@@ -458,3 +458,39 @@ async fn a_refresh_retried_after_a_lost_response_keeps_the_session() {
     tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_error(app.refresh(&next.refresh).await, 401, "token_expired").await;
 }
+
+#[actix_web::test]
+async fn made_up_http_methods_do_not_grow_the_metrics() {
+    let app = spawn_app().await;
+    let series = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("iace_http_requests_total{"))
+            .count()
+    };
+    for i in 0..30 {
+        let method = reqwest::Method::from_bytes(format!("BOGUS{i}").as_bytes()).unwrap();
+        app.client
+            .request(method, app.url("/health"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(!text.contains("BOGUS"), "{text}");
+    assert!(text.contains(r#"method="other""#), "{text}");
+    let before = series(&text);
+    for i in 30..60 {
+        let method = reqwest::Method::from_bytes(format!("BOGUS{i}").as_bytes()).unwrap();
+        app.client
+            .request(method, app.url("/health"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        series(&text),
+        before + 1,
+        "only the /metrics GET itself is new"
+    );
+}
