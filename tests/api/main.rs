@@ -15,6 +15,7 @@ mod caller;
 mod calls;
 mod cli;
 mod conversation;
+mod fuzz;
 mod health;
 mod learning;
 mod migrations;

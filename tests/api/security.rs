@@ -459,6 +459,18 @@ async fn a_refresh_retried_after_a_lost_response_keeps_the_session() {
     assert_error(app.refresh(&next.refresh).await, 401, "token_expired").await;
 }
 
+/// Sends one request with each made-up method `BOGUS{n}` for `n` in `range` to `/health`.
+async fn bogus_methods(app: &TestApp, range: std::ops::Range<u32>) {
+    for i in range {
+        let method = reqwest::Method::from_bytes(format!("BOGUS{i}").as_bytes()).unwrap();
+        app.client
+            .request(method, app.url("/health"))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
 #[actix_web::test]
 async fn made_up_http_methods_do_not_grow_the_metrics() {
     let app = spawn_app().await;
@@ -467,26 +479,12 @@ async fn made_up_http_methods_do_not_grow_the_metrics() {
             .filter(|l| l.starts_with("iace_http_requests_total{"))
             .count()
     };
-    for i in 0..30 {
-        let method = reqwest::Method::from_bytes(format!("BOGUS{i}").as_bytes()).unwrap();
-        app.client
-            .request(method, app.url("/health"))
-            .send()
-            .await
-            .unwrap();
-    }
+    bogus_methods(&app, 0..30).await;
     let text = app.get("/metrics").await.text().await.unwrap();
     assert!(!text.contains("BOGUS"), "{text}");
     assert!(text.contains(r#"method="other""#), "{text}");
     let before = series(&text);
-    for i in 30..60 {
-        let method = reqwest::Method::from_bytes(format!("BOGUS{i}").as_bytes()).unwrap();
-        app.client
-            .request(method, app.url("/health"))
-            .send()
-            .await
-            .unwrap();
-    }
+    bogus_methods(&app, 30..60).await;
     let text = app.get("/metrics").await.text().await.unwrap();
     assert_eq!(
         series(&text),
