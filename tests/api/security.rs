@@ -492,3 +492,22 @@ async fn made_up_http_methods_do_not_grow_the_metrics() {
         "only the /metrics GET itself is new"
     );
 }
+
+#[test]
+fn the_runtime_image_carries_only_the_production_configuration() {
+    let dockerfile =
+        std::fs::read_to_string(crate::helpers::project_dir().join("Dockerfile")).unwrap();
+    let runtime = dockerfile
+        .split("AS runtime")
+        .nth(1)
+        .expect("a runtime stage");
+    let config_copies: Vec<&str> = runtime
+        .lines()
+        .filter(|l| l.starts_with("COPY") && l.contains("config"))
+        .collect();
+    assert_eq!(
+        config_copies,
+        ["COPY config/default.toml config/production.toml /app/config/"],
+        "the test signing key (config/test.toml) must stay out of the image"
+    );
+}
