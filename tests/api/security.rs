@@ -511,3 +511,20 @@ fn the_runtime_image_carries_only_the_production_configuration() {
         "the test signing key (config/test.toml) must stay out of the image"
     );
 }
+
+#[actix_web::test]
+async fn an_outbound_call_cannot_show_another_organizations_number_as_caller_id() {
+    let app = spawn_app().await;
+    let victim = app.create_tenant("+15550150501").await;
+    let attacker = app.create_tenant("+15550150502").await;
+    let spoofed = json!({ "to": "+15558150503", "from": "+15550150501", "agent_profile_id": attacker.agent_id });
+    let res = app.place_call(&attacker.token, &spoofed).await;
+    assert_error(res, 422, "validation_failed").await;
+    // Nor any number nobody owns; only the organization's own number dials.
+    let res = app.place_call(&attacker.token, &json!({ "to": "+15558150503", "from": "+15550150999", "agent_profile_id": attacker.agent_id })).await;
+    assert_error(res, 422, "validation_failed").await;
+    assert!(!app.telnyx.commands().iter().any(|c| c.action == "dial"));
+    let res = app.place_call(&attacker.token, &json!({ "to": "+15558150503", "from": "+15550150502", "agent_profile_id": attacker.agent_id })).await;
+    assert_eq!(res.status(), 202);
+    let _ = victim;
+}
