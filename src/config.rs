@@ -85,6 +85,8 @@ pub struct Settings {
     pub calls: CallSettings,
     pub recorder: RecorderSettings,
     pub auth: AuthSettings,
+    pub breakers: BreakerSettings,
+    pub cluster: ClusterSettings,
 }
 
 fn default_env() -> Environment {
@@ -101,6 +103,9 @@ pub struct ServerSettings {
     pub body_limit_bytes: usize,
     pub shutdown_timeout_secs: u64,
     pub readiness_grace_ms: u64,
+    /// On SIGTERM, how long live calls may go on before they are ended politely (fly.toml's
+    /// `kill_timeout` must be longer).
+    pub drain_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -125,6 +130,9 @@ pub struct RedisSettings {
     /// Prepended to every key this instance writes, so instances (or test runs) sharing one
     /// Redis can be kept apart.
     pub key_prefix: String,
+    /// PEM file of the CA that signed the server's certificate, for `rediss://` URLs whose server
+    /// is not under a public root (empty: webpki roots).
+    pub tls_ca_file: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -192,6 +200,10 @@ pub struct DeepgramSettings {
     pub connect_timeout_ms: u64,
     /// How often to send `KeepAlive` while no audio flows (Deepgram closes after 10 s).
     pub keepalive_interval_ms: u64,
+    /// Caller audio a call keeps for replay after a reconnect: audio Deepgram has not
+    /// finalised and audio that arrived while disconnected, each held to this much. Beyond it
+    /// (Deepgram stalled, or away for long) the oldest is dropped and counted, so memory stays flat.
+    pub replay_buffer_ms: u64,
 }
 
 /// Cartesia streaming text-to-speech. `base_url` is the socket origin (`wss://api.cartesia.ai`);
@@ -230,6 +242,14 @@ pub struct GroqSettings {
     pub sentiment_timeout_ms: u64,
     pub temperature: f32,
     pub max_completion_tokens: u32,
+    /// Retries of a reply turn after a 5xx or a timeout, before the fallback model.
+    pub max_retries: u32,
+    /// The model tried when `model` fails a turn (or its breaker is open); empty: none, the
+    /// scripted apology follows at once. Same OpenAI-compatible API.
+    pub fallback_model: String,
+    /// Where the fallback model is served (empty: `base_url`), and its key (empty: `api_key`).
+    pub fallback_base_url: String,
+    pub fallback_api_key: Secret,
 }
 
 /// Gemini embeddings. `base_url` is the API root with its version
@@ -300,6 +320,84 @@ pub struct CallSettings {
     pub media_token_ttl_secs: u64,
     /// Media frames larger than this are counted and dropped (a 20 ms frame is ~300 bytes).
     pub media_max_frame_bytes: usize,
+    /// Reply turns in a row the LLM (model and fallback) cannot answer before the call is
+    /// given up: a last line, then a transfer (or hang-up), outcome `failed`.
+    pub max_failed_replies: u32,
+    /// Voice for Telnyx `speak` when Cartesia is down (e.g. `Telnyx.KokoroTTS.af`,
+    /// `AWS.Polly.Joanna-Neural`).
+    pub fallback_voice: String,
+    /// How long a line said by Telnyx `speak` is taken to last per character (no audio comes
+    /// back to time it).
+    pub fallback_speech_ms_per_char: u64,
+    /// Admission control: above this many live calls, new calls go to a peer with room or are
+    /// refused (`USER_BUSY`, API 503 `at_capacity`). 0 = no limit.
+    pub max_live_per_instance: usize,
+    /// Admission control's CPU watermark: while this process used at least this share (percent
+    /// of all cores) over the last heartbeat, new calls go elsewhere as above. 0 = off.
+    pub max_cpu_percent: u32,
+    /// Outbound audio frames queued for one media socket; when its reader stalls the oldest
+    /// are dropped (and counted), so memory stays flat. 50 frames = 1 s.
+    pub media_out_queue_frames: usize,
+    /// Inbound frames waiting in one call's mailbox beyond which new ones are dropped (counted).
+    pub media_in_queue_frames: usize,
+    /// What a call still live at the end of a drain hears before the hangup.
+    pub drain_goodbye_line: String,
+    /// Test-only fault hook (`InjectPanic` makes a call actor panic). Refused in production.
+    pub fault_injection: bool,
+}
+
+/// How a call's routing to its owner works between instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoutingSetting {
+    /// `fly-replay` when `FLY_MACHINE_ID` is set, else `forward`.
+    Auto,
+    /// Answer with `fly-replay: instance=<owner>`; Fly's proxy replays the request there.
+    FlyReplay,
+    /// Forward webhooks and API commands to the owner's private URL over HTTP.
+    Forward,
+}
+
+/// Several instances as one engine: identity, heartbeat and call leases in Redis, orphan
+/// take-over, routing to a call's owner.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Empty: `FLY_MACHINE_ID`, else generated at start (and logged).
+    pub instance_id: String,
+    /// Empty: `FLY_REGION`, else `local`.
+    pub region: String,
+    pub routing: RoutingSetting,
+    /// How peers reach this instance (forwarded webhooks and commands). Empty: on Fly
+    /// `http://{FLY_MACHINE_ID}.vm.{FLY_APP_NAME}.internal:{port}`, else `http://{host}:{port}`.
+    pub private_url: String,
+    pub heartbeat_interval_ms: u64,
+    /// An instance whose heartbeat is older than this is presumed dead; its calls are taken over.
+    pub heartbeat_ttl_ms: u64,
+    /// Life of a call's lease in Redis; the owner renews it every `lease_renew_interval_ms`.
+    pub lease_ttl_ms: u64,
+    pub lease_renew_interval_ms: u64,
+    /// How often each instance looks for calls whose owner's heartbeat lapsed.
+    pub sweep_interval_ms: u64,
+    /// Deadline of one forwarded request to a peer.
+    pub forward_timeout_ms: u64,
+}
+
+/// Circuit breakers, the same thresholds for every provider (one breaker each per instance).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Failures in a row that open a breaker.
+    pub failures_to_open: u32,
+    /// Share of failed requests (0..1) over `window_secs` that opens a breaker, once at least
+    /// `min_requests_in_window` requests were seen in the window.
+    pub failure_rate_to_open: f64,
+    pub window_secs: u64,
+    pub min_requests_in_window: u32,
+    /// How long a breaker stays open before a probe is let through (half-open); doubles on each
+    /// failed probe up to `open_max_ms`.
+    pub open_ms: u64,
+    pub open_max_ms: u64,
 }
 
 /// Batching and retries of the recorder (call records written off the hot path).
@@ -310,6 +408,11 @@ pub struct RecorderSettings {
     pub flush_interval_ms: u64,
     pub retry_backoff_max_ms: u64,
     pub max_attempts_per_write: u32,
+    /// Writes held in memory while the database is away; later ones go to `spill_file`.
+    pub buffer_max_writes: usize,
+    /// Append-only file (JSON lines) for writes past the memory buffer, replayed in order when
+    /// the database returns (or at the next start). One per instance.
+    pub spill_file: String,
 }
 
 /// Accounts and tokens: signing keys, token lifetimes, password hashing cost, rate limits.
@@ -459,6 +562,12 @@ impl Settings {
                 "must be between 1 and 14400 (Telnyx's limit)",
             );
         }
+        if self.calls.max_cpu_percent > 100 {
+            return fail(
+                "calls.max_cpu_percent",
+                "must be between 0 (off) and 100 (percent of all cores)",
+            );
+        }
         if !(5..=600).contains(&self.calls.ring_timeout_secs) {
             return fail("calls.ring_timeout_secs", "must be between 5 and 600");
         }
@@ -503,10 +612,72 @@ impl Settings {
                 "poll_interval_ms, lease_secs and ef_search must be greater than 0",
             );
         }
+        let b = &self.breakers;
+        if b.failures_to_open == 0 || b.open_ms == 0 || b.window_secs == 0 {
+            return fail(
+                "breakers.failures_to_open",
+                "failures_to_open, open_ms and window_secs must be greater than 0",
+            );
+        }
+        if !(0.0..=1.0).contains(&b.failure_rate_to_open) || b.open_max_ms < b.open_ms {
+            return fail(
+                "breakers.failure_rate_to_open",
+                "must be between 0.0 and 1.0, and open_max_ms at least open_ms",
+            );
+        }
+        self.validate_cluster()?;
         if self.health.check_timeout_ms == 0 {
             return fail("health.check_timeout_ms", "must be greater than 0");
         }
         self.validate_auth()
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        let c = &self.cluster;
+        if c.heartbeat_interval_ms == 0
+            || c.lease_renew_interval_ms == 0
+            || c.sweep_interval_ms == 0
+        {
+            return fail(
+                "cluster.heartbeat_interval_ms",
+                "heartbeat, lease renewal and sweep intervals must be greater than 0",
+            );
+        }
+        if c.heartbeat_ttl_ms < 2 * c.heartbeat_interval_ms {
+            return fail(
+                "cluster.heartbeat_ttl_ms",
+                "must be at least twice heartbeat_interval_ms (one lost beat is not a death)",
+            );
+        }
+        if c.lease_ttl_ms < 2 * c.lease_renew_interval_ms {
+            return fail(
+                "cluster.lease_ttl_ms",
+                "must be at least twice lease_renew_interval_ms",
+            );
+        }
+        if !c.private_url.is_empty()
+            && !c.private_url.starts_with("http://")
+            && !c.private_url.starts_with("https://")
+        {
+            return fail("cluster.private_url", "must start with http:// or https://");
+        }
+        if c.instance_id.contains([':', '/', ';', ' ', '@']) {
+            return fail(
+                "cluster.instance_id",
+                "must not contain ':', '/', ';', '@' or spaces",
+            );
+        }
+        if self.calls.media_out_queue_frames == 0 || self.calls.media_in_queue_frames == 0 {
+            return fail(
+                "calls.media_out_queue_frames",
+                "media queues must hold at least one frame",
+            );
+        }
+        if self.calls.fault_injection && self.environment == Environment::Production {
+            return fail("calls.fault_injection", "never in production");
+        }
+        Ok(())
     }
 
     fn validate_auth(&self) -> Result<(), ConfigError> {

@@ -66,6 +66,8 @@ pub enum ApiError {
     Overloaded { retry_after_secs: u64 },
     #[error("the service is shutting down")]
     ShuttingDown,
+    #[error("every instance is at capacity, retry after {retry_after_secs} s")]
+    AtCapacity { retry_after_secs: u64 },
     #[error("a dependency is unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -111,6 +113,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => ("rate_limited", StatusCode::TOO_MANY_REQUESTS),
             ApiError::Overloaded { .. } => ("overloaded", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::ShuttingDown => ("shutting_down", StatusCode::SERVICE_UNAVAILABLE),
+            ApiError::AtCapacity { .. } => ("at_capacity", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::Unavailable(_) => ("service_unavailable", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::Internal(_) => ("internal_error", StatusCode::INTERNAL_SERVER_ERROR),
         }
@@ -193,7 +196,8 @@ impl ResponseError for ApiError {
         }
         let mut builder = HttpResponse::build(status);
         if let ApiError::RateLimited { retry_after_secs }
-        | ApiError::Overloaded { retry_after_secs } = self
+        | ApiError::Overloaded { retry_after_secs }
+        | ApiError::AtCapacity { retry_after_secs } = self
         {
             builder.insert_header(("Retry-After", retry_after_secs.to_string()));
         }

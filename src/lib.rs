@@ -4,6 +4,7 @@ pub mod actors;
 pub mod admin;
 pub mod auth;
 pub mod bench;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod domain;

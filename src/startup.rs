@@ -5,17 +5,21 @@ use crate::actors::call::CallDeps;
 use crate::actors::recorder::{Flush, Recorder, RecorderConfig};
 use crate::actors::registry::CallRegistry;
 use crate::auth::AuthService;
+use crate::cluster::takeover::Takeover;
+use crate::cluster::{Cluster, Identity};
 use crate::config::Settings;
 use crate::error::{json_error_handler, path_error_handler, query_error_handler, ApiError};
 use crate::http::{self, AppState, Readiness};
 use crate::learning::pipeline::Pipeline;
 use crate::learning::worker::JobWorkers;
 use crate::learning::{Embedder, Learning, Retriever};
+use crate::providers::breaker::Breakers;
 use crate::providers::cartesia::CartesiaClient;
 use crate::providers::deepgram::DeepgramClient;
 use crate::providers::groq::GroqClient;
 use crate::providers::telnyx::{CallControl, TelnyxClient, WebhookVerifier};
 use crate::store::pool;
+use crate::telemetry::breakers::BreakerMetrics;
 use crate::telemetry::{metrics::Metrics, RequestSpan};
 use actix::{Actor, Arbiter};
 use actix_web::dev::{Server, ServerHandle};
@@ -43,16 +47,60 @@ pub struct ShutdownHandle {
 }
 
 impl ShutdownHandle {
-    /// Not ready → (grace) → stop accepting and finish in-flight requests up to the deadline.
+    /// Not ready and draining (new calls go to peers) → (grace) → live calls go on until they
+    /// end, up to `server.drain_timeout_secs` → the rest are ended politely → stop accepting and
+    /// finish in-flight requests up to the deadline.
     pub async fn shutdown(&self) {
-        tracing::info!("shutdown: reporting not ready");
+        tracing::info!("shutdown: reporting not ready; draining");
         self.state.readiness.begin_shutdown();
+        self.state.cluster.begin_drain().await;
         let grace = self.state.settings.server.readiness_grace_ms;
         if grace > 0 {
             tokio::time::sleep(Duration::from_millis(grace)).await;
         }
+        self.drain_calls().await;
         tracing::info!("shutdown: draining in-flight requests");
         self.server.stop(true).await;
+    }
+
+    /// Waits for the live calls to end; at the deadline, ends the rest politely and waits for
+    /// their hangups (the goodbye line, then Telnyx's confirmation or its timeout).
+    async fn drain_calls(&self) {
+        let registry = &self.state.registry;
+        let settings = &self.state.settings;
+        let deadline = Duration::from_secs(settings.server.drain_timeout_secs);
+        let live = registry.live_count().await;
+        if live > 0 {
+            tracing::info!(live, ?deadline, "shutdown: waiting for live calls to end");
+        }
+        if wait_for_no_calls(registry, deadline).await {
+            return;
+        }
+        let left = registry.live_count().await;
+        tracing::warn!(
+            left,
+            "shutdown: drain deadline reached; ending the remaining calls"
+        );
+        registry.drain_all();
+        // Goodbye line (at most 8 s) plus the hangup confirmation, with a little to spare.
+        let polite = Duration::from_secs(10 + settings.calls.hangup_confirm_timeout_secs);
+        if !wait_for_no_calls(registry, polite).await {
+            tracing::error!("shutdown: calls still live; a peer's sweeper will end them");
+        }
+    }
+}
+
+/// Polls until no call is live here (true) or `limit` passes (false).
+async fn wait_for_no_calls(registry: &CallRegistry, limit: Duration) -> bool {
+    let until = tokio::time::Instant::now() + limit;
+    loop {
+        if registry.live_count().await == 0 {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -72,10 +120,13 @@ impl Application {
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
         crate::install_crypto_provider();
+        let port = listener.local_addr()?.port();
         let settings = Arc::new(settings);
         let db = pool::db_pool(&settings.database)?;
         let redis = pool::redis_pool(&settings.redis)?;
         let metrics = Arc::new(Metrics::new()?);
+        // One breaker per provider for the whole instance: every call sees the same state.
+        let breakers = Breakers::new(&settings.breakers, &BreakerMetrics::new(&metrics.registry)?);
 
         let recorder_arbiter = Arbiter::new();
         let recorder_config = RecorderConfig {
@@ -83,6 +134,8 @@ impl Application {
             flush_interval: Duration::from_millis(settings.recorder.flush_interval_ms),
             retry_backoff_max: Duration::from_millis(settings.recorder.retry_backoff_max_ms),
             max_attempts_per_write: settings.recorder.max_attempts_per_write,
+            buffer_max_writes: settings.recorder.buffer_max_writes.max(1),
+            spill_path: settings.recorder.spill_file.clone().into(),
         };
         let (recorder_db, failed) = (db.clone(), metrics.recorder_failed_writes.clone());
         let recorder = Recorder::start_in_arbiter(&recorder_arbiter.handle(), move |_| {
@@ -90,7 +143,7 @@ impl Application {
         });
 
         let telnyx: Arc<dyn CallControl + Send + Sync> =
-            Arc::new(TelnyxClient::new(&settings.telnyx));
+            Arc::new(TelnyxClient::new(&settings.telnyx).with_breaker(breakers.telnyx.clone()));
         let shards = match settings.calls.registry_shards {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -101,7 +154,7 @@ impl Application {
             redis.clone(),
             metrics.clone(),
         )?);
-        let embedder = Embedder::new(&settings.gemini);
+        let embedder = Embedder::new(&settings.gemini).with_breaker(breakers.gemini.clone());
         let learning = Learning {
             embedder: embedder.clone(),
             retriever: Retriever::new(
@@ -115,30 +168,55 @@ impl Application {
             settings: settings.learning.clone(),
         };
         let media_base_url = media_base_url(&settings.server.public_url);
+        let cluster = Cluster::new(Identity::resolve(&settings, port), redis.clone(), &settings);
+        let takeover = Takeover {
+            db: db.clone(),
+            telnyx: telnyx.clone(),
+            cluster: cluster.clone(),
+            taken_over: metrics.calls_taken_over.clone(),
+        };
         let registry = {
+            let cluster = cluster.clone();
             let (telnyx, recorder, db) = (telnyx.clone(), recorder.clone(), db.clone());
             let (settings, auth, redis_pool) = (settings.clone(), auth.clone(), redis.clone());
             let learning = learning.clone();
             let voice_metrics = metrics.voice.clone();
-            CallRegistry::start(shards, db.clone(), move |registry| CallDeps {
-                telnyx: telnyx.clone(),
-                recorder: recorder.clone(),
-                registry,
-                db: db.clone(),
-                settings: settings.calls.clone(),
-                media_base_url: media_base_url.clone(),
-                auth: auth.clone(),
-                deepgram: DeepgramClient::new(&settings.deepgram),
-                deepgram_settings: settings.deepgram.clone(),
-                cartesia: CartesiaClient::new(&settings.cartesia),
-                groq: GroqClient::new(&settings.groq),
-                sentiment_timeout_ms: settings.groq.sentiment_timeout_ms,
-                redis: redis_pool.clone(),
-                redis_prefix: settings.redis.key_prefix.clone(),
-                learning: learning.clone(),
-                voice_metrics: voice_metrics.clone(),
-            })
+            let breakers = breakers.clone();
+            CallRegistry::start(
+                shards,
+                db.clone(),
+                takeover.clone(),
+                metrics.calls_refused.clone(),
+                move |registry| CallDeps {
+                    telnyx: telnyx.clone(),
+                    recorder: recorder.clone(),
+                    registry,
+                    db: db.clone(),
+                    settings: settings.calls.clone(),
+                    media_base_url: media_base_url.clone(),
+                    auth: auth.clone(),
+                    deepgram: DeepgramClient::new(&settings.deepgram)
+                        .with_breaker(breakers.deepgram.clone()),
+                    deepgram_settings: settings.deepgram.clone(),
+                    cartesia: CartesiaClient::new(&settings.cartesia)
+                        .with_breaker(breakers.cartesia.clone()),
+                    groq: GroqClient::new(&settings.groq).with_breaker(breakers.groq_chat.clone()),
+                    groq_fallback: fallback_groq(&settings.groq),
+                    groq_sentiment: GroqClient::new(&settings.groq)
+                        .with_breaker(breakers.groq_sentiment.clone()),
+                    llm_retries: settings.groq.max_retries,
+                    breakers: breakers.clone(),
+                    sentiment_timeout_ms: settings.groq.sentiment_timeout_ms,
+                    redis: redis_pool.clone(),
+                    redis_prefix: settings.redis.key_prefix.clone(),
+                    learning: learning.clone(),
+                    voice_metrics: voice_metrics.clone(),
+                    cluster: cluster.clone(),
+                },
+            )
         };
+        cluster.start_heartbeat();
+        takeover.start();
 
         let job_workers = JobWorkers::start(
             Pipeline {
@@ -169,8 +247,9 @@ impl Application {
             ),
             auth,
             learning,
+            breakers,
+            cluster,
         };
-        let port = listener.local_addr()?.port();
         let server = build_server(listener, state.clone())?;
         Ok(Self {
             port,
@@ -201,6 +280,9 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let state = self.state.clone();
         let result = self.server.await;
+        // Gone from the directory: peers stop routing here (calls left live, if any, are now
+        // orphans a peer's sweeper ends).
+        state.cluster.leave().await;
         let flush = state.recorder.send(Flush);
         if tokio::time::timeout(Duration::from_secs(10), flush)
             .await
@@ -218,6 +300,23 @@ impl Application {
         tracing::info!("shutdown: pools closed");
         result
     }
+}
+
+/// The fallback model's client, when `groq.fallback_model` names one.
+fn fallback_groq(settings: &crate::config::GroqSettings) -> Option<GroqClient> {
+    if settings.fallback_model.is_empty() {
+        return None;
+    }
+    let base_url = match settings.fallback_base_url.as_str() {
+        "" => settings.base_url.as_str(),
+        other => other,
+    };
+    let key = if settings.fallback_api_key.is_empty() {
+        &settings.api_key
+    } else {
+        &settings.fallback_api_key
+    };
+    Some(GroqClient::new(settings).for_model(base_url, key, &settings.fallback_model))
 }
 
 /// `http(s)://host` → `ws(s)://host`: where Telnyx opens the media stream.

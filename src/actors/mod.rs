@@ -5,5 +5,6 @@ pub mod call;
 pub mod greeting;
 pub mod recorder;
 pub mod registry;
+pub mod spill;
 pub mod stt;
 pub mod tts;

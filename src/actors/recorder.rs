@@ -7,7 +7,13 @@
 //! exists (so its 202 is readable at once), the registry attaches a late webhook of an ended call
 //! to that call's history, the post-call jobs (`learning::pipeline`) set the summary and outcome
 //! class, and the webhook handler keeps the raw inbox (`webhook_events`).
+//!
+//! Memory is bounded: past `buffer_max_writes` queued writes (a long database outage under many
+//! calls), new writes go to an append-only spill file (one JSON line each) instead. Writes come
+//! back from the file, oldest first, as the queue drains, so the database sees them in the order
+//! they were made; a spill file left by a crash is replayed at start-up.
 
+use crate::actors::spill::SpillFile;
 use crate::store::calls::{self, CallChanges, NewCall};
 use crate::store::events::{self, NewCallEvent};
 use crate::store::utterances::{self, NewUtterance};
@@ -18,7 +24,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// One write, applied in the order received.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Write {
     InsertCall(NewCall),
     UpdateCall {
@@ -56,6 +62,10 @@ pub struct RecorderConfig {
     /// A write that keeps failing for a reason other than the database being away is given up
     /// after this many attempts, with an error log carrying the write.
     pub max_attempts_per_write: u32,
+    /// Writes held in memory; later ones go to the spill file until the queue drains.
+    pub buffer_max_writes: usize,
+    /// The spill file (one per instance).
+    pub spill_path: std::path::PathBuf,
 }
 
 pub struct Recorder {
@@ -63,9 +73,12 @@ pub struct Recorder {
     config: RecorderConfig,
     queue: VecDeque<(Write, u32)>,
     writing: bool,
+    /// A retry is scheduled: the batching interval leaves the database alone until then.
+    backing_off: bool,
     backoff: Duration,
     waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     failed_writes: prometheus::IntCounter,
+    spill: SpillFile,
 }
 
 impl Recorder {
@@ -74,20 +87,60 @@ impl Recorder {
         config: RecorderConfig,
         failed_writes: prometheus::IntCounter,
     ) -> Self {
+        let spill = SpillFile::new(config.spill_path.clone());
         Self {
+            spill,
             pool,
             config,
             queue: VecDeque::new(),
             writing: false,
+            backing_off: false,
             backoff: Duration::from_millis(50),
             waiters: Vec::new(),
             failed_writes,
         }
     }
 
+    /// Queues a write: in memory while there is room and nothing older waits in the spill file,
+    /// else at the end of the spill file (so order is kept).
+    fn enqueue(&mut self, write: Write) {
+        if self.spill.pending() == 0 && self.queue.len() < self.config.buffer_max_writes {
+            self.queue.push_back((write, 0));
+            return;
+        }
+        if self.spill.pending() == 0 {
+            tracing::warn!(
+                queued = self.queue.len(),
+                file = %self.config.spill_path.display(),
+                "recorder: memory buffer full, spilling writes to disk"
+            );
+        }
+        if let Err(e) = self.spill.append(&write) {
+            // Nowhere left to put it: keep it in memory rather than lose it.
+            tracing::error!(error = %e, "recorder: spill file not writable; keeping the write in memory");
+            self.queue.push_back((write, 0));
+        }
+    }
+
+    /// Moves spilled writes back into memory, oldest first, as room frees up.
+    fn refill(&mut self) {
+        let room = self
+            .config
+            .buffer_max_writes
+            .saturating_sub(self.queue.len());
+        if room == 0 || self.spill.pending() == 0 {
+            return;
+        }
+        match self.spill.take::<Write>(room) {
+            Ok(writes) => self.queue.extend(writes.into_iter().map(|w| (w, 0))),
+            Err(e) => tracing::error!(error = %e, "recorder: cannot read the spill file"),
+        }
+    }
+
     fn kick(&mut self, ctx: &mut Context<Self>) {
-        if self.writing || self.queue.is_empty() {
-            if self.queue.is_empty() {
+        self.refill();
+        if self.writing || self.backing_off || self.queue.is_empty() {
+            if self.queue.is_empty() && self.spill.pending() == 0 {
                 for w in self.waiters.drain(..) {
                     let _ = w.send(());
                 }
@@ -131,7 +184,11 @@ impl Recorder {
     fn retry_later(&mut self, ctx: &mut Context<Self>) {
         let delay = self.backoff;
         self.backoff = (self.backoff * 2).min(self.config.retry_backoff_max);
-        ctx.run_later(delay, |act, ctx| act.kick(ctx));
+        self.backing_off = true;
+        ctx.run_later(delay, |act, ctx| {
+            act.backing_off = false;
+            act.kick(ctx);
+        });
     }
 }
 
@@ -185,6 +242,15 @@ impl Actor for Recorder {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // Writes a crash left on disk go first, before anything this run records.
+        match self.spill.recover() {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                writes = n,
+                "recorder: replaying writes spilled before a restart"
+            ),
+            Err(e) => tracing::error!(error = %e, "recorder: cannot read the spill file"),
+        }
         // Batching: writes that arrive together go out together.
         ctx.run_interval(self.config.flush_interval, |act, ctx| act.kick(ctx));
     }
@@ -194,7 +260,7 @@ impl Handler<Record> for Recorder {
     type Result = ();
 
     fn handle(&mut self, msg: Record, ctx: &mut Self::Context) {
-        self.queue.push_back((msg.0, 0));
+        self.enqueue(msg.0);
         if self.queue.len() >= self.config.batch_size {
             self.kick(ctx);
         }

@@ -46,16 +46,17 @@ pub struct SttStream {
     closing: bool,
     /// Audio sent on this connection that Deepgram has not finalised yet (replayed after a
     /// reconnect), with the connection-time (ms) of its first byte.
-    unconfirmed: VecDeque<Bytes>,
+    unconfirmed: ReplayBuffer,
     unconfirmed_start_ms: u64,
     /// Audio that arrived while disconnected.
-    backlog: VecDeque<Bytes>,
+    backlog: ReplayBuffer,
     sent_ms: u64,
     segments: Vec<String>,
     last_audio: Instant,
     keepalive: Duration,
     attempts: u32,
-    max_backlog_ms: u64,
+    /// Bound of each replay buffer (`deepgram.replay_buffer_ms`).
+    max_replay_ms: u64,
     pub reconnects: u32,
     metrics: crate::telemetry::metrics::VoiceMetrics,
 }
@@ -84,16 +85,15 @@ impl SttStream {
             sender: None,
             connecting: false,
             closing: false,
-            unconfirmed: VecDeque::new(),
+            unconfirmed: ReplayBuffer::default(),
             unconfirmed_start_ms: 0,
-            backlog: VecDeque::new(),
+            backlog: ReplayBuffer::default(),
             sent_ms: 0,
             segments: Vec::new(),
             last_audio: Instant::now(),
             keepalive: Duration::from_millis(settings.keepalive_interval_ms.max(500)),
             attempts: 0,
-            // Two minutes of audio at most are kept for replay; beyond that the caller is told.
-            max_backlog_ms: 120_000,
+            max_replay_ms: settings.replay_buffer_ms.max(1),
             reconnects: 0,
             metrics,
         }
@@ -126,8 +126,9 @@ impl SttStream {
         self.unconfirmed_start_ms = 0;
         let replay: Vec<Bytes> = self
             .unconfirmed
-            .drain(..)
-            .chain(self.backlog.drain(..))
+            .take()
+            .into_iter()
+            .chain(self.backlog.take())
             .collect();
         self.sender = Some(sender);
         for frame in replay {
@@ -157,35 +158,50 @@ impl SttStream {
     /// off the media socket (`None` for replays, which are not timed).
     fn send_audio(&mut self, frame: Bytes, received: Option<Instant>) {
         let Some(sender) = &self.sender else {
-            self.backlog.push_back(frame);
-            self.trim_backlog();
-            return;
+            return self.hold_for_reconnect(frame);
         };
-        self.sent_ms += ms_for_bytes(frame.len());
-        if sender.audio(frame.clone()).is_err() {
-            // The socket task is gone; the stream's end triggers the reconnect.
-            self.sender = None;
-            self.backlog.push_back(frame);
-            return;
+        match sender.audio(frame.clone()) {
+            Ok(()) => {}
+            Err(ProviderError::Backpressure { .. }) => {
+                // Deepgram is not reading: this frame is lost (counted), the socket is kept, and
+                // audio flows again as soon as it drains.
+                self.count_dropped("backpressure", 1);
+                return;
+            }
+            Err(_) => {
+                // The socket task is gone; the stream's end triggers the reconnect.
+                self.sender = None;
+                return self.hold_for_reconnect(frame);
+            }
         }
+        self.sent_ms += ms_for_bytes(frame.len());
         if let Some(received) = received {
             observe_since(&self.metrics.media_in_to_stt, received);
         }
-        self.unconfirmed.push_back(frame);
+        let (dropped, dropped_ms) = self.unconfirmed.push(frame, self.max_replay_ms);
+        // Audio that can no longer be replayed counts as confirmed for the connection's clock.
+        self.unconfirmed_start_ms += dropped_ms;
+        self.count_dropped("unconfirmed", dropped);
         self.last_audio = Instant::now();
     }
 
-    fn trim_backlog(&mut self) {
-        let total: u64 = self.backlog.iter().map(|f| ms_for_bytes(f.len())).sum();
-        if total > self.max_backlog_ms {
-            self.backlog.pop_front();
+    fn hold_for_reconnect(&mut self, frame: Bytes) {
+        let (dropped, _) = self.backlog.push(frame, self.max_replay_ms);
+        self.count_dropped("backlog", dropped);
+    }
+
+    fn count_dropped(&self, reason: &str, frames: usize) {
+        if frames > 0 {
+            self.metrics
+                .stt_audio_dropped
+                .with_label_values(&[reason])
+                .inc_by(frames as u64);
         }
     }
 
     /// Deepgram finalised audio up to `end_ms` (connection time): it need not be replayed.
     fn confirm_until(&mut self, end_ms: u64) {
-        while let Some(front) = self.unconfirmed.front() {
-            let len = ms_for_bytes(front.len());
+        while let Some(len) = self.unconfirmed.front_ms() {
             if self.unconfirmed_start_ms + len > end_ms {
                 break;
             }
@@ -201,6 +217,48 @@ impl SttStream {
         let text = self.segments.join(" ");
         self.segments.clear();
         self.notify.do_send(SttNotice::CallerTurn(text, heard));
+    }
+}
+
+/// Caller audio held for replay, bounded by its duration: beyond the bound the oldest frames go
+/// (the newest is always kept).
+#[derive(Debug, Default)]
+struct ReplayBuffer {
+    frames: VecDeque<Bytes>,
+    ms: u64,
+}
+
+impl ReplayBuffer {
+    /// Appends `frame`, then drops the oldest frames while more than `max_ms` is held; returns
+    /// how many frames, and how many ms of audio, were dropped.
+    fn push(&mut self, frame: Bytes, max_ms: u64) -> (usize, u64) {
+        self.ms += ms_for_bytes(frame.len());
+        self.frames.push_back(frame);
+        let (mut dropped, mut dropped_ms) = (0, 0);
+        while self.ms > max_ms && self.frames.len() > 1 {
+            let Some(len) = self.pop_front() else { break };
+            dropped += 1;
+            dropped_ms += len;
+        }
+        (dropped, dropped_ms)
+    }
+
+    /// The length (ms) of the oldest frame.
+    fn front_ms(&self) -> Option<u64> {
+        self.frames.front().map(|f| ms_for_bytes(f.len()))
+    }
+
+    /// Removes the oldest frame; returns its length (ms).
+    fn pop_front(&mut self) -> Option<u64> {
+        let len = ms_for_bytes(self.frames.pop_front()?.len());
+        self.ms -= len;
+        Some(len)
+    }
+
+    /// Everything held, oldest first, leaving the buffer empty.
+    fn take(&mut self) -> VecDeque<Bytes> {
+        self.ms = 0;
+        std::mem::take(&mut self.frames)
     }
 }
 
@@ -286,5 +344,28 @@ impl Handler<CloseStt> for SttStream {
             }
             None => ctx.stop(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_buffer_keeps_only_its_bound_of_the_newest_audio() {
+        // 160 bytes = 20 ms at 8 kHz; a 60 ms bound holds three frames.
+        let frame = |n: u8| Bytes::from(vec![n; 160]);
+        let mut buffer = ReplayBuffer::default();
+        for n in 0..3 {
+            assert_eq!(buffer.push(frame(n), 60), (0, 0));
+        }
+        assert_eq!(buffer.push(frame(3), 60), (1, 20));
+        assert_eq!(buffer.push(frame(4), 60), (1, 20));
+        let kept: Vec<u8> = buffer.take().iter().map(|f| f[0]).collect();
+        assert_eq!(kept, vec![2, 3, 4]);
+        assert_eq!(buffer.front_ms(), None);
+        // A frame longer than the bound is still kept (the newest always is).
+        assert_eq!(buffer.push(Bytes::from(vec![9; 1600]), 60), (0, 0));
+        assert_eq!(buffer.front_ms(), Some(200));
     }
 }

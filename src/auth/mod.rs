@@ -244,26 +244,30 @@ impl AuthService {
             .inc();
     }
 
-    /// Counts an attempt; over the limit is an error, an unreachable Redis is logged, counted
-    /// and let through (rate limiting must not lock everyone out).
+    /// Counts an attempt; over the limit is an error. An unreachable Redis is logged and
+    /// counted, and this process's own limiter decides instead (limits still hold).
     async fn limit(&self, bucket: &str, limit: RateLimit) -> Result<(), AuthError> {
-        self.verdict(self.limiter.hit(bucket, limit).await)
-    }
-
-    /// Whether a failures-only bucket is full (Redis trouble lets the attempt through).
-    async fn check_limit(&self, bucket: &str, limit: RateLimit) -> Result<(), AuthError> {
-        self.verdict(self.limiter.check(bucket, limit).await)
-    }
-
-    fn verdict(&self, limited: Result<Option<u64>, RedisFailure>) -> Result<(), AuthError> {
-        match limited {
-            Ok(None) => Ok(()),
-            Ok(Some(retry_after_secs)) => Err(AuthError::RateLimited { retry_after_secs }),
+        let over = match self.limiter.hit(bucket, limit).await {
+            Ok(over) => over,
             Err(err) => {
                 self.redis_failed("rate_limit", &err);
-                Ok(())
+                self.limiter.hit_local(bucket, limit)
             }
-        }
+        };
+        verdict(over)
+    }
+
+    /// Whether a failures-only bucket is full, without counting; with Redis away, this
+    /// process's own limiter decides.
+    async fn check_limit(&self, bucket: &str, limit: RateLimit) -> Result<(), AuthError> {
+        let over = match self.limiter.check(bucket, limit).await {
+            Ok(over) => over,
+            Err(err) => {
+                self.redis_failed("rate_limit", &err);
+                self.limiter.check_local(bucket, limit)
+            }
+        };
+        verdict(over)
     }
 
     /// A slot to run argon2 in, waited for at most `password_wait_ms`.
@@ -324,9 +328,8 @@ impl AuthService {
             Some(user) if matched => user,
             _ => {
                 // Counted only now, and only for this network: the owner elsewhere is unaffected.
-                if let Err(err) = self.limiter.hit(&failures, self.login_per_account).await {
-                    self.redis_failed("rate_limit", &err);
-                }
+                // Over the limit or not, this attempt's answer stays "invalid credentials".
+                let _ = self.limit(&failures, self.login_per_account).await;
                 self.count_login("invalid_credentials");
                 return Err(AuthError::InvalidCredentials);
             }
@@ -615,6 +618,14 @@ impl AuthService {
     pub async fn list_users(&self, organization_id: Uuid) -> Result<Vec<User>, AuthError> {
         let mut conn = self.conn().await?;
         Ok(users::list(&mut conn, organization_id).await?)
+    }
+}
+
+/// A limiter's answer as the auth error it means.
+fn verdict(over: Option<u64>) -> Result<(), AuthError> {
+    match over {
+        None => Ok(()),
+        Some(retry_after_secs) => Err(AuthError::RateLimited { retry_after_secs }),
     }
 }
 

@@ -1,17 +1,27 @@
 //! Fixed-window rate limits kept in Redis, shared by every instance: login per client network
 //! and (failures only) per account and network, refresh per family and per network. A client
 //! network is an IPv4 address or an IPv6 /64: one subscriber gets a whole /64, so counting single
-//! IPv6 addresses would let one client rotate through billions of them.
+//! IPv6 addresses would let one client rotate through billions of them. While Redis is away, an
+//! in-process limiter with the same windows stands in, so limits still hold (per instance)
+//! instead of letting every attempt through.
 
 use crate::auth::revocation::{connection, RedisFailure};
 use crate::config::RateLimit;
 use crate::store::RedisPool;
 use deadpool_redis::redis;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Buckets the local limiter keeps before it forgets the expired ones.
+const LOCAL_SWEEP_AT: usize = 10_000;
 
 #[derive(Clone)]
 pub struct RateLimiter {
     redis: RedisPool,
     prefix: String,
+    /// bucket → (window start, attempts): the stand-in while Redis is away.
+    local: Arc<Mutex<HashMap<String, (Instant, u64)>>>,
 }
 
 impl RateLimiter {
@@ -19,7 +29,42 @@ impl RateLimiter {
         Self {
             redis,
             prefix: format!("{key_prefix}:rl"),
+            local: Arc::default(),
         }
+    }
+
+    /// Counts one attempt in this process only (Redis is away): same answer as [`hit`].
+    ///
+    /// [`hit`]: Self::hit
+    pub fn hit_local(&self, bucket: &str, limit: RateLimit) -> Option<u64> {
+        let now = Instant::now();
+        let window = Duration::from_secs(limit.window_secs.max(1));
+        let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        if local.len() >= LOCAL_SWEEP_AT {
+            local.retain(|_, (start, _)| now.duration_since(*start) < window);
+        }
+        let entry = local.entry(bucket.to_owned()).or_insert((now, 0));
+        if now.duration_since(entry.0) >= window {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        (entry.1 > limit.max).then(|| {
+            let left = window.saturating_sub(now.duration_since(entry.0));
+            left.as_secs().max(1)
+        })
+    }
+
+    /// Whether `bucket` is full in this process's limiter (Redis is away), without counting:
+    /// same answer as [`check`].
+    ///
+    /// [`check`]: Self::check
+    pub fn check_local(&self, bucket: &str, limit: RateLimit) -> Option<u64> {
+        let now = Instant::now();
+        let window = Duration::from_secs(limit.window_secs.max(1));
+        let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, count) = local.get(bucket).copied()?;
+        let left = window.saturating_sub(now.duration_since(start));
+        (!left.is_zero() && count >= limit.max).then(|| left.as_secs().max(1))
     }
 
     /// Counts one attempt against `bucket`. `Ok(Some(secs))`: over the limit, retry after

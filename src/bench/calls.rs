@@ -301,6 +301,7 @@ async fn seed_profile(database_url: &str) -> anyhow::Result<()> {
         stt_model: String::new(),
         escalation_threshold: -0.6,
         escalation_number: None,
+        spoken_lines: serde_json::json!({}),
     };
     crate::store::numbers::assign(&mut conn, org.id, OUR_NUMBER)
         .await

@@ -179,6 +179,11 @@ impl EngineProcess {
         Ok(Scrape::parse(&String::from_utf8_lossy(&body)))
     }
 
+    /// SIGKILL (a crash, as far as the rest of the cluster can tell); waits until it is gone.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// SIGTERM, then waits (killing it after `grace`). Returns whether it exited cleanly.
     pub async fn stop(mut self, grace: Duration) -> bool {
         let _ = std::process::Command::new("kill")

@@ -47,6 +47,8 @@ pub fn run(
     config.groq_bind = binds
         .groq
         .unwrap_or_else(|| bind_for(&settings.groq.base_url, suite::GROQ_BIND));
+    // Gemini too: development embeds through its simulator like every other provider.
+    config.gemini_bind = bind_for(&settings.gemini.base_url, suite::GEMINI_BIND);
     let print_report: ReportHook = std::sync::Arc::new(|outcome: &CallerOutcome| match outcome {
         Ok(report) => print!("simulated call finished:\n{}", report.overview()),
         Err(err) => eprintln!("simulated call failed: {err}"),

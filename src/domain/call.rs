@@ -164,10 +164,19 @@ pub enum EndReason {
     Transferred,
     /// We could not set the call up (no profile for the number, a command failed, ...).
     SetupFailed,
+    /// A stage the conversation needs (STT, TTS, LLM) failed with its fallbacks: the call said
+    /// a last line and was transferred or hung up.
+    ProviderFailure,
     /// The engine shut down with the call still live. Nothing ends a call this way yet: it is
     /// reserved for the shutdown drain of issue 11, which ends the calls still live at its
     /// deadline with it (the reason and its outcome mapping are already part of the API).
     Shutdown,
+    /// The instance running the call died (its heartbeat lapsed); a peer ended the call.
+    InstanceLost,
+    /// The call's actor panicked or stopped without finishing; its shard ended the call.
+    InternalError,
+    /// The instance was draining for a deploy and its deadline came with the call still live.
+    InstanceDraining,
 }
 
 impl EndReason {
@@ -178,7 +187,11 @@ impl EndReason {
             EndReason::NoMedia => "no_media",
             EndReason::Transferred => "transferred",
             EndReason::SetupFailed => "setup_failed",
+            EndReason::ProviderFailure => "provider_failure",
             EndReason::Shutdown => "shutdown",
+            EndReason::InstanceLost => "instance_lost",
+            EndReason::InternalError => "internal_error",
+            EndReason::InstanceDraining => "instance_draining",
         }
     }
 }
@@ -221,7 +234,7 @@ pub fn next_state(state: CallState, signal: &CallSignal) -> CallState {
 pub fn outcome_for(direction: Direction, last_state: CallState, reason: EndReason) -> Outcome {
     match reason {
         EndReason::Transferred => return Outcome::Escalated,
-        EndReason::SetupFailed => return Outcome::Failed,
+        EndReason::SetupFailed | EndReason::ProviderFailure => return Outcome::Failed,
         _ => {}
     }
     if last_state == CallState::Escalating {
@@ -236,8 +249,15 @@ pub fn outcome_for(direction: Direction, last_state: CallState, reason: EndReaso
     }
     match reason {
         EndReason::Hangup => Outcome::Resolved,
-        EndReason::TimeLimit | EndReason::NoMedia | EndReason::Shutdown => Outcome::Failed,
-        EndReason::Transferred | EndReason::SetupFailed => Outcome::Failed,
+        EndReason::TimeLimit
+        | EndReason::NoMedia
+        | EndReason::Shutdown
+        | EndReason::InstanceLost
+        | EndReason::InternalError
+        | EndReason::InstanceDraining => Outcome::Failed,
+        EndReason::Transferred | EndReason::SetupFailed | EndReason::ProviderFailure => {
+            Outcome::Failed
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod audio;
 pub mod call;
 pub mod embedding;
+pub mod lines;
 pub mod phone;
 pub mod role;
 pub mod sentiment;

@@ -2,6 +2,7 @@
 //! it answers (only numbers an operator assigned to the organization, listed by
 //! `GET /api/v1/numbers`). Reading needs any role; writing needs admin.
 
+use crate::domain::lines::{LineOverrides, SpokenLines};
 use crate::domain::phone::PhoneNumber;
 use crate::domain::role::Role;
 use crate::error::ApiError;
@@ -50,6 +51,10 @@ pub struct AgentBody {
     pub escalation_number: Option<PhoneNumber>,
     #[serde(default)]
     pub phone_numbers: Vec<PhoneNumber>,
+    /// Overrides of the spoken lines (`handoff`, `apology`, `failure_transfer`, `goodbye`);
+    /// the others come from the profile language's defaults.
+    #[serde(default)]
+    pub spoken_lines: LineOverrides,
 }
 
 impl AgentBody {
@@ -78,6 +83,18 @@ impl AgentBody {
         if !(-1.0..=1.0).contains(&self.escalation_threshold) {
             return bad("escalation_threshold: between -1 and 1");
         }
+        let lines = &self.spoken_lines;
+        let too_long = [
+            &lines.handoff,
+            &lines.apology,
+            &lines.failure_transfer,
+            &lines.goodbye,
+        ]
+        .iter()
+        .any(|l| l.as_ref().is_some_and(|l| l.len() > 1000));
+        if too_long {
+            return bad("spoken_lines: each line at most 1000 characters");
+        }
         if self.phone_numbers.len() > 50 {
             return bad("phone_numbers: at most 50");
         }
@@ -94,6 +111,8 @@ impl AgentBody {
                 stt_model: self.stt_model,
                 escalation_threshold: self.escalation_threshold,
                 escalation_number: self.escalation_number.map(String::from),
+                spoken_lines: serde_json::to_value(&self.spoken_lines)
+                    .unwrap_or_else(|_| serde_json::json!({})),
             },
             numbers,
         ))
@@ -111,6 +130,9 @@ pub struct AgentDto {
     pub stt_model: String,
     pub escalation_threshold: f32,
     pub escalation_number: Option<String>,
+    /// Every line the agent says when things go wrong, in the profile's language (its own
+    /// overrides over the defaults).
+    pub spoken_lines: SpokenLines,
     pub phone_numbers: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -119,6 +141,7 @@ pub struct AgentDto {
 impl From<AgentProfile> for AgentDto {
     fn from(p: AgentProfile) -> Self {
         let r = p.row;
+        let spoken_lines = SpokenLines::for_profile(&r.language, &r.line_overrides());
         Self {
             id: r.id,
             name: r.name,
@@ -128,6 +151,7 @@ impl From<AgentProfile> for AgentDto {
             language: r.language,
             stt_model: r.stt_model,
             escalation_threshold: r.escalation_threshold,
+            spoken_lines,
             escalation_number: r.escalation_number,
             phone_numbers: p.phone_numbers,
             created_at: r.created_at,

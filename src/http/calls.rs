@@ -7,10 +7,10 @@ use crate::domain::phone::PhoneNumber;
 use crate::domain::role::Role;
 use crate::error::ApiError;
 use crate::http::extractor::AuthUser;
-use crate::http::AppState;
+use crate::http::{routing, AppState};
 use crate::store::calls::{self, CallFilter, CallRow, Cursor, NewCall};
 use crate::store::{agents, events, utterances};
-use actix_web::{get, post, web, HttpResponse};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -79,14 +79,60 @@ impl From<CallRow> for CallDto {
     }
 }
 
+/// How long a client refused for capacity should wait before trying again.
+const AT_CAPACITY_RETRY_SECS: u64 = 5;
+
+/// A slot taken by admission control, given back unless the call starts.
+struct Admitted<'a> {
+    cluster: &'a crate::cluster::Cluster,
+    started: bool,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if !self.started {
+            self.cluster.release_slot();
+        }
+    }
+}
+
 #[post("/api/v1/calls")]
 async fn create_call(
+    req: HttpRequest,
     user: AuthUser,
     state: web::Data<AppState>,
     body: web::Json<CreateCallBody>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Agent)?;
     let body = body.into_inner();
+    // Admission control: full or draining here, a peer with room places the call instead.
+    if !state.cluster.try_admit() {
+        if !routing::already_routed(&req) {
+            if let Some(peer) = state.cluster.peer_with_room().await {
+                let raw = serde_json::json!({
+                    "to": body.to.to_string(),
+                    "from": body.from.to_string(),
+                    "agent_profile_id": body.agent_profile_id,
+                });
+                let raw = serde_json::to_vec(&raw).map_err(ApiError::internal)?;
+                if let Some(placed) = routing::to_instance(&state, &req, &raw, &peer.id).await {
+                    return Ok(placed);
+                }
+            }
+        }
+        state
+            .metrics
+            .calls_refused
+            .with_label_values(&["api"])
+            .inc();
+        return Err(ApiError::AtCapacity {
+            retry_after_secs: AT_CAPACITY_RETRY_SECS,
+        });
+    }
+    let mut admitted = Admitted {
+        cluster: &state.cluster,
+        started: false,
+    };
     let mut conn = state.conn().await?;
     let profile = agents::find(&mut conn, user.organization_id, body.agent_profile_id)
         .await?
@@ -110,6 +156,7 @@ async fn create_call(
         call_session_id: None,
         status: CallState::Dialing.as_str().into(),
         started_at: Utc::now(),
+        owner_instance: Some(state.cluster.id().to_owned()),
     };
     // The row exists before the call actor does, so the 202 below is immediately readable.
     calls::insert(&mut conn, &call).await?;
@@ -117,6 +164,7 @@ async fn create_call(
         .await?
         .ok_or(ApiError::NotFound("call"))?;
     drop(conn);
+    admitted.started = true;
     state.registry.start_outbound(
         id,
         user.organization_id,
@@ -259,6 +307,21 @@ async fn get_call(
     Ok(HttpResponse::Ok().json(CallDetailDto::from(detail)))
 }
 
+/// A command for a call live on another instance goes to that owner.
+async fn to_owner(
+    state: &AppState,
+    req: &HttpRequest,
+    org: Uuid,
+    id: Uuid,
+    body: &[u8],
+) -> Option<HttpResponse> {
+    if routing::already_routed(req) {
+        return None;
+    }
+    let owner = routing::owner_of_call(state, org, CallId(id)).await?;
+    routing::to_instance(state, req, body, &owner).await
+}
+
 /// Maps a registry answer to the API's: a call that is not live is either unknown here (404),
 /// over (409 `call_ended`), or live on no instance we can reach (409 `call_not_live`).
 async fn command_error(state: &AppState, org: Uuid, id: Uuid, err: CommandError) -> ApiError {
@@ -284,6 +347,7 @@ async fn command_error(state: &AppState, org: Uuid, id: Uuid, err: CommandError)
 
 #[post("/api/v1/calls/{id}/hangup")]
 async fn hangup_call(
+    req: HttpRequest,
     user: AuthUser,
     state: web::Data<AppState>,
     path: web::Path<Uuid>,
@@ -299,6 +363,17 @@ async fn hangup_call(
             Ok(HttpResponse::Accepted()
                 .json(serde_json::json!({ "id": id, "status": "hanging_up" })))
         }
+        Err(CommandError::NotFound) => {
+            match to_owner(&state, &req, user.organization_id, id, b"").await {
+                Some(answer) => Ok(answer),
+                None => {
+                    Err(
+                        command_error(&state, user.organization_id, id, CommandError::NotFound)
+                            .await,
+                    )
+                }
+            }
+        }
         Err(e) => Err(command_error(&state, user.organization_id, id, e).await),
     }
 }
@@ -311,6 +386,7 @@ pub struct TransferBody {
 
 #[post("/api/v1/calls/{id}/transfer")]
 async fn transfer_call(
+    req: HttpRequest,
     user: AuthUser,
     state: web::Data<AppState>,
     path: web::Path<Uuid>,
@@ -326,6 +402,19 @@ async fn transfer_call(
     {
         Ok(()) => Ok(HttpResponse::Accepted()
             .json(serde_json::json!({ "id": id, "status": "transferring", "to": to }))),
+        Err(CommandError::NotFound) => {
+            let raw =
+                serde_json::to_vec(&serde_json::json!({ "to": to })).map_err(ApiError::internal)?;
+            match to_owner(&state, &req, user.organization_id, id, &raw).await {
+                Some(answer) => Ok(answer),
+                None => {
+                    Err(
+                        command_error(&state, user.organization_id, id, CommandError::NotFound)
+                            .await,
+                    )
+                }
+            }
+        }
         Err(e) => Err(command_error(&state, user.organization_id, id, e).await),
     }
 }

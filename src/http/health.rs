@@ -1,8 +1,14 @@
 //! Liveness (`GET /health`) and readiness (`GET /health/ready`): database, Redis, telephony and
 //! AI services, each check bounded by `health.check_timeout_ms`, all run at once.
+//!
+//! A provider is ready when it is configured, its circuit breaker is not open, and (with
+//! `health.probe_providers`) it answers: with a key set, an authenticated request that a wrong
+//! key fails (401/403 reads `false`); without one (a local simulator), a TCP connection. The
+//! provider checks are cached for a second, so frequent polling does not load the providers.
 
 use crate::config::{is_loopback_url, Environment, Secret};
 use crate::http::AppState;
+use crate::providers::breaker::{Breaker, BreakerState};
 use actix_web::{get, web, HttpResponse};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
@@ -46,11 +52,14 @@ struct ReadinessBody {
 #[get("/health/ready")]
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let limit = Duration::from_millis(state.settings.health.check_timeout_ms);
-    let (database, redis, telephony, ai_services) = futures_util::join!(
-        bounded(limit, "database", check_database(&state)),
-        bounded(limit, "redis", check_redis(&state)),
-        bounded(limit, "telephony", check_telephony(&state)),
-        bounded(limit, "ai_services", check_ai_services(&state)),
+    let ((database, redis), (telephony, ai_services)) = futures_util::join!(
+        async {
+            futures_util::join!(
+                bounded(limit, "database", check_database(&state)),
+                bounded(limit, "redis", check_redis(&state)),
+            )
+        },
+        provider_checks(&state, limit),
     );
     let checks = Checks {
         database,
@@ -90,6 +99,27 @@ async fn bounded(
         }
     }
 }
+
+/// Telephony and AI services, from the one-second cache or checked now.
+async fn provider_checks(state: &AppState, limit: Duration) -> (bool, bool) {
+    let cache = &state.readiness.providers;
+    let cached = *cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, telephony, ai)) = cached {
+        if at.elapsed() < PROVIDER_CACHE {
+            return (telephony, ai);
+        }
+    }
+    let (telephony, ai) = futures_util::join!(
+        bounded(limit, "telephony", check_telephony(state)),
+        bounded(limit, "ai_services", check_ai_services(state)),
+    );
+    *cache.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some((std::time::Instant::now(), telephony, ai));
+    (telephony, ai)
+}
+
+/// How long a provider check's answer is reused.
+const PROVIDER_CACHE: Duration = Duration::from_secs(1);
 
 async fn check_database(state: &AppState) -> Result<(), String> {
     let mut conn = state.db.get().await.map_err(|e| e.to_string())?;
@@ -142,16 +172,53 @@ fn host_port(url: &str) -> Option<String> {
     Some(format!("{authority}:{port}"))
 }
 
-/// The provider answers: its host accepts a connection (when `health.probe_providers`).
-async fn reachable(state: &AppState, url: &str) -> Result<(), String> {
+/// How a provider is asked whether our key works: a cheap authenticated GET.
+struct Probe<'a> {
+    base_url: &'a str,
+    key: &'a Secret,
+    /// Appended to the base URL (http(s) form).
+    path: &'a str,
+    header: (&'static str, String),
+    breaker: &'a Breaker,
+}
+
+/// The provider answers: its breaker is not open and, when `health.probe_providers`, an
+/// authenticated request succeeds (with a key) or its host accepts a connection (without).
+async fn reachable(state: &AppState, probe: Probe<'_>) -> Result<(), String> {
+    if probe.breaker.state() == BreakerState::Open {
+        return Err(format!(
+            "{} circuit breaker is open",
+            probe.breaker.provider().as_str()
+        ));
+    }
     if !state.settings.health.probe_providers {
         return Ok(());
     }
-    let address = host_port(url).ok_or_else(|| format!("no host in {url}"))?;
-    tokio::net::TcpStream::connect(&address)
+    if probe.key.is_empty() {
+        let address =
+            host_port(probe.base_url).ok_or_else(|| format!("no host in {}", probe.base_url))?;
+        return tokio::net::TcpStream::connect(&address)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{address}: {e}"));
+    }
+    let base = probe
+        .base_url
+        .trim_end_matches('/')
+        .replacen("wss://", "https://", 1)
+        .replacen("ws://", "http://", 1);
+    let url = format!("{base}{}", probe.path);
+    let response = crate::providers::http::client()
+        .get(&url)
+        .insert_header((probe.header.0, probe.header.1.as_str()))
+        .send()
         .await
-        .map(|_| ())
-        .map_err(|e| format!("{address}: {e}"))
+        .map_err(|e| format!("{url}: {e}"))?;
+    match response.status().as_u16() {
+        401 | 403 => Err(format!("{url}: the API key was refused")),
+        s if s >= 500 => Err(format!("{url}: HTTP {s}")),
+        _ => Ok(()),
+    }
 }
 
 async fn check_telephony(state: &AppState) -> Result<(), String> {
@@ -159,26 +226,83 @@ async fn check_telephony(state: &AppState) -> Result<(), String> {
     if !provider_configured(state, &t.base_url, &t.api_key) || t.connection_id.is_empty() {
         return Err("telnyx settings incomplete".into());
     }
-    reachable(state, &t.base_url).await
+    let root = t.base_url.trim_end_matches('/');
+    let api = if root.ends_with("/v2") { "" } else { "/v2" };
+    // An unknown call: 404 once the key is accepted, 401 when it is not.
+    let path = format!("{api}/calls/readiness-probe");
+    reachable(
+        state,
+        Probe {
+            base_url: root,
+            key: &t.api_key,
+            path: &path,
+            header: ("authorization", format!("Bearer {}", t.api_key.expose())),
+            breaker: &state.breakers.telnyx,
+        },
+    )
+    .await
 }
 
-/// Speech in, language, speech out. Embeddings are not required: a local embedder stands in.
+/// Speech in, language, speech out, and embeddings when Gemini has a key (without one the
+/// local embedder serves and Gemini is not needed).
 async fn check_ai_services(state: &AppState) -> Result<(), String> {
     let s = &state.settings;
-    let providers = [
+    let b = &state.breakers;
+    for (url, key) in [
         (&s.deepgram.base_url, &s.deepgram.api_key),
         (&s.cartesia.base_url, &s.cartesia.api_key),
         (&s.groq.base_url, &s.groq.api_key),
-    ];
-    for (url, key) in providers {
+    ] {
         if !provider_configured(state, url, key) {
             return Err(format!("settings incomplete for {url}"));
         }
     }
-    let (a, b, c) = futures_util::join!(
-        reachable(state, providers[0].0),
-        reachable(state, providers[1].0),
-        reachable(state, providers[2].0),
+    let deepgram = Probe {
+        base_url: &s.deepgram.base_url,
+        key: &s.deepgram.api_key,
+        path: "/v1/projects",
+        header: (
+            "authorization",
+            format!("Token {}", s.deepgram.api_key.expose()),
+        ),
+        breaker: &b.deepgram,
+    };
+    let cartesia = Probe {
+        base_url: &s.cartesia.base_url,
+        key: &s.cartesia.api_key,
+        path: "/voices",
+        header: ("x-api-key", s.cartesia.api_key.expose().to_owned()),
+        breaker: &b.cartesia,
+    };
+    let groq = Probe {
+        base_url: &s.groq.base_url,
+        key: &s.groq.api_key,
+        path: "/models",
+        header: (
+            "authorization",
+            format!("Bearer {}", s.groq.api_key.expose()),
+        ),
+        breaker: &b.groq_chat,
+    };
+    let (a, c, g) = futures_util::join!(
+        reachable(state, deepgram),
+        reachable(state, cartesia),
+        reachable(state, groq),
     );
-    a.and(b).and(c)
+    a.and(c).and(g)?;
+    if s.gemini.api_key.is_empty() {
+        return Ok(());
+    }
+    let path = format!("/models/{}", s.gemini.model.trim_start_matches("models/"));
+    reachable(
+        state,
+        Probe {
+            base_url: &s.gemini.base_url,
+            key: &s.gemini.api_key,
+            path: &path,
+            header: ("x-goog-api-key", s.gemini.api_key.expose().to_owned()),
+            breaker: &b.gemini,
+        },
+    )
+    .await
 }

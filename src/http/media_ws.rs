@@ -3,11 +3,11 @@
 //! call; a writer task sends the call's frames in order. Bad frames are counted, never fatal.
 
 use crate::actors::call::media::{
-    CallerMediaSink, MediaAttached, MediaClosed, MediaLink, MediaOut,
+    CallerMediaSink, MediaAttached, MediaClosed, MediaLink, MediaOut, MediaOutReceiver,
 };
 use crate::domain::call::CallId;
 use crate::error::ApiError;
-use crate::http::AppState;
+use crate::http::{routing, AppState};
 use crate::providers::telnyx::media::InboundFrame;
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, Session};
@@ -22,6 +22,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Deserialize)]
 struct TokenQuery {
     token: Option<String>,
+    /// The instance that owns the call (written into the stream URL by the owner).
+    owner: Option<String>,
 }
 
 #[get("/media/telnyx/{call_id}")]
@@ -36,11 +38,17 @@ async fn media_socket(
     let token = query.token.as_deref().ok_or(ApiError::MediaToken)?;
     crate::auth::media_token::verify(state.auth.keys(), token, call_id)
         .map_err(|_| ApiError::MediaToken)?;
-    let call = state
-        .registry
-        .find(CallId(call_id))
-        .await
-        .map_err(|_| ApiError::NotFound("call"))?;
+    let call = match state.registry.find(CallId(call_id)).await {
+        Ok(call) => call,
+        Err(_) => {
+            // Not here: on Fly the owner gets the upgrade replayed to it.
+            let owner = query.owner.as_deref();
+            return match routing::route_media(&state, &req, CallId(call_id), owner).await {
+                Some(replayed) => Ok(replayed),
+                None => Err(ApiError::NotFound("call")),
+            };
+        }
+    };
     let (response, session, stream) = actix_ws::handle(&req, body)
         .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
     // The codec's own limit is generous; our tighter cap counts and drops instead of failing.
@@ -48,20 +56,20 @@ async fn media_socket(
     let stream = stream
         .max_frame_size(cap.saturating_mul(16))
         .aggregate_continuations();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    call.do_send(MediaAttached(MediaLink::new(tx)));
+    let (link, rx) = MediaLink::bounded(
+        state.settings.calls.media_out_queue_frames,
+        state.metrics.media_out_dropped.clone(),
+    );
+    call.do_send(MediaAttached(link));
     actix_web::rt::spawn(write_frames(session.clone(), rx));
     let sink = CallerMediaSink::new(call, state.metrics.media_frames_rejected.clone());
     actix_web::rt::spawn(read_frames(stream, session, sink, cap));
     Ok(response)
 }
 
-async fn write_frames(
-    mut session: Session,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<MediaOut>,
-) {
-    while let Some(out) = rx.recv().await {
-        match out {
+async fn write_frames(mut session: Session, mut rx: MediaOutReceiver) {
+    loop {
+        match rx.recv().await {
             MediaOut::Frame(frame) => {
                 if session.text(frame.to_json()).await.is_err() {
                     return;

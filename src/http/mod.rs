@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod operator;
 pub mod patterns;
+pub mod routing;
 pub mod users;
 pub mod webhooks;
 
@@ -26,6 +27,9 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub struct Readiness {
     shutting_down: AtomicBool,
+    /// The provider checks' last answer (telephony, ai_services) and when it was made: probes
+    /// are cached for a second so readiness polling does not load the providers.
+    pub(crate) providers: std::sync::Mutex<Option<(std::time::Instant, bool, bool)>>,
 }
 
 impl Readiness {
@@ -53,6 +57,10 @@ pub struct AppState {
     pub auth: Arc<crate::auth::AuthService>,
     /// Embeddings and retrieval (the dialogue's `Retriever` is `learning.retriever`).
     pub learning: crate::learning::Learning,
+    /// This instance's provider circuit breakers (readiness reads them).
+    pub breakers: crate::providers::breaker::Breakers,
+    /// This instance in the cluster: identity, admission, routing to a call's owner.
+    pub cluster: crate::cluster::Cluster,
 }
 
 impl AppState {

@@ -1,5 +1,6 @@
 //! `POST /webhooks/telnyx`: verify the Ed25519 signature over `timestamp|raw body`, drop
-//! redeliveries by event id, store the event, hand it to the registry, answer at once.
+//! redeliveries by event id, store the event, hand it to the registry, answer at once. An event
+//! of a call owned by another instance goes to that owner first (`http::routing`).
 
 use crate::error::ApiError;
 use crate::http::AppState;
@@ -40,6 +41,10 @@ async fn telnyx_webhook(
     let event = envelope.data;
     if event.id.trim().is_empty() {
         return Err(ApiError::Validation("data.id is empty".into()));
+    }
+    // A call owned by another instance is handled there (before the inbox: the owner stores it).
+    if let Some(routed) = crate::http::routing::route_webhook(&state, &req, &body, &event).await {
+        return Ok(routed);
     }
     // Stored before we answer: once Telnyx hears 200 it will not send this event again.
     let payload: serde_json::Value =

@@ -23,6 +23,13 @@ impl Embedder {
         }
     }
 
+    /// Gemini requests go through `breaker`: while it is open, queries take the local embedder
+    /// at once and document jobs wait for a retry.
+    pub fn with_breaker(mut self, breaker: crate::providers::breaker::Breaker) -> Self {
+        self.gemini = self.gemini.map(|g| g.with_breaker(breaker));
+        self
+    }
+
     /// The local embedder alone (benchmarks, development without Gemini).
     pub fn local() -> Self {
         Self { gemini: None }

@@ -4,6 +4,7 @@
 //! Every client is a cheap `Clone` holding its settings; the `awc::Client` (which is `!Send`) is
 //! created on the arbiter that uses it, per connection for sockets and per thread for HTTP.
 
+pub mod breaker;
 pub mod cartesia;
 pub mod deepgram;
 pub mod gemini;
@@ -72,6 +73,9 @@ pub enum ProviderError {
     /// A command could not be queued: the outgoing queue is full (the socket is not draining).
     #[error("outgoing queue to {provider} is full")]
     Backpressure { provider: &'static str },
+    /// Not tried: the provider's circuit breaker is open (it failed repeatedly just now).
+    #[error("{provider} circuit breaker is open")]
+    CircuitOpen { provider: &'static str },
 }
 
 impl ProviderError {
@@ -79,7 +83,21 @@ impl ProviderError {
     pub fn is_transient(&self) -> bool {
         !matches!(
             self,
-            ProviderError::Unauthorized { .. } | ProviderError::Rejected { .. }
+            ProviderError::Unauthorized { .. }
+                | ProviderError::Rejected { .. }
+                | ProviderError::CircuitOpen { .. }
+        )
+    }
+
+    /// Whether the failure is the provider's (down, slow, refusing our key), so its circuit
+    /// breaker counts it; a request it rejected as malformed, or a queue of ours, is not.
+    pub fn counts_against_provider(&self) -> bool {
+        !matches!(
+            self,
+            ProviderError::Rejected { .. }
+                | ProviderError::Closed { .. }
+                | ProviderError::Backpressure { .. }
+                | ProviderError::CircuitOpen { .. }
         )
     }
 }

@@ -63,6 +63,8 @@ pub struct CartesiaFaults {
     pub stall: bool,
     /// The next N generation requests are answered with an `error` message (status 500).
     pub fail_requests: u32,
+    /// Every socket upgrade is refused with 503 (an outage) until switched off.
+    pub down: bool,
 }
 
 /// What one connection received and sent, for assertions.
@@ -182,6 +184,9 @@ async fn tts_socket(
             || header("authorization") == Some(format!("Bearer {key}"))
             || param("api_key").as_ref() == Some(key)
     });
+    if faults.down {
+        return Ok(HttpResponse::ServiceUnavailable().body("service unavailable (simulated)"));
+    }
     if !authorized {
         return Ok(HttpResponse::Unauthorized().body("invalid API key"));
     }

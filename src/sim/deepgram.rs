@@ -78,6 +78,8 @@ pub struct DeepgramFaults {
     pub stall: bool,
     /// The next N upgrade requests are refused with 503.
     pub reject_connections: u32,
+    /// Every upgrade is refused with 503 (an outage) until switched off.
+    pub down: bool,
 }
 
 /// What one connection received, for assertions.
@@ -202,8 +204,8 @@ async fn listen(
     let query = query.into_inner();
     let (config, faults) = {
         let mut s = lock(&shared);
-        if s.faults.reject_connections > 0 {
-            s.faults.reject_connections -= 1;
+        if s.faults.down || s.faults.reject_connections > 0 {
+            s.faults.reject_connections = s.faults.reject_connections.saturating_sub(1);
             return Ok(HttpResponse::ServiceUnavailable()
                 .insert_header(("dg-error", "simulated outage"))
                 .finish());

@@ -80,6 +80,8 @@ pub struct GroqFaults {
     pub fail_next: u32,
     /// Requests are held this long before any answer (to test timeouts).
     pub stall: Option<Duration>,
+    /// Every request gets 500 (an outage) until switched off.
+    pub down: bool,
 }
 
 /// One request as received.
@@ -127,10 +129,12 @@ impl GroqSim {
             requests: Vec::new(),
         };
         let (server, shared) = SimServer::start_with_state(address, state, |cfg| {
-            cfg.app_data(web::PayloadConfig::new(1 << 20)).route(
-                "/openai/v1/chat/completions",
-                web::post().to(chat_completions),
-            );
+            cfg.app_data(web::PayloadConfig::new(1 << 20))
+                .route(
+                    "/openai/v1/chat/completions",
+                    web::post().to(chat_completions),
+                )
+                .route("/openai/v1/models", web::get().to(list_models));
         })?;
         Ok(Self { server, shared })
     }
@@ -175,6 +179,34 @@ enum Decision {
         reply: String,
         config: GroqSimConfig,
     },
+}
+
+/// Whether the request carries the configured key (any request, when none is configured).
+fn bearer_ok(config: &GroqSimConfig, req: &HttpRequest) -> bool {
+    config.api_key.as_ref().is_none_or(|key| {
+        req.headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            == Some(format!("Bearer {key}").as_str())
+    })
+}
+
+/// `GET /models`: what readiness probes a key with (401 for a wrong one, 500 while down).
+async fn list_models(req: HttpRequest, shared: web::Data<Mutex<Shared>>) -> HttpResponse {
+    let s = lock(&shared);
+    if s.faults.down {
+        return HttpResponse::InternalServerError().finish();
+    }
+    let authorized = bearer_ok(&s.config, &req);
+    if !authorized {
+        return HttpResponse::Unauthorized().json(serde_json::json!({
+            "error": { "message": "Invalid API Key", "type": "invalid_request_error" }
+        }));
+    }
+    HttpResponse::Ok().json(serde_json::json!({
+        "object": "list",
+        "data": [{ "id": "llama-3.3-70b-versatile", "object": "model" }]
+    }))
 }
 
 async fn chat_completions(
@@ -226,12 +258,7 @@ fn decide(req: &HttpRequest, body: &[u8], shared: &Mutex<Shared>) -> Decision {
             },
         }))
     };
-    let authorized = s.config.api_key.as_ref().is_none_or(|key| {
-        req.headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            == Some(format!("Bearer {key}").as_str())
-    });
+    let authorized = bearer_ok(&s.config, req);
     if !authorized {
         return refuse(
             &mut s,
@@ -259,6 +286,14 @@ fn decide(req: &HttpRequest, body: &[u8], shared: &Mutex<Shared>) -> Decision {
             request.model, s.faults.retry_after_secs
         );
         return refuse(&mut s, 429, "tokens", message);
+    }
+    if s.faults.down {
+        return refuse(
+            &mut s,
+            500,
+            "server_error",
+            "Internal server error (simulated outage)".into(),
+        );
     }
     if s.faults.fail_next > 0 {
         s.faults.fail_next -= 1;

@@ -1,6 +1,7 @@
-//! Every simulator at once (Telnyx, Deepgram, Cartesia, Groq and the caller), wired together the
-//! way `iace sim` runs them: the Telnyx simulator starts a simulated caller on every stream, and
-//! the Deepgram simulator "hears" the sentences that caller's script says. Tests and benchmarks
+//! Every simulator at once (Telnyx, Deepgram, Cartesia, Groq, Gemini and the caller), wired
+//! together the way `iace sim` runs them: the Telnyx simulator starts a simulated caller on every
+//! stream, and the Deepgram simulator (and Telnyx's own transcription, the fallback) "hears" the
+//! sentences that caller's script says. Tests and benchmarks
 //! start the same suite on port 0.
 
 use super::caller::{
@@ -8,6 +9,7 @@ use super::caller::{
 };
 use super::cartesia::{CartesiaSim, CartesiaSimConfig};
 use super::deepgram::{DeepgramSim, DeepgramSimConfig};
+use super::gemini::{GeminiSim, GeminiSimConfig};
 use super::groq::{GroqRule, GroqSim, GroqSimConfig};
 use super::telnyx::{StreamHook, StreamStarted, TelnyxSim, TelnyxSimConfig, TelnyxSimHandle};
 use crate::config::is_loopback_url;
@@ -20,6 +22,7 @@ pub const TELNYX_BIND: &str = "127.0.0.1:8790";
 pub const DEEPGRAM_BIND: &str = "127.0.0.1:8791";
 pub const CARTESIA_BIND: &str = "127.0.0.1:8792";
 pub const GROQ_BIND: &str = "127.0.0.1:8793";
+pub const GEMINI_BIND: &str = "127.0.0.1:8794";
 
 /// The provider latencies of the demo, settable from the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +56,8 @@ pub struct SimSuiteConfig {
     pub cartesia: CartesiaSimConfig,
     pub groq_bind: String,
     pub groq: GroqSimConfig,
+    pub gemini_bind: String,
+    pub gemini: GeminiSimConfig,
     /// What each simulated caller says, by the number dialled.
     pub scripts: CallerScripts,
     pub caller: CallerOptions,
@@ -79,6 +84,8 @@ impl SimSuiteConfig {
             cartesia: CartesiaSimConfig::default(),
             groq_bind: "127.0.0.1:0".into(),
             groq: GroqSimConfig::default(),
+            gemini_bind: "127.0.0.1:0".into(),
+            gemini: GeminiSimConfig::default(),
             scripts,
             caller: CallerOptions::default(),
             sync_deepgram_script: true,
@@ -96,6 +103,7 @@ impl SimSuiteConfig {
         config.deepgram_bind = DEEPGRAM_BIND.into();
         config.cartesia_bind = CARTESIA_BIND.into();
         config.groq_bind = GROQ_BIND.into();
+        config.gemini_bind = GEMINI_BIND.into();
         config.deepgram.script = script.utterances();
         config.deepgram.final_delay_ms = latencies.stt_final_delay_ms;
         config.cartesia.first_chunk_latency = Duration::from_millis(latencies.tts_first_audio_ms);
@@ -156,6 +164,8 @@ impl SimSuite {
             .map_err(|e| bound("cartesia", &config.cartesia_bind, e))?;
         let groq = GroqSim::start_on(&config.groq_bind, config.groq.clone())
             .map_err(|e| bound("groq", &config.groq_bind, e))?;
+        let gemini = GeminiSim::start_on(&config.gemini_bind, config.gemini.clone())
+            .map_err(|e| bound("gemini", &config.gemini_bind, e))?;
         // A caller who hangs up ends the Telnyx leg too, as a real phone would: Telnyx then
         // reports `call.hangup` to the engine.
         let telnyx_slot: Arc<std::sync::OnceLock<TelnyxSimHandle>> = Arc::default();
@@ -182,9 +192,14 @@ impl SimSuite {
             let callers = callers.clone();
             let deepgram = deepgram.clone();
             let sync = config.sync_deepgram_script;
+            let telnyx = telnyx_slot.clone();
             Arc::new(move |stream: StreamStarted| {
                 if sync {
-                    deepgram.set_script(callers.script_for(&stream.to).utterances());
+                    let sentences = callers.script_for(&stream.to).utterances();
+                    if let Some(telnyx) = telnyx.get() {
+                        telnyx.set_transcripts(sentences.clone());
+                    }
+                    deepgram.set_script(sentences);
                 }
                 callers.call(stream);
             })
@@ -200,6 +215,7 @@ impl SimSuite {
             deepgram,
             cartesia,
             groq,
+            gemini,
             callers,
         })
     }
@@ -212,6 +228,7 @@ pub struct SimSuiteHandle {
     pub deepgram: DeepgramSim,
     pub cartesia: CartesiaSim,
     pub groq: GroqSim,
+    pub gemini: GeminiSim,
     pub callers: CallerHook,
 }
 
@@ -228,6 +245,7 @@ impl SimSuiteHandle {
             format!("deepgram {} (deepgram.base_url)", self.deepgram.base_url()),
             format!("cartesia {} (cartesia.base_url)", self.cartesia.base_url()),
             format!("groq     {} (groq.base_url)", self.groq.base_url()),
+            format!("gemini   {} (gemini.base_url)", self.gemini.base_url()),
         ]
     }
 
@@ -238,6 +256,7 @@ impl SimSuiteHandle {
         self.deepgram.stop().await;
         self.cartesia.stop().await;
         self.groq.stop().await;
+        self.gemini.stop().await;
     }
 }
 

@@ -2,6 +2,7 @@
 //! answers. A profile answers only numbers its organization owns (`store::numbers`), and a
 //! number answers for one profile.
 
+use crate::domain::lines::LineOverrides;
 use crate::store::schema::{agent_profiles, phone_numbers};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
@@ -22,6 +23,8 @@ pub struct AgentProfileForm {
     /// `Some(None)` clears the number on update.
     #[diesel(treat_none_as_null = true)]
     pub escalation_number: Option<String>,
+    /// [`LineOverrides`] as JSON.
+    pub spoken_lines: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -39,6 +42,15 @@ pub struct AgentProfileRow {
     pub escalation_number: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub spoken_lines: serde_json::Value,
+}
+
+impl AgentProfileRow {
+    /// The profile's own hand-off, apology and farewell lines (stored JSON that does not fit
+    /// counts as none: the language's defaults then speak).
+    pub fn line_overrides(&self) -> LineOverrides {
+        serde_json::from_value(self.spoken_lines.clone()).unwrap_or_default()
+    }
 }
 
 /// A profile with the numbers it answers.

@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Insertable)]
+#[derive(Debug, Clone, Insertable, serde::Serialize, serde::Deserialize)]
 #[diesel(table_name = calls)]
 pub struct NewCall {
     pub id: Uuid,
@@ -25,10 +25,12 @@ pub struct NewCall {
     pub call_session_id: Option<String>,
     pub status: String,
     pub started_at: DateTime<Utc>,
+    /// The instance whose actor runs the call (see `crate::cluster`).
+    pub owner_instance: Option<String>,
 }
 
 /// A partial update; `None` leaves a column alone.
-#[derive(Debug, Clone, Default, AsChangeset)]
+#[derive(Debug, Clone, Default, AsChangeset, serde::Serialize, serde::Deserialize)]
 #[diesel(table_name = calls)]
 pub struct CallChanges {
     pub call_control_id: Option<String>,
@@ -45,6 +47,8 @@ pub struct CallChanges {
     pub sentiment_avg: Option<f32>,
     pub sentiment_min: Option<f32>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// The instance whose actor runs the call (see `crate::cluster`).
+    pub owner_instance: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
@@ -73,6 +77,7 @@ pub struct CallRow {
     pub sentiment_min: Option<f32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub owner_instance: Option<String>,
 }
 
 pub async fn insert(conn: &mut AsyncPgConnection, call: &NewCall) -> Result<(), StoreError> {

@@ -32,7 +32,7 @@ pub async fn insert_webhook_event(
     Ok(inserted == 1)
 }
 
-#[derive(Debug, Clone, Insertable)]
+#[derive(Debug, Clone, Insertable, serde::Serialize, serde::Deserialize)]
 #[diesel(table_name = call_events)]
 pub struct NewCallEvent {
     pub organization_id: Uuid,

@@ -9,10 +9,12 @@ pub mod memory;
 pub mod migrations;
 pub mod numbers;
 pub mod organizations;
+pub mod ownership;
 pub mod patterns;
 pub mod pool;
 pub mod refresh_tokens;
 pub mod schema;
+pub mod tls;
 pub mod users;
 pub mod utterances;
 

@@ -17,6 +17,7 @@ diesel::table! {
         escalation_number -> Nullable<Text>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        spoken_lines -> Jsonb,
     }
 }
 
@@ -64,6 +65,7 @@ diesel::table! {
         sentiment_min -> Nullable<Float4>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        owner_instance -> Nullable<Text>,
     }
 }
 

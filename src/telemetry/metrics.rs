@@ -21,6 +21,13 @@ pub struct Metrics {
     pub recorder_failed_writes: IntCounter,
     pub live_calls: IntGauge,
     pub media_frames_rejected: IntCounterVec,
+    /// Outbound audio frames dropped because a media socket's reader stalled (oldest first).
+    pub media_out_dropped: IntCounter,
+    /// Calls this instance ended for an actor that was gone, by reason (instance_lost,
+    /// internal_error).
+    pub calls_taken_over: IntCounterVec,
+    /// New calls refused by admission control, by where they came from (inbound, api).
+    pub calls_refused: IntCounterVec,
     /// Login attempts by outcome (success, invalid_credentials, user_disabled, rate_limited).
     pub auth_logins: IntCounterVec,
     /// Redis failures the auth layer worked around (rate_limit, revocation_check, revoke).
@@ -58,6 +65,9 @@ pub struct VoiceMetrics {
     /// first sentence complete) and Cartesia (first request out → first audio chunk read).
     pub llm_first_sentence: Histogram,
     pub tts_first_audio: Histogram,
+    /// Caller audio frames a call's speech-to-text stream dropped: `backpressure` (the socket's
+    /// send queue was full), `unconfirmed` and `backlog` (the replay buffers were at their bound).
+    pub stt_audio_dropped: IntCounterVec,
 }
 
 impl VoiceMetrics {
@@ -100,6 +110,14 @@ impl VoiceMetrics {
         registry.register(Box::new(turn_overhead.clone()))?;
         registry.register(Box::new(media_frames.clone()))?;
         registry.register(Box::new(provider_wait.clone()))?;
+        let stt_audio_dropped = IntCounterVec::new(
+            Opts::new(
+                "stt_audio_dropped_total",
+                "Caller audio frames dropped on the way to speech-to-text, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(stt_audio_dropped.clone()))?;
         Ok(Self {
             media_in_to_stt: stage.with_label_values(&["media_in_to_stt"]),
             final_to_llm: stage.with_label_values(&["final_to_llm"]),
@@ -110,6 +128,7 @@ impl VoiceMetrics {
             frames_out: media_frames.with_label_values(&["out"]),
             llm_first_sentence: provider_wait.with_label_values(&["groq"]),
             tts_first_audio: provider_wait.with_label_values(&["cartesia"]),
+            stt_audio_dropped,
         })
     }
 }
@@ -167,6 +186,27 @@ impl Metrics {
             &["reason"],
         )?;
         registry.register(Box::new(media_frames_rejected.clone()))?;
+        let media_out_dropped = IntCounter::new(
+            "media_out_frames_dropped_total",
+            "Outbound audio frames dropped (oldest first) because a media socket stalled",
+        )?;
+        registry.register(Box::new(media_out_dropped.clone()))?;
+        let calls_taken_over = IntCounterVec::new(
+            Opts::new(
+                "calls_taken_over_total",
+                "Calls ended by this instance for an actor that was gone, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(calls_taken_over.clone()))?;
+        let calls_refused = IntCounterVec::new(
+            Opts::new(
+                "calls_refused_total",
+                "New calls refused by admission control (every instance full, too busy or draining)",
+            ),
+            &["source"],
+        )?;
+        registry.register(Box::new(calls_refused.clone()))?;
         registry.register(Box::new(webhooks_accepted.clone()))?;
         registry.register(Box::new(webhooks_duplicate.clone()))?;
         registry.register(Box::new(recorder_failed_writes.clone()))?;
@@ -235,6 +275,9 @@ impl Metrics {
             recorder_failed_writes,
             live_calls,
             media_frames_rejected,
+            media_out_dropped,
+            calls_taken_over,
+            calls_refused,
             auth_logins,
             auth_redis_failures,
             retrieval_duration,

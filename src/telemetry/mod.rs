@@ -2,6 +2,7 @@
 //! production), the per-request root span with request id, route, status and timing, and Sentry.
 //! The Prometheus metric families live in [`metrics`] (served by `http::metrics`).
 
+pub mod breakers;
 pub mod metrics;
 
 use crate::config::{LogFormat, Settings};

@@ -847,6 +847,23 @@ async fn login_per_account_limit_answers_429_with_retry_after() {
 #[actix_web::test]
 async fn login_per_ip_limit_answers_429_with_retry_after() {
     let app = spawn_app_with(|s| s.auth.login_per_ip.max = 2).await;
+    assert_third_login_is_limited(&app).await;
+}
+
+#[actix_web::test]
+async fn login_limits_hold_while_redis_is_unreachable() {
+    let dead = free_port();
+    let app = spawn_app_with(|s| {
+        s.auth.login_per_ip.max = 2;
+        s.redis.url = iace::config::Secret::new(format!("redis://127.0.0.1:{dead}"));
+    })
+    .await;
+    // The in-process limiter stands in: limits fail closed, not open.
+    assert_third_login_is_limited(&app).await;
+}
+
+/// Two failed logins from one address are answered, the third is refused with 429.
+async fn assert_third_login_is_limited(app: &TestApp) {
     for i in 0..2 {
         let res = app
             .post_json(

@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn event_types(call: &Value) -> Vec<String> {
+/// The event types of a call's detail, in order.
+pub(crate) fn event_types(call: &Value) -> Vec<String> {
     call["events"]
         .as_array()
         .unwrap()

@@ -90,17 +90,12 @@ async fn converse(app: &TestApp, t: &Tenant) -> (CallerReport, Value) {
     };
     app.telnyx.caller_hangs_up(&ccid);
     app.wait_for_status(t, id, "ended").await;
-    // The transcript is written off the hot path: wait for the recorder to catch up.
-    app.state
-        .recorder
-        .send(iace::actors::recorder::Flush)
-        .await
-        .unwrap();
-    let (_, call) = app.get_json(&t.token, &format!("/api/v1/calls/{id}")).await;
+    let call = app.recorded_call(t, id).await;
     (report, call)
 }
 
-fn utterances(call: &Value, speaker: &str) -> Vec<Value> {
+/// The utterances of one speaker (`caller` or `agent`) in a call's detail.
+pub(crate) fn utterances(call: &Value, speaker: &str) -> Vec<Value> {
     call["utterances"]
         .as_array()
         .unwrap()

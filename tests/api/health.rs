@@ -1,7 +1,7 @@
 //! Liveness, readiness, metrics, request ids and the error body of unknown routes.
 
 use crate::helpers::{assert_error, free_port, spawn_app, spawn_app_with};
-use std::process::{Child, Command, Stdio};
+use crate::services::PrivateRedis;
 use std::time::Duration;
 
 #[actix_web::test]
@@ -54,46 +54,6 @@ async fn readiness_is_503_when_a_provider_is_not_configured() {
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["checks"]["ai_services"], false);
     assert_eq!(body["checks"]["telephony"], true);
-}
-
-/// A private redis-server on its own port, so the test can stop and restart it.
-struct PrivateRedis {
-    child: Child,
-}
-
-impl PrivateRedis {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed by scripts/services");
-        let redis = Self { child };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return redis;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("private redis did not start on {port}");
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn ready_status(app: &crate::helpers::TestApp) -> (u16, serde_json::Value) {
@@ -221,4 +181,44 @@ async fn readiness_probes_the_providers_when_asked() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["checks"]["ai_services"], false);
     assert_eq!(body["checks"]["telephony"], true);
+}
+
+#[actix_web::test]
+async fn readiness_reads_a_refused_provider_key_and_an_open_breaker_as_not_ready() {
+    use crate::helpers::{spawn_voice_app, VoiceSetup};
+    use iace::sim::caller::{CallerScript, CallerScripts};
+    use iace::sim::groq::GroqSimConfig;
+    let with_key = |key: &'static str| {
+        let setup = VoiceSetup {
+            groq: GroqSimConfig {
+                api_key: Some("right-key".into()),
+                ..GroqSimConfig::default()
+            },
+            ..VoiceSetup::new(CallerScripts::new(CallerScript::new()))
+        };
+        spawn_voice_app(setup, move |s| {
+            s.health.probe_providers = true;
+            s.groq.api_key = iace::config::Secret::new(key);
+        })
+    };
+    let wrong = with_key("wrong-key").await;
+    let (status, body) = ready_status(&wrong).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["ai_services"], false);
+    assert_eq!(
+        body["checks"]["telephony"], true,
+        "Telnyx accepted its key: {body}"
+    );
+
+    let app = with_key("right-key").await;
+    assert_eq!(ready_status(&app).await.0, 200);
+    // Cartesia failing until its breaker opens: not ready, without waiting for a timeout.
+    for _ in 0..app.settings.breakers.failures_to_open {
+        app.state.breakers.cartesia.failure();
+    }
+    // The provider checks are cached for a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = ready_status(&app).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["ai_services"], false);
 }

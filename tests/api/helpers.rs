@@ -259,6 +259,14 @@ async fn spawn_app_on(
     settings.telnyx.webhook_public_key = telnyx.public_key_b64();
     // Redis is shared by every test (and every engineer's tests): keys of this app stay apart.
     settings.redis.key_prefix = format!("iace-test:{db_name}");
+    // Each app its own spill file (a fresh one: a leftover would be replayed into this app).
+    settings.recorder.spill_file = std::env::temp_dir()
+        .join(format!(
+            "iace-test-spill-{}.jsonl",
+            uuid::Uuid::new_v4().simple()
+        ))
+        .display()
+        .to_string();
     tweak(&mut settings);
     let app = Application::build_with_listener(settings.clone(), listener)
         .await
@@ -551,6 +559,19 @@ impl TestApp {
             token,
             agent_id: agent["id"].as_str().unwrap().parse().unwrap(),
         }
+    }
+
+    /// `GET /api/v1/calls/{id}` once the recorder has written everything queued so far (the
+    /// transcript is written off the call's path).
+    pub async fn recorded_call(&self, t: &Tenant, id: Uuid) -> Value {
+        self.state
+            .recorder
+            .send(iace::actors::recorder::Flush)
+            .await
+            .expect("recorder flushes");
+        self.get_json(&t.token, &format!("/api/v1/calls/{id}"))
+            .await
+            .1
     }
 
     /// `POST /api/v1/agents`.

@@ -87,6 +87,7 @@ pub async fn seed_call(
             call_session_id: None,
             status: "ended".into(),
             started_at: Utc::now(),
+            owner_instance: None,
         },
     )
     .await

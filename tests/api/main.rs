@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+mod services;
 
 mod auth;
 mod bench;
@@ -14,12 +15,16 @@ mod bench_calls;
 mod caller;
 mod calls;
 mod cli;
+mod cluster;
 mod conversation;
+mod fallbacks;
 mod fuzz;
 mod health;
 mod learning;
 mod migrations;
+mod outage;
 mod security;
 mod telnyx;
+mod tls;
 mod voice;
 mod webhooks;

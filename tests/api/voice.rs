@@ -34,6 +34,7 @@ fn deepgram_settings(base_url: String, key: &str) -> DeepgramSettings {
         utterance_end_ms: 1000,
         connect_timeout_ms: 2000,
         keepalive_interval_ms: 4000,
+        replay_buffer_ms: 120_000,
     }
 }
 
@@ -518,6 +519,10 @@ fn groq_settings(base_url: String, key: &str) -> GroqSettings {
         sentiment_timeout_ms: 500,
         temperature: 0.3,
         max_completion_tokens: 200,
+        max_retries: 1,
+        fallback_model: String::new(),
+        fallback_base_url: String::new(),
+        fallback_api_key: Secret::new(""),
     }
 }
 

@@ -12,8 +12,6 @@ use crate::store::calls::CallChanges;
 use actix::prelude::*;
 use std::time::Duration;
 
-/// Said before handing the caller to a human.
-const HANDOFF_LINE: &str = "I'm connecting you with a colleague who can help. Please hold.";
 /// How long the hand-off line may take before the transfer goes anyway.
 const HANDOFF_LINE_DEADLINE: Duration = Duration::from_secs(8);
 
@@ -77,8 +75,13 @@ impl Call {
             ..Default::default()
         });
         self.barge_in(ctx);
-        if self.voice.as_ref().is_some_and(|v| v.tts.is_some()) {
-            self.speak_line(TurnKind::Handoff, HANDOFF_LINE.to_owned());
+        if self
+            .voice
+            .as_ref()
+            .is_some_and(|v| v.tts.is_some() || v.tts_fallback)
+        {
+            let line = self.lines().handoff;
+            self.speak_line(TurnKind::Handoff, line, ctx);
             // Never let a stuck TTS keep the caller from the human.
             ctx.run_later(HANDOFF_LINE_DEADLINE, |act, ctx| act.hand_off(ctx));
         } else {

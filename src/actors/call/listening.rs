@@ -43,25 +43,21 @@ impl Handler<SttNotice> for Call {
                 }
                 self.prefetch(&text, ctx);
             }
-            SttNotice::Failed(why) => {
-                tracing::error!(parent: &self.span, %why, "speech-to-text unavailable; handing over");
-                self.record_engine_event("engine.stt_failed", serde_json::json!({ "error": why }));
-                self.escalate("stt_failed", ctx);
-            }
+            SttNotice::Failed(why) => self.stt_failed(why, ctx),
         }
     }
 }
 
 impl Call {
     /// A whole caller turn: record it, score it, answer it.
-    fn on_caller_turn(&mut self, text: String, at: Instant, ctx: &mut Context<Self>) {
+    pub(super) fn on_caller_turn(&mut self, text: String, at: Instant, ctx: &mut Context<Self>) {
         let Some(voice) = self.voice.as_mut() else {
             return;
         };
         let ended_ms = voice.now_ms();
         let seq = voice.next_seq();
         voice.remember(ChatMessage::user(text.clone()));
-        let escalating = voice.escalating;
+        let escalating = voice.escalating || self.failed_stage.is_some();
         if escalating {
             voice.prefetch = None; // no reply will use it
         }
@@ -74,7 +70,7 @@ impl Call {
     }
 
     fn score_sentiment(&mut self, seq: i32, text: String, ended_ms: i64, ctx: &mut Context<Self>) {
-        let groq = self.deps.groq.clone();
+        let groq = self.deps.groq_sentiment.clone();
         let budget = Duration::from_millis(self.deps.sentiment_timeout_ms);
         let prompt = text.clone();
         let fut = async move {
@@ -178,8 +174,11 @@ impl Call {
         let Some(turn) = voice.speaking.as_ref() else {
             return;
         };
-        if turn.kind == TurnKind::Handoff {
-            return; // the hand-off line is said whatever happens
+        if matches!(
+            turn.kind,
+            TurnKind::Handoff | TurnKind::Farewell | TurnKind::Goodbye
+        ) {
+            return; // the hand-off, last and goodbye lines are said whatever happens
         }
         let Some(mut turn) = voice.speaking.take() else {
             return;

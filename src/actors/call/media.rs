@@ -5,8 +5,11 @@ use super::Call;
 use crate::providers::telnyx::media::{InboundFrame, OutboundFrame};
 use actix::prelude::*;
 use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::Notify;
 
 /// What the writer task does next.
 #[derive(Debug)]
@@ -16,25 +19,126 @@ pub enum MediaOut {
     Close(String),
 }
 
-/// Handle to a media socket's writer. The call holds the only one; dropping it closes nothing
-/// by itself, `close` does.
-#[derive(Clone, Debug)]
+/// Handle to a media socket's writer: a bounded queue of outbound frames. When the socket's
+/// reader stalls (a slow or stuck peer), the queue keeps the newest `capacity` audio frames and
+/// drops the oldest, counting each, so memory stays flat; a close is never dropped. The call
+/// holds the only handle; dropping it closes nothing by itself, `close` does.
+#[derive(Clone)]
 pub struct MediaLink {
-    tx: UnboundedSender<MediaOut>,
+    queue: Arc<MediaQueue>,
+}
+
+/// The writer task's end of a [`MediaLink`].
+pub struct MediaOutReceiver {
+    queue: Arc<MediaQueue>,
+}
+
+struct MediaQueue {
+    items: Mutex<VecDeque<MediaOut>>,
+    ready: Notify,
+    capacity: usize,
+    /// The writer task is gone: sends fail.
+    closed: AtomicBool,
+    dropped: prometheus::IntCounter,
+}
+
+impl std::fmt::Debug for MediaLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaLink")
+            .field("capacity", &self.queue.capacity)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MediaLink {
-    pub fn new(tx: UnboundedSender<MediaOut>) -> Self {
-        Self { tx }
+    /// A link holding at most `capacity` frames, counting drops in `dropped`.
+    pub fn bounded(capacity: usize, dropped: prometheus::IntCounter) -> (Self, MediaOutReceiver) {
+        let queue = Arc::new(MediaQueue {
+            items: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+            capacity: capacity.max(1),
+            closed: AtomicBool::new(false),
+            dropped,
+        });
+        (
+            Self {
+                queue: queue.clone(),
+            },
+            MediaOutReceiver { queue },
+        )
+    }
+
+    fn push(&self, out: MediaOut) -> bool {
+        let q = &self.queue;
+        if q.closed.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut items = q.items.lock().unwrap_or_else(|e| e.into_inner());
+        items.push_back(out);
+        while items.len() > q.capacity {
+            // The oldest audio goes first; marks, clears and the close stay (a turn waits for
+            // its marks, and they are few).
+            match items
+                .iter()
+                .position(|o| matches!(o, MediaOut::Frame(OutboundFrame::Media { .. })))
+            {
+                Some(i) => {
+                    items.remove(i);
+                    q.dropped.inc();
+                }
+                None => break,
+            }
+        }
+        drop(items);
+        q.ready.notify_one();
+        true
     }
 
     /// Queues a frame; false when the socket is gone.
     pub fn send(&self, frame: OutboundFrame) -> bool {
-        self.tx.send(MediaOut::Frame(frame)).is_ok()
+        self.push(MediaOut::Frame(frame))
     }
 
     pub fn close(&self, reason: &str) {
-        let _ = self.tx.send(MediaOut::Close(reason.to_owned()));
+        self.push(MediaOut::Close(reason.to_owned()));
+    }
+
+    /// Frames waiting for the writer.
+    pub fn queued(&self) -> usize {
+        self.queue
+            .items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+}
+
+impl MediaOutReceiver {
+    /// The next frame to write, waiting for one.
+    pub async fn recv(&mut self) -> MediaOut {
+        loop {
+            let next = self
+                .queue
+                .items
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
+            if let Some(out) = next {
+                return out;
+            }
+            self.queue.ready.notified().await;
+        }
+    }
+}
+
+impl Drop for MediaOutReceiver {
+    fn drop(&mut self) {
+        self.queue.closed.store(true, Ordering::SeqCst);
+        self.queue
+            .items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 
@@ -131,7 +235,14 @@ impl CallerMediaSink {
                 }
                 match media.audio() {
                     Some(audio) if !audio.is_empty() => {
-                        self.call.do_send(CallerMedia(Bytes::from(audio), received))
+                        // Bounded: a call that cannot keep up loses audio, not memory.
+                        if self
+                            .call
+                            .try_send(CallerMedia(Bytes::from(audio), received))
+                            .is_err()
+                        {
+                            self.reject("call_busy");
+                        }
                     }
                     _ => self.reject("bad_payload"),
                 }
@@ -156,5 +267,44 @@ impl CallerMediaSink {
                 self.rejected.with_label_values(&["error_frame"]).inc();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn audio(n: u8) -> OutboundFrame {
+        OutboundFrame::media(&[n; 160])
+    }
+
+    #[actix_web::test]
+    async fn a_stalled_reader_loses_the_oldest_audio_and_every_drop_is_counted() {
+        let dropped = prometheus::IntCounter::new("dropped", "test").unwrap();
+        let (link, mut rx) = MediaLink::bounded(3, dropped.clone());
+        assert!(link.send(OutboundFrame::mark("m1")));
+        for n in 0..5 {
+            assert!(link.send(audio(n)));
+        }
+        link.close("bye");
+        // Capacity 3: the mark and the close stay, the newest audio fills what is left.
+        assert_eq!(link.queued(), 3);
+        assert_eq!(dropped.get(), 4);
+        assert!(matches!(
+            rx.recv().await,
+            MediaOut::Frame(OutboundFrame::Mark { .. })
+        ));
+        assert!(matches!(rx.recv().await, MediaOut::Frame(f) if f == audio(4)));
+        assert!(matches!(rx.recv().await, MediaOut::Close(r) if r == "bye"));
+    }
+
+    #[actix_web::test]
+    async fn sends_fail_once_the_writer_is_gone() {
+        let dropped = prometheus::IntCounter::new("dropped", "test").unwrap();
+        let (link, rx) = MediaLink::bounded(8, dropped);
+        assert!(link.send(audio(1)));
+        drop(rx);
+        assert!(!link.send(audio(2)));
+        assert_eq!(link.queued(), 0);
     }
 }

@@ -61,3 +61,14 @@ pub struct CallSnapshot {
 #[derive(Message)]
 #[rtype(result = "CallSnapshot")]
 pub struct GetSnapshot;
+
+/// The instance is draining and its deadline has come: say the goodbye line, then hang up
+/// (reason `instance_draining`).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+/// Test-only fault hook: the call actor panics (when `calls.fault_injection` is on).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct InjectPanic;

@@ -9,11 +9,13 @@
 //! the API); `turn` is the agent turn they share.
 
 mod escalation;
+mod fallback;
 mod listening;
 pub mod media;
 pub mod messages;
 mod reply;
 mod speaking;
+mod supervision;
 mod turn;
 mod voice;
 
@@ -53,7 +55,15 @@ pub struct CallDeps {
     pub deepgram_settings: crate::config::DeepgramSettings,
     pub cartesia: crate::providers::cartesia::CartesiaClient,
     pub groq: crate::providers::groq::GroqClient,
+    /// The fallback model's client (`groq.fallback_model`), if one is configured.
+    pub groq_fallback: Option<crate::providers::groq::GroqClient>,
+    /// Groq for sentiment scoring, behind its own breaker (its fallback is the lexicon).
+    pub groq_sentiment: crate::providers::groq::GroqClient,
+    /// Retries of a reply turn after a 5xx or a timeout (`groq.max_retries`).
+    pub llm_retries: u32,
     pub sentiment_timeout_ms: u64,
+    /// This instance's circuit breakers (read to pick a fallback before trying).
+    pub breakers: crate::providers::breaker::Breakers,
     /// Greeting audio cache.
     pub redis: crate::store::RedisPool,
     pub redis_prefix: String,
@@ -61,6 +71,8 @@ pub struct CallDeps {
     pub learning: crate::learning::Learning,
     /// The engine's own latency per stage, and media frame counts.
     pub voice_metrics: crate::telemetry::metrics::VoiceMetrics,
+    /// This instance in the cluster: the owner id in `client_state` and the stream URL.
+    pub cluster: crate::cluster::Cluster,
 }
 
 /// How the call came to be.
@@ -96,6 +108,8 @@ pub struct Call {
     greeting_audio: Option<Vec<u8>>,
     /// `finish` ran: the end is recorded and the registry told; later signals are history only.
     finished: bool,
+    /// The stage (`stt`, `tts`, `llm`) whose failure, fallbacks included, ended the call.
+    failed_stage: Option<&'static str>,
     deps: CallDeps,
     span: tracing::Span,
 }
@@ -129,6 +143,7 @@ impl Call {
             voice: None,
             greeting_audio: None,
             finished: false,
+            failed_stage: None,
             deps,
             span,
         }
@@ -141,8 +156,10 @@ impl Call {
             .unwrap_or_default();
         StreamSettings::bidirectional(
             format!(
-                "{}/media/telnyx/{}?token={token}",
-                self.deps.media_base_url, self.id
+                "{}/media/telnyx/{}?owner={}&token={token}",
+                self.deps.media_base_url,
+                self.id,
+                self.deps.cluster.id()
             ),
             StreamCodec::Pcmu,
         )
@@ -230,6 +247,7 @@ impl Call {
                     call_session_id: event.payload.call_session_id.clone(),
                     status: act.state.as_str().to_owned(),
                     started_at: event.occurred_at.unwrap_or_else(Utc::now),
+                    owner_instance: Some(act.deps.cluster.id().to_owned()),
                 }));
                 act.record_event(&event);
                 act.answer(ctx);
@@ -257,7 +275,10 @@ impl Call {
         let telnyx = self.deps.telnyx.clone();
         let req = AnswerRequest {
             stream: Some(self.stream_settings()),
-            client_state: Some(self.id.to_string()),
+            client_state: Some(crate::cluster::client_state(
+                self.id,
+                self.deps.cluster.id(),
+            )),
         };
         let fut = async move { telnyx.answer(&ccid, req).await };
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
@@ -269,7 +290,7 @@ impl Call {
 
     fn reject(&mut self, ctx: &mut Context<Self>) {
         let Some(ccid) = self.control_id.clone() else {
-            ctx.stop();
+            self.finish(EndReason::SetupFailed, ctx);
             return;
         };
         let telnyx = self.deps.telnyx.clone();
@@ -343,7 +364,10 @@ impl Call {
         let req = DialRequest {
             to: self.to.clone(),
             from: self.from.clone(),
-            client_state: Some(self.id.to_string()),
+            client_state: Some(crate::cluster::client_state(
+                self.id,
+                self.deps.cluster.id(),
+            )),
             timeout_secs: Some(self.deps.settings.ring_timeout_secs),
             time_limit_secs: Some(self.deps.settings.max_duration_secs),
             stream: Some(self.stream_settings()),
@@ -428,6 +452,12 @@ impl Call {
             return;
         }
         self.finished = true;
+        // However the leg ended (our transfer, our hang-up), a call given up ended in failure.
+        let reason = if self.failed_stage.is_some() {
+            EndReason::ProviderFailure
+        } else {
+            reason
+        };
         self.close_voice();
         let last_state = self.state;
         self.state = CallState::Ended;
@@ -519,6 +549,11 @@ impl Call {
                     self.on_digit(&digit, ctx);
                 }
             }
+            TelnyxEventKind::Transcription => {
+                if let Some(t) = p.transcription_data.clone() {
+                    self.on_transcription(&t.transcript, t.is_final, ctx);
+                }
+            }
             // Recorded above; machine detection and recordings are history only.
             _ => {}
         }
@@ -556,6 +591,9 @@ impl Actor for Call {
             None => {}
         }
         let settings = &self.deps.settings;
+        // Caller audio is offered with `try_send`: past this many waiting messages it is
+        // dropped (and counted) instead of piling up behind a call that cannot keep up.
+        ctx.set_mailbox_capacity(settings.media_in_queue_frames);
         ctx.run_later(
             Duration::from_secs(settings.max_duration_secs.into()),
             |act, ctx| act.terminate(EndReason::TimeLimit, ctx),

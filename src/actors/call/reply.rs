@@ -1,5 +1,7 @@
 //! The agent's reply to a caller turn: the prompt (profile, retrieved context, history), the
-//! LLM's token stream cut into sentences for TTS, rate-limit retries and the fallback line.
+//! LLM's token stream cut into sentences for TTS, and what happens when the LLM fails: retries
+//! (429 as asked, 5xx and timeouts up to `groq.max_retries`), the fallback model, then the
+//! profile's apology line (and, after `calls.max_failed_replies` in a row, the end of the call).
 
 use super::listening::PREFETCH_MIN_WORDS_SHARE;
 use super::turn::{AgentTurn, TurnKind};
@@ -12,9 +14,6 @@ use actix::prelude::*;
 use futures_util::StreamExt;
 use std::time::{Duration, Instant};
 
-/// Said when the language model cannot answer at all.
-const FALLBACK_LINE: &str = "Sorry, I'm having trouble right now. Could you say that again?";
-
 /// One LLM token of the current turn, as a stream item the call handles.
 pub(super) struct LlmToken(pub Result<String, ProviderError>);
 
@@ -23,14 +22,15 @@ impl StreamHandler<LlmToken> for Call {
         self.on_token(item.0, ctx);
     }
 
-    fn finished(&mut self, _: &mut Self::Context) {
+    fn finished(&mut self, ctx: &mut Self::Context) {
         // End of one turn's token stream, not of the call.
-        self.finish_llm();
+        self.finish_llm(ctx);
     }
 }
 
 impl Call {
     pub(super) fn start_reply(&mut self, caller_turn_at: Instant, ctx: &mut Context<Self>) {
+        self.maybe_resume_tts(ctx);
         let id = self.id;
         let system = self
             .profile
@@ -84,7 +84,11 @@ impl Call {
         delay: Duration,
         ctx: &mut Context<Self>,
     ) {
-        let groq = self.deps.groq.clone();
+        let on_fallback = self.speaking().is_some_and(|t| t.on_fallback_model);
+        let groq = match (&self.deps.groq_fallback, on_fallback) {
+            (Some(fallback), true) => fallback.clone(),
+            _ => self.deps.groq.clone(),
+        };
         let request = groq.chat_request(messages.clone());
         let fut = async move {
             if !delay.is_zero() {
@@ -115,33 +119,61 @@ impl Call {
         messages: Vec<ChatMessage>,
         ctx: &mut Context<Self>,
     ) {
+        let (llm_retries, has_fallback) =
+            (self.deps.llm_retries, self.deps.groq_fallback.is_some());
         let Some(turn) = self.voice_mut().and_then(|v| v.speaking.as_mut()) else {
             return;
         };
         if turn.kind != TurnKind::Reply || turn.llm_done {
             return;
         }
-        if let ProviderError::RateLimited { retry_after, .. } = &error {
-            if turn.retries < 2 {
-                turn.retries += 1;
+        // A retry only where the same request may succeed at once; an open breaker means the
+        // model is down: straight to the fallback.
+        let retry_wait = match &error {
+            _ if messages.is_empty() || turn.on_fallback_model => None,
+            ProviderError::RateLimited { retry_after, .. } if turn.retries < 2 => Some(
                 // Wait as asked, but never long enough for the caller to think the line is dead.
-                let wait = retry_after
+                retry_after
                     .unwrap_or(Duration::from_millis(300))
-                    .min(Duration::from_secs(1));
-                tracing::info!(parent: &self.span, ?wait, "LLM rate limited; retrying");
-                self.request_llm(messages, wait, ctx);
-                return;
-            }
+                    .min(Duration::from_secs(1)),
+            ),
+            ProviderError::RateLimited { .. } => None,
+            e if e.is_transient() && turn.retries < llm_retries => Some(Duration::from_millis(200)),
+            _ => None,
+        };
+        if let Some(wait) = retry_wait {
+            turn.retries += 1;
+            tracing::info!(parent: &self.span, ?wait, error = %error, "LLM turn failed; retrying");
+            self.request_llm(messages, wait, ctx);
+            return;
         }
-        tracing::warn!(parent: &self.span, error = %error, "LLM turn failed; speaking the fallback line");
-        self.add_sentence(FALLBACK_LINE.to_owned(), None);
-        self.finish_llm();
+        if !turn.on_fallback_model && !messages.is_empty() && has_fallback {
+            turn.on_fallback_model = true;
+            tracing::warn!(parent: &self.span, error = %error, "LLM turn failed; asking the fallback model");
+            self.record_engine_event(
+                "engine.llm_fallback",
+                serde_json::json!({ "error": error.to_string() }),
+            );
+            self.request_llm(messages, Duration::ZERO, ctx);
+            return;
+        }
+        tracing::warn!(parent: &self.span, error = %error, "LLM turn failed; speaking the apology");
+        self.reply_failed(ctx);
+        if self.failed_stage.is_some() {
+            return; // the call is given up: its last line replaces the apology
+        }
+        let apology = self.lines().apology;
+        self.add_sentence(apology, None);
+        self.finish_llm(ctx);
     }
 
     fn on_token(&mut self, token: Result<String, ProviderError>, ctx: &mut Context<Self>) {
         let at = Instant::now();
         match token {
             Ok(token) => {
+                if let Some(voice) = self.voice_mut() {
+                    voice.failed_replies = 0;
+                }
                 let sentences = match self.voice_mut().and_then(|v| v.speaking.as_mut()) {
                     Some(turn) if !turn.llm_done => turn.splitter.push(&token),
                     _ => return,
@@ -162,7 +194,7 @@ impl Call {
                     self.llm_failed(e, Vec::new(), ctx);
                 } else {
                     tracing::warn!(parent: &self.span, error = %e, "LLM stream broke off; keeping what was said");
-                    self.finish_llm();
+                    self.finish_llm(ctx);
                 }
             }
         }
@@ -196,8 +228,9 @@ impl Call {
         turn.sentences.push(sentence);
     }
 
-    /// The LLM stream ended: flush the last words and close the context.
-    fn finish_llm(&mut self) {
+    /// The LLM stream ended: flush the last words and close the context (or, while Telnyx
+    /// speaks for Cartesia, say the whole reply now).
+    fn finish_llm(&mut self, ctx: &mut Context<Self>) {
         let rest = match self.voice_mut().and_then(|v| v.speaking.as_mut()) {
             Some(turn) if !turn.llm_done => turn.splitter.finish(),
             _ => return,
@@ -212,6 +245,11 @@ impl Call {
             return;
         };
         turn.llm_done = true;
+        if voice.tts.is_none() && voice.tts_fallback {
+            let text = turn.sentences.join(" ");
+            self.say_with_telnyx(text, ctx);
+            return;
+        }
         if let Some(tts) = &voice.tts {
             // An empty last request closes the context (`continue: false`).
             tts.do_send(Speak {

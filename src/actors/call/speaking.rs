@@ -8,6 +8,7 @@ use super::Call;
 use crate::actors::recorder::Write;
 use crate::actors::tts::{Speak, TtsNotice};
 use crate::domain::audio::ms_for_bytes;
+use crate::domain::call::EndReason;
 use crate::providers::groq::ChatMessage;
 use crate::providers::telnyx::media::OutboundFrame;
 use crate::store::utterances::NewUtterance;
@@ -61,8 +62,10 @@ impl Call {
         });
     }
 
-    /// Speaks a fixed line (greeting, hand-off) as one context.
-    pub(super) fn speak_line(&mut self, kind: TurnKind, text: String) {
+    /// Speaks a fixed line (greeting, hand-off, farewell) as one context: with Cartesia, or
+    /// with Telnyx `speak` while Cartesia is down.
+    pub(super) fn speak_line(&mut self, kind: TurnKind, text: String, ctx: &mut Context<Self>) {
+        self.maybe_resume_tts(ctx);
         let id = self.id;
         let Some(voice) = self.voice.as_mut() else {
             return;
@@ -77,7 +80,10 @@ impl Call {
                 ready_at: None,
             });
         }
-        voice.speaking = Some(AgentTurn::line(context_id, kind, text, started_ms));
+        voice.speaking = Some(AgentTurn::line(context_id, kind, text.clone(), started_ms));
+        if self.speaks_with_telnyx() {
+            self.say_with_telnyx(text, ctx);
+        }
     }
 
     fn on_tts(&mut self, notice: TtsNotice, ctx: &mut Context<Self>) {
@@ -154,14 +160,7 @@ impl Call {
                 let ctx_id = context_id.clone();
                 ctx.run_later(remaining, move |act, ctx| act.turn_played(&ctx_id, ctx));
             }
-            TtsNotice::Failed(why) => {
-                tracing::error!(parent: &self.span, %why, "text-to-speech unavailable; handing over");
-                self.record_engine_event("engine.tts_failed", serde_json::json!({ "error": why }));
-                if let Some(voice) = self.voice.as_mut() {
-                    voice.tts = None;
-                }
-                self.escalate("tts_failed", ctx);
-            }
+            TtsNotice::Failed(why) => self.tts_failed(why, ctx),
         }
     }
 
@@ -200,8 +199,11 @@ impl Call {
         let text = turn.sentences.join(" ").trim().to_owned();
         let kind = turn.kind;
         self.record_agent_turn(turn, text, false);
-        if kind == TurnKind::Handoff {
-            self.hand_off(ctx);
+        match kind {
+            TurnKind::Handoff => self.hand_off(ctx),
+            TurnKind::Farewell => self.end_failed_call(ctx),
+            TurnKind::Goodbye => self.terminate(EndReason::InstanceDraining, ctx),
+            TurnKind::Greeting | TurnKind::Reply => {}
         }
     }
 

@@ -34,6 +34,8 @@ pub(super) struct AgentTurn {
     pub(super) marked: usize,
     pub(super) started_ms: i64,
     pub(super) retries: u32,
+    /// The reply is asked of the fallback model (the main one failed this turn).
+    pub(super) on_fallback_model: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -41,6 +43,10 @@ pub(super) enum TurnKind {
     Greeting,
     Reply,
     Handoff,
+    /// The last line of a call that cannot go on; the call ends once it has played.
+    Farewell,
+    /// The line said before a draining instance hangs up.
+    Goodbye,
 }
 
 impl AgentTurn {
@@ -63,6 +69,7 @@ impl AgentTurn {
             marked: 0,
             started_ms,
             retries: 0,
+            on_fallback_model: false,
         }
     }
 

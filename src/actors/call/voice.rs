@@ -48,6 +48,12 @@ pub(super) struct Voice {
     /// Escalation's transfer has been sent (it is sent once, whatever fires first).
     pub(super) handed_off: bool,
     pub(super) prefetch: Option<Prefetch>,
+    /// Cartesia failed: agent turns are said by Telnyx `speak` until its breaker lets it back.
+    pub(super) tts_fallback: bool,
+    /// Deepgram failed: caller turns come from Telnyx transcription (`call.transcription`).
+    pub(super) stt_fallback: bool,
+    /// Reply turns in a row the LLM could not answer (the scripted apology was said instead).
+    pub(super) failed_replies: u32,
 }
 
 impl Voice {
@@ -67,6 +73,9 @@ impl Voice {
             escalating: false,
             handed_off: false,
             prefetch: None,
+            tts_fallback: false,
+            stt_fallback: false,
+            failed_replies: 0,
         }
     }
 
@@ -132,8 +141,8 @@ impl Call {
         voice.started = Instant::now();
         let deps = &self.deps;
         let profile = self.profile.as_ref();
-        let (model, language, voice_id) = profile
-            .map(|p| (p.stt_model.clone(), p.language.clone(), p.voice_id.clone()))
+        let (model, language) = profile
+            .map(|p| (p.stt_model.clone(), p.language.clone()))
             .unwrap_or_default();
         let stt = SttStream::new(
             deps.deepgram.clone(),
@@ -145,24 +154,48 @@ impl Call {
             deps.voice_metrics.clone(),
         )
         .start();
-        let tts = TtsStream::new(
-            deps.cartesia.clone(),
-            codec,
-            voice_id,
-            language,
-            ctx.address().recipient(),
-            deps.voice_metrics.clone(),
-        )
-        .start();
         voice.stt = Some(stt);
-        voice.tts = Some(tts);
-        let greeting = profile
+        // Cartesia's breaker is open: no socket to wait for, Telnyx speaks from the first word.
+        if self.deps.breakers.cartesia.would_allow() {
+            let tts = self.start_tts(ctx);
+            if let Some(voice) = self.voice.as_mut() {
+                voice.tts = Some(tts);
+            }
+        } else {
+            self.tts_unavailable("cartesia circuit breaker is open");
+        }
+        let greeting = self
+            .profile
+            .as_ref()
             .map(|p| p.greeting.clone())
             .unwrap_or_else(|| "Hello, how can I help?".into());
         match self.greeting_audio.take().filter(|_| codec == Codec::Pcmu) {
             Some(audio) => self.play_greeting(greeting, audio, ctx),
-            None => self.speak_line(TurnKind::Greeting, greeting),
+            None => self.speak_line(TurnKind::Greeting, greeting, ctx),
         }
+    }
+
+    /// A Cartesia stream for this call, in its codec, voice and language.
+    pub(super) fn start_tts(&self, ctx: &mut Context<Self>) -> Addr<TtsStream> {
+        let (voice_id, language) = self
+            .profile
+            .as_ref()
+            .map(|p| (p.voice_id.clone(), p.language.clone()))
+            .unwrap_or_default();
+        let codec = self
+            .voice
+            .as_ref()
+            .and_then(|v| v.codec)
+            .unwrap_or(Codec::Pcmu);
+        TtsStream::new(
+            self.deps.cartesia.clone(),
+            codec,
+            voice_id,
+            language,
+            ctx.address().recipient(),
+            self.deps.voice_metrics.clone(),
+        )
+        .start()
     }
 
     /// Closes the sub-actors and the socket (the call is over).
@@ -237,8 +270,8 @@ mod tests {
     use super::*;
 
     fn voice() -> Voice {
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        Voice::new(MediaLink::new(tx))
+        let dropped = prometheus::IntCounter::new("dropped", "test").expect("counter");
+        Voice::new(MediaLink::bounded(8, dropped).0)
     }
 
     #[test]

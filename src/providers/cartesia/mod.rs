@@ -19,6 +19,7 @@ pub use messages::{
 
 use crate::config::{CartesiaSettings, Secret};
 use crate::domain::audio::Codec;
+use crate::providers::breaker::{guarded, Breaker};
 use crate::providers::ws::{
     self, WsClose, WsConnection, WsEvents, WsOptions, WsProtocol, WsSender,
 };
@@ -65,6 +66,7 @@ pub struct CartesiaClient {
     language: String,
     max_buffer_delay_ms: u32,
     options: WsOptions,
+    breaker: Option<Breaker>,
 }
 
 impl CartesiaClient {
@@ -81,7 +83,14 @@ impl CartesiaClient {
                 connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
                 ..WsOptions::default()
             },
+            breaker: None,
         }
+    }
+
+    /// Sockets open only while `breaker` allows, and each attempt counts on it.
+    pub fn with_breaker(mut self, breaker: Breaker) -> Self {
+        self.breaker = Some(breaker);
+        self
     }
 
     /// Overrides queue sizes and timeouts.
@@ -132,7 +141,8 @@ impl CartesiaClient {
         if !self.api_key.is_empty() {
             request = request.header("X-API-Key", self.api_key.expose());
         }
-        ws::open::<Cartesia>(request, self.options, "x-request-id").await
+        let open = ws::open::<Cartesia>(request, self.options, "x-request-id");
+        guarded(self.breaker.as_ref(), "cartesia", open).await
     }
 }
 

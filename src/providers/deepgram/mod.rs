@@ -16,6 +16,7 @@ pub use messages::{
 
 use crate::config::{DeepgramSettings, Secret};
 use crate::domain::audio::{Codec, SAMPLE_RATE};
+use crate::providers::breaker::{guarded, Breaker};
 use crate::providers::ws::{
     self, WsClose, WsConnection, WsEvents, WsOptions, WsProtocol, WsSender,
 };
@@ -216,6 +217,7 @@ pub struct DeepgramClient {
     base_url: String,
     api_key: Secret,
     options: WsOptions,
+    breaker: Option<Breaker>,
 }
 
 impl DeepgramClient {
@@ -227,7 +229,14 @@ impl DeepgramClient {
                 connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
                 ..WsOptions::default()
             },
+            breaker: None,
         }
+    }
+
+    /// Sockets open only while `breaker` allows, and each attempt counts on it.
+    pub fn with_breaker(mut self, breaker: Breaker) -> Self {
+        self.breaker = Some(breaker);
+        self
     }
 
     /// Overrides queue sizes and timeouts.
@@ -251,7 +260,8 @@ impl DeepgramClient {
         if !self.api_key.is_empty() {
             request = request.header("Authorization", format!("Token {}", self.api_key.expose()));
         }
-        ws::open::<Deepgram>(request, self.options, "dg-request-id").await
+        let open = ws::open::<Deepgram>(request, self.options, "dg-request-id");
+        guarded(self.breaker.as_ref(), "deepgram", open).await
     }
 }
 
@@ -293,6 +303,7 @@ mod tests {
             utterance_end_ms: 1000,
             connect_timeout_ms: 5000,
             keepalive_interval_ms: 4000,
+            replay_buffer_ms: 120_000,
         }
     }
 

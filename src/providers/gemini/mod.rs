@@ -10,6 +10,7 @@ pub mod messages;
 
 use crate::config::{is_loopback_url, GeminiSettings, Secret};
 use crate::domain::embedding::{Embedding, EMBEDDING_DIMS};
+use crate::providers::breaker::{guarded, Breaker};
 use crate::providers::{http, ProviderError};
 use messages::{
     BatchEmbedContentsRequest, BatchEmbedContentsResponse, Content, EmbedContentRequest,
@@ -34,6 +35,7 @@ pub struct GeminiClient {
     model: String,
     request_timeout: Duration,
     batch_size: usize,
+    breaker: Option<Breaker>,
 }
 
 impl GeminiClient {
@@ -44,7 +46,14 @@ impl GeminiClient {
             model: settings.model.trim_start_matches("models/").to_owned(),
             request_timeout: Duration::from_millis(settings.request_timeout_ms),
             batch_size: settings.batch_size.clamp(1, MAX_BATCH),
+            breaker: None,
         }
+    }
+
+    /// Requests go out only while `breaker` allows, and each one counts on it.
+    pub fn with_breaker(mut self, breaker: Breaker) -> Self {
+        self.breaker = Some(breaker);
+        self
     }
 
     /// The model name stored beside each vector it makes.
@@ -165,12 +174,15 @@ impl GeminiClient {
                 .await
                 .map_err(|e| protocol(format!("unreadable answer: {e}")))
         };
-        actix_web::rt::time::timeout(self.request_timeout, call)
-            .await
-            .map_err(|_| ProviderError::Timeout {
-                provider: PROVIDER,
-                after: self.request_timeout,
-            })?
+        let bounded = async {
+            actix_web::rt::time::timeout(self.request_timeout, call)
+                .await
+                .map_err(|_| ProviderError::Timeout {
+                    provider: PROVIDER,
+                    after: self.request_timeout,
+                })?
+        };
+        guarded(self.breaker.as_ref(), PROVIDER, bounded).await
     }
 }
 

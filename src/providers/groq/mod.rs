@@ -16,6 +16,7 @@ pub mod sse;
 pub use messages::{ChatCompletion, ChatMessage, ChatRequest, ResponseFormat, Role};
 
 use crate::config::{GroqSettings, Secret};
+use crate::providers::breaker::{guarded, Breaker};
 use crate::providers::{http, ProviderError};
 use futures_util::stream::LocalBoxStream;
 use futures_util::StreamExt;
@@ -43,6 +44,7 @@ pub struct GroqClient {
     max_completion_tokens: u32,
     request_timeout: Duration,
     stream_idle_timeout: Duration,
+    breaker: Option<Breaker>,
 }
 
 impl GroqClient {
@@ -58,6 +60,26 @@ impl GroqClient {
             max_completion_tokens: settings.max_completion_tokens,
             request_timeout: Duration::from_millis(settings.request_timeout_ms),
             stream_idle_timeout: Duration::from_millis(settings.stream_idle_timeout_ms),
+            breaker: None,
+        }
+    }
+
+    /// Requests go out only while `breaker` allows, and each one counts on it (a stream counts
+    /// as a success once its response head arrived).
+    pub fn with_breaker(mut self, breaker: Breaker) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// The same client for another model, at another OpenAI-compatible base URL and key
+    /// (the fallback model). Keeps the timeouts; takes no breaker of its own.
+    pub fn for_model(&self, base_url: &str, api_key: &Secret, model: &str) -> Self {
+        Self {
+            endpoint: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            api_key: api_key.clone(),
+            model: model.to_owned(),
+            breaker: None,
+            ..self.clone()
         }
     }
 
@@ -102,9 +124,12 @@ impl GroqClient {
                     message: format!("unreadable answer: {e}"),
                 })
         };
-        actix_web::rt::time::timeout(self.request_timeout, call)
-            .await
-            .map_err(|_| self.timeout())?
+        let bounded = async {
+            actix_web::rt::time::timeout(self.request_timeout, call)
+                .await
+                .map_err(|_| self.timeout())?
+        };
+        guarded(self.breaker.as_ref(), PROVIDER, bounded).await
     }
 
     /// A JSON-mode answer (`response_format: json_object`) parsed into `T`. The prompt must ask
@@ -131,9 +156,12 @@ impl GroqClient {
             stream: true,
             ..request
         };
-        let response = actix_web::rt::time::timeout(self.request_timeout, self.send(&request))
-            .await
-            .map_err(|_| self.timeout())??;
+        let head = async {
+            actix_web::rt::time::timeout(self.request_timeout, self.send(&request))
+                .await
+                .map_err(|_| self.timeout())?
+        };
+        let response = guarded(self.breaker.as_ref(), PROVIDER, head).await?;
         let state = TokenState {
             body: response,
             parser: SseParser::new(),

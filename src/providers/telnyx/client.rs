@@ -7,6 +7,7 @@
 //! awc client per thread. The futures it returns are `!Send`: run them on an actix arbiter.
 
 use crate::config::{Secret, TelnyxSettings};
+use crate::providers::breaker::Breaker;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use futures_util::future::LocalBoxFuture;
@@ -43,6 +44,9 @@ pub enum TelnyxError {
     /// The request could not be sent or the answer could not be read.
     #[error("transport error talking to Telnyx: {0}")]
     Transport(String),
+    /// Not sent: Telnyx's circuit breaker is open (its API failed repeatedly just now).
+    #[error("Telnyx circuit breaker is open")]
+    CircuitOpen,
 }
 
 impl TelnyxError {
@@ -51,7 +55,20 @@ impl TelnyxError {
         match self {
             TelnyxError::Rejected { status, .. } => *status >= 500,
             TelnyxError::Timeout => true,
-            TelnyxError::CallEnded | TelnyxError::Unauthorized | TelnyxError::Transport(_) => false,
+            TelnyxError::CallEnded
+            | TelnyxError::Unauthorized
+            | TelnyxError::Transport(_)
+            | TelnyxError::CircuitOpen => false,
+        }
+    }
+
+    /// Whether Telnyx's circuit breaker counts it: the API was down, slow or refused our key.
+    /// An ended call or a rejected command is an answer, not an outage.
+    fn counts_against_telnyx(&self) -> bool {
+        match self {
+            TelnyxError::Rejected { status, .. } => *status >= 500,
+            TelnyxError::Timeout | TelnyxError::Transport(_) | TelnyxError::Unauthorized => true,
+            TelnyxError::CallEnded | TelnyxError::CircuitOpen => false,
         }
     }
 }
@@ -87,6 +104,18 @@ pub trait CallControl {
         &self,
         call_control_id: &str,
         req: SpeakRequest,
+    ) -> LocalBoxFuture<'_, Result<(), TelnyxError>>;
+    /// Starts Telnyx's own transcription of the caller (the fallback when our STT provider is
+    /// down); transcripts arrive as `call.transcription` webhooks.
+    fn transcription_start(
+        &self,
+        call_control_id: &str,
+        req: TranscriptionRequest,
+    ) -> LocalBoxFuture<'_, Result<(), TelnyxError>>;
+    /// Stops Telnyx's transcription.
+    fn transcription_stop(
+        &self,
+        call_control_id: &str,
     ) -> LocalBoxFuture<'_, Result<(), TelnyxError>>;
     /// Plays an audio file into the call.
     fn playback_start(
@@ -229,6 +258,28 @@ pub struct SpeakRequest {
     pub language: Option<String>,
 }
 
+/// Starting Telnyx transcription.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TranscriptionRequest {
+    /// BCP 47, e.g. `en-US`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// `inbound` (the caller), `outbound` or `both`.
+    pub transcription_tracks: String,
+    pub interim_results: bool,
+}
+
+impl TranscriptionRequest {
+    /// The caller's side, final transcripts only.
+    pub fn caller(language: Option<String>) -> Self {
+        Self {
+            language,
+            transcription_tracks: "inbound".into(),
+            interim_results: false,
+        }
+    }
+}
+
 /// Playing an audio file by URL.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PlaybackRequest {
@@ -260,6 +311,7 @@ impl Default for RecordRequest {
 #[derive(Debug, Clone)]
 pub struct TelnyxClient {
     inner: Arc<ClientSettings>,
+    breaker: Option<Breaker>,
 }
 
 #[derive(Debug)]
@@ -300,7 +352,15 @@ impl TelnyxClient {
                 max_retries: settings.max_retries,
                 retry_backoff: Duration::from_millis(settings.retry_backoff_ms),
             }),
+            breaker: None,
         }
+    }
+
+    /// Commands go out only while `breaker` allows; each command (its retries included)
+    /// counts once on it.
+    pub fn with_breaker(mut self, breaker: Breaker) -> Self {
+        self.breaker = Some(breaker);
+        self
     }
 
     /// Places an outbound call.
@@ -361,6 +421,23 @@ impl TelnyxClient {
     /// Sends one command with its `command_id`, retrying with jittered exponential backoff while
     /// the failure is retryable. Returns the response's `data`.
     async fn send(
+        &self,
+        url: &str,
+        body: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<serde_json::Value, TelnyxError> {
+        if let Some(breaker) = &self.breaker {
+            if !breaker.allows() {
+                return Err(TelnyxError::CircuitOpen);
+            }
+        }
+        let result = self.send_with_retries(url, body).await;
+        if let Some(breaker) = &self.breaker {
+            breaker.record(matches!(&result, Err(e) if e.counts_against_telnyx()));
+        }
+        result
+    }
+
+    async fn send_with_retries(
         &self,
         url: &str,
         mut body: serde_json::Map<String, serde_json::Value>,
@@ -598,6 +675,26 @@ impl CallControl for TelnyxClient {
         req: PlaybackRequest,
     ) -> LocalBoxFuture<'_, Result<(), TelnyxError>> {
         self.boxed_action(call_control_id, "playback_start", req, None)
+    }
+
+    fn transcription_start(
+        &self,
+        call_control_id: &str,
+        req: TranscriptionRequest,
+    ) -> LocalBoxFuture<'_, Result<(), TelnyxError>> {
+        self.boxed_action(call_control_id, "transcription_start", req, None)
+    }
+
+    fn transcription_stop(
+        &self,
+        call_control_id: &str,
+    ) -> LocalBoxFuture<'_, Result<(), TelnyxError>> {
+        self.boxed_action(
+            call_control_id,
+            "transcription_stop",
+            serde_json::json!({}),
+            None,
+        )
     }
 
     fn streaming_start(

@@ -10,7 +10,7 @@ pub mod webhook;
 pub use client::{
     AnswerRequest, BidirectionalMode, CallControl, DialRequest, DialResponse, PlaybackRequest,
     RecordRequest, RejectCause, SpeakRequest, StreamCodec, StreamSettings, StreamTrack,
-    TelnyxClient, TelnyxError, TransferRequest,
+    TelnyxClient, TelnyxError, TranscriptionRequest, TransferRequest,
 };
 pub use webhook::{
     sign_webhook, verify_signature, CallPayload, SignatureError, TelnyxEventKind, WebhookEnvelope,

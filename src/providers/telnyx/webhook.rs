@@ -211,6 +211,9 @@ pub struct CallPayload {
     /// `streaming.failed`.
     #[serde(default)]
     pub failure_reason: Option<String>,
+    /// `call.transcription`: what Telnyx heard the caller say.
+    #[serde(default)]
+    pub transcription_data: Option<TranscriptionData>,
     /// `call.recording.saved` (links valid for 10 minutes).
     #[serde(default)]
     pub recording_urls: Option<RecordingUrls>,
@@ -239,6 +242,17 @@ impl CallPayload {
     }
 }
 
+/// The transcript of `call.transcription`; a caller turn is its final transcripts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptionData {
+    #[serde(default)]
+    pub transcript: String,
+    #[serde(default)]
+    pub is_final: bool,
+    #[serde(default)]
+    pub confidence: Option<f64>,
+}
+
 /// Recording links of `call.recording.saved`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordingUrls {
@@ -265,11 +279,13 @@ pub enum TelnyxEventKind {
     SpeakEnded,
     PlaybackStarted,
     PlaybackEnded,
+    /// A transcript of the caller from Telnyx's own STT (after `transcription_start`).
+    Transcription,
     Other(String),
 }
 
 impl TelnyxEventKind {
-    const KNOWN: [(&'static str, TelnyxEventKind); 14] = [
+    const KNOWN: [(&'static str, TelnyxEventKind); 15] = [
         ("call.initiated", Self::CallInitiated),
         ("call.answered", Self::CallAnswered),
         ("call.hangup", Self::CallHangup),
@@ -285,6 +301,7 @@ impl TelnyxEventKind {
         ("call.speak.ended", Self::SpeakEnded),
         ("call.playback.started", Self::PlaybackStarted),
         ("call.playback.ended", Self::PlaybackEnded),
+        ("call.transcription", Self::Transcription),
     ];
 
     /// Maps a wire `event_type` to its kind.

@@ -42,6 +42,19 @@ pub struct SimCallInfo {
     pub hangup_source: Option<String>,
     /// Where the call was transferred to.
     pub transferred_to: Option<String>,
+    /// What Telnyx `speak` said into the call, in order: what the caller heard from Telnyx's
+    /// own voice.
+    pub spoken: Vec<SpokenText>,
+    /// Telnyx transcription is running (between `transcription_start` and `_stop` or hang-up).
+    pub transcribing: bool,
+}
+
+/// One `speak` command as the caller heard it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpokenText {
+    pub text: String,
+    pub voice: String,
+    pub language: Option<String>,
 }
 
 #[derive(Default)]
@@ -50,6 +63,9 @@ pub(crate) struct SimState {
     pub commands: Vec<RecordedCommand>,
     pub deliveries: Vec<DeliveredWebhook>,
     pub faults: Faults,
+    /// What callers say when Telnyx transcribes them: each `transcription_start` sends these as
+    /// final `call.transcription` webhooks, one per `transcription_gap_ms`.
+    pub transcripts: Vec<String>,
     /// `(call_control_id or "dial", command_id)` of commands already run, with their answer's
     /// `data`: Telnyx runs a repeated `command_id` once.
     pub executed: HashMap<(String, String), Value>,
@@ -115,6 +131,7 @@ impl SimCall {
 
     /// Ends the call: stream and recording close first, as on Telnyx, then `call.hangup`.
     fn end(&mut self, cause: &str, source: &str) {
+        self.info.transcribing = false;
         if let Some(url) = self.info.stream_url.take() {
             self.emit("streaming.stopped", json!({ "stream_url": url }));
         }
@@ -222,6 +239,11 @@ enum Timer {
         call_control_id: String,
         event: &'static str,
     },
+    /// The caller finished a sentence Telnyx transcribes.
+    Transcript {
+        call_control_id: String,
+        text: String,
+    },
 }
 
 impl After {
@@ -282,6 +304,23 @@ fn fire(inner: &Arc<Inner>, timer: Timer) {
                     }
                 }
             }
+            Timer::Transcript {
+                call_control_id,
+                text,
+            } => {
+                if let Some(call) = state.calls.get(&call_control_id) {
+                    if call.is_live() && call.info.transcribing {
+                        call.emit(
+                            "call.transcription",
+                            json!({ "transcription_data": {
+                                "transcript": text,
+                                "is_final": true,
+                                "confidence": 0.93,
+                            }}),
+                        );
+                    }
+                }
+            }
         }
     }
     after.run(inner);
@@ -334,6 +373,8 @@ fn new_call(
             hangup_cause: None,
             hangup_source: None,
             transferred_to: None,
+            spoken: Vec::new(),
+            transcribing: false,
         },
         connection_id: connection_id.to_owned(),
         client_state: None,
@@ -450,6 +491,7 @@ pub(crate) fn action(
     body: &Map<String, Value>,
     after: &mut After,
 ) -> Result<Value, SimError> {
+    let state_transcripts = state.transcripts.clone();
     let call = state
         .calls
         .get_mut(call_control_id)
@@ -539,6 +581,13 @@ pub(crate) fn action(
             if field(required).is_none() && (action == "speak" || field("media_name").is_none()) {
                 return Err(SimError::invalid(format!("{required} is required")));
             }
+            if action == "speak" {
+                call.info.spoken.push(SpokenText {
+                    text: field("payload").unwrap_or_default(),
+                    voice: field("voice").unwrap_or_default(),
+                    language: field("language"),
+                });
+            }
             call.emit(started, json!({}));
             after.timers.push((
                 media_delay,
@@ -557,6 +606,25 @@ pub(crate) fn action(
             after.stream = Some(stream_started(call, &url));
             call.emit("streaming.started", json!({ "stream_url": url }));
         }
+        "transcription_start" => {
+            if !answered {
+                return Err(SimError::invalid(
+                    "only an answered call can be transcribed",
+                ));
+            }
+            call.info.transcribing = true;
+            let gap = Duration::from_millis(inner.config.transcription_gap_ms);
+            for (n, text) in (1u32..).zip(state_transcripts.iter()) {
+                after.timers.push((
+                    gap * n,
+                    Timer::Transcript {
+                        call_control_id: call_control_id.to_owned(),
+                        text: text.clone(),
+                    },
+                ));
+            }
+        }
+        "transcription_stop" => call.info.transcribing = false,
         "streaming_stop" => {
             if let Some(url) = call.info.stream_url.take() {
                 call.emit("streaming.stopped", json!({ "stream_url": url }));

@@ -20,7 +20,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-pub use calls::{SimCallInfo, SimCallState};
+pub use calls::{SimCallInfo, SimCallState, SpokenText};
 
 /// Called when a simulated call starts streaming media: the extension point where a simulated
 /// caller connects to `stream_url` and talks like Telnyx does. Runs on a server thread; keep it
@@ -62,6 +62,9 @@ pub struct TelnyxSimConfig {
     pub answer_delay_ms: u64,
     /// How long `speak` and `playback_start` "play" before their `.ended` event.
     pub media_duration_ms: u64,
+    /// After `transcription_start`, the pause before each scripted caller sentence arrives as a
+    /// `call.transcription` webhook (see [`TelnyxSimHandle::set_transcripts`]).
+    pub transcription_gap_ms: u64,
     /// `result` of `call.machine.detection.ended` for dials that asked for detection.
     pub amd_result: String,
     /// Delivery attempts per webhook (the first included) while the receiver answers non-2xx.
@@ -85,6 +88,7 @@ impl Default for TelnyxSimConfig {
             connection_id: "iace-dev-connection".into(),
             answer_delay_ms: 200,
             media_duration_ms: 100,
+            transcription_gap_ms: 1500,
             amd_result: "human".into(),
             webhook_attempts: 3,
             webhook_retry_backoff_ms: 100,
@@ -113,6 +117,9 @@ impl fmt::Debug for TelnyxSimConfig {
 pub struct Faults {
     /// The next N authenticated commands answer 503 without running.
     pub fail_next_commands_with_5xx: u32,
+    /// Commands with these action names (`speak`, `transcription_start`, ...) answer 503
+    /// without running, until the faults are replaced.
+    pub refuse_actions: Vec<String>,
     /// Every command waits this long before it runs and answers (client timeouts).
     pub command_delay_ms: u64,
     /// Every webhook is delivered twice (same `data.id`).
@@ -276,6 +283,12 @@ impl TelnyxSimHandle {
     /// Replaces the active faults.
     pub fn set_faults(&self, faults: Faults) {
         self.inner.lock().faults = faults;
+    }
+
+    /// What callers say when the engine falls back to Telnyx transcription: each later
+    /// `transcription_start` sends these sentences as final `call.transcription` webhooks.
+    pub fn set_transcripts(&self, sentences: Vec<String>) {
+        self.inner.lock().transcripts = sentences;
     }
 
     /// A simulated caller dials `to` (one of our numbers): sends `call.initiated` (incoming,

@@ -116,6 +116,8 @@ async fn run_command(
         let result = if state.faults.fail_next_commands_with_5xx > 0 {
             state.faults.fail_next_commands_with_5xx -= 1;
             Err(SimError::unavailable())
+        } else if state.faults.refuse_actions.iter().any(|a| a == action) {
+            Err(SimError::unavailable())
         } else if let Some(done) = dedupe_key.as_ref().and_then(|k| state.executed.get(k)) {
             // Telnyx ignores a repeated command_id: answer as before, run nothing.
             Ok(done.clone())

@@ -1,0 +1,41 @@
+//! Metric families of the providers' circuit breakers: `iace_circuit_breaker_state{provider}`
+//! (0 closed, 1 open, 2 half-open) and `iace_circuit_breaker_trips_total{provider}`.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// The two families, registered once per application registry.
+#[derive(Clone)]
+pub struct BreakerMetrics {
+    state: IntGaugeVec,
+    trips: IntCounterVec,
+}
+
+impl BreakerMetrics {
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let state = IntGaugeVec::new(
+            Opts::new(
+                "circuit_breaker_state",
+                "Circuit breaker per provider: 0 closed, 1 open, 2 half-open",
+            ),
+            &["provider"],
+        )?;
+        let trips = IntCounterVec::new(
+            Opts::new(
+                "circuit_breaker_trips_total",
+                "Times a provider's circuit breaker opened (a failed half-open probe included)",
+            ),
+            &["provider"],
+        )?;
+        registry.register(Box::new(state.clone()))?;
+        registry.register(Box::new(trips.clone()))?;
+        Ok(Self { state, trips })
+    }
+
+    /// The state gauge and the trip counter of one provider.
+    pub fn for_provider(&self, provider: &str) -> (IntGauge, IntCounter) {
+        (
+            self.state.with_label_values(&[provider]),
+            self.trips.with_label_values(&[provider]),
+        )
+    }
+}

@@ -1,0 +1,87 @@
+//! The directory and the call leases against the real Redis: a lease is renewed and released
+//! only by its holder; an instance that stops beating drops out of the directory.
+
+use crate::helpers::test_settings;
+use iace::cluster::{Directory, InstanceInfo, Leases};
+use iace::domain::call::CallId;
+use std::time::Duration;
+
+fn pool() -> iace::store::RedisPool {
+    iace::store::pool::redis_pool(&test_settings().redis).expect("redis pool")
+}
+
+fn prefix() -> String {
+    format!("iace-test:{}", uuid::Uuid::new_v4().simple())
+}
+
+#[actix_web::test]
+async fn a_call_lease_is_held_renewed_and_released_only_by_its_owner() {
+    let leases = Leases::new(pool(), &prefix(), 300);
+    let call = CallId::new();
+    assert!(leases.acquire(call, "a").await.unwrap());
+    assert!(leases.acquire(call, "a").await.unwrap(), "the holder again");
+    assert!(
+        !leases.acquire(call, "b").await.unwrap(),
+        "not another instance"
+    );
+    assert_eq!(leases.owner(call).await.unwrap().as_deref(), Some("a"));
+    assert!(
+        !leases.release(call, "b").await.unwrap(),
+        "compare-and-delete"
+    );
+    assert_eq!(leases.renew(&[call], "b").await.unwrap(), 0);
+    // Renewed by its holder, the lease outlives its first time-to-live.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(leases.renew(&[call], "a").await.unwrap(), 1);
+    }
+    assert_eq!(leases.owner(call).await.unwrap().as_deref(), Some("a"));
+    assert!(leases.release(call, "a").await.unwrap());
+    assert_eq!(leases.owner(call).await.unwrap(), None);
+    // A take-over is claimed once.
+    assert!(leases.claim_takeover(call, "b").await.unwrap());
+    assert!(!leases.claim_takeover(call, "c").await.unwrap());
+}
+
+#[actix_web::test]
+async fn an_instance_that_stops_beating_drops_out_of_the_directory() {
+    let directory = Directory::new(pool(), &prefix(), 400);
+    let info = |id: &str| InstanceInfo {
+        id: id.into(),
+        region: "local".into(),
+        private_url: "http://127.0.0.1:1".into(),
+        public_url: "http://127.0.0.1:1".into(),
+        live_calls: 1,
+        capacity: 5,
+        draining: false,
+        cpu_hot: false,
+        beat_at_ms: 0,
+    };
+    directory.beat(&info("a")).await.unwrap();
+    directory.beat(&info("b")).await.unwrap();
+    let mut ids: Vec<String> = directory
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "b"]);
+    // "b" keeps beating, "a" stops.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        directory.beat(&info("b")).await.unwrap();
+    }
+    let ids: Vec<String> = directory
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(ids, ["b"]);
+    assert_eq!(directory.get("a").await.unwrap(), None);
+    directory.leave("b").await.unwrap();
+    assert!(directory.list().await.unwrap().is_empty());
+}

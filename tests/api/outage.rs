@@ -1,0 +1,179 @@
+//! Outside dependencies going away under live calls: the database (a private Postgres stopped
+//! and started again) and Redis (a private redis-server stopped mid-call).
+
+use crate::conversation::utterances as utterances_of;
+use crate::helpers::{free_port, spawn_voice_app, wait_until, TestApp, VoiceSetup};
+use crate::services::{PrivatePostgres, PrivateRedis};
+use iace::config::Secret;
+use iace::sim::caller::{CallerScript, CallerScripts};
+use iace::sim::groq::GroqSimConfig;
+use serde_json::Value;
+use std::time::Duration;
+
+const NUMBER: &str = "+15550900001";
+
+async fn readiness(app: &TestApp) -> Value {
+    app.get("/health/ready").await.json().await.unwrap()
+}
+
+/// A caller who keeps talking for about `turns` exchanges, a few seconds apart.
+fn chatty_caller(turns: usize) -> CallerScript {
+    let mut script = CallerScript::new().wait_for_agent(10_000);
+    for n in 0..turns {
+        script = script
+            .say(format!("This is sentence number {n} about my internet."))
+            .wait_for_agent(10_000)
+            .silence(2_000);
+    }
+    script.hang_up()
+}
+
+#[actix_web::test]
+async fn postgres_stopped_for_30_s_under_20_live_calls_loses_no_row_and_keeps_their_order() {
+    const CALLS: usize = 20;
+    let pg = PrivatePostgres::start(None);
+    let db_url = pg.migrated_database("iace_outage");
+    let setup = VoiceSetup {
+        groq: GroqSimConfig {
+            time_to_first_token: Duration::from_millis(50),
+            ..GroqSimConfig::default()
+        },
+        ..VoiceSetup::new(CallerScripts::new(chatty_caller(8)))
+    };
+    let app = spawn_voice_app(setup, |s| {
+        s.database.url = Secret::new(db_url);
+        s.database.pool_timeout_ms = 1000;
+        // A small memory buffer, so the outage must spill to the file.
+        s.recorder.buffer_max_writes = 20;
+        s.recorder.retry_backoff_max_ms = 500;
+        s.calls.no_media_timeout_secs = 120;
+    })
+    .await;
+    // The Deepgram simulator hears one script for all its sockets, in order: every caller's
+    // sentences, as many times as there are callers.
+    let sentences = chatty_caller(8).utterances();
+    let heard = sentences
+        .iter()
+        .flat_map(|s| std::iter::repeat_n(s.clone(), CALLS))
+        .collect();
+    app.voice.as_ref().unwrap().deepgram.set_script(heard);
+    let t = app.create_tenant(NUMBER).await;
+    let mut calls = Vec::new();
+    for n in 0..CALLS {
+        let ccid = app
+            .telnyx
+            .place_inbound_call(&format!("+1555999{n:04}"), NUMBER);
+        calls.push(ccid);
+    }
+    let mut ids = Vec::new();
+    for ccid in &calls {
+        let id = app.call_id_for(&t, ccid).await;
+        app.wait_for_status(&t, id, "streaming").await;
+        ids.push(id);
+    }
+
+    // Mid-conversation: the database goes away for 30 s.
+    pg.stop();
+    let spill = std::path::PathBuf::from(&app.settings.recorder.spill_file);
+    let mut spilled_bytes = 0;
+    let outage_end = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut saw_not_ready = false;
+    while tokio::time::Instant::now() < outage_end {
+        let body = readiness(&app).await;
+        saw_not_ready |= body["checks"]["database"] == false;
+        spilled_bytes = spilled_bytes.max(std::fs::metadata(&spill).map_or(0, |m| m.len()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(saw_not_ready, "readiness reported database:false");
+    assert!(
+        spilled_bytes > 0,
+        "writes past the buffer went to {spill:?}"
+    );
+    pg.start_again();
+
+    // The callers finish their scripts; the calls went on all along.
+    let voice = app.voice.as_ref().unwrap();
+    let outcomes = voice
+        .callers
+        .wait_for_outcomes(CALLS, Duration::from_secs(120))
+        .await;
+    for outcome in &outcomes {
+        let report = outcome.as_ref().expect("caller finished its script");
+        let answered = report.turn_latencies_ms().iter().flatten().count();
+        assert!(answered >= 8, "every turn answered: {}", report.summary());
+    }
+    for ccid in &calls {
+        app.telnyx.caller_hangs_up(ccid);
+    }
+    for id in &ids {
+        app.wait_for_status(&t, *id, "ended").await;
+    }
+    app.state
+        .recorder
+        .send(iace::actors::recorder::Flush)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::metadata(&spill).map_or(0, |m| m.len()), 0);
+
+    for id in &ids {
+        let (_, call) = app.get_json(&t.token, &format!("/api/v1/calls/{id}")).await;
+        let utterances = call["utterances"].as_array().unwrap();
+        let seqs: Vec<i64> = utterances
+            .iter()
+            .map(|u| u["seq"].as_i64().unwrap())
+            .collect();
+        // Greeting + 8 caller sentences + 8 replies, numbered without a gap.
+        assert!(seqs.len() >= 17, "{call}");
+        assert_eq!(
+            seqs,
+            (seqs[0]..seqs[0] + seqs.len() as i64).collect::<Vec<_>>(),
+            "no utterance lost: {call}"
+        );
+        let callers = utterances
+            .iter()
+            .filter(|u| u["speaker"] == "caller")
+            .count();
+        assert_eq!(callers, 8, "{call}");
+        // Written in the order they were made: each starts no earlier than the one before.
+        let starts: Vec<i64> = utterances
+            .iter()
+            .map(|u| u["started_ms"].as_i64().unwrap())
+            .collect();
+        assert!(starts.windows(2).all(|w| w[0] <= w[1]), "{starts:?}");
+    }
+    assert_eq!(readiness(&app).await["checks"]["database"], true);
+}
+
+#[actix_web::test]
+async fn redis_stopped_mid_call_leaves_the_call_going_and_recorded() {
+    let port = free_port();
+    let redis = PrivateRedis::start(port);
+    let setup = VoiceSetup::new(CallerScripts::new(chatty_caller(3)));
+    let app = spawn_voice_app(setup, |s| {
+        s.redis.url = Secret::new(format!("redis://127.0.0.1:{port}"));
+    })
+    .await;
+    let t = app.create_tenant(NUMBER).await;
+    let ccid = app.telnyx.place_inbound_call("+15559990001", NUMBER);
+    let id = app.call_id_for(&t, &ccid).await;
+    app.wait_for_status(&t, id, "streaming").await;
+    drop(redis);
+    wait_until(
+        Duration::from_secs(5),
+        "readiness to see redis gone",
+        || async { (readiness(&app).await["checks"]["redis"] == false).then_some(()) },
+    )
+    .await;
+    let voice = app.voice.as_ref().unwrap();
+    let outcomes = voice
+        .callers
+        .wait_for_outcomes(1, Duration::from_secs(90))
+        .await;
+    let report = outcomes[0].as_ref().expect("caller finished");
+    let answered = report.turn_latencies_ms().iter().flatten().count();
+    assert_eq!(answered, 3, "{}", report.summary());
+    app.telnyx.caller_hangs_up(&ccid);
+    app.wait_for_status(&t, id, "ended").await;
+    let call = app.recorded_call(&t, id).await;
+    assert_eq!(utterances_of(&call, "caller").len(), 3, "{call}");
+}
