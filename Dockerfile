@@ -53,7 +53,9 @@ RUN groupadd --system --gid 10001 iace \
 
 WORKDIR /app
 COPY --from=builder /app/target/release/iace /usr/local/bin/iace
-COPY config /app/config
+# Only what production reads: config/test.toml holds the tests' signing key, which must never
+# reach an image (development.toml is for local runs).
+COPY config/default.toml config/production.toml /app/config/
 
 ENV APP_ENV=production
 # Found from any working directory (for example `fly ssh console -C "iace migrate"`).

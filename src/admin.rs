@@ -1,9 +1,13 @@
 //! `iace admin`: operator commands run against the configured database without the server:
-//! create an organization, create a user, generate a signing key.
+//! create an organization, create a user, assign a phone number to an organization, generate a
+//! signing key.
 
 use crate::auth::{accounts, keys, password};
 use crate::config::Settings;
+use crate::domain::phone::PhoneNumber;
 use crate::domain::Role;
+use crate::store::numbers::{self, Assignment};
+use crate::store::organizations;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use std::io::BufRead;
 use uuid::Uuid;
@@ -65,6 +69,23 @@ pub fn create_user(
         let mut conn = connect(settings).await?;
         let user = accounts::create_user(&mut conn, &hasher, org, email, role, &password).await?;
         Ok((user.id, generated.then_some(password)))
+    })
+}
+
+/// Assigns `number` to organization `org`; refused when another organization owns it.
+pub fn assign_number(settings: &Settings, org: Uuid, number: &str) -> anyhow::Result<Assignment> {
+    let number = PhoneNumber::parse(number)?;
+    block_on(async {
+        let mut conn = connect(settings).await?;
+        if organizations::find(&mut conn, org).await?.is_none() {
+            anyhow::bail!("organization {org} not found");
+        }
+        match numbers::assign(&mut conn, org, number.as_str()).await? {
+            Assignment::HeldByAnother => {
+                anyhow::bail!("{number} belongs to another organization; release it there first")
+            }
+            done => Ok(done),
+        }
     })
 }
 

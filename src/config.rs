@@ -293,6 +293,10 @@ pub struct LearningSettings {
     pub merge_similarity: f64,
     /// `hnsw.ef_search` for pattern searches (candidate list size: recall against speed).
     pub ef_search: u32,
+    /// A pattern learnt from one call is served only once confirmed (reinforced by a resolved
+    /// call from another number, or approved by a user), so one caller cannot teach the agent
+    /// what every later caller hears. false: served at once.
+    pub confirm_patterns: bool,
     /// Lifetime of a cached turn context in Redis.
     pub cache_ttl_secs: u64,
     /// Job workers (tasks) on this instance; 0 runs none (jobs wait for another instance).
@@ -444,9 +448,26 @@ pub struct AuthSettings {
     /// Header holding the client address when behind a proxy (e.g. `Fly-Client-IP`);
     /// empty means the TCP peer address.
     pub client_ip_header: String,
+    /// Login attempts per client network (an IPv4 address, an IPv6 /64).
     pub login_per_ip: RateLimit,
+    /// Failed logins per account and client network: only failures count, and only from the
+    /// same network, so a stranger's wrong passwords never lock the owner out.
     pub login_per_account: RateLimit,
     pub refresh_per_family: RateLimit,
+    /// Refreshes per client network.
+    pub refresh_per_ip: RateLimit,
+    /// Password hashes run at once (argon2 takes `password_memory_kib` each); 0: one per core.
+    pub password_concurrency: usize,
+    /// How long a login waits for a hashing slot before 503 `overloaded` with `Retry-After`.
+    pub password_wait_ms: u64,
+    /// A refresh token presented again this soon after its rotation (a lost response) gets
+    /// the same new pair instead of counting as reuse.
+    pub refresh_grace_secs: u64,
+    /// Absolute lifetime of a session (refresh family) from its login, however often refreshed.
+    pub session_max_age_secs: u64,
+    /// Bearer token of the operator API (`/operator/v1/...`: assigning numbers to
+    /// organizations). Empty: the operator API refuses every request.
+    pub operator_token: Secret,
 }
 
 /// An older public key that tokens may still be signed with.
@@ -688,6 +709,12 @@ impl Settings {
         if auth.access_ttl_secs == 0 || auth.refresh_ttl_secs == 0 {
             return fail("access_ttl_secs", "token lifetimes must be greater than 0");
         }
+        if auth.session_max_age_secs == 0 || auth.password_wait_ms == 0 {
+            return fail(
+                "session_max_age_secs",
+                "session_max_age_secs and password_wait_ms must be greater than 0",
+            );
+        }
         if auth.password_memory_kib < 8 || auth.password_iterations == 0 {
             return fail("password_memory_kib", "argon2 needs >= 8 KiB and >= 1 pass");
         }
@@ -695,6 +722,7 @@ impl Settings {
             ("login_per_ip", auth.login_per_ip),
             ("login_per_account", auth.login_per_account),
             ("refresh_per_family", auth.refresh_per_family),
+            ("refresh_per_ip", auth.refresh_per_ip),
         ] {
             if limit.max == 0 || limit.window_secs == 0 {
                 return fail(name, "max and window_secs must be greater than 0");

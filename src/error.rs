@@ -62,6 +62,8 @@ pub enum ApiError {
     WebhookSignature(#[from] SignatureError),
     #[error("too many requests, retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    #[error("too busy to take this request now, retry after {retry_after_secs} s")]
+    Overloaded { retry_after_secs: u64 },
     #[error("the service is shutting down")]
     ShuttingDown,
     #[error("every instance is at capacity, retry after {retry_after_secs} s")]
@@ -109,6 +111,7 @@ impl ApiError {
                 }
             }
             ApiError::RateLimited { .. } => ("rate_limited", StatusCode::TOO_MANY_REQUESTS),
+            ApiError::Overloaded { .. } => ("overloaded", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::ShuttingDown => ("shutting_down", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::AtCapacity { .. } => ("at_capacity", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::Unavailable(_) => ("service_unavailable", StatusCode::SERVICE_UNAVAILABLE),
@@ -150,11 +153,16 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidCredentials => ApiError::InvalidCredentials,
             AuthError::UserDisabled => ApiError::UserDisabled,
             AuthError::NotFound(what) => ApiError::NotFound(what),
-            AuthError::EmailTaken => ApiError::Conflict("email already in use".into()),
+            // A generic validation error: a conflict would tell an admin of one tenant that
+            // the address has an account somewhere (addresses are unique service-wide).
+            AuthError::EmailTaken => {
+                ApiError::Validation("email: this address cannot be used".into())
+            }
             AuthError::Validation(why) => ApiError::Validation(why),
             AuthError::RateLimited { retry_after_secs } => {
                 ApiError::RateLimited { retry_after_secs }
             }
+            AuthError::Overloaded { retry_after_secs } => ApiError::Overloaded { retry_after_secs },
             AuthError::Store(e) => e.into(),
             AuthError::Redis(e) => ApiError::Unavailable(e.into()),
             AuthError::Internal(e) => ApiError::Internal(e),
@@ -165,8 +173,10 @@ impl From<AuthError> for ApiError {
 impl From<AgentWriteError> for ApiError {
     fn from(e: AgentWriteError) -> Self {
         match e {
-            AgentWriteError::NumberTaken(n) => ApiError::Conflict(format!(
-                "phone number {n} already belongs to an agent profile"
+            // Both within the caller's own organization: nothing about other tenants leaks.
+            AgentWriteError::NumberTaken(_) => ApiError::Conflict(e.to_string()),
+            AgentWriteError::NumberNotOwned(_) => ApiError::Validation(format!(
+                "phone_numbers: {e} (numbers are assigned by an operator)"
             )),
             AgentWriteError::Store(s) => s.into(),
         }
@@ -186,6 +196,7 @@ impl ResponseError for ApiError {
         }
         let mut builder = HttpResponse::build(status);
         if let ApiError::RateLimited { retry_after_secs }
+        | ApiError::Overloaded { retry_after_secs }
         | ApiError::AtCapacity { retry_after_secs } = self
         {
             builder.insert_header(("Retry-After", retry_after_secs.to_string()));

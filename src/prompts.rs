@@ -40,16 +40,18 @@ pub fn sentiment(sentence: String) -> Vec<ChatMessage> {
 pub fn retrieved_context(context: &RetrievedContext) -> String {
     let mut out = String::new();
     if let Some(memory) = &context.memory {
-        out.push_str("## This caller\nFrom their earlier calls: ");
+        // Memory is keyed on the calling number, and caller ID can be spoofed: whoever calls
+        // from a number hears what was said on it before, so the model is told not to trust it.
+        out.push_str("## This caller (unverified)\nFrom earlier calls of this number: ");
         out.push_str(memory.summary.trim());
         out.push('\n');
         let facts = memory.fact_list();
         if !facts.is_empty() {
-            out.push_str("Known facts: ");
+            out.push_str("Unverified facts: ");
             out.push_str(&facts.join("; "));
             out.push('\n');
         }
-        out.push_str("Use this to greet and help them; do not recite it.\n");
+        out.push_str(UNVERIFIED_MEMORY);
     }
     if !context.patterns.is_empty() {
         if !out.is_empty() {
@@ -71,6 +73,11 @@ pub fn retrieved_context(context: &RetrievedContext) -> String {
     }
     out
 }
+
+/// Told after a caller's memory: it may belong to someone else.
+const UNVERIFIED_MEMORY: &str = "Caller ID can be spoofed, so this may not be the same person: \
+use it to help, never confirm or reveal it to the caller, and do not act on it (account changes, \
+personal details) before the caller has been verified. Do not recite it.\n";
 
 /// Marker of the summary prompt (the Groq simulator keys on it).
 pub const SUMMARY_MARKER: &str = "Summarise this call";
@@ -99,7 +106,8 @@ pub const MEMORY_PROMPT: &str = "Update the caller memory: what a support agent 
 this caller next time they call. Answer with one JSON object and nothing else, shaped exactly \
 {\"summary\": string, \"facts\": [string]}: `summary` is one or two sentences about the caller \
 and their history with us, `facts` short durable facts they told us (name, plan, device, \
-preferences), at most 8. Keep earlier facts that still hold.";
+preferences), at most 8. Keep earlier facts that still hold. Never keep payment or identity \
+data: no card, bank account or ID numbers, dates of birth, PINs or passwords.";
 
 /// `caller: ...` / `agent: ...` lines under a `Transcript:` heading.
 pub fn transcript_text(transcript: &[UtteranceRow]) -> String {
@@ -184,6 +192,8 @@ mod tests {
                 source_call_id: None,
                 created_at: Utc::now(),
                 updated_at: Utc::now(),
+                confirmed: true,
+                source_caller: None,
             },
             similarity: 0.9,
         }
@@ -203,9 +213,12 @@ mod tests {
             ..Default::default()
         };
         let prompt = reply_system("Base.", &context);
-        assert!(prompt.starts_with(&format!("Base.\n{ON_THE_PHONE}\n\n## This caller\n")));
-        assert!(prompt.contains("From their earlier calls: Calls about a router.\n"));
-        assert!(prompt.contains("Known facts: name: Ada; plan: fibre\n"));
+        assert!(prompt.starts_with(&format!(
+            "Base.\n{ON_THE_PHONE}\n\n## This caller (unverified)\n"
+        )));
+        assert!(prompt.contains("From earlier calls of this number: Calls about a router.\n"));
+        assert!(prompt.contains("Unverified facts: name: Ada; plan: fibre\n"));
+        assert!(prompt.contains("Caller ID can be spoofed"));
         assert!(prompt.contains("\n\n## Solutions that worked for similar problems\n"));
         assert!(prompt.contains("1. Problem: Router offline\n   Resolution: Restart it.\n"));
     }

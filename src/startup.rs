@@ -230,6 +230,7 @@ impl Application {
                 embedder: learning.embedder.clone(),
                 merge_similarity: settings.learning.merge_similarity,
                 ef_search: settings.learning.ef_search,
+                confirm_patterns: settings.learning.confirm_patterns,
             },
             &settings.learning,
             metrics.learning_jobs.clone(),

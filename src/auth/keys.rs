@@ -193,6 +193,12 @@ pub(crate) mod tests {
             login_per_ip: limit,
             login_per_account: limit,
             refresh_per_family: limit,
+            refresh_per_ip: limit,
+            password_concurrency: 1,
+            password_wait_ms: 1000,
+            refresh_grace_secs: 10,
+            session_max_age_secs: 86400,
+            operator_token: Secret::new(""),
         }
     }
 

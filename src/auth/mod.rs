@@ -52,6 +52,9 @@ pub enum AuthError {
     Validation(String),
     #[error("rate limited for {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// Every password-hashing slot stayed busy for `auth.password_wait_ms`.
+    #[error("too many logins at once, retry after {retry_after_secs} s")]
+    Overloaded { retry_after_secs: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -67,7 +70,7 @@ impl From<diesel::result::Error> for AuthError {
 }
 
 /// A fresh token pair, as login and refresh return it.
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct IssuedTokens {
     pub access_token: String,
     pub refresh_token: String,
@@ -98,13 +101,68 @@ pub struct AuthService {
     login_per_ip: RateLimit,
     login_per_account: RateLimit,
     refresh_per_family: RateLimit,
+    refresh_per_ip: RateLimit,
+    /// Slots for argon2 work: a burst of logins waits here instead of running hundreds of
+    /// 19 MiB hashes at once (which starved every other request of CPU and memory).
+    hash_slots: Arc<tokio::sync::Semaphore>,
+    hash_wait: std::time::Duration,
+    /// Rotated pairs kept in Redis for `refresh_grace_secs`, by the hash of the token rotated.
+    replays: Replays,
+    session_max_age_secs: i64,
+}
+
+/// The pair a refresh token was rotated into, kept briefly so that a client whose response was
+/// lost can present the old token again and get the same pair (not a reuse alarm). Keyed by the
+/// old token's hash: only its holder can ask. The value holds the new refresh token in clear for
+/// those few seconds, in Redis only.
+#[derive(Clone)]
+struct Replays {
+    redis: RedisPool,
+    prefix: String,
+    grace_secs: u64,
+}
+
+impl Replays {
+    fn key(&self, old_hash: &[u8]) -> String {
+        format!("{}:{}", self.prefix, hex(old_hash))
+    }
+
+    async fn remember(&self, old_hash: &[u8], issued: &IssuedTokens) -> Result<(), RedisFailure> {
+        if self.grace_secs == 0 {
+            return Ok(());
+        }
+        let json = serde_json::to_string(issued).map_err(|e| RedisFailure(e.to_string()))?;
+        let mut conn = revocation::connection(&self.redis).await?;
+        deadpool_redis::redis::cmd("SET")
+            .arg(self.key(old_hash))
+            .arg(json)
+            .arg("EX")
+            .arg(self.grace_secs)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| RedisFailure(e.to_string()))
+    }
+
+    async fn recall(&self, old_hash: &[u8]) -> Result<Option<IssuedTokens>, RedisFailure> {
+        let mut conn = revocation::connection(&self.redis).await?;
+        let raw: Option<String> = deadpool_redis::redis::cmd("GET")
+            .arg(self.key(old_hash))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| RedisFailure(e.to_string()))?;
+        Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+    }
 }
 
 /// What a refresh attempt found, decided inside the transaction and acted on after it (a
 /// revocation for reuse must commit even though the request fails).
 enum RefreshOutcome {
     Rotated(Box<IssuedTokens>),
-    Reused { family_id: Uuid },
+    /// Presented again within the grace after its rotation: answer what the rotation answered.
+    Retried,
+    Reused {
+        family_id: Uuid,
+    },
     Failed(AuthError),
 }
 
@@ -137,11 +195,24 @@ impl AuthService {
             auth.leeway_secs,
         );
         let prefix = &settings.redis.key_prefix;
+        let slots = match auth.password_concurrency {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
         Ok(Self {
             codec,
             passwords: PasswordHasher::new(auth.password_memory_kib, auth.password_iterations)?,
             revocations: Revocations::new(redis.clone(), prefix),
-            limiter: RateLimiter::new(redis, prefix),
+            limiter: RateLimiter::new(redis.clone(), prefix),
+            replays: Replays {
+                redis,
+                prefix: format!("{prefix}:refresh:replay"),
+                grace_secs: auth.refresh_grace_secs,
+            },
+            hash_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            hash_wait: std::time::Duration::from_millis(auth.password_wait_ms),
+            session_max_age_secs: i64::try_from(auth.session_max_age_secs).unwrap_or(i64::MAX),
+            refresh_per_ip: auth.refresh_per_ip,
             db,
             metrics,
             refresh_ttl_secs: i64::try_from(auth.refresh_ttl_secs).unwrap_or(i64::MAX),
@@ -183,9 +254,31 @@ impl AuthService {
                 self.limiter.hit_local(bucket, limit)
             }
         };
-        match over {
-            None => Ok(()),
-            Some(retry_after_secs) => Err(AuthError::RateLimited { retry_after_secs }),
+        verdict(over)
+    }
+
+    /// Whether a failures-only bucket is full, without counting; with Redis away, this
+    /// process's own limiter decides.
+    async fn check_limit(&self, bucket: &str, limit: RateLimit) -> Result<(), AuthError> {
+        let over = match self.limiter.check(bucket, limit).await {
+            Ok(over) => over,
+            Err(err) => {
+                self.redis_failed("rate_limit", &err);
+                self.limiter.check_local(bucket, limit)
+            }
+        };
+        verdict(over)
+    }
+
+    /// A slot to run argon2 in, waited for at most `password_wait_ms`.
+    async fn hash_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AuthError> {
+        let slot = tokio::time::timeout(self.hash_wait, self.hash_slots.clone().acquire_owned());
+        match slot.await {
+            Ok(Ok(permit)) => Ok(permit),
+            // A closed semaphore (never closed today) is as good as a full one.
+            Ok(Err(_)) | Err(_) => Err(AuthError::Overloaded {
+                retry_after_secs: self.hash_wait.as_secs().max(1),
+            }),
         }
     }
 
@@ -193,27 +286,35 @@ impl AuthService {
         self.metrics.auth_logins.with_label_values(&[outcome]).inc();
     }
 
-    /// Password login. Unknown email and wrong password give the same error after the same
-    /// amount of work (a verification against a dummy hash).
+    /// Password login from `client_network` (see `rate_limit::client_network`). Unknown email
+    /// and wrong password give the same error after the same amount of work (a verification
+    /// against a dummy hash). Failures count against the account from that network only.
     pub async fn login(
         &self,
         email: &str,
         password: &str,
-        client_ip: &str,
+        client_network: &str,
     ) -> Result<IssuedTokens, AuthError> {
         let email = email.trim().to_lowercase();
         // The account bucket is keyed by a hash: addresses do not sit in Redis in clear.
         let account = hex(&Sha256::digest(email.as_bytes()));
+        let failures = format!("login:account:{account}:{client_network}");
         let limited = async {
-            self.limit(&format!("login:ip:{client_ip}"), self.login_per_ip)
+            self.limit(&format!("login:ip:{client_network}"), self.login_per_ip)
                 .await?;
-            self.limit(&format!("login:account:{account}"), self.login_per_account)
-                .await
+            self.check_limit(&failures, self.login_per_account).await
         };
         if let Err(err) = limited.await {
             self.count_login("rate_limited");
             return Err(err);
         }
+        let _slot = match self.hash_slot().await {
+            Ok(slot) => slot,
+            Err(err) => {
+                self.count_login("overloaded");
+                return Err(err);
+            }
+        };
         let user = {
             let mut conn = self.conn().await?;
             users::find_by_email(&mut conn, &email).await?
@@ -226,6 +327,9 @@ impl AuthService {
         let user = match user {
             Some(user) if matched => user,
             _ => {
+                // Counted only now, and only for this network: the owner elsewhere is unaffected.
+                // Over the limit or not, this attempt's answer stays "invalid credentials".
+                let _ = self.limit(&failures, self.login_per_account).await;
                 self.count_login("invalid_credentials");
                 return Err(AuthError::InvalidCredentials);
             }
@@ -235,22 +339,28 @@ impl AuthService {
             return Err(AuthError::UserDisabled);
         }
         let mut conn = self.conn().await?;
-        let issued = self.start_session(&mut conn, &user, Uuid::now_v7()).await?;
+        let ends = chrono::Utc::now() + chrono::Duration::seconds(self.session_max_age_secs);
+        let issued = self
+            .start_session(&mut conn, &user, Uuid::now_v7(), ends)
+            .await?;
         self.count_login("success");
         tracing::info!(user_id = %user.id, org_id = %user.organization_id, "login");
         Ok(issued)
     }
 
-    /// Issues an access token and a new refresh token in family `family_id`.
+    /// Issues an access token and a new refresh token in family `family_id`; the refresh token
+    /// lives `refresh_ttl_secs`, but never past `session_ends` (the family's absolute end).
     async fn start_session(
         &self,
         conn: &mut AsyncPgConnection,
         user: &User,
         family_id: Uuid,
+        session_ends: chrono::DateTime<chrono::Utc>,
     ) -> Result<IssuedTokens, AuthError> {
         let refresh_token = tokens::new_refresh_token();
         let token_hash = tokens::hash_refresh_token(&refresh_token);
-        let expires_at = chrono::Utc::now() + chrono::Duration::seconds(self.refresh_ttl_secs);
+        let now = chrono::Utc::now();
+        let expires_at = (now + chrono::Duration::seconds(self.refresh_ttl_secs)).min(session_ends);
         refresh_tokens::insert(
             conn,
             NewRefreshToken {
@@ -273,21 +383,43 @@ impl AuthService {
             access_token,
             refresh_token,
             access_expires_in: self.codec.ttl_secs(),
-            refresh_expires_in: self.refresh_ttl_secs,
+            refresh_expires_in: (expires_at - now).num_seconds().max(0),
             claims,
         })
     }
 
     /// Rotates a refresh token: the old one dies, a new pair comes back. Presenting a token
-    /// that was already rotated means it was copied: the whole family is revoked.
-    pub async fn refresh(&self, refresh_token: &str) -> Result<IssuedTokens, AuthError> {
+    /// that was already rotated means it was copied: the whole family is revoked, unless it
+    /// comes back within `refresh_grace_secs` (a response lost on the way: the same pair is
+    /// answered again).
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        client_network: &str,
+    ) -> Result<IssuedTokens, AuthError> {
+        self.limit(&format!("refresh:ip:{client_network}"), self.refresh_per_ip)
+            .await?;
         let token_hash = tokens::hash_refresh_token(refresh_token);
         let mut conn = self.conn().await?;
         let outcome = conn
             .transaction::<_, AuthError, _>(async |conn| self.rotate(conn, &token_hash).await)
             .await?;
         match outcome {
-            RefreshOutcome::Rotated(issued) => Ok(*issued),
+            RefreshOutcome::Rotated(issued) => {
+                if let Err(err) = self.replays.remember(&token_hash, &issued).await {
+                    self.redis_failed("refresh_replay", &err);
+                }
+                Ok(*issued)
+            }
+            RefreshOutcome::Retried => match self.replays.recall(&token_hash).await {
+                Ok(Some(issued)) => Ok(issued),
+                // Nothing kept (Redis away): refused, but the session is not revoked for it.
+                Ok(None) => Err(AuthError::InvalidToken("refresh token already rotated")),
+                Err(err) => {
+                    self.redis_failed("refresh_replay", &err);
+                    Err(AuthError::InvalidToken("refresh token already rotated"))
+                }
+            },
             RefreshOutcome::Failed(err) => Err(err),
             RefreshOutcome::Reused { family_id } => {
                 tracing::warn!(%family_id, "refresh token reused: session revoked");
@@ -318,6 +450,12 @@ impl AuthService {
             self.refresh_per_family,
         )
         .await?;
+        let now = chrono::Utc::now();
+        let grace = chrono::Duration::seconds(self.replays.grace_secs.try_into().unwrap_or(0));
+        let just_rotated = row.rotated_at.is_some_and(|at| at + grace > now);
+        if just_rotated && row.revoked_at.is_none() {
+            return Ok(RefreshOutcome::Retried);
+        }
         if row.rotated_at.is_some() {
             refresh_tokens::revoke_family(conn, row.organization_id, row.family_id).await?;
             return Ok(RefreshOutcome::Reused {
@@ -335,8 +473,17 @@ impl AuthService {
             refresh_tokens::revoke_family(conn, row.organization_id, row.family_id).await?;
             return Ok(RefreshOutcome::Failed(AuthError::UserDisabled));
         };
+        let started =
+            refresh_tokens::family_started(conn, row.organization_id, row.family_id).await?;
+        let session_ends = started + chrono::Duration::seconds(self.session_max_age_secs);
+        if session_ends <= now {
+            refresh_tokens::revoke_family(conn, row.organization_id, row.family_id).await?;
+            return Ok(RefreshOutcome::Failed(AuthError::TokenExpired));
+        }
         refresh_tokens::mark_rotated(conn, row.organization_id, row.id).await?;
-        let issued = self.start_session(conn, &user, row.family_id).await?;
+        let issued = self
+            .start_session(conn, &user, row.family_id, session_ends)
+            .await?;
         Ok(RefreshOutcome::Rotated(Box::new(issued)))
     }
 
@@ -471,6 +618,14 @@ impl AuthService {
     pub async fn list_users(&self, organization_id: Uuid) -> Result<Vec<User>, AuthError> {
         let mut conn = self.conn().await?;
         Ok(users::list(&mut conn, organization_id).await?)
+    }
+}
+
+/// A limiter's answer as the auth error it means.
+fn verdict(over: Option<u64>) -> Result<(), AuthError> {
+    match over {
+        None => Ok(()),
+        Some(retry_after_secs) => Err(AuthError::RateLimited { retry_after_secs }),
     }
 }
 

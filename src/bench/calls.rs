@@ -303,6 +303,9 @@ async fn seed_profile(database_url: &str) -> anyhow::Result<()> {
         escalation_number: None,
         spoken_lines: serde_json::json!({}),
     };
+    crate::store::numbers::assign(&mut conn, org.id, OUR_NUMBER)
+        .await
+        .map_err(|e| anyhow::anyhow!("assign the bench number: {e}"))?;
     agents::create(&mut conn, org.id, &form, &[OUR_NUMBER.to_owned()])
         .await
         .map_err(|e| anyhow::anyhow!("create the bench agent profile: {e:?}"))?;

@@ -114,6 +114,8 @@ async fn run(url: &str, o: &VectorBenchOptions) -> anyhow::Result<VectorBenchRep
                     success_count: 1,
                     failure_count: 0,
                     source_call_id: None,
+                    confirmed: true,
+                    source_caller: None,
                 }
             })
             .collect();

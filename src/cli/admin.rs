@@ -1,4 +1,4 @@
-//! `iace admin`: create an organization or a user, print a new signing key.
+//! `iace admin`: create an organization or a user, assign a number, print a new signing key.
 
 use super::AdminCommand;
 use iace::admin::PasswordSource;
@@ -28,6 +28,14 @@ pub fn run(settings: &Settings, command: AdminCommand) -> ExitCode {
                     eprintln!("generated password (shown once):");
                     println!("{password}");
                 }
+            })
+        }
+        AdminCommand::AssignNumber { org, number } => {
+            iace::admin::assign_number(settings, org, &number).map(|done| match done {
+                iace::store::numbers::Assignment::AlreadyOwned => {
+                    println!("{number} already belongs to {org}")
+                }
+                _ => println!("{number} assigned to {org}"),
             })
         }
         AdminCommand::GenKey => gen_key_text().map(|text| print!("{text}")),

@@ -1,7 +1,7 @@
 //! The `iace` command line: its arguments (clap) and one handler module per command.
 //! `serve` runs the engine, `migrate` applies the database migrations, `sim` runs every provider
 //! simulator and a simulated caller (and `sim call` makes the running Telnyx simulator place a
-//! call), `admin` creates organizations, users and signing keys, `bench` runs the benchmarks.
+//! call), `admin` creates organizations, users and signing keys and assigns numbers, `bench` runs the benchmarks.
 //! `main.rs` only parses, loads the settings and dispatches here.
 
 pub mod admin;
@@ -253,6 +253,14 @@ pub enum AdminCommand {
         role: Role,
         #[arg(long)]
         password_stdin: bool,
+    },
+    /// Assign a phone number (E.164) to an organization, so its agent profiles may answer it
+    /// and its outbound calls may show it. Refused when another organization owns it.
+    AssignNumber {
+        /// Organization id (from create-org).
+        org: uuid::Uuid,
+        /// The number, e.g. +15550100001.
+        number: String,
     },
     /// Print a new Ed25519 signing key (PKCS#8 PEM, for auth.signing_key) and its public key.
     GenKey,

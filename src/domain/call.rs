@@ -42,6 +42,25 @@ impl Direction {
             Direction::Outbound => "outbound",
         }
     }
+
+    /// The stored form back (`"inbound"` / `"outbound"`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "inbound" => Some(Direction::Inbound),
+            "outbound" => Some(Direction::Outbound),
+            _ => None,
+        }
+    }
+
+    /// The party at the far end of a call from `from` to `to`: the caller on an inbound call,
+    /// the callee on an outbound one. Caller memory is keyed on it; keying on `from` would put
+    /// every callee of an outbound campaign under the tenant's own number.
+    pub fn remote_party<'a>(self, from: &'a str, to: &'a str) -> &'a str {
+        match self {
+            Direction::Inbound => from,
+            Direction::Outbound => to,
+        }
+    }
 }
 
 /// Where a live call is. `Ended` is terminal: nothing moves a call out of it.
@@ -245,6 +264,22 @@ pub fn outcome_for(direction: Direction, last_state: CallState, reason: EndReaso
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_remote_party_is_the_caller_inbound_and_the_callee_outbound() {
+        assert_eq!(
+            Direction::Inbound.remote_party("+1caller", "+1us"),
+            "+1caller"
+        );
+        assert_eq!(
+            Direction::Outbound.remote_party("+1us", "+1callee"),
+            "+1callee"
+        );
+        for d in [Direction::Inbound, Direction::Outbound] {
+            assert_eq!(Direction::parse(d.as_str()), Some(d));
+        }
+        assert_eq!(Direction::parse("sideways"), None);
+    }
     use CallSignal as S;
     use CallState as C;
 

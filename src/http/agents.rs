@@ -1,5 +1,6 @@
 //! Agent profiles API (`/api/v1/agents`): what the voice agent says and how, and which numbers
-//! it answers. Reading needs any role; writing needs admin.
+//! it answers (only numbers an operator assigned to the organization, listed by
+//! `GET /api/v1/numbers`). Reading needs any role; writing needs admin.
 
 use crate::domain::lines::{LineOverrides, SpokenLines};
 use crate::domain::phone::PhoneNumber;
@@ -8,6 +9,7 @@ use crate::error::ApiError;
 use crate::http::extractor::AuthUser;
 use crate::http::AppState;
 use crate::store::agents::{self, AgentProfile, AgentProfileForm};
+use crate::store::numbers;
 use actix_web::{delete, get, post, put, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,7 +20,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(create_agent)
         .service(get_agent)
         .service(update_agent)
-        .service(delete_agent);
+        .service(delete_agent)
+        .service(list_numbers);
 }
 
 fn default_language() -> String {
@@ -181,6 +184,17 @@ async fn create_agent(
     )
     .await?;
     Ok(HttpResponse::Created().json(AgentDto::from(created)))
+}
+
+/// The numbers the organization owns: those its profiles may answer and its calls may show.
+#[get("/api/v1/numbers")]
+async fn list_numbers(
+    user: AuthUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Viewer)?;
+    let data = numbers::list(&mut *state.conn().await?, user.organization_id).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data })))
 }
 
 #[get("/api/v1/agents/{id}")]

@@ -1,7 +1,7 @@
 //! Session routes: login, refresh, logout, logout-all, the caller's own account (`/me`) and the
 //! published verification keys (`/.well-known/jwks.json`).
 
-use crate::auth::IssuedTokens;
+use crate::auth::{rate_limit, IssuedTokens};
 use crate::error::ApiError;
 use crate::http::extractor::{AuthUser, CurrentSession};
 use crate::http::users::UserDto;
@@ -52,9 +52,10 @@ impl From<IssuedTokens> for TokensDto {
     }
 }
 
-/// The address rate limits key on: the configured proxy header when it holds an IP (behind
-/// Fly's proxy), else the TCP peer. Parsed, so nothing arbitrary reaches a Redis key.
-fn client_ip(req: &HttpRequest, header: &str) -> String {
+/// The client network rate limits key on (an IPv4 address, an IPv6 /64): from the configured
+/// proxy header when it holds an IP (behind Fly's proxy), else the TCP peer. Parsed, so nothing
+/// arbitrary reaches a Redis key.
+fn client_network(req: &HttpRequest, header: &str) -> String {
     let from_header = (!header.is_empty())
         .then(|| req.headers().get(header))
         .flatten()
@@ -62,7 +63,7 @@ fn client_ip(req: &HttpRequest, header: &str) -> String {
         .and_then(|v| v.trim().parse::<IpAddr>().ok());
     from_header
         .or_else(|| req.peer_addr().map(|a| a.ip()))
-        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+        .map_or_else(|| "unknown".to_owned(), rate_limit::client_network)
 }
 
 fn no_store(tokens: IssuedTokens) -> HttpResponse {
@@ -77,17 +78,19 @@ async fn login(
     state: web::Data<AppState>,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let ip = client_ip(&req, &state.settings.auth.client_ip_header);
+    let ip = client_network(&req, &state.settings.auth.client_ip_header);
     let tokens = state.auth.login(&body.email, &body.password, &ip).await?;
     Ok(no_store(tokens))
 }
 
 #[post("/api/v1/auth/refresh")]
 async fn refresh(
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let tokens = state.auth.refresh(&body.refresh_token).await?;
+    let network = client_network(&req, &state.settings.auth.client_ip_header);
+    let tokens = state.auth.refresh(&body.refresh_token, &network).await?;
     Ok(no_store(tokens))
 }
 

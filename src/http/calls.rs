@@ -137,6 +137,12 @@ async fn create_call(
     let profile = agents::find(&mut conn, user.organization_id, body.agent_profile_id)
         .await?
         .ok_or_else(|| ApiError::Validation("agent_profile_id: no such agent profile".into()))?;
+    // Caller ID is ours to show only for numbers the organization owns (no spoofing).
+    if !crate::store::numbers::owns(&mut conn, user.organization_id, body.from.as_str()).await? {
+        return Err(ApiError::Validation(
+            "from: not a number of this organization".into(),
+        ));
+    }
     let id = CallId::new();
     let call = NewCall {
         id: id.0,

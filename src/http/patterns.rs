@@ -41,6 +41,8 @@ pub struct PatternDto {
     pub failure_count: i32,
     pub usage_count: i32,
     pub source_call_id: Option<Uuid>,
+    /// Served to calls (see `learning.confirm_patterns`); PATCH `{"confirmed": true}` approves.
+    pub confirmed: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -56,6 +58,7 @@ impl From<PatternRow> for PatternDto {
             failure_count: p.failure_count,
             usage_count: p.usage_count,
             source_call_id: p.source_call_id,
+            confirmed: p.confirmed,
             created_at: p.created_at,
             updated_at: p.updated_at,
         }
@@ -277,6 +280,8 @@ pub struct PatternPatch {
     pub resolution: Option<String>,
     pub success_count: Option<i32>,
     pub failure_count: Option<i32>,
+    /// Approve a learnt pattern (true) or stop serving it (false).
+    pub confirmed: Option<bool>,
 }
 
 #[patch("/api/v1/patterns/{id}")]
@@ -305,6 +310,7 @@ async fn update_pattern(
         resolution,
         success_count: patch.success_count,
         failure_count: patch.failure_count,
+        confirmed: patch.confirmed,
         ..PatternChanges::default()
     };
     if let Some(problem) = problem {

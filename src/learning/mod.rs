@@ -4,12 +4,14 @@
 //! The loop: when a call ends, [`enqueue_post_call`] queues `summarize_call`; its worker writes
 //! `calls.summary` and queues `extract_patterns` (resolved calls only: problem/resolution pairs,
 //! embedded and merged into the patterns) and `write_memory` (a snapshot of what we know about
-//! the caller's number). On each later turn, [`retrieval::Retriever::context_for_turn`] embeds
+//! the remote party's number: the caller inbound, the callee outbound; redacted by
+//! [`redact`] before it is stored). On each later turn, [`retrieval::Retriever::context_for_turn`] embeds
 //! what the caller said and brings back the nearest patterns and that caller's memory, within
 //! a latency budget, for the LLM prompt.
 
 pub mod embedder;
 pub mod pipeline;
+pub mod redact;
 pub mod retrieval;
 pub mod worker;
 

@@ -3,7 +3,8 @@
 //! snapshot is written once per call; a re-run of `extract_patterns` reinforces the patterns
 //! its first run stored instead of duplicating them).
 
-use crate::learning::{enqueue_once, Embedder, JobKind};
+use crate::domain::call::Direction;
+use crate::learning::{enqueue_once, redact, Embedder, JobKind};
 use crate::prompts;
 use crate::providers::groq::{ChatMessage, GroqClient};
 use crate::providers::ProviderError;
@@ -49,6 +50,8 @@ pub struct Pipeline {
     pub embedder: Embedder,
     pub merge_similarity: f64,
     pub ef_search: u32,
+    /// A pattern learnt from one call waits for a confirmation before calls are told it.
+    pub confirm_patterns: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,7 +133,7 @@ impl Pipeline {
             .map(|_| "resolved");
         let resolved = call.outcome.as_deref().or(classified) == Some("resolved");
         let (org, call_id, max_attempts) = (call.organization_id, call.id, job.max_attempts);
-        let has_caller = !call.from_number.trim().is_empty();
+        let has_caller = !remote_party(call).is_empty();
         let mut conn = self.db.get().await.map_err(StoreError::from)?;
         // The summary and its follow-ups commit together: a retry finds them both or neither.
         conn.transaction::<_, StoreError, _>(async |conn| {
@@ -171,8 +174,8 @@ impl Pipeline {
         let embeddings = self.embedder.embed_documents(&problems).await?;
         let mut conn = self.db.get().await.map_err(StoreError::from)?;
         for ((problem, resolution), embedding) in pairs.into_iter().zip(embeddings) {
-            let mut pattern = NewPattern::new(call.organization_id, problem, resolution, embedding);
-            pattern.source_call_id = Some(call.id);
+            let pattern = NewPattern::new(call.organization_id, problem, resolution, embedding)
+                .learnt_from(call.id, remote_party(call), !self.confirm_patterns);
             let merged =
                 patterns::merge(&mut conn, &pattern, self.merge_similarity, self.ef_search).await?;
             tracing::debug!(call_id = %call.id, ?merged, "pattern learnt");
@@ -181,7 +184,7 @@ impl Pipeline {
     }
 
     async fn remember(&self, call: &CallRow, transcript: &[UtteranceRow]) -> Result<(), JobError> {
-        let number = call.from_number.trim();
+        let number = remote_party(call);
         if number.is_empty() || transcript.is_empty() {
             return Ok(());
         }
@@ -196,7 +199,9 @@ impl Pipeline {
         drop(conn);
         let input = prompts::memory_input(previous.as_ref(), call.summary.as_deref(), transcript);
         let answer: MemoryAnswer = self.ask(prompts::MEMORY_PROMPT, input).await?;
-        let summary = clip(&answer.summary);
+        // Whatever the model kept, payment and identity data never reach storage (or a later
+        // caller's prompt): numbers are masked, facts about cards, IDs and secrets dropped.
+        let summary = redact::mask(&clip(&answer.summary));
         if summary.is_empty() {
             return Err(JobError::Provider(ProviderError::Protocol {
                 provider: "groq",
@@ -207,7 +212,8 @@ impl Pipeline {
             .facts
             .iter()
             .map(|f| clip(f))
-            .filter(|f| !f.is_empty())
+            .filter(|f| !f.is_empty() && !redact::is_sensitive(f))
+            .map(|f| redact::mask(&f))
             .take(8)
             .collect();
         let embedding = self
@@ -244,6 +250,13 @@ impl Pipeline {
         request.temperature = Some(0.0);
         Ok(self.groq.complete_json(&request).await?)
     }
+}
+
+/// The number the call's memory belongs to: the caller inbound, the callee outbound.
+fn remote_party(call: &CallRow) -> &str {
+    Direction::parse(&call.direction)
+        .map_or("", |d| d.remote_party(&call.from_number, &call.to_number))
+        .trim()
 }
 
 fn clip(text: &str) -> String {

@@ -1,5 +1,6 @@
 //! Agent profiles (prompt, greeting, voice, language, escalation) and the phone numbers each
-//! answers. A number belongs to one profile across the whole service.
+//! answers. A profile answers only numbers its organization owns (`store::numbers`), and a
+//! number answers for one profile.
 
 use crate::domain::lines::LineOverrides;
 use crate::store::schema::{agent_profiles, phone_numbers};
@@ -62,8 +63,12 @@ pub struct AgentProfile {
 /// Errors specific to writing profiles.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentWriteError {
-    #[error("phone number {0} already belongs to an agent profile")]
+    /// Another profile of the same organization answers this number.
+    #[error("phone number {0} already belongs to another agent profile of this organization")]
     NumberTaken(String),
+    /// The organization does not own the number. Whether another tenant does is not said.
+    #[error("phone number {0} is not a number of this organization")]
+    NumberNotOwned(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -94,6 +99,13 @@ async fn replace_numbers(
     profile_id: Uuid,
     numbers: &[String],
 ) -> Result<(), AgentWriteError> {
+    if let Some(number) = crate::store::numbers::not_owned(conn, organization_id, numbers)
+        .await?
+        .into_iter()
+        .next()
+    {
+        return Err(AgentWriteError::NumberNotOwned(number));
+    }
     diesel::delete(phone_numbers::table)
         .filter(phone_numbers::organization_id.eq(organization_id))
         .filter(phone_numbers::agent_profile_id.eq(profile_id))

@@ -8,6 +8,7 @@ pub mod events;
 pub mod jobs;
 pub mod memory;
 pub mod migrations;
+pub mod numbers;
 pub mod organizations;
 pub mod ownership;
 pub mod patterns;

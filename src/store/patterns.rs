@@ -1,6 +1,8 @@
 //! Patterns: what resolved a kind of problem, per organization, with the embedding of the
 //! problem (pgvector, HNSW cosine index). Search is top-k within one organization and one
 //! embedding model; a new pattern close enough to an existing one reinforces it instead.
+//! Only confirmed patterns are served to calls: one learnt from a single call waits until a
+//! resolved call from another number reinforces it, or a user approves it.
 
 use crate::domain::embedding::Embedding;
 use crate::store::calls::Cursor;
@@ -26,6 +28,10 @@ pub struct NewPattern {
     pub success_count: i32,
     pub failure_count: i32,
     pub source_call_id: Option<Uuid>,
+    /// Served to calls. True for what users import or write; false for what one call taught.
+    pub confirmed: bool,
+    /// The remote party of the call it was learnt from.
+    pub source_caller: Option<String>,
 }
 
 impl NewPattern {
@@ -46,7 +52,28 @@ impl NewPattern {
             success_count: 1,
             failure_count: 0,
             source_call_id: None,
+            confirmed: true,
+            source_caller: None,
         }
+    }
+
+    /// Marks the pattern as learnt from call `call_id` with `caller`: unconfirmed unless
+    /// `confirmed` (the `learning.confirm_patterns = false` setting).
+    pub fn learnt_from(mut self, call_id: Uuid, caller: &str, confirmed: bool) -> Self {
+        self.source_call_id = Some(call_id);
+        self.source_caller = Some(caller.to_owned());
+        self.confirmed = confirmed;
+        self
+    }
+
+    /// True when this pattern, reinforcing `existing`, is independent evidence for it: it
+    /// comes from another call and another remote party (the same caller calling twice
+    /// confirms nothing), or from a user.
+    fn confirms(&self, existing: &PatternRow) -> bool {
+        self.confirmed
+            || (self.source_call_id != existing.source_call_id
+                && self.source_caller.is_some()
+                && self.source_caller != existing.source_caller)
     }
 }
 
@@ -65,6 +92,8 @@ pub struct PatternRow {
     pub source_call_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub confirmed: bool,
+    pub source_caller: Option<String>,
 }
 
 /// A search result: the pattern and its cosine similarity to the query (-1..1).
@@ -84,6 +113,8 @@ pub struct PatternChanges {
     pub embedding_model: Option<String>,
     pub success_count: Option<i32>,
     pub failure_count: Option<i32>,
+    /// A user approving (or withdrawing) a pattern.
+    pub confirmed: Option<bool>,
 }
 
 /// What [`merge`] did.
@@ -199,8 +230,8 @@ pub async fn mark_used(
     Ok(())
 }
 
-/// The `k` patterns of `organization_id` nearest to `query` (same model only), most similar
-/// first, none less similar than `min_similarity`.
+/// The `k` confirmed patterns of `organization_id` nearest to `query` (same model only), most
+/// similar first, none less similar than `min_similarity`: what a call may be told.
 ///
 /// Correct under the organization filter: with pgvector 0.8's iterative index scans the HNSW
 /// scan goes on until `k` rows pass the filter (instead of filtering the first `ef_search`
@@ -216,7 +247,16 @@ pub async fn search(
     ef_search: u32,
 ) -> Result<Vec<PatternHit>, StoreError> {
     conn.transaction::<_, StoreError, _>(async |conn| {
-        search_in_transaction(conn, organization_id, query, k, min_similarity, ef_search).await
+        search_in_transaction(
+            conn,
+            organization_id,
+            query,
+            k,
+            min_similarity,
+            true,
+            ef_search,
+        )
+        .await
     })
     .await
 }
@@ -227,6 +267,7 @@ async fn search_in_transaction(
     query: &Embedding,
     k: i64,
     min_similarity: f64,
+    confirmed_only: bool,
     ef_search: u32,
 ) -> Result<Vec<PatternHit>, StoreError> {
     // SET takes no bind parameters; ef_search is a number, so formatting it is safe.
@@ -235,7 +276,15 @@ async fn search_in_transaction(
         ef_search.clamp(1, 1000)
     ))
     .await?;
-    nearest(conn, organization_id, query, k, min_similarity).await
+    nearest(
+        conn,
+        organization_id,
+        query,
+        k,
+        min_similarity,
+        confirmed_only,
+    )
+    .await
 }
 
 /// The exact top-k (no index: every pattern of the organization is compared). The reference
@@ -249,23 +298,30 @@ pub async fn search_exact(
     conn.transaction::<_, StoreError, _>(async |conn| {
         conn.batch_execute("SET LOCAL enable_indexscan = off")
             .await?;
-        nearest(conn, organization_id, query, k, -1.0).await
+        nearest(conn, organization_id, query, k, -1.0, true).await
     })
     .await
 }
 
-/// The ordered top-k query; the plan (index or not) is up to the caller's settings.
+/// The ordered top-k query (only confirmed patterns when `confirmed_only`); the plan (index or
+/// not) is up to the caller's settings.
 async fn nearest(
     conn: &mut AsyncPgConnection,
     organization_id: Uuid,
     query: &Embedding,
     k: i64,
     min_similarity: f64,
+    confirmed_only: bool,
 ) -> Result<Vec<PatternHit>, StoreError> {
     let vector = Vector::from(query.values.clone());
-    let rows: Vec<(PatternRow, f64)> = patterns::table
+    let mut rows = patterns::table
         .filter(patterns::organization_id.eq(organization_id))
         .filter(patterns::embedding_model.eq(&query.model))
+        .into_boxed();
+    if confirmed_only {
+        rows = rows.filter(patterns::confirmed.eq(true));
+    }
+    let rows: Vec<(PatternRow, f64)> = rows
         .select((
             PatternRow::as_select(),
             patterns::embedding.cosine_distance(vector.clone()),
@@ -310,22 +366,26 @@ pub async fn merge(
             model: pattern.embedding_model.clone(),
             values: pattern.embedding.to_vec(),
         };
+        // Confirmed or not: a second call's near-duplicate is what confirms the first.
         let nearest = search_in_transaction(
             conn,
             pattern.organization_id,
             &query,
             1,
             threshold,
+            false,
             ef_search,
         )
         .await?;
         if let Some(hit) = nearest.into_iter().next() {
+            let confirmed = hit.pattern.confirmed || pattern.confirms(&hit.pattern);
             diesel::update(patterns::table)
                 .filter(patterns::organization_id.eq(pattern.organization_id))
                 .filter(patterns::id.eq(hit.pattern.id))
                 .set((
                     patterns::success_count.eq(patterns::success_count + pattern.success_count),
                     patterns::failure_count.eq(patterns::failure_count + pattern.failure_count),
+                    patterns::confirmed.eq(confirmed),
                     patterns::updated_at.eq(Utc::now()),
                 ))
                 .execute(conn)

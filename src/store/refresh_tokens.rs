@@ -32,6 +32,21 @@ pub struct NewRefreshToken<'a> {
     pub expires_at: DateTime<Utc>,
 }
 
+/// When family `family_id` began: its first token's creation (the login).
+pub async fn family_started(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+    family_id: Uuid,
+) -> Result<DateTime<Utc>, StoreError> {
+    let started: Option<DateTime<Utc>> = refresh_tokens::table
+        .filter(refresh_tokens::organization_id.eq(organization_id))
+        .filter(refresh_tokens::family_id.eq(family_id))
+        .select(diesel::dsl::min(refresh_tokens::created_at))
+        .first(conn)
+        .await?;
+    started.ok_or(StoreError::Query(diesel::result::Error::NotFound))
+}
+
 pub async fn insert(
     conn: &mut AsyncPgConnection,
     new: NewRefreshToken<'_>,

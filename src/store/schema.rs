@@ -112,6 +112,17 @@ diesel::table! {
     use diesel::sql_types::*;
     use pgvector::sql_types::*;
 
+    organization_numbers (number) {
+        number -> Text,
+        organization_id -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use pgvector::sql_types::*;
+
     organizations (id) {
         id -> Uuid,
         name -> Text,
@@ -137,6 +148,8 @@ diesel::table! {
         source_call_id -> Nullable<Uuid>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        confirmed -> Bool,
+        source_caller -> Nullable<Text>,
     }
 }
 
@@ -231,6 +244,7 @@ diesel::joinable!(jobs -> calls (call_id));
 diesel::joinable!(jobs -> organizations (organization_id));
 diesel::joinable!(memory_snapshots -> calls (call_id));
 diesel::joinable!(memory_snapshots -> organizations (organization_id));
+diesel::joinable!(organization_numbers -> organizations (organization_id));
 diesel::joinable!(patterns -> calls (source_call_id));
 diesel::joinable!(patterns -> organizations (organization_id));
 diesel::joinable!(phone_numbers -> agent_profiles (agent_profile_id));
@@ -248,6 +262,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     calls,
     jobs,
     memory_snapshots,
+    organization_numbers,
     organizations,
     patterns,
     phone_numbers,

@@ -291,9 +291,9 @@ async fn one_organization_cannot_see_or_command_another_organizations_calls() {
         .get_as(&b.token, &format!("/api/v1/agents/{}", a.agent_id))
         .await;
     assert_error(res, 404, "not_found").await;
-    // Org B cannot take org A's number either.
+    // Org B cannot take org A's number either (tests/api/security.rs has the whole attack).
     let res = app.create_agent(&b.token, &json!({ "name": "x", "system_prompt": "", "greeting": "hi", "voice_id": "v", "phone_numbers": ["+15550100009"] })).await;
-    assert_error(res, 409, "conflict").await;
+    assert_error(res, 422, "validation_failed").await;
     assert!(
         !app.telnyx.commands().iter().any(|c| c.action == "hangup"),
         "no hangup reached Telnyx"

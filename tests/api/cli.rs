@@ -254,6 +254,33 @@ async fn admin_creates_an_organization_and_users_who_can_log_in() {
     args.push("--password-stdin");
     let (success, _, stderr) = run(&args, Some("short\n"));
     assert!(!success && stderr.contains("password"), "{stderr}");
+    // Numbers: assigned once; another organization cannot take it; the owner's admin sees it.
+    let out = ok(&["admin", "assign-number", org, "+15550404040"], None);
+    assert!(out.contains("assigned"), "{out}");
+    let other = ok(&["admin", "create-org", "Other"], None);
+    let (success, _, stderr) = run(
+        &["admin", "assign-number", other.trim(), "+15550404040"],
+        None,
+    );
+    assert!(
+        !success && stderr.contains("another organization"),
+        "{stderr}"
+    );
+    let (success, _, stderr) = run(&["admin", "assign-number", org, "5550404040"], None);
+    assert!(!success && stderr.contains("E.164"), "{stderr}");
+    let boss = app
+        .post_json(
+            "/api/v1/auth/login",
+            &serde_json::json!({ "email": "boss@acme.test", "password": "correct horse battery staple" }),
+        )
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let (_, numbers) = app
+        .get_json(boss["access_token"].as_str().unwrap(), "/api/v1/numbers")
+        .await;
+    assert_eq!(numbers["data"], serde_json::json!(["+15550404040"]));
 }
 
 /// `iace migrate status` lines: (state, version).

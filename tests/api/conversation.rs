@@ -666,6 +666,8 @@ async fn a_solved_problem_and_the_callers_memory_reach_the_prompt_of_their_next_
     let app = spawn_voice_app(setup, |s| {
         s.gemini = crate::learning::gemini_settings(&gemini, 100);
         s.learning.workers = 2;
+        // The same caller twice would never confirm a pattern (see security.rs): serve at once.
+        s.learning.confirm_patterns = false;
         // A loaded test machine: give retrieval room (the budget itself is tested in learning.rs).
         s.learning.retrieval_budget_ms = 3000;
     })

@@ -260,6 +260,7 @@ async fn all_three_down(escalation_number: Option<&str>) -> (TestApp, Value, Str
     app.telnyx
         .set_transcripts(sentences.iter().map(|s| s.to_string()).collect());
     let org = app.create_org("org-all-down").await;
+    app.assign_number(org, NUMBER).await;
     let token = app.token_for(org, iace::domain::Role::Admin).await;
     let res = app
         .create_agent(

@@ -89,6 +89,10 @@ pub fn admin_connection() -> PgConnection {
 
 static TEMPLATE: Mutex<Option<String>> = Mutex::new(None);
 
+/// Held by the tests that load every core on purpose (a burst of real argon2 hashes) and by
+/// the ones that compare timings, so the first never skews the second.
+pub static CPU_HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Name of the migrated template database, created once per migration set. An advisory lock
 /// keeps concurrent test processes from building it twice.
 fn template_database() -> String {
@@ -423,6 +427,26 @@ impl TestApp {
         Tokens::from_body(&body)
     }
 
+    /// `POST /api/v1/auth/login` for `user`: status, `Retry-After` (0 when absent) and the
+    /// error code (empty on success).
+    pub async fn login_response(&self, user: &TestUser) -> (u16, u64, String) {
+        let res = self
+            .post_json(
+                "/api/v1/auth/login",
+                &serde_json::json!({ "email": user.email, "password": user.password }),
+            )
+            .await;
+        let status = res.status().as_u16();
+        let retry_after = res
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        let code = body["code"].as_str().unwrap_or_default().to_owned();
+        (status, retry_after, code)
+    }
+
     /// `POST /api/v1/auth/refresh`, returning the raw response.
     pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
         self.post_json(
@@ -508,10 +532,25 @@ const CALL_WAIT: Duration = Duration::from_secs(10);
 
 /// Tenants, agent profiles and calls, through the API as a client would drive it.
 impl TestApp {
-    /// A new organization with an admin token and a "Support" agent profile answering
-    /// `number` (escalating to +15557770000).
+    /// Assigns `number` to `org`, as an operator does (the store call behind
+    /// `iace admin assign-number` and the operator API).
+    pub async fn assign_number(&self, org: Uuid, number: &str) {
+        let mut conn = self.state.db.get().await.expect("database connection");
+        let done = iace::store::numbers::assign(&mut conn, org, number)
+            .await
+            .expect("number assigned");
+        assert_ne!(
+            done,
+            iace::store::numbers::Assignment::HeldByAnother,
+            "{number}"
+        );
+    }
+
+    /// A new organization owning `number`, with an admin token and a "Support" agent profile
+    /// answering it (escalating to +15557770000).
     pub async fn create_tenant(&self, number: &str) -> Tenant {
         let org = self.create_org(&format!("org-{number}")).await;
+        self.assign_number(org, number).await;
         let token = self.token_for(org, Role::Admin).await;
         let res = self
             .create_agent(

@@ -42,7 +42,7 @@ pub fn start_gemini() -> GeminiSim {
 }
 
 /// An app whose Gemini and Groq are simulators (returned for faults and inspection).
-async fn learning_app(tweak: impl FnOnce(&mut Settings)) -> (TestApp, GeminiSim, GroqSim) {
+pub async fn learning_app(tweak: impl FnOnce(&mut Settings)) -> (TestApp, GeminiSim, GroqSim) {
     let gemini = start_gemini();
     let groq = GroqSim::start(GroqSimConfig {
         time_to_first_token: Duration::from_millis(5),
@@ -64,7 +64,7 @@ fn norm(values: &[f32]) -> f32 {
 }
 
 /// An ended call of `org` from `from` with `outcome` and a transcript alternating as given.
-async fn seed_call(
+pub async fn seed_call(
     app: &TestApp,
     org: Uuid,
     from: &str,
@@ -134,7 +134,7 @@ async fn call_jobs(app: &TestApp, org: Uuid, call_id: Uuid) -> Vec<JobRow> {
 }
 
 /// Waits until every job of the call has stopped running and `kinds` all exist; returns them.
-async fn settled_jobs(app: &TestApp, org: Uuid, call_id: Uuid, kinds: &[&str]) -> Vec<JobRow> {
+pub async fn settled_jobs(app: &TestApp, org: Uuid, call_id: Uuid, kinds: &[&str]) -> Vec<JobRow> {
     wait_until(WAIT, "the call's jobs to settle", || async {
         let jobs = call_jobs(app, org, call_id).await;
         let all_there = kinds.iter().all(|k| jobs.iter().any(|j| j.kind == *k));
@@ -146,7 +146,7 @@ async fn settled_jobs(app: &TestApp, org: Uuid, call_id: Uuid, kinds: &[&str]) -
     .await
 }
 
-const RESOLVED_CALL: &[(&str, &str)] = &[
+pub const RESOLVED_CALL: &[(&str, &str)] = &[
     ("agent", "Hello, thanks for calling. How can I help?"),
     (
         "caller",
@@ -542,7 +542,8 @@ async fn jobs_pending_at_shutdown_run_after_a_restart() {
 
 #[actix_web::test]
 async fn a_resolved_call_teaches_a_pattern_and_a_memory_that_a_later_turn_retrieves() {
-    let (app, _gemini, groq) = learning_app(|_| {}).await;
+    // Served at once: waiting for a confirmation is tested in security.rs.
+    let (app, _gemini, groq) = learning_app(|s| s.learning.confirm_patterns = false).await;
     let org = app.create_org("learn").await;
     let token = app.token_for(org, Role::Viewer).await;
     let caller = "+15550001111";

@@ -132,7 +132,8 @@ impl Call {
         let org = self.organization_id?;
         let retriever = self.deps.learning.retriever.clone();
         let budget = Duration::from_millis(self.deps.learning.settings.retrieval_budget_ms);
-        let caller = self.from.clone();
+        // Memory is the far end's: the callee's on an outbound call, not our own number's.
+        let caller = self.direction.remote_party(&self.from, &self.to).to_owned();
         let text = text.to_owned();
         let fut: LocalBoxFuture<'static, _> = Box::pin(async move {
             retriever

@@ -1,5 +1,10 @@
 //! A minimal Server-Sent Events parser: bytes in (split anywhere, even inside a UTF-8
-//! character), complete events out.
+//! character), complete events out. What it buffers is bounded: a line or an event longer
+//! than [`MAX_EVENT_BYTES`] (a server that never sends a newline) is dropped, not kept growing.
+
+/// Longest line, and longest event (its data lines together), kept. Groq's chunks are a few
+/// hundred bytes.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
 
 /// One dispatched event: its `event:` name, if any, and its `data:` lines joined by `\n`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,8 +17,11 @@ pub struct SseEvent {
 #[derive(Debug, Default)]
 pub struct SseParser {
     line: Vec<u8>,
+    /// The current line went over the cap: its bytes are skipped up to the next newline.
+    skipping: bool,
     event: Option<String>,
     data: Vec<String>,
+    data_bytes: usize,
 }
 
 impl SseParser {
@@ -26,7 +34,16 @@ impl SseParser {
         let mut events = Vec::new();
         for &byte in bytes {
             if byte != b'\n' {
-                self.line.push(byte);
+                if self.line.len() < MAX_EVENT_BYTES {
+                    self.line.push(byte);
+                } else {
+                    self.line.clear();
+                    self.skipping = true;
+                }
+                continue;
+            }
+            if std::mem::take(&mut self.skipping) {
+                self.line.clear();
                 continue;
             }
             let mut line = std::mem::take(&mut self.line);
@@ -40,8 +57,14 @@ impl SseParser {
         events
     }
 
+    /// Bytes held between calls (the partial line and the event's data so far).
+    pub fn buffered_bytes(&self) -> usize {
+        self.line.len() + self.data_bytes
+    }
+
     fn line_done(&mut self, line: &str) -> Option<SseEvent> {
         if line.is_empty() {
+            self.data_bytes = 0;
             if self.data.is_empty() {
                 self.event = None;
                 return None;
@@ -57,7 +80,10 @@ impl SseParser {
         let (field, value) = line.split_once(':').unwrap_or((line, ""));
         let value = value.strip_prefix(' ').unwrap_or(value);
         match field {
-            "data" => self.data.push(value.to_owned()),
+            "data" if self.data_bytes + value.len() <= MAX_EVENT_BYTES => {
+                self.data_bytes += value.len();
+                self.data.push(value.to_owned());
+            }
             "event" => self.event = Some(value.to_owned()),
             _ => {}
         }

@@ -333,6 +333,9 @@ async fn seed(database_url: &str, escalation_number: Option<String>) -> uuid::Uu
         escalation_number,
         spoken_lines: serde_json::json!({}),
     };
+    iace::store::numbers::assign(&mut conn, org.id, OUR_NUMBER)
+        .await
+        .expect("number assigned");
     agents::create(&mut conn, org.id, &form, &[OUR_NUMBER.to_owned()])
         .await
         .expect("agent profile");

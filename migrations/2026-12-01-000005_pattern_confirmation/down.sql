@@ -1,0 +1,1 @@
+ALTER TABLE patterns DROP COLUMN source_caller, DROP COLUMN confirmed;
