@@ -40,7 +40,8 @@ pub async fn request_context(
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = method_label(req.method());
+    // Bounded to a fixed set where the metric is recorded (telemetry::metrics::method_label).
+    let method = crate::telemetry::metrics::method_label(req.method().as_str());
     let state = req.app_data::<web::Data<AppState>>().cloned();
 
     let mut res = next.call(req).await?;
@@ -58,23 +59,6 @@ pub async fn request_context(
         );
     }
     Ok(res)
-}
-
-/// The `method` label of the request metrics: one of the standard methods, else `other`.
-/// Taken verbatim, any client could mint a new time series per request (`FOO1`, `FOO2`, ...)
-/// and grow `/metrics` without bound.
-pub fn method_label(method: &actix_web::http::Method) -> &'static str {
-    use actix_web::http::Method;
-    match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
-    }
 }
 
 /// Innermost middleware: an error response without our JSON body (a 404 for an unknown route,
