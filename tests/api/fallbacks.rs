@@ -112,7 +112,7 @@ async fn cartesia_down_for_a_whole_call_the_caller_hears_every_answer_through_te
     assert_eq!(utterances(&call, "caller").len(), 2, "{call}");
     assert!(event_types(&call).contains(&"engine.tts_fallback".to_owned()));
     assert_eq!(call["outcome"], "resolved", "{call}");
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.ops_get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains(r#"iace_circuit_breaker_state{provider="cartesia"} 1"#),
         "{metrics}"
@@ -197,7 +197,10 @@ async fn groq_500_for_10_s_the_fallback_model_answers_then_groq_again() {
     };
     let back_at = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < back_at {
-        watch(&mut seen, &app.get("/metrics").await.text().await.unwrap());
+        watch(
+            &mut seen,
+            &app.ops_get("/metrics").await.text().await.unwrap(),
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     voice.groq.set_faults(GroqFaults {
@@ -210,12 +213,15 @@ async fn groq_500_for_10_s_the_fallback_model_answers_then_groq_again() {
             tokio::time::Instant::now() < deadline,
             "breaker states: {seen:?}"
         );
-        watch(&mut seen, &app.get("/metrics").await.text().await.unwrap());
+        watch(
+            &mut seen,
+            &app.ops_get("/metrics").await.text().await.unwrap(),
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(&seen[..2], &[0, 1], "closed, then open: {seen:?}");
     assert!(seen.contains(&2), "half-open seen: {seen:?}");
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.ops_get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains(r#"iace_circuit_breaker_trips_total{provider="groq_chat"}"#));
 
     let outcomes = voice

@@ -48,7 +48,7 @@ async fn above_the_cpu_watermark_new_calls_are_refused_and_placed_again_once_it_
     assert!(refused.headers().contains_key("retry-after"));
     let refusal: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(refusal["code"], "at_capacity", "{refusal}");
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.ops_get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains("iace_calls_refused_total{source=\"api\"}"),
         "refusal counted"

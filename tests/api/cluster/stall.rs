@@ -18,7 +18,7 @@ const RSS_BOUND_KB: u64 = 16 * 1024;
 
 /// The value of one sample in the `/metrics` text (0 when absent).
 async fn sample(app: &TestApp, series: &str) -> u64 {
-    let text = app.get("/metrics").await.text().await.expect("metrics");
+    let text = app.ops_get("/metrics").await.text().await.expect("metrics");
     text.lines()
         .find_map(|l| {
             l.strip_prefix(series)?
