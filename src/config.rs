@@ -293,6 +293,9 @@ pub struct LearningSettings {
     pub merge_similarity: f64,
     /// `hnsw.ef_search` for pattern searches (candidate list size: recall against speed).
     pub ef_search: u32,
+    /// An organization with at least this many patterns gets its own HNSW index; below it,
+    /// its searches compare every row (exact, and cheap at that size).
+    pub index_min_rows: i64,
     /// A pattern learnt from one call is served only once confirmed (reinforced by a resolved
     /// call from another number, or approved by a user), so one caller cannot teach the agent
     /// what every later caller hears. false: served at once.

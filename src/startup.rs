@@ -229,6 +229,7 @@ impl Application {
                 groq: GroqClient::new(&settings.groq),
                 embedder: learning.embedder.clone(),
                 merge_similarity: settings.learning.merge_similarity,
+                index_min_rows: settings.learning.index_min_rows,
                 ef_search: settings.learning.ef_search,
                 confirm_patterns: settings.learning.confirm_patterns,
             },

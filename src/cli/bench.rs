@@ -13,6 +13,7 @@ pub fn run(settings: &Settings, config_dir: &Path, command: BenchCommand) -> Exi
             queries,
             orgs,
             ef_search,
+            index_min_rows,
             clusters,
             seed,
         } => {
@@ -21,6 +22,7 @@ pub fn run(settings: &Settings, config_dir: &Path, command: BenchCommand) -> Exi
                 queries,
                 orgs,
                 ef_search: ef_search.unwrap_or(settings.learning.ef_search),
+                index_min_rows: index_min_rows.unwrap_or(settings.learning.index_min_rows),
                 clusters,
                 seed,
             };

@@ -98,6 +98,10 @@ pub enum BenchCommand {
         /// hnsw.ef_search (default: learning.ef_search).
         #[arg(long)]
         ef_search: Option<u32>,
+        /// Patterns an organization needs for its own HNSW index (default:
+        /// learning.index_min_rows); smaller organizations are searched exactly.
+        #[arg(long)]
+        index_min_rows: Option<i64>,
         /// Topics the synthetic problems cluster around.
         #[arg(long, default_value_t = 200)]
         clusters: usize,

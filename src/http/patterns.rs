@@ -206,10 +206,28 @@ async fn import_patterns(
         .await?;
         results.push(merged);
     }
+    drop(conn);
     let inserted = results
         .iter()
         .filter(|m| matches!(m, Merged::Inserted(_)))
         .count();
+    if inserted > 0 {
+        // A large import may take the organization over the exact-search size: its index is
+        // built in the background (seconds), searches stay exact until it is ready.
+        let (db, org) = (state.db.clone(), user.organization_id);
+        let min_rows = state.learning.settings.index_min_rows;
+        actix_web::rt::spawn(async move {
+            let built = match db.get().await {
+                Ok(mut conn) => patterns::ensure_org_index(&mut conn, org, min_rows)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(error) = built {
+                tracing::warn!(organization_id = %org, %error, "pattern index not built");
+            }
+        });
+    }
     Ok(HttpResponse::Ok().json(ImportResult {
         inserted,
         reinforced: results.len() - inserted,

@@ -50,6 +50,8 @@ pub struct Pipeline {
     pub embedder: Embedder,
     pub merge_similarity: f64,
     pub ef_search: u32,
+    /// Patterns an organization needs before it gets its own HNSW index.
+    pub index_min_rows: i64,
     /// A pattern learnt from one call waits for a confirmation before calls are told it.
     pub confirm_patterns: bool,
 }
@@ -180,6 +182,7 @@ impl Pipeline {
                 patterns::merge(&mut conn, &pattern, self.merge_similarity, self.ef_search).await?;
             tracing::debug!(call_id = %call.id, ?merged, "pattern learnt");
         }
+        patterns::ensure_org_index(&mut conn, call.organization_id, self.index_min_rows).await?;
         Ok(())
     }
 

@@ -1,6 +1,12 @@
 //! Patterns: what resolved a kind of problem, per organization, with the embedding of the
-//! problem (pgvector, HNSW cosine index). Search is top-k within one organization and one
-//! embedding model; a new pattern close enough to an existing one reinforces it instead.
+//! problem (pgvector). Search is top-k within one organization and one embedding model; a new
+//! pattern close enough to an existing one reinforces it instead.
+//!
+//! Indexing is per organization, because a search never crosses one: an organization with
+//! fewer than `learning.index_min_rows` patterns is searched exactly (every row compared, a
+//! few milliseconds at that size), a larger one gets its own partial HNSW index
+//! (`ensure_org_index`). One global HNSW index filtered by organization returned none of the
+//! true neighbours for some queries (BENCHMARKS.md, "Vector search").
 //! Only confirmed patterns are served to calls: one learnt from a single call waits until a
 //! resolved call from another number reinforces it, or a user approves it.
 
@@ -233,11 +239,13 @@ pub async fn mark_used(
 /// The `k` confirmed patterns of `organization_id` nearest to `query` (same model only), most
 /// similar first, none less similar than `min_similarity`: what a call may be told.
 ///
-/// Correct under the organization filter: with pgvector 0.8's iterative index scans the HNSW
-/// scan goes on until `k` rows pass the filter (instead of filtering the first `ef_search`
-/// candidates of every tenant and returning too few). `relaxed_order` may return rows slightly
-/// out of order, so they are re-sorted here. Both settings are `SET LOCAL`, hence the
-/// transaction: they never leak to the next user of a pooled connection.
+/// The plan is exact for a small organization and its own partial HNSW index for a large one.
+/// `plan_cache_mode = force_custom_plan` makes Postgres plan with the organization id's value,
+/// which is what lets it match the partial index's predicate (a generic plan of the cached
+/// prepared statement could not). Iterative scans (`relaxed_order`) keep the HNSW scan going
+/// until `k` rows pass the model/confirmed filters; rows may come slightly out of order, so
+/// they are re-sorted here. The settings are `SET LOCAL`, hence the transaction: they never
+/// leak to the next user of a pooled connection.
 pub async fn search(
     conn: &mut AsyncPgConnection,
     organization_id: Uuid,
@@ -272,7 +280,8 @@ async fn search_in_transaction(
 ) -> Result<Vec<PatternHit>, StoreError> {
     // SET takes no bind parameters; ef_search is a number, so formatting it is safe.
     conn.batch_execute(&format!(
-        "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {}",
+        "SET LOCAL plan_cache_mode = force_custom_plan; \
+         SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {}",
         ef_search.clamp(1, 1000)
     ))
     .await?;
@@ -287,8 +296,8 @@ async fn search_in_transaction(
     .await
 }
 
-/// The exact top-k (no index: every pattern of the organization is compared). The reference
-/// for recall measurements; too slow for a live call on a large organization.
+/// The exact top-k (no vector index: every pattern of the organization is compared). The
+/// reference for recall measurements; too slow for a live call on a large organization.
 pub async fn search_exact(
     conn: &mut AsyncPgConnection,
     organization_id: Uuid,
@@ -331,6 +340,111 @@ async fn nearest(
         .load(conn)
         .await?;
     Ok(rank(rows, min_similarity))
+}
+
+/// Name of the partial HNSW index of one organization's patterns.
+pub fn org_index_name(organization_id: Uuid) -> String {
+    format!("patterns_hnsw_org_{}", organization_id.simple())
+}
+
+/// Gives `organization_id` its own partial HNSW index once it has at least `min_rows`
+/// patterns, and answers whether it has one (valid) now. Built with `CREATE INDEX
+/// CONCURRENTLY`, so writes and searches go on meanwhile (seconds for a few thousand rows);
+/// it needs a connection outside any transaction. A session advisory lock makes concurrent
+/// callers (two instances' learning jobs) build it once; a build left invalid by a crash is
+/// dropped and redone.
+pub async fn ensure_org_index(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+    min_rows: i64,
+) -> Result<bool, StoreError> {
+    use diesel::sql_types::{Bool, Nullable, Text};
+    #[derive(QueryableByName)]
+    struct Valid {
+        #[diesel(sql_type = Nullable<Bool>)]
+        valid: Option<bool>,
+    }
+    #[derive(QueryableByName)]
+    struct Locked {
+        #[diesel(sql_type = Bool)]
+        locked: bool,
+    }
+    let name = org_index_name(organization_id);
+    let index_state = async |conn: &mut AsyncPgConnection| -> Result<Option<bool>, StoreError> {
+        let rows: Vec<Valid> = diesel::sql_query(
+            "SELECT i.indisvalid AS valid FROM pg_class c \
+             JOIN pg_index i ON i.indexrelid = c.oid WHERE c.relname = $1",
+        )
+        .bind::<Text, _>(&name)
+        .load(conn)
+        .await?;
+        Ok(rows.into_iter().next().and_then(|r| r.valid))
+    };
+    if index_state(conn).await? == Some(true) {
+        return Ok(true);
+    }
+    let rows: i64 = patterns::table
+        .filter(patterns::organization_id.eq(organization_id))
+        .count()
+        .get_result(conn)
+        .await?;
+    if rows < min_rows {
+        return Ok(false);
+    }
+    let key = format!("patterns-index:{organization_id}");
+    let lock: Locked =
+        diesel::sql_query("SELECT pg_try_advisory_lock(hashtextextended($1, 7)) AS locked")
+            .bind::<Text, _>(&key)
+            .get_result(conn)
+            .await?;
+    if !lock.locked {
+        return Ok(false); // another session is building it
+    }
+    let built = async {
+        if index_state(conn).await? == Some(false) {
+            conn.batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+                .await?;
+        }
+        // Both names are made here from a UUID (hex digits and dashes only): nothing a
+        // caller wrote reaches the statement, which cannot take bind parameters.
+        conn.batch_execute(&format!(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON patterns \
+             USING hnsw (embedding vector_cosine_ops) WHERE organization_id = '{organization_id}'"
+        ))
+        .await?;
+        // Fresh statistics, so the planner weighs the new index against an exact scan with
+        // the organization's real size (autovacuum would get there, later).
+        conn.batch_execute("ANALYZE patterns").await?;
+        Ok::<_, StoreError>(index_state(conn).await? == Some(true))
+    }
+    .await;
+    diesel::sql_query("SELECT pg_advisory_unlock(hashtextextended($1, 7))")
+        .bind::<Text, _>(&key)
+        .execute(conn)
+        .await?;
+    built
+}
+
+/// How many index scans the organization's own HNSW index has served (`pg_stat_user_indexes`,
+/// which the server updates up to a second after the searching session goes idle); `None`
+/// when the organization has no index. Benchmarks and tests read it to see which plan
+/// searches took.
+pub async fn org_index_scans(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+) -> Result<Option<i64>, StoreError> {
+    #[derive(QueryableByName)]
+    struct Scans {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        scans: i64,
+    }
+    let rows: Vec<Scans> = diesel::sql_query(
+        "SELECT idx_scan AS scans FROM pg_stat_user_indexes WHERE indexrelname = $1",
+    )
+    .bind::<diesel::sql_types::Text, _>(org_index_name(organization_id))
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().next().map(|r| r.scans))
 }
 
 /// Distance → similarity, threshold, and the strict order `relaxed_order` does not promise.

@@ -26,6 +26,7 @@ mod learning;
 mod migrations;
 mod ops;
 mod outage;
+mod pattern_index;
 mod security;
 mod sentry;
 mod telnyx;
