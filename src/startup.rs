@@ -182,6 +182,7 @@ impl Application {
             telnyx: telnyx.clone(),
             cluster: cluster.clone(),
             taken_over: metrics.calls_taken_over.clone(),
+            calls: metrics.calls.clone(),
         };
         let registry = {
             let cluster = cluster.clone();
