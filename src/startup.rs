@@ -131,7 +131,9 @@ impl Application {
         let redis = pool::redis_pool(&settings.redis)?;
         let metrics = Arc::new(Metrics::new()?);
         // One breaker per provider for the whole instance: every call sees the same state.
-        let breakers = Breakers::new(&settings.breakers, &BreakerMetrics::new(&metrics.registry)?);
+        let breaker_metrics =
+            BreakerMetrics::new(&metrics.registry)?.with_providers(metrics.voice.providers.clone());
+        let breakers = Breakers::new(&settings.breakers, &breaker_metrics);
 
         let recorder_arbiter = Arbiter::new();
         let recorder_config = RecorderConfig {
@@ -143,8 +145,9 @@ impl Application {
             spill_path: settings.recorder.spill_file.clone().into(),
         };
         let (recorder_db, failed) = (db.clone(), metrics.recorder_failed_writes.clone());
+        let call_metrics = metrics.calls.clone();
         let recorder = Recorder::start_in_arbiter(&recorder_arbiter.handle(), move |_| {
-            Recorder::new(recorder_db, recorder_config, failed)
+            Recorder::new(recorder_db, recorder_config, failed).with_call_metrics(call_metrics)
         });
 
         let telnyx: Arc<dyn CallControl + Send + Sync> =
@@ -179,6 +182,7 @@ impl Application {
             telnyx: telnyx.clone(),
             cluster: cluster.clone(),
             taken_over: metrics.calls_taken_over.clone(),
+            calls: metrics.calls.clone(),
         };
         let registry = {
             let cluster = cluster.clone();
@@ -186,6 +190,7 @@ impl Application {
             let (settings, auth, redis_pool) = (settings.clone(), auth.clone(), redis.clone());
             let learning = learning.clone();
             let voice_metrics = metrics.voice.clone();
+            let call_metrics = metrics.calls.clone();
             let breakers = breakers.clone();
             CallRegistry::start(
                 shards,
@@ -216,6 +221,7 @@ impl Application {
                     redis_prefix: settings.redis.key_prefix.clone(),
                     learning: learning.clone(),
                     voice_metrics: voice_metrics.clone(),
+                    call_metrics: call_metrics.clone(),
                     cluster: cluster.clone(),
                 },
             )
@@ -235,6 +241,7 @@ impl Application {
             },
             &settings.learning,
             metrics.learning_jobs.clone(),
+            metrics.jobs.clone(),
         );
 
         let state = AppState {

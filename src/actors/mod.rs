@@ -3,6 +3,7 @@
 
 pub mod call;
 pub mod greeting;
+pub mod outcomes;
 pub mod recorder;
 pub mod registry;
 pub mod spill;

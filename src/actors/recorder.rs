@@ -79,6 +79,8 @@ pub struct Recorder {
     waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     failed_writes: prometheus::IntCounter,
     spill: SpillFile,
+    /// The call metric families read off the writes (`actors::outcomes`).
+    outcomes: Option<crate::actors::outcomes::CallOutcomes>,
 }
 
 impl Recorder {
@@ -98,7 +100,14 @@ impl Recorder {
             backoff: Duration::from_millis(50),
             waiters: Vec::new(),
             failed_writes,
+            outcomes: None,
         }
+    }
+
+    /// Calls' ends, turn latencies and escalations are counted in `metrics` as they arrive.
+    pub fn with_call_metrics(mut self, metrics: crate::telemetry::calls::CallMetrics) -> Self {
+        self.outcomes = Some(crate::actors::outcomes::CallOutcomes::new(metrics));
+        self
     }
 
     /// Queues a write: in memory while there is room and nothing older waits in the spill file,
@@ -260,6 +269,9 @@ impl Handler<Record> for Recorder {
     type Result = ();
 
     fn handle(&mut self, msg: Record, ctx: &mut Self::Context) {
+        if let Some(outcomes) = &mut self.outcomes {
+            outcomes.observe(&msg.0);
+        }
         self.enqueue(msg.0);
         if self.queue.len() >= self.config.batch_size {
             self.kick(ctx);

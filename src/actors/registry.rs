@@ -520,6 +520,11 @@ impl Handler<StartCall> for RegistryShard {
                 self.deps.registry.bind_control_id(ccid, msg.id);
             }
         }
+        let direction = match &msg.origin {
+            Origin::Inbound { .. } => "inbound",
+            Origin::Outbound { .. } => "outbound",
+        };
+        self.deps.call_metrics.started(direction);
         let call = Call::new(msg.id, msg.from, msg.to, msg.origin, self.deps.clone()).start();
         self.calls.lock().insert(msg.id, call);
         self.deps.cluster.call_started(msg.id);

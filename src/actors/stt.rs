@@ -149,6 +149,7 @@ impl SttStream {
         }
         self.attempts += 1;
         self.reconnects += 1;
+        self.metrics.providers.reconnect("deepgram", error.kind());
         let delay = Duration::from_millis(50 * 2u64.pow(self.attempts.min(6)));
         tracing::warn!(error = %error, attempt = self.attempts, ?delay, "deepgram socket lost; reconnecting");
         ctx.run_later(delay, |act, ctx| act.connect(ctx));

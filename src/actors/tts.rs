@@ -137,6 +137,7 @@ impl TtsStream {
         }
         self.attempts += 1;
         self.reconnects += 1;
+        self.metrics.providers.reconnect("cartesia", error.kind());
         let delay = Duration::from_millis(50 * 2u64.pow(self.attempts.min(5)));
         tracing::warn!(error = %error, attempt = self.attempts, "cartesia socket lost; reconnecting");
         ctx.run_later(delay, |act, ctx| act.connect(ctx));

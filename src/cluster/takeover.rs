@@ -24,6 +24,8 @@ pub struct Takeover {
     pub cluster: Cluster,
     /// Ended calls by reason, for `/metrics` (`iace_calls_taken_over_total{reason}`).
     pub taken_over: prometheus::IntCounterVec,
+    /// The calls it ends count in `iace_calls_ended_total` too (no actor recorded their end).
+    pub calls: crate::telemetry::calls::CallMetrics,
 }
 
 /// What was done to the Telnyx leg.
@@ -63,16 +65,16 @@ impl Takeover {
             _ => outcome_for(direction, state, reason),
         };
         let ended_at = Utc::now();
+        let duration_ms = row
+            .answered_at
+            .map(|a| (ended_at - a).num_milliseconds().max(0))
+            .unwrap_or(0);
         let changes = CallChanges {
             status: Some(CallState::Ended.as_str().into()),
             outcome: Some(outcome.as_str().into()),
             end_reason: Some(reason.as_str().into()),
             ended_at: Some(ended_at),
-            duration_ms: Some(
-                row.answered_at
-                    .map(|a| (ended_at - a).num_milliseconds().max(0))
-                    .unwrap_or(0),
-            ),
+            duration_ms: Some(duration_ms),
             ..Default::default()
         };
         let mut conn = self.db.get().await?;
@@ -97,6 +99,12 @@ impl Takeover {
             crate::learning::enqueue_post_call(&mut conn, row.organization_id, row.id).await?;
         }
         self.taken_over.with_label_values(&[reason.as_str()]).inc();
+        self.calls.ended(
+            outcome.as_str(),
+            reason.as_str(),
+            duration_ms,
+            row.sentiment_avg,
+        );
         tracing::info!(
             call_id = %row.id,
             owner = row.owner_instance.as_deref().unwrap_or(""),

@@ -4,10 +4,12 @@
 
 use crate::error::ApiError;
 use crate::http::AppState;
+use crate::providers::telnyx::WebhookEvent;
 use crate::providers::telnyx::{
     TelnyxEventKind, WebhookEnvelope, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
 use crate::store::events::{self, NewWebhookEvent};
+use crate::telemetry::deliveries::Delivery;
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use serde_json::json;
 
@@ -25,17 +27,23 @@ async fn telnyx_webhook(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let verifier = state
+    let verified = state
         .telnyx_verifier
         .as_ref()
-        .map_err(|e| ApiError::WebhookSignature(*e))?;
-    verifier.verify(
-        header(&req, TIMESTAMP_HEADER),
-        header(&req, SIGNATURE_HEADER),
-        &body,
-        chrono::Utc::now().timestamp(),
-        state.settings.telnyx.webhook_tolerance_secs,
-    )?;
+        .map_err(|e| *e)
+        .and_then(|v| {
+            v.verify(
+                header(&req, TIMESTAMP_HEADER),
+                header(&req, SIGNATURE_HEADER),
+                &body,
+                chrono::Utc::now().timestamp(),
+                state.settings.telnyx.webhook_tolerance_secs,
+            )
+        });
+    if let Err(e) = verified {
+        rejected(&state, e.reason(), body.len());
+        return Err(ApiError::WebhookSignature(e));
+    }
     let envelope: WebhookEnvelope = serde_json::from_slice(&body)
         .map_err(|e| ApiError::InvalidJson(format!("not a Telnyx webhook envelope: {e}")))?;
     let event = envelope.data;
@@ -44,6 +52,7 @@ async fn telnyx_webhook(
     }
     // A call owned by another instance is handled there (before the inbox: the owner stores it).
     if let Some(routed) = crate::http::routing::route_webhook(&state, &req, &body, &event).await {
+        delivered(&state, "routed", &event, body.len());
         return Ok(routed);
     }
     // Stored before we answer: once Telnyx hears 200 it will not send this event again.
@@ -61,6 +70,7 @@ async fn telnyx_webhook(
     drop(conn);
     if !is_new {
         state.metrics.webhooks_duplicate.inc();
+        delivered(&state, "duplicate", &event, body.len());
         tracing::debug!(event_id = %event.id, "duplicate webhook delivery dropped");
         return Ok(HttpResponse::Ok().json(json!({ "status": "duplicate" })));
     }
@@ -76,6 +86,35 @@ async fn telnyx_webhook(
         .webhooks_accepted
         .with_label_values(&[label])
         .inc();
+    delivered(&state, "accepted", &event, body.len());
     state.registry.route_webhook(event);
     Ok(HttpResponse::Ok().json(json!({ "status": "accepted" })))
+}
+
+/// Counts a delivery refused by verification and keeps it in the admin log (no content).
+fn rejected(state: &AppState, reason: &'static str, body_bytes: usize) {
+    let m = &state.metrics;
+    m.webhook_verification_failures
+        .with_label_values(&[reason])
+        .inc();
+    m.webhook_log.push(Delivery {
+        received_at: chrono::Utc::now(),
+        outcome: "rejected",
+        reason: Some(reason),
+        event_id: None,
+        event_type: None,
+        body_bytes,
+    });
+}
+
+/// Keeps a verified delivery in the admin log.
+fn delivered(state: &AppState, outcome: &'static str, event: &WebhookEvent, body_bytes: usize) {
+    state.metrics.webhook_log.push(Delivery {
+        received_at: chrono::Utc::now(),
+        outcome,
+        reason: None,
+        event_id: Some(event.id.clone()),
+        event_type: Some(event.event_type.clone()),
+        body_bytes,
+    });
 }

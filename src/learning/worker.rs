@@ -9,7 +9,7 @@ use crate::store::jobs::{self, JobRow};
 use crate::store::StoreError;
 use actix::Arbiter;
 use chrono::Utc;
-use prometheus::IntCounterVec;
+use prometheus::{IntCounterVec, IntGaugeVec};
 use rand::Rng;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -34,8 +34,14 @@ struct Timing {
 
 impl JobWorkers {
     /// Starts `settings.workers` workers (none when 0: jobs then wait for another instance).
-    /// `outcomes` counts finished attempts by kind and result.
-    pub fn start(pipeline: Pipeline, settings: &LearningSettings, outcomes: IntCounterVec) -> Self {
+    /// `outcomes` counts finished attempts by kind and result; `queue` is set to the jobs by
+    /// state each time the reaper runs.
+    pub fn start(
+        pipeline: Pipeline,
+        settings: &LearningSettings,
+        outcomes: IntCounterVec,
+        queue: IntGaugeVec,
+    ) -> Self {
         let (stop, stop_rx) = watch::channel(false);
         let (done_tx, done) = mpsc::channel::<()>(1);
         let timing = Timing {
@@ -63,6 +69,7 @@ impl JobWorkers {
             actix_web::rt::spawn(reaper(
                 pipeline.clone(),
                 timing.clone(),
+                queue.clone(),
                 stop_rx.clone(),
                 done_tx.clone(),
             ));
@@ -72,6 +79,7 @@ impl JobWorkers {
                     pipeline: pipeline.clone(),
                     timing: timing.clone(),
                     outcomes: outcomes.clone(),
+                    queue: queue.clone(),
                 };
                 actix_web::rt::spawn(worker.run(stop_rx.clone(), done_tx.clone()));
             }
@@ -117,6 +125,7 @@ struct Worker {
     pipeline: Pipeline,
     timing: Timing,
     outcomes: IntCounterVec,
+    queue: IntGaugeVec,
 }
 
 impl Worker {
@@ -201,14 +210,18 @@ impl Worker {
             }
         };
         self.outcomes.with_label_values(&[&job.kind, outcome]).inc();
+        drop(conn);
+        count_jobs(&self.pipeline, &self.queue).await;
         Ok(())
     }
 }
 
-/// Puts back lost jobs at start (a restart) and then every half lease.
+/// Puts back lost jobs at start (a restart) and then every half lease, and then counts the
+/// jobs by state into `queue`.
 async fn reaper(
     pipeline: Pipeline,
     timing: Timing,
+    queue: IntGaugeVec,
     mut stop: watch::Receiver<bool>,
     _done: mpsc::Sender<()>,
 ) {
@@ -223,10 +236,30 @@ async fn reaper(
             Ok(n) => tracing::warn!(jobs = n, "reclaimed jobs whose worker was lost"),
             Err(err) => tracing::warn!(error = %err, "cannot reclaim stale jobs"),
         }
+        count_jobs(&pipeline, &queue).await;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => {}
         }
+    }
+}
+
+/// Sets `queue{state}` from the jobs table (a state with no job left reads 0).
+async fn count_jobs(pipeline: &Pipeline, queue: &IntGaugeVec) {
+    let counted = async {
+        let mut conn = pipeline.db.get().await?;
+        crate::store::admin::job_counts(&mut conn).await
+    };
+    match counted.await {
+        Ok(counts) => {
+            for state in ["pending", "running", "succeeded", "failed"] {
+                queue.with_label_values(&[state]).set(0);
+            }
+            for (state, n) in counts {
+                queue.with_label_values(&[state.as_str()]).set(n);
+            }
+        }
+        Err(err) => tracing::debug!(error = %err, "cannot count jobs"),
     }
 }
 

@@ -15,6 +15,7 @@
 use crate::config::BreakerSettings;
 use crate::providers::ProviderError;
 use crate::telemetry::breakers::BreakerMetrics;
+use crate::telemetry::providers::ProviderMetrics;
 use prometheus::{IntCounter, IntGauge};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -88,6 +89,7 @@ struct Observer {
     provider: Provider,
     gauge: IntGauge,
     trips: IntCounter,
+    requests: Option<ProviderMetrics>,
 }
 
 impl Observer {
@@ -127,6 +129,24 @@ struct Machine {
     open_for: Duration,
     /// When the half-open probe went out; another may go when it is this old without result.
     probe_sent: Option<Instant>,
+    /// When the breaker last opened (for `/admin/breakers`).
+    last_trip: Option<chrono::DateTime<chrono::Utc>>,
+    /// An operator forced it open (`/admin/breakers`): it refuses until reset.
+    forced_open: bool,
+}
+
+/// One breaker as `/admin/breakers` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BreakerSnapshot {
+    pub provider: &'static str,
+    pub state: &'static str,
+    pub forced_open: bool,
+    /// Failures since the last success.
+    pub failures_in_a_row: u32,
+    /// Failures and all outcomes inside the rate window.
+    pub failures_in_window: u32,
+    pub requests_in_window: usize,
+    pub last_trip: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 struct Shared {
@@ -161,6 +181,7 @@ impl Breaker {
         settings: &BreakerSettings,
         gauge: IntGauge,
         trips: IntCounter,
+        requests: Option<ProviderMetrics>,
     ) -> Self {
         gauge.set(BreakerState::Closed as i64);
         let now = Instant::now();
@@ -176,12 +197,15 @@ impl Breaker {
                     open_until: now,
                     open_for: Duration::from_millis(settings.open_ms),
                     probe_sent: None,
+                    last_trip: None,
+                    forced_open: false,
                 }),
                 state: AtomicU8::new(BreakerState::Closed as u8),
                 observer: Observer {
                     provider,
                     gauge,
                     trips,
+                    requests,
                 },
             }),
         }
@@ -192,7 +216,7 @@ impl Breaker {
         let gauge = IntGauge::new("standalone_breaker_state", "unregistered");
         let trips = IntCounter::new("standalone_breaker_trips_total", "unregistered");
         match (gauge, trips) {
-            (Ok(g), Ok(t)) => Self::new(provider, settings, g, t),
+            (Ok(g), Ok(t)) => Self::new(provider, settings, g, t, None),
             // Both names are valid constants; this arm only satisfies the types.
             _ => unreachable!("constant metric names are valid"),
         }
@@ -218,6 +242,9 @@ impl Breaker {
 
     fn move_to(&self, machine: &mut Machine, to: BreakerState) {
         let from = machine.state;
+        if to == BreakerState::Open && from != to {
+            machine.last_trip = Some(chrono::Utc::now());
+        }
         machine.state = to;
         self.shared.state.store(to as u8, Ordering::SeqCst);
         if from != to {
@@ -230,6 +257,9 @@ impl Breaker {
     pub fn allows(&self) -> bool {
         let now = Instant::now();
         let mut m = self.lock();
+        if m.forced_open {
+            return false;
+        }
         match m.state {
             BreakerState::Closed => true,
             BreakerState::Open if now < m.open_until => false,
@@ -257,6 +287,9 @@ impl Breaker {
     pub fn would_allow(&self) -> bool {
         let now = Instant::now();
         let m = self.lock();
+        if m.forced_open {
+            return false;
+        }
         match m.state {
             BreakerState::Closed => true,
             BreakerState::Open => now >= m.open_until,
@@ -271,14 +304,7 @@ impl Breaker {
         let now = Instant::now();
         let mut m = self.lock();
         match m.state {
-            BreakerState::HalfOpen => {
-                m.in_a_row = 0;
-                m.window.clear();
-                m.failures_in_window = 0;
-                m.probe_sent = None;
-                m.open_for = Duration::from_millis(self.shared.settings.open_ms);
-                self.move_to(&mut m, BreakerState::Closed);
-            }
+            BreakerState::HalfOpen => self.close(&mut m),
             BreakerState::Closed => {
                 m.in_a_row = 0;
                 self.remember(&mut m, now, false);
@@ -330,6 +356,59 @@ impl Breaker {
         }
     }
 
+    /// Times one request that went out, and counts its failure kind (`iace_provider_*`).
+    pub fn observe(&self, took: Duration, error: Option<&'static str>) {
+        if let Some(requests) = &self.shared.observer.requests {
+            requests.request(self.shared.provider.as_str(), took, error);
+        }
+    }
+
+    /// Counts a request the open breaker refused (`kind="circuit_open"`).
+    pub fn refused(&self) {
+        if let Some(requests) = &self.shared.observer.requests {
+            requests.error(self.shared.provider.as_str(), "circuit_open");
+        }
+    }
+
+    /// State, counters and last trip, for `/admin/breakers`.
+    pub fn snapshot(&self) -> BreakerSnapshot {
+        let m = self.lock();
+        BreakerSnapshot {
+            provider: self.shared.provider.as_str(),
+            state: m.state.as_str(),
+            forced_open: m.forced_open,
+            failures_in_a_row: m.in_a_row,
+            failures_in_window: m.failures_in_window,
+            requests_in_window: m.window.len(),
+            last_trip: m.last_trip,
+        }
+    }
+
+    /// An operator's action: open now and refuse every request until [`reset`](Self::reset).
+    pub fn force_open(&self) {
+        let mut m = self.lock();
+        m.forced_open = true;
+        m.probe_sent = None;
+        self.move_to(&mut m, BreakerState::Open);
+    }
+
+    /// An operator's action: closed, counters and backoff cleared (a forced opening lifted).
+    pub fn reset(&self) {
+        let mut m = self.lock();
+        m.forced_open = false;
+        self.close(&mut m);
+    }
+
+    /// Closed, with the counters, the probe and the backoff cleared.
+    fn close(&self, m: &mut Machine) {
+        m.in_a_row = 0;
+        m.window.clear();
+        m.failures_in_window = 0;
+        m.probe_sent = None;
+        m.open_for = Duration::from_millis(self.shared.settings.open_ms);
+        self.move_to(m, BreakerState::Closed);
+    }
+
     /// Adds an outcome to the rate window and forgets those older than the window.
     fn remember(&self, m: &mut Machine, now: Instant, failed: bool) {
         let window = Duration::from_secs(self.shared.settings.window_secs);
@@ -356,9 +435,15 @@ pub async fn guarded<T>(
         return request.await;
     };
     if !breaker.allows() {
+        breaker.refused();
         return Err(ProviderError::CircuitOpen { provider });
     }
+    let started = Instant::now();
     let result = request.await;
+    breaker.observe(
+        started.elapsed(),
+        result.as_ref().err().map(ProviderError::kind),
+    );
     breaker.record(matches!(&result, Err(e) if e.counts_against_provider()));
     result
 }
@@ -379,7 +464,7 @@ impl Breakers {
     pub fn new(settings: &BreakerSettings, metrics: &BreakerMetrics) -> Self {
         let make = |p: Provider| {
             let (gauge, trips) = metrics.for_provider(p.as_str());
-            Breaker::new(p, settings, gauge, trips)
+            Breaker::new(p, settings, gauge, trips, metrics.providers().cloned())
         };
         Self {
             telnyx: make(Provider::Telnyx),
@@ -389,6 +474,19 @@ impl Breakers {
             groq_sentiment: make(Provider::GroqSentiment),
             gemini: make(Provider::Gemini),
         }
+    }
+
+    /// Every breaker, in [`Provider::ALL`]'s order.
+    pub fn all(&self) -> [&Breaker; 6] {
+        Provider::ALL.map(|p| self.get(p))
+    }
+
+    /// The breaker of the provider labelled `label` (`groq_chat`, ...).
+    pub fn by_label(&self, label: &str) -> Option<&Breaker> {
+        Provider::ALL
+            .into_iter()
+            .find(|p| p.as_str() == label)
+            .map(|p| self.get(p))
     }
 
     pub fn get(&self, provider: Provider) -> &Breaker {

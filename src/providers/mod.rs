@@ -89,6 +89,23 @@ impl ProviderError {
         )
     }
 
+    /// The variant's name, the `kind` label of `iace_provider_errors_total` (a fixed set).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::Connect { .. } => "connect",
+            ProviderError::Unauthorized { .. } => "unauthorized",
+            ProviderError::Rejected { .. } => "rejected",
+            ProviderError::RateLimited { .. } => "rate_limited",
+            ProviderError::Server { .. } => "server",
+            ProviderError::Timeout { .. } => "timeout",
+            ProviderError::Protocol { .. } => "protocol",
+            ProviderError::Disconnected { .. } => "disconnected",
+            ProviderError::Closed { .. } => "closed",
+            ProviderError::Backpressure { .. } => "backpressure",
+            ProviderError::CircuitOpen { .. } => "circuit_open",
+        }
+    }
+
     /// Whether the failure is the provider's (down, slow, refusing our key), so its circuit
     /// breaker counts it; a request it rejected as malformed, or a queue of ours, is not.
     pub fn counts_against_provider(&self) -> bool {

@@ -19,6 +19,20 @@ pub async fn call(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<CallR
         .optional()?)
 }
 
+/// Calls not yet ended on any instance (their `owner_instance` says where), oldest first.
+pub async fn live_calls(
+    conn: &mut AsyncPgConnection,
+    limit: i64,
+) -> Result<Vec<CallRow>, StoreError> {
+    Ok(calls::table
+        .filter(calls::status.ne("ended"))
+        .order(calls::started_at.asc())
+        .limit(limit)
+        .select(CallRow::as_select())
+        .load(conn)
+        .await?)
+}
+
 /// Jobs by status (pending, running, succeeded, failed).
 pub async fn job_counts(conn: &mut AsyncPgConnection) -> Result<Vec<(String, i64)>, StoreError> {
     Ok(jobs::table

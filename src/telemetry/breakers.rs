@@ -1,13 +1,16 @@
 //! Metric families of the providers' circuit breakers: `iace_circuit_breaker_state{provider}`
 //! (0 closed, 1 open, 2 half-open) and `iace_circuit_breaker_trips_total{provider}`.
 
+use crate::telemetry::providers::ProviderMetrics;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-/// The two families, registered once per application registry.
+/// The two families, registered once per application registry, and the provider request
+/// families the guarded requests record into (when given).
 #[derive(Clone)]
 pub struct BreakerMetrics {
     state: IntGaugeVec,
     trips: IntCounterVec,
+    providers: Option<ProviderMetrics>,
 }
 
 impl BreakerMetrics {
@@ -28,7 +31,22 @@ impl BreakerMetrics {
         )?;
         registry.register(Box::new(state.clone()))?;
         registry.register(Box::new(trips.clone()))?;
-        Ok(Self { state, trips })
+        Ok(Self {
+            state,
+            trips,
+            providers: None,
+        })
+    }
+
+    /// Requests through the breakers are timed and their failures counted in `providers`.
+    pub fn with_providers(mut self, providers: ProviderMetrics) -> Self {
+        self.providers = Some(providers);
+        self
+    }
+
+    /// The provider request families, when set.
+    pub fn providers(&self) -> Option<&ProviderMetrics> {
+        self.providers.as_ref()
     }
 
     /// The state gauge and the trip counter of one provider.

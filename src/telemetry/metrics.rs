@@ -1,9 +1,13 @@
 //! Prometheus metric families: HTTP request count and latency, pool gauges, webhook, recorder,
-//! auth, retrieval and job counters, and the engine's per-stage voice timings. Defined here, below
+//! auth, retrieval and job counters, and the engine's per-stage voice timings; the call,
+//! provider and database families are in `telemetry::{calls, providers, db}`. Defined here, below
 //! every layer that records into them; `http::metrics` only serves them at `GET /metrics`.
 
+use crate::telemetry::calls::CallMetrics;
+use crate::telemetry::providers::ProviderMetrics;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Every metric the engine exports, on one registry (so tests get a fresh one per app).
@@ -36,6 +40,16 @@ pub struct Metrics {
     pub retrieval_duration: HistogramVec,
     /// Finished post-call job attempts by kind and result (succeeded, retried, failed).
     pub learning_jobs: IntCounterVec,
+    /// Post-call jobs in the queue by state (pending, running, succeeded, failed), refreshed by
+    /// the job runner's reaper.
+    pub jobs: IntGaugeVec,
+    /// Telnyx webhooks refused by signature verification, by reason (missing, malformed,
+    /// invalid, stale, bad_public_key).
+    pub webhook_verification_failures: IntCounterVec,
+    /// Calls started and ended, durations, turn latency, sentiment, escalations.
+    pub calls: CallMetrics,
+    /// The recent webhook deliveries and their verification outcome (`/admin/webhooks`).
+    pub webhook_log: crate::telemetry::deliveries::WebhookLog,
     /// The engine's own share of each live call's latency (read by `iace bench calls`).
     pub voice: VoiceMetrics,
 }
@@ -68,6 +82,8 @@ pub struct VoiceMetrics {
     /// Caller audio frames a call's speech-to-text stream dropped: `backpressure` (the socket's
     /// send queue was full), `unconfirmed` and `backlog` (the replay buffers were at their bound).
     pub stt_audio_dropped: IntCounterVec,
+    /// Provider request times, errors and reconnects (the streaming sockets count theirs).
+    pub providers: ProviderMetrics,
 }
 
 impl VoiceMetrics {
@@ -118,7 +134,9 @@ impl VoiceMetrics {
             &["reason"],
         )?;
         registry.register(Box::new(stt_audio_dropped.clone()))?;
+        let providers = ProviderMetrics::new(registry)?;
         Ok(Self {
+            providers,
             media_in_to_stt: stage.with_label_values(&["media_in_to_stt"]),
             final_to_llm: stage.with_label_values(&["final_to_llm"]),
             llm_sentence_to_tts: stage.with_label_values(&["llm_sentence_to_tts"]),
@@ -260,7 +278,27 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         let voice = VoiceMetrics::new(&registry)?;
+        let jobs = IntGaugeVec::new(
+            Opts::new("jobs", "Post-call jobs in the queue by state"),
+            &["state"],
+        )?;
+        registry.register(Box::new(jobs.clone()))?;
+        let webhook_verification_failures = IntCounterVec::new(
+            Opts::new(
+                "webhook_verification_failures_total",
+                "Telnyx webhooks refused by signature verification, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(webhook_verification_failures.clone()))?;
+        let calls = CallMetrics::new(&registry)?;
+        crate::telemetry::db::install();
+        registry.register(Box::new(crate::telemetry::db::QUERY_DURATION.clone()))?;
         Ok(Self {
+            jobs,
+            webhook_verification_failures,
+            calls,
+            webhook_log: Default::default(),
             voice,
             registry,
             http_requests,

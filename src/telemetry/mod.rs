@@ -4,7 +4,11 @@
 //! The Prometheus metric families live in [`metrics`] (served by `http::metrics`).
 
 pub mod breakers;
+pub mod calls;
+pub mod db;
+pub mod deliveries;
 pub mod metrics;
+pub mod providers;
 pub mod sentry;
 
 use crate::config::{LogFormat, Settings};

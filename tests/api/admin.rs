@@ -247,3 +247,235 @@ async fn log_filter_changes_at_run_time() {
     assert_eq!(bad.status(), 422);
     let _ = iace::telemetry::set_log_filter("off");
 }
+
+#[actix_web::test]
+async fn operator_reads_forces_open_and_resets_a_circuit_breaker() {
+    let app = admin_app().await;
+    let (status, body) = admin_json(&app, reqwest::Method::GET, "/admin/breakers").await;
+    assert_eq!(status, 200);
+    let all = body["breakers"].as_array().unwrap();
+    let names: Vec<&str> = all
+        .iter()
+        .map(|b| b["provider"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "telnyx",
+            "deepgram",
+            "cartesia",
+            "groq_chat",
+            "groq_sentiment",
+            "gemini"
+        ]
+    );
+    assert!(all
+        .iter()
+        .all(|b| b["state"] == "closed" && b["last_trip"].is_null()));
+
+    let (status, opened) =
+        admin_json(&app, reqwest::Method::POST, "/admin/breakers/cartesia/open").await;
+    assert_eq!(status, 200);
+    assert_eq!(opened["state"], "open", "{opened}");
+    assert_eq!(opened["forced_open"], true);
+    assert!(opened["last_trip"].is_string(), "{opened}");
+    // The engine's own breaker refuses now (calls take the TTS fallback), and the gauge says so.
+    assert!(!app.state.breakers.cartesia.would_allow());
+    let text = app.ops_get("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        crate::ops::metric_sum(
+            &text,
+            "iace_circuit_breaker_state",
+            &[("provider", "cartesia")]
+        ),
+        1.0
+    );
+
+    let (status, reset) = admin_json(
+        &app,
+        reqwest::Method::POST,
+        "/admin/breakers/cartesia/reset",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(reset["state"], "closed", "{reset}");
+    assert_eq!(reset["forced_open"], false);
+    assert!(app.state.breakers.cartesia.would_allow());
+
+    let (status, _) = admin_json(&app, reqwest::Method::POST, "/admin/breakers/nope/open").await;
+    assert_eq!(status, 404);
+    let (status, _) = admin_json(
+        &app,
+        reqwest::Method::POST,
+        "/admin/breakers/cartesia/explode",
+    )
+    .await;
+    assert_eq!(status, 404);
+    let anonymous = app
+        .client
+        .post(format!("{}/admin/breakers/cartesia/open", app.ops_address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(app.state.breakers.cartesia.snapshot().state, "closed");
+}
+
+#[actix_web::test]
+async fn webhook_deliveries_are_listed_with_their_verification_outcome_and_counted() {
+    use ed25519_dalek::SigningKey;
+    use iace::providers::telnyx::webhook::public_key_b64;
+    let key = SigningKey::from_bytes(&[42u8; 32]);
+    let app = spawn_app_with(|s| {
+        s.admin.operator_token = iace::config::Secret::new(TOKEN);
+        s.telnyx.webhook_public_key = public_key_b64(&key);
+    })
+    .await;
+    let body = serde_json::to_vec(&serde_json::json!({
+        "data": {
+            "record_type": "event",
+            "event_type": "call.hangup",
+            "id": "evt-admin-1",
+            "occurred_at": "2026-11-27T10:00:00.000000Z",
+            "payload": { "call_control_id": "v3:unknown", "client_state": "c2VjcmV0" }
+        },
+        "meta": { "attempt": 1 }
+    }))
+    .unwrap();
+    let post = |ts: Option<i64>, sig: Option<String>| {
+        let mut req = app
+            .client
+            .post(app.url("/webhooks/telnyx"))
+            .header("content-type", "application/json")
+            .body(body.clone());
+        if let Some(ts) = ts {
+            req = req.header("telnyx-timestamp", ts.to_string());
+        }
+        if let Some(sig) = sig {
+            req = req.header("telnyx-signature-ed25519", sig);
+        }
+        req.send()
+    };
+    let now = chrono::Utc::now().timestamp();
+    let good = iace::providers::telnyx::sign_webhook(&key, now, &body);
+    let other =
+        iace::providers::telnyx::sign_webhook(&SigningKey::from_bytes(&[7u8; 32]), now, &body);
+    assert_eq!(post(None, None).await.unwrap().status(), 401);
+    assert_eq!(post(Some(now), Some(other)).await.unwrap().status(), 401);
+    assert_eq!(
+        post(Some(now - 3600), Some(good.clone()))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        post(Some(now), Some(good.clone())).await.unwrap().status(),
+        200
+    );
+    assert_eq!(post(Some(now), Some(good)).await.unwrap().status(), 200);
+
+    let text = app.ops_get("/metrics").await.text().await.unwrap();
+    let failures = |reason| {
+        crate::ops::metric_sum(
+            &text,
+            "iace_webhook_verification_failures_total",
+            &[("reason", reason)],
+        )
+    };
+    assert_eq!(
+        (failures("missing"), failures("invalid"), failures("stale")),
+        (1.0, 1.0, 1.0),
+        "{text}"
+    );
+
+    let res = admin(&app, reqwest::Method::GET, "/admin/webhooks?limit=10").await;
+    assert_eq!(res.status(), 200);
+    let raw = res.text().await.unwrap();
+    // Ids and types only: no payload field, no signature.
+    assert!(
+        !raw.contains("c2VjcmV0") && !raw.contains("client_state"),
+        "{raw}"
+    );
+    let list: Value = serde_json::from_str(&raw).unwrap();
+    let d = list["deliveries"].as_array().unwrap();
+    let outcomes: Vec<&str> = d.iter().map(|x| x["outcome"].as_str().unwrap()).collect();
+    assert_eq!(
+        outcomes,
+        ["duplicate", "accepted", "rejected", "rejected", "rejected"],
+        "newest first: {list}"
+    );
+    assert_eq!(d[1]["event_id"], "evt-admin-1");
+    assert_eq!(d[1]["event_type"], "call.hangup");
+    let reasons: Vec<&str> = d[2..]
+        .iter()
+        .map(|x| x["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["stale", "invalid", "missing"]);
+    assert!(d[2]["event_id"].is_null(), "a refused body is not trusted");
+    let (_, one) = admin_json(&app, reqwest::Method::GET, "/admin/webhooks?limit=1").await;
+    assert_eq!(one["deliveries"].as_array().unwrap().len(), 1);
+}
+
+#[actix_web::test]
+async fn cluster_listing_shows_every_live_call_with_its_owner_instance() {
+    // No takeover sweep during the test: the peer below never beats in the directory.
+    let app = spawn_app_with(|s| {
+        s.admin.operator_token = iace::config::Secret::new(TOKEN);
+        s.cluster.sweep_interval_ms = 3_600_000;
+    })
+    .await;
+    let t = app.create_tenant("+15550101311").await;
+    let ccid = app
+        .telnyx
+        .place_inbound_call("+15559991311", "+15550101311");
+    let id = app.call_id_for(&t, &ccid).await;
+    app.wait_for_status(&t, id, "streaming").await;
+    // A call another instance owns, as the shared database shows it.
+    let mut conn = app.state.db.get().await.unwrap();
+    let remote = uuid::Uuid::new_v4();
+    diesel::sql_query(
+        "INSERT INTO calls (id, organization_id, direction, from_number, to_number, status, \
+         owner_instance) VALUES ($1, $2, 'inbound', '+15559991312', '+15550101311', \
+         'streaming', 'peer-instance-b')",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(remote)
+    .bind::<diesel::sql_types::Uuid, _>(t.org)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+
+    let me = app.state.cluster.id().to_owned();
+    let body = crate::helpers::wait_until(
+        std::time::Duration::from_secs(30),
+        "this instance in the directory",
+        || async {
+            let (status, body) =
+                admin_json(&app, reqwest::Method::GET, "/admin/cluster/calls").await;
+            assert_eq!(status, 200);
+            let listed = body["instances"]
+                .as_array()
+                .is_some_and(|all| all.iter().any(|i| i["id"] == me.as_str()));
+            listed.then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(body["this_instance"], me.as_str());
+    let calls = body["calls"].as_array().unwrap();
+    let owner_of = |call: uuid::Uuid| {
+        calls
+            .iter()
+            .find(|c| c["id"] == call.to_string())
+            .map(|c| c["owner_instance"].clone())
+    };
+    assert_eq!(owner_of(id), Some(Value::String(me.clone())), "{body}");
+    assert_eq!(
+        owner_of(remote),
+        Some(Value::String("peer-instance-b".into())),
+        "{body}"
+    );
+    // The per-instance listing shows only the call live here.
+    let (_, here) = admin_json(&app, reqwest::Method::GET, "/admin/calls").await;
+    assert_eq!(here["live"], 1, "{here}");
+}

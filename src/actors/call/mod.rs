@@ -71,6 +71,8 @@ pub struct CallDeps {
     pub learning: crate::learning::Learning,
     /// The engine's own latency per stage, and media frame counts.
     pub voice_metrics: crate::telemetry::metrics::VoiceMetrics,
+    /// Calls started (counted by the registry as it starts one).
+    pub call_metrics: crate::telemetry::calls::CallMetrics,
     /// This instance in the cluster: the owner id in `client_state` and the stream URL.
     pub cluster: crate::cluster::Cluster,
 }

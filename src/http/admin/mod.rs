@@ -13,7 +13,10 @@ use sha2::{Digest, Sha256};
 use std::future::{ready, Ready};
 use uuid::Uuid;
 
+mod observe;
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.configure(observe::configure);
     cfg.service(list_calls)
         .service(call_detail)
         .service(hangup)

@@ -62,6 +62,19 @@ impl TelnyxError {
         }
     }
 
+    /// The `kind` label of `iace_provider_errors_total`.
+    fn kind(&self) -> &'static str {
+        match self {
+            TelnyxError::CallEnded => "call_ended",
+            TelnyxError::Unauthorized => "unauthorized",
+            TelnyxError::Rejected { status, .. } if *status >= 500 => "server",
+            TelnyxError::Rejected { .. } => "rejected",
+            TelnyxError::Timeout => "timeout",
+            TelnyxError::Transport(_) => "connect",
+            TelnyxError::CircuitOpen => "circuit_open",
+        }
+    }
+
     /// Whether Telnyx's circuit breaker counts it: the API was down, slow or refused our key.
     /// An ended call or a rejected command is an answer, not an outage.
     fn counts_against_telnyx(&self) -> bool {
@@ -427,11 +440,17 @@ impl TelnyxClient {
     ) -> Result<serde_json::Value, TelnyxError> {
         if let Some(breaker) = &self.breaker {
             if !breaker.allows() {
+                breaker.refused();
                 return Err(TelnyxError::CircuitOpen);
             }
         }
+        let started = std::time::Instant::now();
         let result = self.send_with_retries(url, body).await;
         if let Some(breaker) = &self.breaker {
+            breaker.observe(
+                started.elapsed(),
+                result.as_ref().err().map(TelnyxError::kind),
+            );
             breaker.record(matches!(&result, Err(e) if e.counts_against_telnyx()));
         }
         result

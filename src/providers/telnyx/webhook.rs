@@ -36,6 +36,19 @@ pub enum SignatureError {
     BadPublicKey,
 }
 
+impl SignatureError {
+    /// The `reason` label of `iace_webhook_verification_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SignatureError::Missing => "missing",
+            SignatureError::Malformed => "malformed",
+            SignatureError::Invalid => "invalid",
+            SignatureError::Stale => "stale",
+            SignatureError::BadPublicKey => "bad_public_key",
+        }
+    }
+}
+
 /// A verifier holding the parsed public key, so a hot endpoint decodes it once.
 #[derive(Debug, Clone)]
 pub struct WebhookVerifier {

@@ -106,6 +106,20 @@ async fn a_panicking_call_actor_is_ended_internal_error_with_its_sockets_closed_
         metrics.contains("iace_calls_taken_over_total{reason=\"internal_error\"} 1"),
         "taken-over counter"
     );
+    // Ended by the takeover, not by the actor: counted once with the calls that end normally.
+    assert_eq!(
+        crate::ops::metric_sum(
+            &metrics,
+            "iace_calls_ended_total",
+            &[("end_reason", "internal_error"), ("outcome", "escalated")]
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        crate::ops::metric_sum(&metrics, "iace_calls_ended_total", &[]),
+        1.0
+    );
 }
 
 #[actix_web::test]
