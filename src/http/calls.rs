@@ -79,6 +79,21 @@ impl From<CallRow> for CallDto {
     }
 }
 
+/// Refuses (422) a number the destination policy does not let us dial: a country not allowed,
+/// a premium-rate or high-risk range.
+pub(crate) fn check_destination(
+    state: &AppState,
+    field: &str,
+    number: &PhoneNumber,
+) -> Result<(), ApiError> {
+    state
+        .settings
+        .outbound
+        .policy()
+        .check(number)
+        .map_err(|why| ApiError::Validation(format!("{field}: {why}")))
+}
+
 /// How long a client refused for capacity should wait before trying again.
 const AT_CAPACITY_RETRY_SECS: u64 = 5;
 
@@ -105,6 +120,16 @@ async fn create_call(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Agent)?;
     let body = body.into_inner();
+    check_destination(&state, "to", &body.to)?;
+    // Toll fraud: calls per organization and window, counted once (not again by the peer a
+    // full instance forwards the request to).
+    if !routing::already_routed(&req) {
+        let bucket = format!("outbound:{}", user.organization_id);
+        state
+            .auth
+            .limit(&bucket, state.settings.outbound.per_org)
+            .await?;
+    }
     // Admission control: full or draining here, a peer with room places the call instead.
     if !state.cluster.try_admit() {
         if !routing::already_routed(&req) {
@@ -159,7 +184,13 @@ async fn create_call(
         owner_instance: Some(state.cluster.id().to_owned()),
     };
     // The row exists before the call actor does, so the 202 below is immediately readable.
-    calls::insert(&mut conn, &call).await?;
+    // Inserted only while the organization is under its limit of outbound calls at once.
+    let max_live = state.settings.outbound.max_live_per_org;
+    if !calls::insert_outbound_within(&mut conn, &call, max_live).await? {
+        return Err(ApiError::RateLimited {
+            retry_after_secs: AT_CAPACITY_RETRY_SECS,
+        });
+    }
     let row = calls::find(&mut conn, user.organization_id, id.0)
         .await?
         .ok_or(ApiError::NotFound("call"))?;
@@ -394,7 +425,9 @@ async fn transfer_call(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Agent)?;
     let id = path.into_inner();
-    let to = body.into_inner().to.to_string();
+    let to = body.into_inner().to;
+    check_destination(&state, "to", &to)?;
+    let to = to.to_string();
     match state
         .registry
         .transfer(user.organization_id, CallId(id), to.clone())

@@ -13,7 +13,10 @@ use sha2::{Digest, Sha256};
 use std::future::{ready, Ready};
 use uuid::Uuid;
 
+pub mod numbers;
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.configure(numbers::configure);
     cfg.service(list_calls)
         .service(call_detail)
         .service(hangup)

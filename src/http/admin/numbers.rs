@@ -1,10 +1,10 @@
-//! The operator API (`/operator/v1`): what only the people running the service may do, behind
-//! `auth.operator_token` rather than a tenant's login. Today: assigning phone numbers to
-//! organizations and taking them back (the same store calls as `iace admin assign-number`).
+//! `/admin/organizations/{org}/numbers/{number}` (ops listener, `admin.operator_token`):
+//! assigning phone numbers to organizations and taking them back, the same store calls as
+//! `iace admin assign-number`. Tenants pick agent numbers only among those assigned here.
 
+use super::Operator;
 use crate::domain::phone::PhoneNumber;
 use crate::error::ApiError;
-use crate::http::extractor::Operator;
 use crate::http::AppState;
 use crate::store::numbers::{self, Assignment};
 use crate::store::organizations;
@@ -22,11 +22,11 @@ fn org_and_number(path: web::Path<(Uuid, String)>) -> Result<(Uuid, PhoneNumber)
     Ok((org, number))
 }
 
-/// `PUT /operator/v1/organizations/{org}/numbers/{number}`: 201 assigned, 200 already owned,
-/// 409 when another organization owns it (an operator may know that).
-#[put("/operator/v1/organizations/{org}/numbers/{number}")]
+/// `PUT /admin/organizations/{org}/numbers/{number}`: 201 assigned, 200 already owned, 409 when
+/// another organization owns it (an operator may know that), 404 no such organization.
+#[put("/admin/organizations/{org}/numbers/{number}")]
 async fn assign_number(
-    _: Operator,
+    op: Operator,
     state: web::Data<AppState>,
     path: web::Path<(Uuid, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -37,7 +37,10 @@ async fn assign_number(
     }
     let body = serde_json::json!({ "organization_id": org, "number": number });
     match numbers::assign(&mut conn, org, number.as_str()).await? {
-        Assignment::Assigned => Ok(HttpResponse::Created().json(body)),
+        Assignment::Assigned => {
+            tracing::warn!(operator = %op.name, organization_id = %org, %number, "admin: number assigned");
+            Ok(HttpResponse::Created().json(body))
+        }
         Assignment::AlreadyOwned => Ok(HttpResponse::Ok().json(body)),
         Assignment::HeldByAnother => Err(ApiError::Conflict(format!(
             "{number} belongs to another organization"
@@ -45,16 +48,17 @@ async fn assign_number(
     }
 }
 
-/// `DELETE /operator/v1/organizations/{org}/numbers/{number}`: the organization's profiles stop
+/// `DELETE /admin/organizations/{org}/numbers/{number}`: 204; the organization's profiles stop
 /// answering the number.
-#[delete("/operator/v1/organizations/{org}/numbers/{number}")]
+#[delete("/admin/organizations/{org}/numbers/{number}")]
 async fn release_number(
-    _: Operator,
+    op: Operator,
     state: web::Data<AppState>,
     path: web::Path<(Uuid, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (org, number) = org_and_number(path)?;
     if numbers::release(&mut *state.conn().await?, org, number.as_str()).await? {
+        tracing::warn!(operator = %op.name, organization_id = %org, %number, "admin: number released");
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound("number"))
