@@ -927,3 +927,33 @@ async fn a_pattern_taken_out_of_service_stops_being_served_at_once() {
     assert_eq!(res.status(), 204);
     assert_eq!(served_to_a_stranger(&app, org).await, 0);
 }
+
+#[test]
+fn base_images_are_built_only_by_digest_and_the_workflows_pass_the_digests() {
+    let dir = crate::helpers::project_dir();
+    let dockerfile = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
+    let froms: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(
+        froms,
+        [
+            "FROM ${RUST_IMAGE}@${RUST_DIGEST} AS builder",
+            "FROM ${RUNTIME_IMAGE}@${RUNTIME_DIGEST} AS runtime"
+        ]
+    );
+    // No digest is made up in the file: the digests come from the registry at build time.
+    assert!(dockerfile.contains("\nARG RUST_DIGEST\n"));
+    assert!(dockerfile.contains("\nARG RUNTIME_DIGEST\n"));
+    for workflow in ["deploy.yml", "ci.yml"] {
+        let text = std::fs::read_to_string(dir.join(".github/workflows").join(workflow)).unwrap();
+        assert!(text.contains("scripts/base-digests --env"), "{workflow}");
+        for arg in [
+            "RUST_DIGEST=${{ steps.base.outputs.RUST_DIGEST }}",
+            "RUNTIME_DIGEST=${{ steps.base.outputs.RUNTIME_DIGEST }}",
+        ] {
+            assert!(text.contains(arg), "{workflow} lacks {arg}");
+        }
+    }
+}
