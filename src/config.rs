@@ -100,19 +100,11 @@ pub struct OutboundSettings {
     pub max_live_per_org: i64,
     /// Outbound calls one organization may place per window (all instances, Redis-counted).
     pub per_org: RateLimit,
-    /// Destinations must start with one of these (`+1`: NANP); empty allows every country.
+    /// Destinations must start with one of these (`+1`: NANP); empty allows every country. An
+    /// organization may have its own list instead (`/admin/organizations/{org}/outbound-policy`).
     pub allowed_prefixes: Vec<String>,
     /// Never dialled whatever `allowed_prefixes` says: premium-rate and high-risk ranges.
     pub blocked_prefixes: Vec<String>,
-}
-
-impl OutboundSettings {
-    pub fn policy(&self) -> crate::domain::destination::DestinationPolicy {
-        crate::domain::destination::DestinationPolicy::new(
-            &self.allowed_prefixes,
-            &self.blocked_prefixes,
-        )
-    }
 }
 
 /// The operator surface (`/admin/*` on the ops listener).

@@ -177,7 +177,8 @@ async fn create_agent(
     user.require(Role::Admin)?;
     let body = body.into_inner();
     if let Some(number) = &body.escalation_number {
-        crate::http::calls::check_destination(&state, "escalation_number", number)?;
+        let org = user.organization_id;
+        crate::http::calls::check_destination(&state, org, "escalation_number", number).await?;
     }
     let (form, numbers) = body.validate()?;
     let created = agents::create(
@@ -228,7 +229,8 @@ async fn update_agent(
     user.require(Role::Admin)?;
     let body = body.into_inner();
     if let Some(number) = &body.escalation_number {
-        crate::http::calls::check_destination(&state, "escalation_number", number)?;
+        let org = user.organization_id;
+        crate::http::calls::check_destination(&state, org, "escalation_number", number).await?;
     }
     let (form, numbers) = body.validate()?;
     let updated = agents::update(

@@ -3,6 +3,7 @@
 
 use crate::actors::call::messages::CommandError;
 use crate::domain::call::{CallId, CallState, Direction, Outcome};
+use crate::domain::destination::DestinationPolicy;
 use crate::domain::phone::PhoneNumber;
 use crate::domain::role::Role;
 use crate::error::ApiError;
@@ -79,17 +80,23 @@ impl From<CallRow> for CallDto {
     }
 }
 
-/// Refuses (422) a number the destination policy does not let us dial: a country not allowed,
-/// a premium-rate or high-risk range.
-pub(crate) fn check_destination(
+/// Refuses (422) a number the organization's destination policy does not let us dial: a
+/// country not allowed (its own list, else `outbound.allowed_prefixes`), a premium-rate or
+/// high-risk range (`outbound.blocked_prefixes`, always).
+pub(crate) async fn check_destination(
     state: &AppState,
+    organization_id: Uuid,
     field: &str,
     number: &PhoneNumber,
 ) -> Result<(), ApiError> {
-    state
-        .settings
-        .outbound
-        .policy()
+    let outbound = &state.settings.outbound;
+    let own = crate::store::organizations::allowed_destination_prefixes(
+        &mut *state.conn().await?,
+        organization_id,
+    )
+    .await?;
+    let allowed = own.unwrap_or_else(|| outbound.allowed_prefixes.clone());
+    DestinationPolicy::new(&allowed, &outbound.blocked_prefixes)
         .check(number)
         .map_err(|why| ApiError::Validation(format!("{field}: {why}")))
 }
@@ -120,7 +127,7 @@ async fn create_call(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Agent)?;
     let body = body.into_inner();
-    check_destination(&state, "to", &body.to)?;
+    check_destination(&state, user.organization_id, "to", &body.to).await?;
     // Toll fraud: calls per organization and window, counted once (not again by the peer a
     // full instance forwards the request to).
     if !routing::already_routed(&req) {
@@ -426,7 +433,7 @@ async fn transfer_call(
     user.require(Role::Agent)?;
     let id = path.into_inner();
     let to = body.into_inner().to;
-    check_destination(&state, "to", &to)?;
+    check_destination(&state, user.organization_id, "to", &to).await?;
     let to = to.to_string();
     match state
         .registry

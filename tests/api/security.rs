@@ -957,3 +957,64 @@ fn base_images_are_built_only_by_digest_and_the_workflows_pass_the_digests() {
         }
     }
 }
+
+#[actix_web::test]
+async fn an_operator_sets_which_countries_one_organization_may_call() {
+    const OURS: &str = "+15550151201";
+    let app =
+        spawn_app_with(|s| s.admin.operator_token = iace::config::Secret::new("op-secret")).await;
+    let t = app.create_tenant(OURS).await;
+    let neighbour = app.create_tenant("+15550151202").await;
+    let policy = |body: Value, token: &'static str| {
+        app.client
+            .put(format!(
+                "{}/admin/organizations/{}/outbound-policy",
+                app.ops_address, t.org
+            ))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    // Only the operator sets it; a tenant admin's token is refused, bad prefixes are 422.
+    let res = policy(json!({ "allowed_prefixes": ["+44"] }), "not-the-token")
+        .await
+        .unwrap();
+    assert_error(res, 401, "unauthorized").await;
+    let res = policy(json!({ "allowed_prefixes": ["44"] }), "op-secret")
+        .await
+        .unwrap();
+    assert_error(res, 422, "validation_failed").await;
+    let res = policy(json!({ "allowed_prefixes": ["+44"] }), "op-secret")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let effective: Value = res.json().await.unwrap();
+    assert_eq!(effective["allowed_prefixes"], json!(["+44"]));
+    assert_eq!(effective["blocked_prefixes"], json!(["+1900", "+1976"]));
+
+    // This organization now calls the UK and nowhere else; its neighbour keeps the default.
+    let res = app
+        .place_call(&t.token, &outbound(&t, OURS, "+447700900123"))
+        .await;
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    let res = app
+        .place_call(&t.token, &outbound(&t, OURS, "+15558151201"))
+        .await;
+    assert_error(res, 422, "validation_failed").await;
+    let res = app
+        .place_call(
+            &neighbour.token,
+            &outbound(&neighbour, "+15550151202", "+447700900123"),
+        )
+        .await;
+    assert_error(res, 422, "validation_failed").await;
+    // Back to the default.
+    let res = policy(json!({ "allowed_prefixes": null }), "op-secret")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = app
+        .place_call(&t.token, &outbound(&t, OURS, "+15558151201"))
+        .await;
+    assert_eq!(res.status(), 202);
+}

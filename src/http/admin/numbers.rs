@@ -1,18 +1,23 @@
-//! `/admin/organizations/{org}/numbers/{number}` (ops listener, `admin.operator_token`):
-//! assigning phone numbers to organizations and taking them back, the same store calls as
-//! `iace admin assign-number`. Tenants pick agent numbers only among those assigned here.
+//! What an operator decides per organization, on the ops listener behind
+//! `admin.operator_token`: the phone numbers it owns (`/admin/organizations/{org}/numbers/{n}`,
+//! the same store calls as `iace admin assign-number`; tenants pick agent numbers only among
+//! them) and where its calls may go (`/admin/organizations/{org}/outbound-policy`).
 
 use super::Operator;
+use crate::domain::destination::DestinationPolicy;
 use crate::domain::phone::PhoneNumber;
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::store::numbers::{self, Assignment};
 use crate::store::organizations;
 use actix_web::{delete, put, web, HttpResponse};
+use serde::Deserialize;
 use uuid::Uuid;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(assign_number).service(release_number);
+    cfg.service(assign_number)
+        .service(release_number)
+        .service(set_outbound_policy);
 }
 
 /// The organization and the E.164 number a path names.
@@ -63,4 +68,44 @@ async fn release_number(
     } else {
         Err(ApiError::NotFound("number"))
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutboundPolicyBody {
+    /// E.164 prefixes (country codes) the organization's calls may go to; `null`: the
+    /// deployment's `outbound.allowed_prefixes`.
+    allowed_prefixes: Option<Vec<String>>,
+}
+
+/// `PUT /admin/organizations/{org}/outbound-policy` `{"allowed_prefixes": ["+1", "+44"]}`: the
+/// countries this organization may dial (null: the deployment's default). The blocked
+/// premium-rate ranges apply whatever it says. 200 with the effective policy.
+#[put("/admin/organizations/{org}/outbound-policy")]
+async fn set_outbound_policy(
+    op: Operator,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+    body: web::Json<OutboundPolicyBody>,
+) -> Result<HttpResponse, ApiError> {
+    let org = path.into_inner();
+    let prefixes = body.into_inner().allowed_prefixes;
+    if let Some(list) = &prefixes {
+        if list.len() > 100 || !list.iter().all(|p| DestinationPolicy::valid_prefix(p)) {
+            return Err(ApiError::Validation(
+                "allowed_prefixes: at most 100, each + then 1 to 15 digits".into(),
+            ));
+        }
+    }
+    let mut conn = state.conn().await?;
+    if !organizations::set_allowed_destination_prefixes(&mut conn, org, prefixes.clone()).await? {
+        return Err(ApiError::NotFound("organization"));
+    }
+    tracing::warn!(operator = %op.name, organization_id = %org, ?prefixes, "admin: outbound policy set");
+    let outbound = &state.settings.outbound;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "organization_id": org,
+        "allowed_prefixes": prefixes.unwrap_or_else(|| outbound.allowed_prefixes.clone()),
+        "blocked_prefixes": outbound.blocked_prefixes,
+    })))
 }
