@@ -1,13 +1,23 @@
 # IACE container image: one `iace` binary plus its config/ folder.
-#   docker build -t iace .
+#   docker build $(scripts/base-digests) -t iace .
 #   docker run --rm -p 8080:8080 -e IACE__DATABASE__URL=... -e IACE__REDIS__URL=... iace
 # The image runs `iace serve`; `docker run ... iace migrate` applies the migrations (Fly runs
 # that as its release command, see fly.toml).
 
+# Base images: the tag says which release, the digest which exact image (a tag can be moved to
+# other content; a digest cannot). The digests have no default: `scripts/base-digests` resolves
+# them in the registry and the deploy and CI workflows pass them as build arguments (README
+# "Deploy"). Without them the build fails ("invalid reference format") rather than run on an
+# unpinned tag.
+ARG RUST_IMAGE=rust:1.95-bookworm
+ARG RUST_DIGEST
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+ARG RUNTIME_DIGEST
+
 # ---------------------------------------------------------------------------
 # Build
 # ---------------------------------------------------------------------------
-FROM rust:1.95-bookworm AS builder
+FROM ${RUST_IMAGE}@${RUST_DIGEST} AS builder
 
 # diesel_migrations pulls in diesel's postgres backend, which links libpq (pq-sys finds it
 # through pkg-config).
@@ -39,7 +49,7 @@ RUN touch src/main.rs src/lib.rs \
 # ---------------------------------------------------------------------------
 # Runtime
 # ---------------------------------------------------------------------------
-FROM debian:bookworm-slim AS runtime
+FROM ${RUNTIME_IMAGE}@${RUNTIME_DIGEST} AS runtime
 
 # libpq5: the binary links libpq (used by `iace migrate`). ca-certificates: TLS to Postgres
 # through libpq.

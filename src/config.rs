@@ -88,13 +88,31 @@ pub struct Settings {
     pub breakers: BreakerSettings,
     pub cluster: ClusterSettings,
     pub admin: AdminSettings,
+    pub outbound: OutboundSettings,
+}
+
+/// Bounds on what one organization can dial (toll fraud): how many outbound calls at once and
+/// per window, and where calls may go (outbound calls, transfers, escalation numbers).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundSettings {
+    /// Outbound calls of one organization not yet ended; the next is answered 429.
+    pub max_live_per_org: i64,
+    /// Outbound calls one organization may place per window (all instances, Redis-counted).
+    pub per_org: RateLimit,
+    /// Destinations must start with one of these (`+1`: NANP); empty allows every country. An
+    /// organization may have its own list instead (`/admin/organizations/{org}/outbound-policy`).
+    pub allowed_prefixes: Vec<String>,
+    /// Never dialled whatever `allowed_prefixes` says: premium-rate and high-risk ranges.
+    pub blocked_prefixes: Vec<String>,
 }
 
 /// The operator surface (`/admin/*` on the ops listener).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
-    /// Bearer token of operators; empty disables every admin endpoint (401).
+    /// Bearer token of operators (every `/admin/*` endpoint, number assignment included);
+    /// empty disables them all (401).
     pub operator_token: Secret,
 }
 
@@ -468,9 +486,6 @@ pub struct AuthSettings {
     pub refresh_grace_secs: u64,
     /// Absolute lifetime of a session (refresh family) from its login, however often refreshed.
     pub session_max_age_secs: u64,
-    /// Bearer token of the operator API (`/operator/v1/...`: assigning numbers to
-    /// organizations). Empty: the operator API refuses every request.
-    pub operator_token: Secret,
 }
 
 /// An older public key that tokens may still be signed with.
@@ -584,6 +599,26 @@ impl Settings {
         }
         if !(5..=600).contains(&self.calls.ring_timeout_secs) {
             return fail("calls.ring_timeout_secs", "must be between 5 and 600");
+        }
+        let prefixes = self
+            .outbound
+            .allowed_prefixes
+            .iter()
+            .chain(&self.outbound.blocked_prefixes);
+        if !prefixes
+            .into_iter()
+            .all(|p| crate::domain::destination::DestinationPolicy::valid_prefix(p))
+        {
+            return fail(
+                "outbound.allowed_prefixes",
+                "allowed and blocked prefixes are + then 1 to 15 digits",
+            );
+        }
+        if self.outbound.max_live_per_org < 1 || self.outbound.per_org.max == 0 {
+            return fail(
+                "outbound.max_live_per_org",
+                "max_live_per_org and per_org.max must be at least 1",
+            );
         }
         if self.calls.media_check_interval_ms == 0 {
             return fail("calls.media_check_interval_ms", "must be greater than 0");

@@ -56,6 +56,10 @@ pub enum ApiError {
     CallEnded,
     #[error("media token is missing, invalid or expired")]
     MediaToken,
+    #[error("this media token has already opened a socket")]
+    MediaTokenUsed,
+    #[error("the call already has a media socket")]
+    MediaStreamAttached,
     #[error("the call is not live on this instance")]
     CallNotLive,
     #[error("webhook rejected: {0}")]
@@ -99,6 +103,8 @@ impl ApiError {
             ApiError::Conflict(_) => ("conflict", StatusCode::CONFLICT),
             ApiError::CallEnded => ("call_ended", StatusCode::CONFLICT),
             ApiError::MediaToken => ("invalid_media_token", StatusCode::UNAUTHORIZED),
+            ApiError::MediaTokenUsed => ("media_token_used", StatusCode::CONFLICT),
+            ApiError::MediaStreamAttached => ("media_stream_attached", StatusCode::CONFLICT),
             ApiError::CallNotLive => ("call_not_live", StatusCode::CONFLICT),
             ApiError::WebhookSignature(e) => {
                 use SignatureError as S;

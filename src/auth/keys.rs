@@ -198,7 +198,6 @@ pub(crate) mod tests {
             password_wait_ms: 1000,
             refresh_grace_secs: 10,
             session_max_age_secs: 86400,
-            operator_token: Secret::new(""),
         }
     }
 

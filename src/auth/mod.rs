@@ -246,7 +246,7 @@ impl AuthService {
 
     /// Counts an attempt; over the limit is an error. An unreachable Redis is logged and
     /// counted, and this process's own limiter decides instead (limits still hold).
-    async fn limit(&self, bucket: &str, limit: RateLimit) -> Result<(), AuthError> {
+    pub(crate) async fn limit(&self, bucket: &str, limit: RateLimit) -> Result<(), AuthError> {
         let over = match self.limiter.hit(bucket, limit).await {
             Ok(over) => over,
             Err(err) => {

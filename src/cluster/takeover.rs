@@ -126,7 +126,9 @@ impl Takeover {
             if let Some(to) = self.escalation_number(row).await {
                 let req = TransferRequest {
                     to,
-                    from: Some(row.to_number.clone()),
+                    // Our own number as caller ID, whichever way the call went.
+                    from: Direction::parse(&row.direction)
+                        .map(|d| d.own_number(&row.from_number, &row.to_number).to_owned()),
                 };
                 match self.telnyx.transfer(ccid, req).await {
                     Ok(()) => return LegAction::Transferred,

@@ -61,6 +61,16 @@ impl Direction {
             Direction::Outbound => to,
         }
     }
+
+    /// The organization's own number of a call from `from` to `to`: the one dialled inbound,
+    /// the caller ID (checked as owned) outbound. A transfer presents it as caller ID, never
+    /// the remote party's number (which the caller may have spoofed).
+    pub fn own_number<'a>(self, from: &'a str, to: &'a str) -> &'a str {
+        match self {
+            Direction::Inbound => to,
+            Direction::Outbound => from,
+        }
+    }
 }
 
 /// Where a live call is. `Ended` is terminal: nothing moves a call out of it.

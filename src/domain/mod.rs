@@ -3,6 +3,7 @@
 
 pub mod audio;
 pub mod call;
+pub mod destination;
 pub mod embedding;
 pub mod lines;
 pub mod phone;

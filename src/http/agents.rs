@@ -175,7 +175,12 @@ async fn create_agent(
     body: web::Json<AgentBody>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Admin)?;
-    let (form, numbers) = body.into_inner().validate()?;
+    let body = body.into_inner();
+    if let Some(number) = &body.escalation_number {
+        let org = user.organization_id;
+        crate::http::calls::check_destination(&state, org, "escalation_number", number).await?;
+    }
+    let (form, numbers) = body.validate()?;
     let created = agents::create(
         &mut *state.conn().await?,
         user.organization_id,
@@ -222,7 +227,12 @@ async fn update_agent(
     body: web::Json<AgentBody>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Admin)?;
-    let (form, numbers) = body.into_inner().validate()?;
+    let body = body.into_inner();
+    if let Some(number) = &body.escalation_number {
+        let org = user.organization_id;
+        crate::http::calls::check_destination(&state, org, "escalation_number", number).await?;
+    }
+    let (form, numbers) = body.validate()?;
     let updated = agents::update(
         &mut *state.conn().await?,
         user.organization_id,

@@ -3,6 +3,7 @@
 
 use crate::actors::call::messages::CommandError;
 use crate::domain::call::{CallId, CallState, Direction, Outcome};
+use crate::domain::destination::DestinationPolicy;
 use crate::domain::phone::PhoneNumber;
 use crate::domain::role::Role;
 use crate::error::ApiError;
@@ -79,6 +80,27 @@ impl From<CallRow> for CallDto {
     }
 }
 
+/// Refuses (422) a number the organization's destination policy does not let us dial: a
+/// country not allowed (its own list, else `outbound.allowed_prefixes`), a premium-rate or
+/// high-risk range (`outbound.blocked_prefixes`, always).
+pub(crate) async fn check_destination(
+    state: &AppState,
+    organization_id: Uuid,
+    field: &str,
+    number: &PhoneNumber,
+) -> Result<(), ApiError> {
+    let outbound = &state.settings.outbound;
+    let own = crate::store::organizations::allowed_destination_prefixes(
+        &mut *state.conn().await?,
+        organization_id,
+    )
+    .await?;
+    let allowed = own.unwrap_or_else(|| outbound.allowed_prefixes.clone());
+    DestinationPolicy::new(&allowed, &outbound.blocked_prefixes)
+        .check(number)
+        .map_err(|why| ApiError::Validation(format!("{field}: {why}")))
+}
+
 /// How long a client refused for capacity should wait before trying again.
 const AT_CAPACITY_RETRY_SECS: u64 = 5;
 
@@ -105,6 +127,16 @@ async fn create_call(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Agent)?;
     let body = body.into_inner();
+    check_destination(&state, user.organization_id, "to", &body.to).await?;
+    // Toll fraud: calls per organization and window, counted once (not again by the peer a
+    // full instance forwards the request to).
+    if !routing::already_routed(&req) {
+        let bucket = format!("outbound:{}", user.organization_id);
+        state
+            .auth
+            .limit(&bucket, state.settings.outbound.per_org)
+            .await?;
+    }
     // Admission control: full or draining here, a peer with room places the call instead.
     if !state.cluster.try_admit() {
         if !routing::already_routed(&req) {
@@ -159,7 +191,13 @@ async fn create_call(
         owner_instance: Some(state.cluster.id().to_owned()),
     };
     // The row exists before the call actor does, so the 202 below is immediately readable.
-    calls::insert(&mut conn, &call).await?;
+    // Inserted only while the organization is under its limit of outbound calls at once.
+    let max_live = state.settings.outbound.max_live_per_org;
+    if !calls::insert_outbound_within(&mut conn, &call, max_live).await? {
+        return Err(ApiError::RateLimited {
+            retry_after_secs: AT_CAPACITY_RETRY_SECS,
+        });
+    }
     let row = calls::find(&mut conn, user.organization_id, id.0)
         .await?
         .ok_or(ApiError::NotFound("call"))?;
@@ -394,7 +432,9 @@ async fn transfer_call(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Agent)?;
     let id = path.into_inner();
-    let to = body.into_inner().to.to_string();
+    let to = body.into_inner().to;
+    check_destination(&state, user.organization_id, "to", &to).await?;
+    let to = to.to_string();
     match state
         .registry
         .transfer(user.organization_id, CallId(id), to.clone())

@@ -143,32 +143,3 @@ mod tests {
         ));
     }
 }
-
-/// An operator of the service (not a tenant): the request carried `auth.operator_token` as
-/// its bearer token. With no operator token configured, every request is refused.
-#[derive(Debug, Clone, Copy)]
-pub struct Operator;
-
-impl FromRequest for Operator {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        use sha2::{Digest, Sha256};
-        let configured = req
-            .app_data::<web::Data<AppState>>()
-            .map(|s| s.settings.auth.operator_token.expose().to_owned())
-            .unwrap_or_default();
-        let result = bearer_token(req).map_err(ApiError::from).and_then(|token| {
-            // Digests compared, so the time taken says nothing about the token's prefix.
-            let matches = !configured.is_empty()
-                && Sha256::digest(token.as_bytes()) == Sha256::digest(configured.as_bytes());
-            if matches {
-                Ok(Operator)
-            } else {
-                Err(ApiError::InvalidToken("not an operator token".into()))
-            }
-        });
-        std::future::ready(result)
-    }
-}

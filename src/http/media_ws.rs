@@ -1,9 +1,13 @@
 //! `GET /media/telnyx/{call_id}?token=…`: the media WebSocket Telnyx opens at the `stream_url`.
-//! The token is checked before the upgrade. A reader task turns frames into messages for the
-//! call; a writer task sends the call's frames in order. Bad frames are counted, never fatal.
+//! Before the upgrade: the token must name this call and be unexpired (401), its nonce must not
+//! have opened a socket already (409 `media_token_used`), and the call must not have a socket
+//! already (409 `media_stream_attached`; the live one is untouched). A reader task turns frames
+//! into messages for the call, tagged with the socket's link id; a writer task sends the call's
+//! frames in order. Bad frames are counted, never fatal. Request logs and traces record the
+//! route pattern, never the query string that carries the token.
 
 use crate::actors::call::media::{
-    CallerMediaSink, MediaAttached, MediaClosed, MediaLink, MediaOut, MediaOutReceiver,
+    CallerMediaSink, MediaAttached, MediaLink, MediaOut, MediaOutReceiver,
 };
 use crate::domain::call::CallId;
 use crate::error::ApiError;
@@ -36,7 +40,7 @@ async fn media_socket(
 ) -> Result<HttpResponse, ApiError> {
     let call_id = path.into_inner();
     let token = query.token.as_deref().ok_or(ApiError::MediaToken)?;
-    crate::auth::media_token::verify(state.auth.keys(), token, call_id)
+    let grant = crate::auth::media_token::verify(state.auth.keys(), token, call_id)
         .map_err(|_| ApiError::MediaToken)?;
     let call = match state.registry.find(CallId(call_id)).await {
         Ok(call) => call,
@@ -51,6 +55,15 @@ async fn media_socket(
     };
     let (response, session, stream) = actix_ws::handle(&req, body)
         .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
+    // Spent by the owner only (a peer replays the upgrade here), and only for a real upgrade.
+    let fresh =
+        crate::auth::media_token::spend(&state.redis, &state.settings.redis.key_prefix, &grant)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.into()))?;
+    if !fresh {
+        tracing::warn!(call_id = %call_id, "media token replayed; socket refused");
+        return Err(ApiError::MediaTokenUsed);
+    }
     // The codec's own limit is generous; our tighter cap counts and drops instead of failing.
     let cap = state.settings.calls.media_max_frame_bytes;
     let stream = stream
@@ -60,9 +73,17 @@ async fn media_socket(
         state.settings.calls.media_out_queue_frames,
         state.metrics.media_out_dropped.clone(),
     );
-    call.do_send(MediaAttached(link));
+    let link_id = link.id();
+    match call.send(MediaAttached(link)).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(call_id = %call_id, "second media socket for a call; refused");
+            return Err(ApiError::MediaStreamAttached);
+        }
+        Err(_) => return Err(ApiError::NotFound("call")),
+    }
     actix_web::rt::spawn(write_frames(session.clone(), rx));
-    let sink = CallerMediaSink::new(call, state.metrics.media_frames_rejected.clone());
+    let sink = CallerMediaSink::new(call, link_id, state.metrics.media_frames_rejected.clone());
     actix_web::rt::spawn(read_frames(stream, session, sink, cap));
     Ok(response)
 }
@@ -123,5 +144,5 @@ async fn read_frames(
             }
         }
     }
-    sink.call().do_send(MediaClosed);
+    sink.closed();
 }

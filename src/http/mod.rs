@@ -10,7 +10,6 @@ pub mod learning;
 pub mod media_ws;
 pub mod metrics;
 pub mod middleware;
-pub mod operator;
 pub mod ops;
 pub mod patterns;
 pub mod routing;
@@ -86,6 +85,5 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
         .configure(agents::configure)
         .configure(media_ws::configure)
         .configure(patterns::configure)
-        .configure(learning::configure)
-        .configure(operator::configure);
+        .configure(learning::configure);
 }

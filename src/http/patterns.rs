@@ -207,6 +207,7 @@ async fn import_patterns(
         results.push(merged);
     }
     drop(conn);
+    invalidate_contexts(&state, user.organization_id).await;
     let inserted = results
         .iter()
         .filter(|m| matches!(m, Merged::Inserted(_)))
@@ -291,6 +292,12 @@ async fn get_pattern(
     Ok(HttpResponse::Ok().json(PatternDto::from(row)))
 }
 
+/// After a pattern write: calls stop being told what was withdrawn at once (the turn-context
+/// cache would otherwise serve it for its TTL).
+async fn invalidate_contexts(state: &AppState, organization_id: Uuid) {
+    state.learning.retriever.invalidate(organization_id).await;
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatternPatch {
@@ -350,6 +357,8 @@ async fn update_pattern(
     let row = patterns::update(&mut conn, user.organization_id, path.into_inner(), &changes)
         .await?
         .ok_or(ApiError::NotFound("pattern"))?;
+    drop(conn);
+    invalidate_contexts(&state, user.organization_id).await;
     Ok(HttpResponse::Ok().json(PatternDto::from(row)))
 }
 
@@ -364,5 +373,7 @@ async fn delete_pattern(
     if !patterns::delete(&mut conn, user.organization_id, path.into_inner()).await? {
         return Err(ApiError::NotFound("pattern"));
     }
+    drop(conn);
+    invalidate_contexts(&state, user.organization_id).await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -139,7 +139,8 @@ impl Retriever {
         let text_hash = text_hash(text);
         let preferred =
             self.cache_key(organization_id, self.embedder.preferred_model(), &text_hash);
-        if let Some(hits) = self.cached(&preferred).await {
+        let (cached, generation) = self.cached(organization_id, &preferred).await;
+        if let Some(hits) = cached {
             return Ok(hits);
         }
         let query = self.embedder.embed_query(text).await;
@@ -159,7 +160,9 @@ impl Retriever {
         }
         drop(conn);
         let key = self.cache_key(organization_id, &query.model, &text_hash);
-        self.cache(&key, &hits).await;
+        if let Some(generation) = generation {
+            self.cache(&key, &hits, generation).await;
+        }
         Ok(hits)
     }
 
@@ -167,23 +170,69 @@ impl Retriever {
         format!("{}:{organization_id}:{model}:{text_hash}", self.key_prefix)
     }
 
-    /// A cached context; Redis trouble is a miss, not an error.
-    async fn cached(&self, key: &str) -> Option<Vec<PatternHit>> {
-        let mut conn = self.redis.get().await.ok()?;
-        let raw: Option<String> = redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut conn)
-            .await
-            .ok()?;
-        serde_json::from_str(&raw?).ok()
+    /// The counter of an organization's pattern writes: a cached context made under an older
+    /// value is never served.
+    fn generation_key(&self, organization_id: Uuid) -> String {
+        format!("{}:generation:{organization_id}", self.key_prefix)
     }
 
-    async fn cache(&self, key: &str, hits: &[PatternHit]) {
+    /// Forgets every cached context of `organization_id`, at once: called on each pattern
+    /// write (edit, disable, delete, import), so a pattern taken out of service is not served
+    /// from the cache for the rest of its TTL. Redis trouble is logged; the cache then cannot
+    /// be read either.
+    pub async fn invalidate(&self, organization_id: Uuid) {
+        let bumped: Result<i64, String> = async {
+            let mut conn = self.redis.get().await.map_err(|e| e.to_string())?;
+            redis::cmd("INCR")
+                .arg(self.generation_key(organization_id))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(error) = bumped {
+            tracing::warn!(%error, %organization_id, "could not invalidate the turn-context cache");
+        }
+    }
+
+    /// A cached context still valid for the organization's current generation, and that
+    /// generation (`None` when Redis could not say: then nothing is cached either). Redis
+    /// trouble is a miss, not an error.
+    async fn cached(
+        &self,
+        organization_id: Uuid,
+        key: &str,
+    ) -> (Option<Vec<PatternHit>>, Option<u64>) {
+        let Ok(mut conn) = self.redis.get().await else {
+            return (None, None);
+        };
+        let read: Result<(Option<String>, Option<u64>), _> = redis::cmd("MGET")
+            .arg(key)
+            .arg(self.generation_key(organization_id))
+            .query_async(&mut conn)
+            .await;
+        let Ok((raw, generation)) = read else {
+            return (None, None);
+        };
+        let generation = generation.unwrap_or(0);
+        let hits = raw
+            .and_then(|raw| serde_json::from_str::<CachedContext>(&raw).ok())
+            .filter(|c| c.generation == generation)
+            .map(|c| c.hits);
+        (hits, Some(generation))
+    }
+
+    /// Caches `hits` as of `generation` (read before the search: a write during the search
+    /// makes this entry stale at once, never the reverse).
+    async fn cache(&self, key: &str, hits: &[PatternHit], generation: u64) {
         // "Nothing found" is not cached: a pattern learned a minute later must be found at once.
         if hits.is_empty() {
             return;
         }
-        let Ok(json) = serde_json::to_string(hits) else {
+        let Ok(json) = serde_json::to_string(&CachedContext {
+            generation,
+            hits: hits.to_vec(),
+        }) else {
             return;
         };
         let Ok(mut conn) = self.redis.get().await else {
@@ -200,6 +249,13 @@ impl Retriever {
             tracing::debug!(error = %err, "could not cache a turn context");
         }
     }
+}
+
+/// A cached turn context, tagged with the organization's pattern generation.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedContext {
+    generation: u64,
+    hits: Vec<PatternHit>,
 }
 
 /// `Some(result)` if `task` finished by `deadline` (an error logged and turned into `None`

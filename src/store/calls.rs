@@ -89,6 +89,36 @@ pub async fn insert(conn: &mut AsyncPgConnection, call: &NewCall) -> Result<(), 
     Ok(())
 }
 
+/// Inserts an outbound call unless its organization already has `max_live` outbound calls not
+/// ended; false then. The count and the insert run under a per-organization advisory lock, so
+/// a burst of requests cannot all pass the count before any of them is inserted.
+pub async fn insert_outbound_within(
+    conn: &mut AsyncPgConnection,
+    call: &NewCall,
+    max_live: i64,
+) -> Result<bool, StoreError> {
+    use diesel_async::AsyncConnection;
+    conn.transaction::<_, StoreError, _>(async |conn| {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind::<diesel::sql_types::Text, _>(format!("outbound:{}", call.organization_id))
+            .execute(conn)
+            .await?;
+        let live: i64 = calls::table
+            .filter(calls::organization_id.eq(call.organization_id))
+            .filter(calls::direction.eq("outbound"))
+            .filter(calls::status.ne("ended"))
+            .count()
+            .get_result(conn)
+            .await?;
+        if live >= max_live {
+            return Ok(false);
+        }
+        insert(conn, call).await?;
+        Ok(true)
+    })
+    .await
+}
+
 pub async fn update(
     conn: &mut AsyncPgConnection,
     organization_id: Uuid,

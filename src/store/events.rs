@@ -24,6 +24,17 @@ pub async fn insert_webhook_event(
     conn: &mut AsyncPgConnection,
     event: &NewWebhookEvent,
 ) -> Result<bool, StoreError> {
+    let redacted;
+    let event = match without_tokens(&event.payload) {
+        Some(payload) => {
+            redacted = NewWebhookEvent {
+                payload,
+                ..event.clone()
+            };
+            &redacted
+        }
+        None => event,
+    };
     let inserted = diesel::insert_into(webhook_events::table)
         .values(event)
         .on_conflict_do_nothing()
@@ -53,12 +64,34 @@ pub struct CallEventRow {
     pub occurred_at: DateTime<Utc>,
 }
 
+/// The payload with media tokens redacted, when it carries any (the `stream_url` Telnyx echoes
+/// in `streaming.*` events is a bearer secret; viewers read these payloads).
+fn without_tokens(payload: &serde_json::Value) -> Option<serde_json::Value> {
+    if !payload.to_string().contains("token=") {
+        return None;
+    }
+    let mut payload = payload.clone();
+    crate::auth::media_token::redact(&mut payload);
+    Some(payload)
+}
+
 /// Appends to a call's history and marks the inbox row with its tenant. Idempotent per Telnyx
 /// event id.
 pub async fn insert_call_event(
     conn: &mut AsyncPgConnection,
     event: &NewCallEvent,
 ) -> Result<(), StoreError> {
+    let redacted;
+    let event = match without_tokens(&event.payload) {
+        Some(payload) => {
+            redacted = NewCallEvent {
+                payload,
+                ..event.clone()
+            };
+            &redacted
+        }
+        None => event,
+    };
     diesel::insert_into(call_events::table)
         .values(event)
         .on_conflict_do_nothing()

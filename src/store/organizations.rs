@@ -45,3 +45,35 @@ pub async fn find(
         .await
         .optional()?)
 }
+
+/// The destination prefixes the organization's calls may start with; `None` when it has none of
+/// its own (the deployment's default applies).
+pub async fn allowed_destination_prefixes(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> Result<Option<Vec<String>>, StoreError> {
+    Ok(organizations::table
+        .find(id)
+        .select(organizations::allowed_destination_prefixes)
+        .first::<Option<Vec<String>>>(conn)
+        .await
+        .optional()?
+        .flatten())
+}
+
+/// Sets (or, with `None`, clears) the organization's own destination prefixes; false when
+/// there is no such organization.
+pub async fn set_allowed_destination_prefixes(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    prefixes: Option<Vec<String>>,
+) -> Result<bool, StoreError> {
+    let updated = diesel::update(organizations::table.find(id))
+        .set((
+            organizations::allowed_destination_prefixes.eq(prefixes),
+            organizations::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(updated == 1)
+}

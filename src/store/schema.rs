@@ -128,6 +128,7 @@ diesel::table! {
         name -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        allowed_destination_prefixes -> Nullable<Array<Text>>,
     }
 }
 

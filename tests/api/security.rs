@@ -87,26 +87,39 @@ async fn an_organization_cannot_claim_another_organizations_number_or_learn_who_
 }
 
 #[actix_web::test]
-async fn only_the_operator_token_assigns_numbers_through_the_operator_api() {
+async fn only_the_operator_token_assigns_numbers_on_the_ops_port() {
     let app =
-        spawn_app_with(|s| s.auth.operator_token = iace::config::Secret::new("op-secret")).await;
+        spawn_app_with(|s| s.admin.operator_token = iace::config::Secret::new("op-secret")).await;
     let org = app.create_org("customer").await;
     let other = app.create_org("other").await;
     let admin = app.token_for(org, Role::Admin).await;
-    let path = format!("/operator/v1/organizations/{org}/numbers/+15550150101");
-    let put = |token: &str, path: &str| {
-        app.client
-            .put(app.url(path))
-            .bearer_auth(token.to_owned())
-            .send()
-    };
+    let path = format!("/admin/organizations/{org}/numbers/+15550150101");
+    let ops = |path: &str| format!("{}{path}", app.ops_address);
+    let put = |token: &str, url: String| app.client.put(url).bearer_auth(token.to_owned()).send();
     // A tenant admin is not an operator; neither is a wrong token.
-    assert_error(put(&admin, &path).await.unwrap(), 401, "invalid_token").await;
-    assert_error(put("op-secre", &path).await.unwrap(), 401, "invalid_token").await;
-    assert_eq!(put("op-secret", &path).await.unwrap().status(), 201);
-    assert_eq!(put("op-secret", &path).await.unwrap().status(), 200);
-    let elsewhere = format!("/operator/v1/organizations/{other}/numbers/+15550150101");
-    assert_error(put("op-secret", &elsewhere).await.unwrap(), 409, "conflict").await;
+    assert_error(put(&admin, ops(&path)).await.unwrap(), 401, "unauthorized").await;
+    assert_error(
+        put("op-secre", ops(&path)).await.unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
+    // The public port has no operator routes at all (the old /operator/v1 included).
+    assert_eq!(
+        put("op-secret", app.url(&path)).await.unwrap().status(),
+        404
+    );
+    let old = format!("/operator/v1/organizations/{org}/numbers/+15550150101");
+    assert_eq!(put("op-secret", app.url(&old)).await.unwrap().status(), 404);
+    assert_eq!(put("op-secret", ops(&path)).await.unwrap().status(), 201);
+    assert_eq!(put("op-secret", ops(&path)).await.unwrap().status(), 200);
+    let elsewhere = format!("/admin/organizations/{other}/numbers/+15550150101");
+    assert_error(
+        put("op-secret", ops(&elsewhere)).await.unwrap(),
+        409,
+        "conflict",
+    )
+    .await;
     let (_, numbers) = app.get_json(&admin, "/api/v1/numbers").await;
     assert_eq!(numbers["data"], json!(["+15550150101"]));
     let res = app
@@ -116,7 +129,7 @@ async fn only_the_operator_token_assigns_numbers_through_the_operator_api() {
     // Released: the profile stops answering it.
     let res = app
         .client
-        .delete(app.url(&path))
+        .delete(ops(&path))
         .bearer_auth("op-secret")
         .send()
         .await
@@ -524,4 +537,484 @@ async fn an_outbound_call_cannot_show_another_organizations_number_as_caller_id(
     let res = app.place_call(&attacker.token, &json!({ "to": "+15558150503", "from": "+15550150502", "agent_profile_id": attacker.agent_id })).await;
     assert_eq!(res.status(), 202);
     let _ = victim;
+}
+
+/// The `stream_url` the engine gave Telnyx when it answered the call `ccid`.
+fn answered_stream_url(app: &TestApp, ccid: &str) -> String {
+    app.telnyx
+        .commands()
+        .into_iter()
+        .find(|c| c.action == "answer" && c.call_control_id.as_deref() == Some(ccid))
+        .and_then(|c| c.body["stream_url"].as_str().map(str::to_owned))
+        .expect("answered with a stream")
+}
+
+/// A WebSocket handshake to `url` made by hand (http:// form), so a refusal's status and
+/// `{code, message}` body can be read.
+async fn handshake(app: &TestApp, url: &str) -> reqwest::Response {
+    app.client
+        .get(url.replacen("ws://", "http://", 1))
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn a_second_media_socket_is_refused_and_the_first_keeps_streaming() {
+    use futures_util::{SinkExt, StreamExt};
+    const NUMBER: &str = "+15550150601";
+    let setup = VoiceSetup {
+        callers_on_stream: false,
+        ..VoiceSetup::new(CallerScripts::new(CallerScript::new()))
+    };
+    let app = spawn_voice_app(setup, |_| {}).await;
+    let t = app.create_tenant(NUMBER).await;
+    let ccid = app.telnyx.place_inbound_call("+15559150601", NUMBER);
+    let id = app.call_id_for(&t, &ccid).await;
+    app.wait_for_status(&t, id, "streaming").await;
+    let stream_url = answered_stream_url(&app, &ccid);
+
+    // Telnyx (here: the test) opens the socket and starts the stream.
+    let (_, mut first) = awc::Client::new()
+        .ws(stream_url.as_str())
+        .connect()
+        .await
+        .expect("the first socket opens");
+    let text = |s: String| awc::ws::Message::Text(s.into());
+    let start = r#"{"event":"start","stream_id":"s1","start":{"call_control_id":"x","media_format":{"encoding":"PCMU","sample_rate":8000,"channels":1}}}"#;
+    first.send(text(start.to_owned())).await.unwrap();
+    use base64::Engine;
+    let payload = base64::engine::general_purpose::STANDARD.encode([0xffu8; 160]);
+    let media = format!(
+        r#"{{"event":"media","stream_id":"s1","media":{{"track":"inbound","payload":"{payload}"}}}}"#
+    );
+    first.send(text(media.clone())).await.unwrap();
+    let voice = app.voice.as_ref().unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the first socket's audio at Deepgram",
+        || async {
+            voice
+                .deepgram
+                .connections()
+                .first()
+                .filter(|c| c.frames > 0)
+                .map(|_| ())
+        },
+    )
+    .await;
+
+    // The same URL again (stolen from a log, a payload, a replay): the token is spent.
+    let res = handshake(&app, &stream_url).await;
+    assert_error(res, 409, "media_token_used").await;
+    // A valid, unused token for the same call: the call already has its socket.
+    let fresh = iace::auth::media_token::issue(app.state.auth.keys(), id, 60).unwrap();
+    let url = format!(
+        "{}&token={fresh}",
+        stream_url.split("&token=").next().unwrap()
+    );
+    let res = handshake(&app, &url).await;
+    assert_error(res, 409, "media_stream_attached").await;
+    // The refused attempt spent that token too: a token opens at most one handshake.
+    let res = handshake(&app, &url).await;
+    assert_error(res, 409, "media_token_used").await;
+
+    // The first socket is untouched: its audio still reaches the same Deepgram stream, which
+    // nobody closed, and the call is still streaming.
+    let before = voice.deepgram.connections()[0].frames;
+    for _ in 0..5 {
+        first.send(text(media.clone())).await.unwrap();
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "more audio from the first socket",
+        || async {
+            let conns = voice.deepgram.connections();
+            (conns[0].frames > before).then_some(())
+        },
+    )
+    .await;
+    let conns = voice.deepgram.connections();
+    assert_eq!(conns.len(), 1, "no second Deepgram stream");
+    assert!(conns[0].ended.is_none(), "{:?}", conns[0].ended);
+    let (_, call) = app.get_json(&t.token, &format!("/api/v1/calls/{id}")).await;
+    assert_eq!(call["status"], "streaming");
+    // Frames keep coming to the first socket (the greeting): it was not closed.
+    let frame = tokio::time::timeout(Duration::from_secs(30), first.next())
+        .await
+        .expect("a frame from the engine")
+        .expect("socket open")
+        .expect("a frame");
+    assert!(matches!(frame, awc::ws::Frame::Text(_)), "{frame:?}");
+}
+
+#[actix_web::test]
+async fn a_viewer_reads_a_call_and_finds_no_media_token() {
+    use diesel_async::RunQueryDsl;
+    const NUMBER: &str = "+15550150701";
+    let app = spawn_app().await;
+    let t = app.create_tenant(NUMBER).await;
+    let ccid = app.telnyx.place_inbound_call("+15559150701", NUMBER);
+    let id = app.call_id_for(&t, &ccid).await;
+    app.wait_for_status(&t, id, "streaming").await;
+    let stream_url = answered_stream_url(&app, &ccid);
+    let token = stream_url.split("token=").nth(1).unwrap().to_owned();
+    let viewer = app.token_for(t.org, Role::Viewer).await;
+    // Telnyx echoes the stream URL in `streaming.started`; the event is stored and shown.
+    let call = wait_until(
+        Duration::from_secs(30),
+        "streaming.started recorded",
+        || async {
+            let (_, call) = app.get_json(&viewer, &format!("/api/v1/calls/{id}")).await;
+            call["events"]
+                .as_array()?
+                .iter()
+                .any(|e| e["event_type"] == "streaming.started")
+                .then_some(call)
+        },
+    )
+    .await;
+    let shown = call.to_string();
+    assert!(!shown.contains(&token), "{shown}");
+    assert!(shown.contains("token=[redacted]"), "{shown}");
+    // Nor in the raw webhook inbox.
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = app.state.db.get().await.unwrap();
+    let found: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM webhook_events WHERE strpos(payload::text, $1) > 0",
+    )
+    .bind::<diesel::sql_types::Text, _>(&token)
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(found.n, 0);
+}
+
+fn outbound(t: &Tenant, from: &str, to: &str) -> Value {
+    json!({ "to": to, "from": from, "agent_profile_id": t.agent_id })
+}
+
+#[actix_web::test]
+async fn the_thirty_first_concurrent_outbound_call_of_an_organization_is_answered_429() {
+    const OURS: &str = "+15550150801";
+    // Calls stay up however slow the machine is (the default limit of 30 at once is tested).
+    let app = spawn_app_with(|s| {
+        s.calls.no_media_timeout_secs = 3600;
+        s.calls.ring_timeout_secs = 600;
+    })
+    .await;
+    assert_eq!(app.state.settings.outbound.max_live_per_org, 30);
+    let t = app.create_tenant(OURS).await;
+    let mut ids = Vec::new();
+    for n in 0..30 {
+        let res = app
+            .place_call(&t.token, &outbound(&t, OURS, &format!("+1555815{n:04}")))
+            .await;
+        assert_eq!(res.status(), 202, "call {n}: {}", res.text().await.unwrap());
+        let call: Value = res.json().await.unwrap();
+        ids.push(call["id"].as_str().unwrap().parse::<Uuid>().unwrap());
+    }
+    let res = app
+        .place_call(&t.token, &outbound(&t, OURS, "+15558159999"))
+        .await;
+    assert!(res.headers().contains_key("retry-after"));
+    assert_error(res, 429, "rate_limited").await;
+    let dials = app
+        .telnyx
+        .commands()
+        .iter()
+        .filter(|c| c.action == "dial")
+        .count();
+    assert!(dials <= 30, "{dials} dials");
+    // Another organization is not held back by this one.
+    let other = app.create_tenant("+15550150802").await;
+    let res = app
+        .place_call(
+            &other.token,
+            &outbound(&other, "+15550150802", "+15558159998"),
+        )
+        .await;
+    assert_eq!(res.status(), 202);
+    // One call ends: there is room for the next.
+    assert_eq!(app.hang_up(&t.token, ids[0]).await.status(), 202);
+    app.wait_for_status(&t, ids[0], "ended").await;
+    let res = app
+        .place_call(&t.token, &outbound(&t, OURS, "+15558159999"))
+        .await;
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+}
+
+#[actix_web::test]
+async fn outbound_calls_per_minute_of_an_organization_are_bounded() {
+    const OURS: &str = "+15550150901";
+    let app = spawn_app_with(|s| {
+        s.outbound.per_org = iace::config::RateLimit {
+            max: 3,
+            window_secs: 60,
+        }
+    })
+    .await;
+    let t = app.create_tenant(OURS).await;
+    for n in 0..3 {
+        let res = app
+            .place_call(&t.token, &outbound(&t, OURS, &format!("+1555816{n:04}")))
+            .await;
+        assert_eq!(res.status(), 202);
+    }
+    let res = app
+        .place_call(&t.token, &outbound(&t, OURS, "+15558169999"))
+        .await;
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_error(res, 429, "rate_limited").await;
+    let other = app.create_tenant("+15550150902").await;
+    let res = app
+        .place_call(
+            &other.token,
+            &outbound(&other, "+15550150902", "+15558169998"),
+        )
+        .await;
+    assert_eq!(res.status(), 202);
+}
+
+#[actix_web::test]
+async fn premium_rate_foreign_and_short_destinations_are_refused_everywhere() {
+    const OURS: &str = "+15550151001";
+    let app = spawn_app().await;
+    let t = app.create_tenant(OURS).await;
+    // Outbound calls: premium-rate, a country not allowed, an emergency short code.
+    for to in [
+        "+19005550100",
+        "+19765550100",
+        "+882130123456",
+        "+447700900123",
+    ] {
+        let res = app.place_call(&t.token, &outbound(&t, OURS, to)).await;
+        let message = assert_error(res, 422, "validation_failed").await;
+        assert!(message.starts_with("to: "), "{message}");
+    }
+    let res = app.place_call(&t.token, &outbound(&t, OURS, "911")).await;
+    assert_eq!(res.status().as_u16() / 100, 4);
+    assert!(!app.telnyx.commands().iter().any(|c| c.action == "dial"));
+
+    // Transfers of a live call.
+    let ccid = app.telnyx.place_inbound_call("+15559151001", OURS);
+    let id = app.call_id_for(&t, &ccid).await;
+    app.wait_for_status(&t, id, "streaming").await;
+    let res = app.transfer(&t.token, id, "+19005550100").await;
+    assert_error(res, 422, "validation_failed").await;
+    assert!(!app.telnyx.commands().iter().any(|c| c.action == "transfer"));
+
+    // Escalation numbers, when a profile is written.
+    let mut profile = agent_with_numbers(&[]);
+    profile["escalation_number"] = json!("+19005550100");
+    let res = app.create_agent(&t.token, &profile).await;
+    let message = assert_error(res, 422, "validation_failed").await;
+    assert!(message.starts_with("escalation_number: "), "{message}");
+    let res = app
+        .client
+        .put(app.url(&format!("/api/v1/agents/{}", t.agent_id)))
+        .bearer_auth(&t.token)
+        .json(&profile)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 422, "validation_failed").await;
+    profile["escalation_number"] = json!("+15557770000");
+    assert_eq!(app.create_agent(&t.token, &profile).await.status(), 201);
+}
+
+#[actix_web::test]
+async fn a_transfer_shows_the_organizations_number_never_the_remote_partys() {
+    const OURS: &str = "+15550151101";
+    const CALLER: &str = "+15559151101";
+    const CALLEE: &str = "+15558151101";
+    let app = spawn_app().await;
+    let t = app.create_tenant(OURS).await;
+    let transfer_from = |ccid: &str| {
+        app.telnyx
+            .commands()
+            .into_iter()
+            .find(|c| c.action == "transfer" && c.call_control_id.as_deref() == Some(ccid))
+            .map(|c| c.body["from"].clone())
+    };
+    // Inbound: the caller's number (which the caller chose, maybe spoofed) is not shown.
+    let ccid = app.telnyx.place_inbound_call(CALLER, OURS);
+    let id = app.call_id_for(&t, &ccid).await;
+    app.wait_for_status(&t, id, "streaming").await;
+    assert_eq!(
+        app.transfer(&t.token, id, "+15557770000").await.status(),
+        202
+    );
+    let from = wait_until(Duration::from_secs(30), "inbound transfer", || async {
+        transfer_from(&ccid)
+    })
+    .await;
+    assert_eq!(from, OURS);
+    // Outbound: the callee's number is not shown either.
+    let res = app.place_call(&t.token, &outbound(&t, OURS, CALLEE)).await;
+    assert_eq!(res.status(), 202);
+    let id: Uuid = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let call = app.wait_for_status(&t, id, "streaming").await;
+    let ccid = call["call_control_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.transfer(&t.token, id, "+15557770000").await.status(),
+        202
+    );
+    let from = wait_until(Duration::from_secs(30), "outbound transfer", || async {
+        transfer_from(&ccid)
+    })
+    .await;
+    assert_eq!(from, OURS);
+}
+
+#[actix_web::test]
+async fn a_pattern_taken_out_of_service_stops_being_served_at_once() {
+    let (app, _gemini, _groq) = crate::learning::learning_app(|s| {
+        // Long enough that only an invalidation explains a pattern disappearing.
+        s.learning.cache_ttl_secs = 3600;
+    })
+    .await;
+    let org = app.create_org("cache").await;
+    let admin = app.token_for(org, Role::Admin).await;
+    let pair = json!({"pairs": [{"problem": "My internet keeps dropping in the evening",
+                                 "resolution": "Restart the router and wait two minutes"}]});
+    let res = app.post_as(&admin, "/api/v1/patterns/import", &pair).await;
+    assert_eq!(res.status(), 200);
+    let id = res.json::<Value>().await.unwrap()["results"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/v1/patterns/{id}");
+    // Served, and now in the turn-context cache.
+    assert_eq!(served_to_a_stranger(&app, org).await, 1);
+    assert_eq!(served_to_a_stranger(&app, org).await, 1);
+    // Withdrawn (unconfirmed): gone from the very next turn.
+    let res = app
+        .patch_as(&admin, &path, &json!({ "confirmed": false }))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(served_to_a_stranger(&app, org).await, 0);
+    // Approved again, then deleted: the same.
+    let res = app
+        .patch_as(&admin, &path, &json!({ "confirmed": true }))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(served_to_a_stranger(&app, org).await, 1);
+    let res = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(served_to_a_stranger(&app, org).await, 0);
+}
+
+#[test]
+fn base_images_are_built_only_by_digest_and_the_workflows_pass_the_digests() {
+    let dir = crate::helpers::project_dir();
+    let dockerfile = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
+    let froms: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(
+        froms,
+        [
+            "FROM ${RUST_IMAGE}@${RUST_DIGEST} AS builder",
+            "FROM ${RUNTIME_IMAGE}@${RUNTIME_DIGEST} AS runtime"
+        ]
+    );
+    // No digest is made up in the file: the digests come from the registry at build time.
+    assert!(dockerfile.contains("\nARG RUST_DIGEST\n"));
+    assert!(dockerfile.contains("\nARG RUNTIME_DIGEST\n"));
+    for workflow in ["deploy.yml", "ci.yml"] {
+        let text = std::fs::read_to_string(dir.join(".github/workflows").join(workflow)).unwrap();
+        assert!(text.contains("scripts/base-digests --env"), "{workflow}");
+        for arg in [
+            "RUST_DIGEST=${{ steps.base.outputs.RUST_DIGEST }}",
+            "RUNTIME_DIGEST=${{ steps.base.outputs.RUNTIME_DIGEST }}",
+        ] {
+            assert!(text.contains(arg), "{workflow} lacks {arg}");
+        }
+    }
+}
+
+#[actix_web::test]
+async fn an_operator_sets_which_countries_one_organization_may_call() {
+    const OURS: &str = "+15550151201";
+    let app =
+        spawn_app_with(|s| s.admin.operator_token = iace::config::Secret::new("op-secret")).await;
+    let t = app.create_tenant(OURS).await;
+    let neighbour = app.create_tenant("+15550151202").await;
+    let policy = |body: Value, token: &'static str| {
+        app.client
+            .put(format!(
+                "{}/admin/organizations/{}/outbound-policy",
+                app.ops_address, t.org
+            ))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    // Only the operator sets it; a tenant admin's token is refused, bad prefixes are 422.
+    let res = policy(json!({ "allowed_prefixes": ["+44"] }), "not-the-token")
+        .await
+        .unwrap();
+    assert_error(res, 401, "unauthorized").await;
+    let res = policy(json!({ "allowed_prefixes": ["44"] }), "op-secret")
+        .await
+        .unwrap();
+    assert_error(res, 422, "validation_failed").await;
+    let res = policy(json!({ "allowed_prefixes": ["+44"] }), "op-secret")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let effective: Value = res.json().await.unwrap();
+    assert_eq!(effective["allowed_prefixes"], json!(["+44"]));
+    assert_eq!(effective["blocked_prefixes"], json!(["+1900", "+1976"]));
+
+    // This organization now calls the UK and nowhere else; its neighbour keeps the default.
+    let res = app
+        .place_call(&t.token, &outbound(&t, OURS, "+447700900123"))
+        .await;
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    let res = app
+        .place_call(&t.token, &outbound(&t, OURS, "+15558151201"))
+        .await;
+    assert_error(res, 422, "validation_failed").await;
+    let res = app
+        .place_call(
+            &neighbour.token,
+            &outbound(&neighbour, "+15550151202", "+447700900123"),
+        )
+        .await;
+    assert_error(res, 422, "validation_failed").await;
+    // Back to the default.
+    let res = policy(json!({ "allowed_prefixes": null }), "op-secret")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = app
+        .place_call(&t.token, &outbound(&t, OURS, "+15558151201"))
+        .await;
+    assert_eq!(res.status(), 202);
 }

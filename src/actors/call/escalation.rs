@@ -133,7 +133,7 @@ impl Call {
         let telnyx = self.deps.telnyx.clone();
         let req = TransferRequest {
             to,
-            from: Some(self.to.clone()),
+            from: Some(self.direction.own_number(&self.from, &self.to).to_owned()),
         };
         let fut = async move { telnyx.transfer(&ccid, req).await };
         Box::pin(fut.into_actor(self).map(|result, act, ctx| match result {

@@ -26,7 +26,12 @@ pub enum MediaOut {
 #[derive(Clone)]
 pub struct MediaLink {
     queue: Arc<MediaQueue>,
+    /// Tags the socket's messages to the call: one from another socket is not this link's.
+    id: u64,
 }
+
+/// Link ids, unique in the process.
+static NEXT_LINK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The writer task's end of a [`MediaLink`].
 pub struct MediaOutReceiver {
@@ -45,6 +50,7 @@ struct MediaQueue {
 impl std::fmt::Debug for MediaLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MediaLink")
+            .field("id", &self.id)
             .field("capacity", &self.queue.capacity)
             .finish_non_exhaustive()
     }
@@ -63,9 +69,15 @@ impl MediaLink {
         (
             Self {
                 queue: queue.clone(),
+                id: NEXT_LINK.fetch_add(1, Ordering::Relaxed),
             },
             MediaOutReceiver { queue },
         )
+    }
+
+    /// This socket's id, carried by its `MediaStarted` and `MediaClosed`.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     fn push(&self, out: MediaOut) -> bool {
@@ -142,15 +154,18 @@ impl Drop for MediaOutReceiver {
     }
 }
 
-/// The socket was accepted for this call.
+/// A socket asks to carry this call's media. Answered false when the call has ended or already
+/// has a socket (the first one keeps the stream: a second socket is refused, never swapped in).
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub struct MediaAttached(pub MediaLink);
 
 /// Telnyx's `start` frame: the stream's id and audio format.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct MediaStarted {
+    /// The link whose socket sent it.
+    pub link: u64,
     pub stream_id: String,
     pub encoding: String,
     pub sample_rate: u32,
@@ -171,30 +186,33 @@ pub struct MediaDtmf(pub String);
 #[rtype(result = "()")]
 pub struct MarkPlayed(pub String);
 
-/// The socket closed (Telnyx sent `stop` or the connection ended).
+/// The socket of link `.0` closed (Telnyx sent `stop` or the connection ended).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct MediaClosed;
+pub struct MediaClosed(pub u64);
 
 /// The socket reader's side: turns parsed frames into messages for the call, drops what does
 /// not belong (wrong stream, bad base64, the outbound track) and counts every drop by reason.
 pub struct CallerMediaSink {
     call: Addr<Call>,
+    link: u64,
     stream_id: Option<String>,
     rejected: prometheus::IntCounterVec,
 }
 
 impl CallerMediaSink {
-    pub fn new(call: Addr<Call>, rejected: prometheus::IntCounterVec) -> Self {
+    pub fn new(call: Addr<Call>, link: u64, rejected: prometheus::IntCounterVec) -> Self {
         Self {
             call,
+            link,
             stream_id: None,
             rejected,
         }
     }
 
-    pub fn call(&self) -> &Addr<Call> {
-        &self.call
+    /// Tells the call this socket is gone.
+    pub fn closed(&self) {
+        self.call.do_send(MediaClosed(self.link));
     }
 
     /// Counts and logs a frame that was dropped.
@@ -219,6 +237,7 @@ impl CallerMediaSink {
                 }
                 self.stream_id = Some(stream_id.clone());
                 self.call.do_send(MediaStarted {
+                    link: self.link,
                     stream_id,
                     encoding: start.media_format.encoding,
                     sample_rate: start.media_format.sample_rate,
@@ -261,7 +280,7 @@ impl CallerMediaSink {
                     self.reject("wrong_stream");
                 }
             }
-            InboundFrame::Stop { .. } => self.call.do_send(MediaClosed),
+            InboundFrame::Stop { .. } => self.closed(),
             InboundFrame::Error { body } => {
                 tracing::warn!(frame = %serde_json::Value::Object(body), "Telnyx reported a media stream error");
                 self.rejected.with_label_values(&["error_frame"]).inc();

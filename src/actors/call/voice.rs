@@ -221,23 +221,32 @@ impl Call {
 }
 
 impl Handler<MediaAttached> for Call {
-    type Result = ();
-    fn handle(&mut self, msg: MediaAttached, _: &mut Self::Context) {
-        if self.state == CallState::Ended {
-            msg.0.close("call ended");
-            return;
-        }
-        if let Some(old) = self.voice.take() {
-            old.link.close("replaced by a new stream");
+    type Result = bool;
+    fn handle(&mut self, msg: MediaAttached, _: &mut Self::Context) -> bool {
+        // One socket per call, ever: a second one (a stolen or replayed URL) is refused and
+        // the live stream, its STT/TTS sockets included, is left alone.
+        if self.state == CallState::Ended || self.voice.is_some() {
+            return false;
         }
         self.voice = Some(Voice::new(msg.0));
         self.last_media = Instant::now();
+        true
+    }
+}
+
+impl Call {
+    /// Whether `link` is the socket this call's media flows on.
+    fn is_current_link(&self, link: u64) -> bool {
+        self.voice.as_ref().is_some_and(|v| v.link.id() == link)
     }
 }
 
 impl Handler<MediaStarted> for Call {
     type Result = ();
     fn handle(&mut self, msg: MediaStarted, ctx: &mut Self::Context) {
+        if !self.is_current_link(msg.link) {
+            return;
+        }
         self.start_voice(msg, ctx);
     }
 }
@@ -255,7 +264,10 @@ impl Handler<CallerMedia> for Call {
 
 impl Handler<MediaClosed> for Call {
     type Result = ();
-    fn handle(&mut self, _: MediaClosed, _: &mut Self::Context) {
+    fn handle(&mut self, msg: MediaClosed, _: &mut Self::Context) {
+        if !self.is_current_link(msg.0) {
+            return;
+        }
         tracing::debug!(parent: &self.span, "media socket closed");
         if let Some(voice) = self.voice.as_mut() {
             if let Some(stt) = voice.stt.take() {

@@ -13,10 +13,12 @@ use sha2::{Digest, Sha256};
 use std::future::{ready, Ready};
 use uuid::Uuid;
 
+pub mod numbers;
 mod observe;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(observe::configure);
+    cfg.configure(numbers::configure);
     cfg.service(list_calls)
         .service(call_detail)
         .service(hangup)
