@@ -3,6 +3,7 @@
 //! killed instance ended within 10 s, drain on SIGTERM, admission control; plus the Redis
 //! directory and leases on their own.
 
+mod caller_stall;
 mod calls;
 mod cpu_watermark;
 mod fixture;
