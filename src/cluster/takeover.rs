@@ -221,11 +221,12 @@ impl Takeover {
         Ok(ended)
     }
 
-    /// At start-up: calls left live under this instance's own id by an earlier run.
-    pub async fn reconcile_own(&self) -> anyhow::Result<usize> {
+    /// At start-up: calls left live under this instance's own id by an earlier run, i.e.
+    /// created before `started` (the pass may run after this run's first calls began).
+    pub async fn reconcile_own(&self, started: chrono::DateTime<Utc>) -> anyhow::Result<usize> {
         let rows = {
             let mut conn = self.db.get().await?;
-            ownership::live_calls_owned_by(&mut conn, self.cluster.id()).await?
+            ownership::live_calls_owned_by(&mut conn, self.cluster.id(), started).await?
         };
         if !rows.is_empty() {
             tracing::warn!(
@@ -323,8 +324,9 @@ impl Takeover {
     /// arbiter runs.
     pub fn start(self) {
         let every = Duration::from_millis(self.cluster.settings().sweep_interval_ms);
+        let started = Utc::now();
         actix::spawn(async move {
-            if let Err(e) = self.reconcile_own().await {
+            if let Err(e) = self.reconcile_own(started).await {
                 tracing::warn!(error = %e, "start-up reconcile failed; the sweeper retries");
             }
             let mut ticker = tokio::time::interval(every);

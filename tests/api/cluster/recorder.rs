@@ -100,10 +100,17 @@ async fn a_recorder_panicking_mid_stream_during_live_calls_loses_and_repeats_no_
         app.wait_for_status(&t, *id, "streaming").await;
     }
 
-    // Mid-conversation, twice: the next write the recorder applies panics it.
+    // Mid-conversation, twice: the next write the recorder applies panics it. Between the two,
+    // the successor has retried that write (else the second panic could hit the same write,
+    // which would then be poisoned, as the next test shows).
     for restarts in 1..=2 {
         app.state.recorder.inject_panic(1);
         wait_for_sample(&app, "iace_recorder_restarts_total", restarts).await;
+        app.state
+            .recorder
+            .send(iace::actors::recorder::Flush)
+            .await
+            .expect("the successor flushes");
     }
 
     let rows = finish(&app, &t, &placed, TURNS).await;
