@@ -411,6 +411,9 @@ pub struct ClusterSettings {
     pub lease_renew_interval_ms: u64,
     /// How often each instance looks for calls whose owner's heartbeat lapsed.
     pub sweep_interval_ms: u64,
+    /// A live row with no `owner_instance` (written before the column existed, or by an older
+    /// release mid rolling deploy) and no lease is ended `instance_lost` once older than this.
+    pub ownerless_grace_secs: u64,
     /// Deadline of one forwarded request to a peer.
     pub forward_timeout_ms: u64,
 }

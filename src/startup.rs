@@ -2,7 +2,7 @@
 //! runs it with an orderly shutdown: not ready, stop accepting, drain, close pools.
 
 use crate::actors::call::CallDeps;
-use crate::actors::recorder::{Flush, Recorder, RecorderConfig};
+use crate::actors::recorder::{Flush, RecorderConfig, RecorderHandle};
 use crate::actors::registry::CallRegistry;
 use crate::auth::AuthService;
 use crate::cluster::takeover::Takeover;
@@ -21,7 +21,7 @@ use crate::providers::telnyx::{CallControl, TelnyxClient, WebhookVerifier};
 use crate::store::pool;
 use crate::telemetry::breakers::BreakerMetrics;
 use crate::telemetry::{metrics::Metrics, RequestSpan};
-use actix::{Actor, Arbiter};
+use actix::Arbiter;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
@@ -143,12 +143,16 @@ impl Application {
             max_attempts_per_write: settings.recorder.max_attempts_per_write,
             buffer_max_writes: settings.recorder.buffer_max_writes.max(1),
             spill_path: settings.recorder.spill_file.clone().into(),
+            fault_injection: settings.calls.fault_injection,
         };
-        let (recorder_db, failed) = (db.clone(), metrics.recorder_failed_writes.clone());
-        let call_metrics = metrics.calls.clone();
-        let recorder = Recorder::start_in_arbiter(&recorder_arbiter.handle(), move |_| {
-            Recorder::new(recorder_db, recorder_config, failed).with_call_metrics(call_metrics)
-        });
+        let recorder = RecorderHandle::start(
+            &recorder_arbiter.handle(),
+            db.clone(),
+            recorder_config,
+            metrics.recorder.clone(),
+            metrics.recorder_failed_writes.clone(),
+        )
+        .with_call_metrics(metrics.calls.clone());
 
         let telnyx: Arc<dyn CallControl + Send + Sync> =
             Arc::new(TelnyxClient::new(&settings.telnyx).with_breaker(breakers.telnyx.clone()));

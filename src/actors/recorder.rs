@@ -12,14 +12,23 @@
 //! calls), new writes go to an append-only spill file (one JSON line each) instead. Writes come
 //! back from the file, oldest first, as the queue drains, so the database sees them in the order
 //! they were made; a spill file left by a crash is replayed at start-up.
+//!
+//! Supervised: the queue (an inbox callers push to, the memory buffer, the spill file's read
+//! position, flush waiters) lives outside the actor in [`RecorderHandle`], so an actor that
+//! panics hands it whole to a successor started on the same arbiter; nothing queued is lost and
+//! the spill file is not read again from its start. A write being applied when the actor died is
+//! retried once; if it kills the recorder again it is logged and counted as poisoned.
 
 use crate::actors::spill::SpillFile;
 use crate::store::calls::{self, CallChanges, NewCall};
 use crate::store::events::{self, NewCallEvent};
 use crate::store::utterances::{self, NewUtterance};
 use crate::store::{DbPool, StoreError};
+use crate::telemetry::metrics::RecorderMetrics;
 use actix::prelude::*;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -42,15 +51,11 @@ pub enum Write {
     },
 }
 
-/// Queue a write (fire and forget).
-#[derive(Message)]
-#[rtype(result = "()")]
+/// Queue a write (fire and forget): `RecorderHandle::do_send(Record(write))`.
 pub struct Record(pub Write);
 
-/// Resolves once every write queued before it is in the database (used at shutdown and by
-/// tests that need read-your-writes).
-#[derive(Message)]
-#[rtype(result = "()")]
+/// `RecorderHandle::send(Flush)` resolves once every write queued before it is in the database
+/// (used at shutdown and by tests that need read-your-writes).
 pub struct Flush;
 
 /// Tunables (from `[recorder]` settings).
@@ -66,124 +71,324 @@ pub struct RecorderConfig {
     pub buffer_max_writes: usize,
     /// The spill file (one per instance).
     pub spill_path: std::path::PathBuf,
+    /// `calls.fault_injection`: the test-only panic hook works only when this is on.
+    pub fault_injection: bool,
 }
 
-pub struct Recorder {
+/// Cloneable handle to the recorder, whichever actor currently runs it. Writes go to a shared
+/// inbox (not the actor's mailbox, which dies with a panicking actor); the actor is only woken.
+#[derive(Clone)]
+pub struct RecorderHandle {
+    shared: Arc<Shared>,
+    /// The running actor; replaced by a successor after a panic.
+    addr: Arc<RwLock<Option<Addr<Recorder>>>>,
+}
+
+struct Shared {
     pool: DbPool,
     config: RecorderConfig,
-    queue: VecDeque<(Write, u32)>,
+    metrics: RecorderMetrics,
+    failed_writes: prometheus::IntCounter,
+    /// Pushed to by callers, emptied by the actor into `state`.
+    inbox: Mutex<Inbox>,
+    /// Only the actor (one at a time, on the recorder's arbiter) touches this.
+    state: Mutex<State>,
+    /// Test-only fault hook: the next this many write attempts panic.
+    injected_panics: AtomicU32,
+    /// The call metric families read off the writes as they are queued (`actors::outcomes`).
+    outcomes: Mutex<Option<crate::actors::outcomes::CallOutcomes>>,
+}
+
+#[derive(Default)]
+struct Inbox {
+    writes: VecDeque<Write>,
+    waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+struct State {
+    queue: VecDeque<Queued>,
+    spill: SpillFile,
+    waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// The spill file left by an earlier run was adopted (done once per process, not per actor).
+    recovered: bool,
+}
+
+struct Queued {
+    write: Write,
+    /// Attempts that failed with a database error.
+    attempts: u32,
+    /// Being applied: still set when an actor starts means its predecessor died on it.
+    in_flight: bool,
+    /// Times an actor died while applying it.
+    interrupted: u32,
+}
+
+impl Queued {
+    fn new(write: Write) -> Self {
+        Self {
+            write,
+            attempts: 0,
+            in_flight: false,
+            interrupted: 0,
+        }
+    }
+}
+
+/// A lock poisoned by a panicking actor is taken over as it is: every change under it is a
+/// push, a pop or a flag.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RecorderHandle {
+    /// Starts the recorder on `arbiter`, under actix's `Supervisor`.
+    pub fn start(
+        arbiter: &ArbiterHandle,
+        pool: DbPool,
+        config: RecorderConfig,
+        metrics: RecorderMetrics,
+        failed_writes: prometheus::IntCounter,
+    ) -> Self {
+        let spill = SpillFile::new(config.spill_path.clone());
+        let shared = Arc::new(Shared {
+            pool,
+            config,
+            metrics,
+            failed_writes,
+            inbox: Mutex::new(Inbox::default()),
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                spill,
+                waiters: Vec::new(),
+                recovered: false,
+            }),
+            injected_panics: AtomicU32::new(0),
+            outcomes: Mutex::new(None),
+        });
+        let handle = RecorderHandle {
+            shared,
+            addr: Arc::new(RwLock::new(None)),
+        };
+        handle.start_actor(arbiter.clone());
+        handle
+    }
+
+    fn start_actor(&self, arbiter: ArbiterHandle) {
+        let handle = self.clone();
+        let addr = Supervisor::start_in_arbiter(&arbiter.clone(), move |_| Recorder {
+            handle,
+            arbiter,
+            writing: false,
+            backing_off: false,
+            backoff: Duration::from_millis(50),
+        });
+        *self.addr.write().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+    }
+
+    /// Wakes the running actor. Between a panic and its successor's start there is none; the
+    /// successor looks at the inbox as it starts.
+    fn kick(&self) {
+        if let Some(addr) = self.addr.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            addr.do_send(Kick);
+        }
+    }
+
+    /// Calls' ends, turn latencies and escalations are counted in `metrics` as they are queued.
+    pub fn with_call_metrics(self, metrics: crate::telemetry::calls::CallMetrics) -> Self {
+        *lock(&self.shared.outcomes) = Some(crate::actors::outcomes::CallOutcomes::new(metrics));
+        self
+    }
+
+    /// Queues a write (fire and forget; never blocks on the database).
+    pub fn do_send(&self, msg: Record) {
+        if let Some(outcomes) = lock(&self.shared.outcomes).as_mut() {
+            outcomes.observe(&msg.0);
+        }
+        let queued = {
+            let mut inbox = lock(&self.shared.inbox);
+            inbox.writes.push_back(msg.0);
+            inbox.writes.len()
+        };
+        self.shared.metrics.buffered.inc();
+        // Batching: below a batch, the flush interval picks the writes up.
+        if queued >= self.shared.config.batch_size {
+            self.kick();
+        }
+    }
+
+    /// Resolves once every write queued before it is in the database. The error is that of an
+    /// actor mailbox, kept so callers read like any actix request.
+    pub fn send(
+        &self,
+        _: Flush,
+    ) -> impl std::future::Future<Output = Result<(), MailboxError>> + Send + 'static {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lock(&self.shared.inbox).waiters.push(tx);
+        self.kick();
+        async move { rx.await.map_err(|_| MailboxError::Closed) }
+    }
+
+    /// Test-only fault hook: the next `times` write attempts make the recorder panic (a write
+    /// that panics twice is poisoned). Ignored unless `calls.fault_injection` is on.
+    pub fn inject_panic(&self, times: u32) {
+        // Only where `calls.fault_injection` is on (never in production: config refuses it).
+        if self.shared.config.fault_injection {
+            self.shared.injected_panics.store(times, Ordering::SeqCst);
+        } else {
+            tracing::warn!("fault injection asked for but disabled; ignored");
+        }
+    }
+}
+
+/// Wakes the recorder: writes or flush waiters are in the inbox.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Kick;
+
+pub struct Recorder {
+    handle: RecorderHandle,
+    /// Where a successor starts after a panic.
+    arbiter: ArbiterHandle,
     writing: bool,
     /// A retry is scheduled: the batching interval leaves the database alone until then.
     backing_off: bool,
     backoff: Duration,
-    waiters: Vec<tokio::sync::oneshot::Sender<()>>,
-    failed_writes: prometheus::IntCounter,
-    spill: SpillFile,
-    /// The call metric families read off the writes (`actors::outcomes`).
-    outcomes: Option<crate::actors::outcomes::CallOutcomes>,
 }
 
 impl Recorder {
-    pub fn new(
-        pool: DbPool,
-        config: RecorderConfig,
-        failed_writes: prometheus::IntCounter,
-    ) -> Self {
-        let spill = SpillFile::new(config.spill_path.clone());
-        Self {
-            spill,
-            pool,
-            config,
-            queue: VecDeque::new(),
-            writing: false,
-            backing_off: false,
-            backoff: Duration::from_millis(50),
-            waiters: Vec::new(),
-            failed_writes,
-            outcomes: None,
-        }
+    fn shared(&self) -> Arc<Shared> {
+        self.handle.shared.clone()
     }
 
-    /// Calls' ends, turn latencies and escalations are counted in `metrics` as they arrive.
-    pub fn with_call_metrics(mut self, metrics: crate::telemetry::calls::CallMetrics) -> Self {
-        self.outcomes = Some(crate::actors::outcomes::CallOutcomes::new(metrics));
-        self
+    /// Takes over the queue: adopts a spill file left by an earlier run (once per process), and
+    /// settles a write its predecessor died applying.
+    fn resume(&mut self) {
+        let shared = self.shared();
+        self.writing = false;
+        self.backing_off = false;
+        let mut state = lock(&shared.state);
+        if !state.recovered {
+            state.recovered = true;
+            // Writes a crash left on disk go first, before anything this run records.
+            match state.spill.recover() {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    writes = n,
+                    "recorder: replaying writes spilled before a restart"
+                ),
+                Err(e) => tracing::error!(error = %e, "recorder: cannot read the spill file"),
+            }
+        }
+        let poisoned = match state.queue.front_mut() {
+            Some(front) if front.in_flight => {
+                front.in_flight = false;
+                front.interrupted += 1;
+                if front.interrupted >= 2 {
+                    true
+                } else {
+                    tracing::warn!("recorder: retrying once the write its predecessor died on");
+                    false
+                }
+            }
+            _ => false,
+        };
+        if poisoned {
+            if let Some(front) = state.queue.pop_front() {
+                tracing::error!(write = ?front.write, "recorder: a write made the recorder panic twice; giving it up (poisoned)");
+                shared.metrics.poisoned.inc();
+            }
+        }
     }
 
     /// Queues a write: in memory while there is room and nothing older waits in the spill file,
     /// else at the end of the spill file (so order is kept).
-    fn enqueue(&mut self, write: Write) {
-        if self.spill.pending() == 0 && self.queue.len() < self.config.buffer_max_writes {
-            self.queue.push_back((write, 0));
+    fn enqueue(shared: &Shared, state: &mut State, write: Write) {
+        let config = &shared.config;
+        if state.spill.pending() == 0 && state.queue.len() < config.buffer_max_writes {
+            state.queue.push_back(Queued::new(write));
             return;
         }
-        if self.spill.pending() == 0 {
+        if state.spill.pending() == 0 {
             tracing::warn!(
-                queued = self.queue.len(),
-                file = %self.config.spill_path.display(),
+                queued = state.queue.len(),
+                file = %config.spill_path.display(),
                 "recorder: memory buffer full, spilling writes to disk"
             );
         }
-        if let Err(e) = self.spill.append(&write) {
-            // Nowhere left to put it: keep it in memory rather than lose it.
-            tracing::error!(error = %e, "recorder: spill file not writable; keeping the write in memory");
-            self.queue.push_back((write, 0));
+        match state.spill.append(&write) {
+            Ok(()) => shared.metrics.spilled.inc(),
+            Err(e) => {
+                // Nowhere left to put it: keep it in memory rather than lose it.
+                tracing::error!(error = %e, "recorder: spill file not writable; keeping the write in memory");
+                state.queue.push_back(Queued::new(write));
+            }
         }
     }
 
     /// Moves spilled writes back into memory, oldest first, as room frees up.
-    fn refill(&mut self) {
-        let room = self
+    fn refill(shared: &Shared, state: &mut State) {
+        let room = shared
             .config
             .buffer_max_writes
-            .saturating_sub(self.queue.len());
-        if room == 0 || self.spill.pending() == 0 {
+            .saturating_sub(state.queue.len());
+        if room == 0 || state.spill.pending() == 0 {
             return;
         }
-        match self.spill.take::<Write>(room) {
-            Ok(writes) => self.queue.extend(writes.into_iter().map(|w| (w, 0))),
+        match state.spill.take::<Write>(room) {
+            Ok(writes) => {
+                shared.metrics.replayed.inc_by(writes.len() as u64);
+                state.queue.extend(writes.into_iter().map(Queued::new));
+            }
             Err(e) => tracing::error!(error = %e, "recorder: cannot read the spill file"),
         }
     }
 
     fn kick(&mut self, ctx: &mut Context<Self>) {
-        self.refill();
-        if self.writing || self.backing_off || self.queue.is_empty() {
-            if self.queue.is_empty() && self.spill.pending() == 0 {
-                for w in self.waiters.drain(..) {
+        let shared = self.shared();
+        let n = {
+            let (writes, waiters) = {
+                let mut inbox = lock(&shared.inbox);
+                (
+                    std::mem::take(&mut inbox.writes),
+                    std::mem::take(&mut inbox.waiters),
+                )
+            };
+            let mut state = lock(&shared.state);
+            state.waiters.extend(waiters);
+            for write in writes {
+                Self::enqueue(&shared, &mut state, write);
+            }
+            Self::refill(&shared, &mut state);
+            let inbox_len = lock(&shared.inbox).writes.len();
+            shared
+                .metrics
+                .buffered
+                .set((state.queue.len() + inbox_len) as i64);
+            shared
+                .metrics
+                .in_spill_file
+                .set(state.spill.pending() as i64);
+            if state.queue.is_empty() && state.spill.pending() == 0 && inbox_len == 0 {
+                for w in state.waiters.drain(..) {
                     let _ = w.send(());
                 }
             }
-            return;
-        }
+            if self.writing || self.backing_off || state.queue.is_empty() {
+                return;
+            }
+            state.queue.len().min(shared.config.batch_size)
+        };
         self.writing = true;
-        let n = self.queue.len().min(self.config.batch_size);
-        let batch: Vec<Write> = self.queue.iter().take(n).map(|(w, _)| w.clone()).collect();
-        let pool = self.pool.clone();
-        let fut = async move { apply_batch(&pool, &batch).await };
+        let fut = apply_batch(shared, n);
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.writing = false;
             match result {
                 Ok(()) => {
-                    act.queue.drain(..n);
                     act.backoff = Duration::from_millis(50);
                     act.kick(ctx);
                 }
-                Err(BatchError::Unavailable(e)) => {
-                    tracing::warn!(error = %e, queued = act.queue.len(), "recorder: database unavailable, retrying");
-                    act.retry_later(ctx);
-                }
-                Err(BatchError::Failed { index, error }) => {
-                    // Writes before `index` are committed (each write is its own statement).
-                    act.queue.drain(..index);
-                    if let Some((write, attempts)) = act.queue.front_mut() {
-                        *attempts += 1;
-                        if *attempts >= act.config.max_attempts_per_write {
-                            tracing::error!(?write, error = %error, "recorder: giving up on a write");
-                            act.failed_writes.inc();
-                            act.queue.pop_front();
-                        }
-                    }
+                Err(e) => {
+                    tracing::warn!(error = %e, "recorder: write failed or database unavailable, retrying");
                     act.retry_later(ctx);
                 }
             }
@@ -192,7 +397,7 @@ impl Recorder {
 
     fn retry_later(&mut self, ctx: &mut Context<Self>) {
         let delay = self.backoff;
-        self.backoff = (self.backoff * 2).min(self.config.retry_backoff_max);
+        self.backoff = (self.backoff * 2).min(self.handle.shared.config.retry_backoff_max);
         self.backing_off = true;
         ctx.run_later(delay, |act, ctx| {
             act.backing_off = false;
@@ -201,93 +406,119 @@ impl Recorder {
     }
 }
 
-enum BatchError {
-    Unavailable(StoreError),
-    Failed { index: usize, error: StoreError },
-}
-
-async fn apply_batch(pool: &DbPool, batch: &[Write]) -> Result<(), BatchError> {
-    let mut conn = pool
-        .get()
-        .await
-        .map_err(|e| BatchError::Unavailable(e.into()))?;
-    for (index, write) in batch.iter().enumerate() {
-        let result = match write {
-            Write::InsertCall(call) => calls::insert(&mut conn, call).await,
-            Write::UpdateCall {
-                organization_id,
-                call_id,
-                changes,
-            } => calls::update(&mut conn, *organization_id, *call_id, changes).await,
-            Write::InsertCallEvent(event) => events::insert_call_event(&mut conn, event).await,
-            Write::InsertUtterance(u) => utterances::insert(&mut conn, u).await,
-            Write::EnqueuePostCall {
-                organization_id,
-                call_id,
-            } => crate::learning::enqueue_post_call(&mut conn, *organization_id, *call_id)
-                .await
-                .map(|_| ()),
+/// Applies up to `n` writes from the front of the queue, each its own statement, popping each
+/// once committed (so an actor that dies mid-batch leaves only the unwritten ones). Errs when
+/// the database is away or a write failed (then retried after a backoff).
+async fn apply_batch(shared: Arc<Shared>, n: usize) -> Result<(), StoreError> {
+    let mut conn = shared.pool.get().await?;
+    for _ in 0..n {
+        let write = {
+            let mut state = lock(&shared.state);
+            match state.queue.front_mut() {
+                Some(front) => {
+                    front.in_flight = true;
+                    front.write.clone()
+                }
+                None => return Ok(()),
+            }
         };
-        if let Err(error) = result {
-            let broken = matches!(
-                error,
-                StoreError::Query(diesel::result::Error::DatabaseError(
-                    diesel::result::DatabaseErrorKind::ClosedConnection,
-                    _
-                )) | StoreError::Pool(_)
-                    | StoreError::Connection(_)
-            );
-            return Err(if broken {
-                BatchError::Unavailable(error)
-            } else {
-                BatchError::Failed { index, error }
-            });
+        // The test-only fault hook (armed only with `calls.fault_injection` on).
+        if shared
+            .injected_panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            panic!("injected fault in the recorder");
+        }
+        let result = apply_one(&mut conn, &write).await;
+        let mut state = lock(&shared.state);
+        match result {
+            Ok(()) => {
+                state.queue.pop_front();
+            }
+            Err(error) => {
+                let broken = matches!(
+                    error,
+                    StoreError::Query(diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::ClosedConnection,
+                        _
+                    )) | StoreError::Pool(_)
+                        | StoreError::Connection(_)
+                );
+                if let Some(front) = state.queue.front_mut() {
+                    front.in_flight = false;
+                    if !broken {
+                        front.attempts += 1;
+                        if front.attempts >= shared.config.max_attempts_per_write {
+                            tracing::error!(write = ?front.write, error = %error, "recorder: giving up on a write");
+                            shared.failed_writes.inc();
+                            state.queue.pop_front();
+                        }
+                    }
+                }
+                return Err(error);
+            }
         }
     }
     Ok(())
+}
+
+async fn apply_one(conn: &mut crate::store::DbConn, write: &Write) -> Result<(), StoreError> {
+    match write {
+        Write::InsertCall(call) => calls::insert(conn, call).await,
+        Write::UpdateCall {
+            organization_id,
+            call_id,
+            changes,
+        } => calls::update(conn, *organization_id, *call_id, changes).await,
+        Write::InsertCallEvent(event) => events::insert_call_event(conn, event).await,
+        Write::InsertUtterance(u) => utterances::insert(conn, u).await,
+        Write::EnqueuePostCall {
+            organization_id,
+            call_id,
+        } => crate::learning::enqueue_post_call(conn, *organization_id, *call_id)
+            .await
+            .map(|_| ()),
+    }
 }
 
 impl Actor for Recorder {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Writes a crash left on disk go first, before anything this run records.
-        match self.spill.recover() {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(
-                writes = n,
-                "recorder: replaying writes spilled before a restart"
-            ),
-            Err(e) => tracing::error!(error = %e, "recorder: cannot read the spill file"),
-        }
+        self.resume();
         // Batching: writes that arrive together go out together.
-        ctx.run_interval(self.config.flush_interval, |act, ctx| act.kick(ctx));
+        let interval = self.handle.shared.config.flush_interval;
+        ctx.run_interval(interval, |act, ctx| act.kick(ctx));
+        self.kick(ctx);
     }
 }
 
-impl Handler<Record> for Recorder {
+impl Supervised for Recorder {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        tracing::warn!("recorder stopped; restarting it");
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        // A panic unwinds past actix's `Supervisor`, which cannot restart the actor: the
+        // successor is started here instead, with the same queue, on the same arbiter. Runs while
+        // the panic unwinds: nothing here may panic or block. A drop at shutdown (arbiter
+        // stopped) is not a panic and restarts nothing.
+        if !std::thread::panicking() {
+            return;
+        }
+        tracing::error!("recorder panicked; restarting it with its queue");
+        self.handle.shared.metrics.restarts.inc();
+        self.handle.start_actor(self.arbiter.clone());
+    }
+}
+
+impl Handler<Kick> for Recorder {
     type Result = ();
 
-    fn handle(&mut self, msg: Record, ctx: &mut Self::Context) {
-        if let Some(outcomes) = &mut self.outcomes {
-            outcomes.observe(&msg.0);
-        }
-        self.enqueue(msg.0);
-        if self.queue.len() >= self.config.batch_size {
-            self.kick(ctx);
-        }
-    }
-}
-
-impl Handler<Flush> for Recorder {
-    type Result = ResponseFuture<()>;
-
-    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) -> Self::Result {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.waiters.push(tx);
+    fn handle(&mut self, _: Kick, ctx: &mut Self::Context) {
         self.kick(ctx);
-        Box::pin(async move {
-            let _ = rx.await;
-        })
     }
 }

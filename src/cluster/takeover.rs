@@ -1,6 +1,8 @@
 //! Ending calls whose actor is gone: the orphans of an instance whose heartbeat lapsed (reason
 //! `instance_lost`), the calls a restarted instance left live under its own id, and calls whose
-//! actor panicked (reason `internal_error`, from the registry shard). Each Telnyx leg is hung up,
+//! actor panicked (reason `internal_error`, from the registry shard), and live rows that never
+//! had an owner (written before `owner_instance` existed) once they hold no lease and are older
+//! than `cluster.ownerless_grace_secs`. Each Telnyx leg is hung up,
 //! or transferred to the profile's human number when the caller was mid-conversation; the row
 //! ends (only if still live, so two cleaners never both write), the decision goes into the
 //! call's history and the post-call jobs are queued.
@@ -156,9 +158,47 @@ impl Takeover {
             .filter(|n| !n.trim().is_empty())
     }
 
-    /// One sweep: the live calls of every instance whose heartbeat lapsed are claimed (one
-    /// claimant per call) and ended. Returns how many this instance ended.
+    /// One sweep: the live calls of every instance whose heartbeat lapsed, and old ownerless
+    /// ones, are claimed (one claimant per call) and ended. Returns how many this instance ended.
     pub async fn sweep(&self) -> anyhow::Result<usize> {
+        let ownerless = match self.sweep_ownerless().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, "ownerless sweep skipped");
+                0
+            }
+        };
+        Ok(ownerless + self.sweep_lost_owners().await?)
+    }
+
+    /// Live rows with no owner recorded (from before `owner_instance` existed): past the grace
+    /// period, and with no lease naming an owner, nothing will ever end them but this.
+    pub async fn sweep_ownerless(&self) -> anyhow::Result<usize> {
+        let grace = Duration::from_secs(self.cluster.settings().ownerless_grace_secs);
+        let before = Utc::now() - chrono::Duration::from_std(grace)?;
+        let rows = {
+            let mut conn = self.db.get().await?;
+            ownership::live_calls_without_owner(&mut conn, before).await?
+        };
+        let mut unleased = Vec::new();
+        for row in rows {
+            // A Redis that cannot answer proves nothing: the row waits for a later sweep.
+            if self.cluster.leases().owner(CallId(row.id)).await?.is_none() {
+                unleased.push(row);
+            }
+        }
+        if unleased.is_empty() {
+            return Ok(0);
+        }
+        tracing::warn!(
+            calls = unleased.len(),
+            "live calls without an owner past the grace period; ending them"
+        );
+        Ok(self.end_claimed(&unleased, EndReason::InstanceLost).await)
+    }
+
+    /// The live calls of every instance whose heartbeat lapsed.
+    async fn sweep_lost_owners(&self) -> anyhow::Result<usize> {
         let rows = {
             let mut conn = self.db.get().await?;
             ownership::live_calls_owned_elsewhere(&mut conn, self.cluster.id()).await?
@@ -191,11 +231,12 @@ impl Takeover {
         Ok(ended)
     }
 
-    /// At start-up: calls left live under this instance's own id by an earlier run.
-    pub async fn reconcile_own(&self) -> anyhow::Result<usize> {
+    /// At start-up: calls left live under this instance's own id by an earlier run, i.e.
+    /// created before `started` (the pass may run after this run's first calls began).
+    pub async fn reconcile_own(&self, started: chrono::DateTime<Utc>) -> anyhow::Result<usize> {
         let rows = {
             let mut conn = self.db.get().await?;
-            ownership::live_calls_owned_by(&mut conn, self.cluster.id()).await?
+            ownership::live_calls_owned_by(&mut conn, self.cluster.id(), started).await?
         };
         if !rows.is_empty() {
             tracing::warn!(
@@ -293,8 +334,9 @@ impl Takeover {
     /// arbiter runs.
     pub fn start(self) {
         let every = Duration::from_millis(self.cluster.settings().sweep_interval_ms);
+        let started = Utc::now();
         actix::spawn(async move {
-            if let Err(e) = self.reconcile_own().await {
+            if let Err(e) = self.reconcile_own(started).await {
                 tracing::warn!(error = %e, "start-up reconcile failed; the sweeper retries");
             }
             let mut ticker = tokio::time::interval(every);

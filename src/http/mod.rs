@@ -16,7 +16,7 @@ pub mod routing;
 pub mod users;
 pub mod webhooks;
 
-use crate::actors::recorder::Recorder;
+use crate::actors::recorder::RecorderHandle;
 use crate::actors::registry::CallRegistry;
 use crate::config::Settings;
 use crate::providers::telnyx::{CallControl, SignatureError, WebhookVerifier};
@@ -51,7 +51,7 @@ pub struct AppState {
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     pub readiness: Arc<Readiness>,
     pub registry: CallRegistry,
-    pub recorder: actix::Addr<Recorder>,
+    pub recorder: RecorderHandle,
     pub telnyx: Arc<dyn CallControl + Send + Sync>,
     /// The webhook verifier, or why the configured key is unusable (answered as 503).
     pub telnyx_verifier: Result<WebhookVerifier, SignatureError>,

@@ -57,6 +57,9 @@ pub enum CallerStep {
         text: String,
         duration_ms: u32,
     },
+    /// Silence for `ms` during which the caller does not read its socket at all (a phone whose
+    /// network stalled): what the engine sends piles up in the socket buffers and behind them.
+    StopReading { ms: u32 },
     /// `stop`, then close the socket.
     HangUp,
 }
@@ -91,6 +94,12 @@ impl CallerScript {
 
     pub fn silence(mut self, ms: u32) -> Self {
         self.steps.push(CallerStep::Silence { ms });
+        self
+    }
+
+    /// Stops reading the media socket for `ms` (sending silence meanwhile), then reads again.
+    pub fn stop_reading(mut self, ms: u32) -> Self {
+        self.steps.push(CallerStep::StopReading { ms });
         self
     }
 
@@ -548,7 +557,7 @@ impl CallerSim {
             tokio::select! {
                 biased;
                 _ = tokio::time::sleep_until(deadline) => break CallEnd::Deadline,
-                frame = socket.next() => match frame {
+                frame = socket.next(), if call.reading(Instant::now()) => match frame {
                     Some(Ok(frame)) => {
                         if call.receive(frame, Instant::now()) {
                             let code = call.close_code;
@@ -713,6 +722,8 @@ struct Caller {
     /// The agent turn new audio belongs to; `None` until the agent speaks after the caller.
     agent_turn_open: bool,
     hung_up: bool,
+    /// The socket is not read until then ([`CallerStep::StopReading`]).
+    not_reading_until: Option<Instant>,
     close_code: Option<u16>,
     sent: Vec<Timed<SentFrame>>,
     received: Vec<Timed<ReceivedFrame>>,
@@ -743,6 +754,7 @@ impl Caller {
             last_agent_sound: None,
             agent_turn_open: false,
             hung_up: false,
+            not_reading_until: None,
             close_code: None,
             sent: Vec::new(),
             received: Vec::new(),
@@ -753,6 +765,11 @@ impl Caller {
             counts: StreamCounts::default(),
             dry_ticks: 0,
         }
+    }
+
+    /// Whether the socket is read now (false during a [`CallerStep::StopReading`]).
+    fn reading(&self, now: Instant) -> bool {
+        self.not_reading_until.is_none_or(|until| now >= until)
     }
 
     fn ms(&self, at: Instant) -> u64 {
@@ -1063,6 +1080,12 @@ impl Caller {
         match step {
             CallerStep::Say { text, duration_ms } => self.start_turn(text, duration_ms, false, now),
             CallerStep::Silence { ms } => {
+                self.active = Some(Active::Silent {
+                    frames_left: ms.div_ceil(FRAME_MS),
+                });
+            }
+            CallerStep::StopReading { ms } => {
+                self.not_reading_until = Some(now + Duration::from_millis(u64::from(ms)));
                 self.active = Some(Active::Silent {
                     frames_left: ms.div_ceil(FRAME_MS),
                 });

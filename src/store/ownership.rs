@@ -30,14 +30,34 @@ pub async fn live_calls_owned_elsewhere(
         .await?)
 }
 
-/// Live calls owned by `owner` (an instance reconciling what it left behind).
+/// Live calls with no owner recorded, created before `before` (rows written before
+/// `owner_instance` existed).
+pub async fn live_calls_without_owner(
+    conn: &mut AsyncPgConnection,
+    before: chrono::DateTime<Utc>,
+) -> Result<Vec<CallRow>, StoreError> {
+    Ok(calls::table
+        .filter(calls::status.ne("ended"))
+        .filter(calls::owner_instance.is_null())
+        .filter(calls::created_at.lt(before))
+        .order(calls::created_at.asc())
+        .limit(SWEEP_BATCH)
+        .select(CallRow::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// Live calls owned by `owner` created before `before` (an instance reconciling what an
+/// earlier run left behind, not the calls it has started since).
 pub async fn live_calls_owned_by(
     conn: &mut AsyncPgConnection,
     owner: &str,
+    before: chrono::DateTime<Utc>,
 ) -> Result<Vec<CallRow>, StoreError> {
     Ok(calls::table
         .filter(calls::status.ne("ended"))
         .filter(calls::owner_instance.eq(owner))
+        .filter(calls::created_at.lt(before))
         .order(calls::created_at.asc())
         .limit(SWEEP_BATCH)
         .select(CallRow::as_select())

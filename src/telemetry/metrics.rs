@@ -52,6 +52,8 @@ pub struct Metrics {
     pub webhook_log: crate::telemetry::deliveries::WebhookLog,
     /// The engine's own share of each live call's latency (read by `iace bench calls`).
     pub voice: VoiceMetrics,
+    /// Where the recorder's queued writes are, and what happened to them.
+    pub recorder: RecorderMetrics,
 }
 
 /// Where a live call's time goes inside the engine, between receiving something and handing the
@@ -154,6 +156,62 @@ impl VoiceMetrics {
 /// Records the time since `since` in `stage`.
 pub fn observe_since(stage: &Histogram, since: std::time::Instant) {
     stage.observe(since.elapsed().as_secs_f64());
+}
+
+// ---- Recorder (issue 11: supervision) ----
+
+/// The recorder's queue, exported as `iace_recorder_buffered_writes`,
+/// `iace_recorder_spill_file_writes`, `iace_recorder_writes_total{kind}` and
+/// `iace_recorder_restarts_total`. A write is counted `spilled` as it goes to the spill file,
+/// `replayed` as it comes back from it (a file left by an earlier run included), `poisoned` when
+/// it made the recorder panic twice and was given up (logged with its content).
+#[derive(Clone)]
+pub struct RecorderMetrics {
+    /// Writes held in memory, not yet in the database.
+    pub buffered: IntGauge,
+    /// Writes waiting in the spill file.
+    pub in_spill_file: IntGauge,
+    pub spilled: IntCounter,
+    pub replayed: IntCounter,
+    pub poisoned: IntCounter,
+    /// Recorder actors restarted after a panic.
+    pub restarts: IntCounter,
+}
+
+impl RecorderMetrics {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let buffered = IntGauge::new(
+            "recorder_buffered_writes",
+            "Call record writes held in the recorder's memory, not yet in the database",
+        )?;
+        let in_spill_file = IntGauge::new(
+            "recorder_spill_file_writes",
+            "Call record writes waiting in the recorder's spill file",
+        )?;
+        let writes = IntCounterVec::new(
+            Opts::new(
+                "recorder_writes_total",
+                "Recorder writes spilled to disk, replayed from it, or given up as poisoned",
+            ),
+            &["kind"],
+        )?;
+        let restarts = IntCounter::new(
+            "recorder_restarts_total",
+            "Recorder actors restarted after a panic (their queue handed over)",
+        )?;
+        registry.register(Box::new(buffered.clone()))?;
+        registry.register(Box::new(in_spill_file.clone()))?;
+        registry.register(Box::new(writes.clone()))?;
+        registry.register(Box::new(restarts.clone()))?;
+        Ok(Self {
+            buffered,
+            in_spill_file,
+            spilled: writes.with_label_values(&["spilled"]),
+            replayed: writes.with_label_values(&["replayed"]),
+            poisoned: writes.with_label_values(&["poisoned"]),
+            restarts,
+        })
+    }
 }
 
 impl Metrics {
@@ -294,12 +352,14 @@ impl Metrics {
         let calls = CallMetrics::new(&registry)?;
         crate::telemetry::db::install();
         registry.register(Box::new(crate::telemetry::db::QUERY_DURATION.clone()))?;
+        let recorder = RecorderMetrics::new(&registry)?;
         Ok(Self {
             jobs,
             webhook_verification_failures,
             calls,
             webhook_log: Default::default(),
             voice,
+            recorder,
             registry,
             http_requests,
             http_duration,

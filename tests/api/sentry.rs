@@ -1,8 +1,11 @@
 //! Sentry hygiene: events reach a test DSN server (Sentry's envelope endpoint, in this process)
-//! without request bodies, query strings or secrets.
+//! without request bodies, query strings or secrets; a call actor's panic is one of them.
 
-use crate::helpers::{free_port, spawn_app_with};
+use crate::helpers::{free_port, spawn_app_with, spawn_voice_app, wait_until, VoiceSetup};
 use actix_web::{web, App, HttpServer};
+use iace::actors::call::messages::InjectPanic;
+use iace::domain::call::CallId;
+use iace::sim::caller::{CallerScript, CallerScripts};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing_subscriber::layer::SubscriberExt;
@@ -38,6 +41,8 @@ fn start_dsn_server() -> (String, Received) {
 
 #[actix_web::test]
 async fn sentry_events_never_carry_the_request_body_query_or_secrets() {
+    // Both Sentry tests bind the process-wide hub: never at the same time.
+    let _exclusive = crate::cluster::process_exclusive().await;
     let (dsn, received) = start_dsn_server();
     let dead = free_port();
     // No database: the login fails with a 5xx, which sentry-actix reports.
@@ -93,5 +98,74 @@ async fn sentry_events_never_carry_the_request_body_query_or_secrets() {
         "url-secret-u1",
     ] {
         assert!(!all.contains(secret), "{secret} reached Sentry: {all}");
+    }
+}
+
+#[actix_web::test]
+async fn a_call_actor_panic_reaches_sentry_without_secrets() {
+    // The fault hooks and the process-wide Sentry hub: never beside another fault-hook test.
+    let _exclusive = crate::cluster::process_exclusive().await;
+    let (dsn, received) = start_dsn_server();
+    let script = CallerScript::new()
+        .wait_for_agent(15_000)
+        .say("Could you tell me when my order will arrive?")
+        .silence(60_000)
+        .hang_up();
+    let app = spawn_voice_app(VoiceSetup::new(CallerScripts::new(script)), |s| {
+        s.calls.fault_injection = true;
+        s.sentry.dsn = iace::config::Secret::new(dsn);
+    })
+    .await;
+    let guard = iace::telemetry::sentry::init(&app.settings).expect("a DSN is set");
+    let client = sentry::Hub::current().client().expect("client bound");
+    // The panic hook reports through the hub of the panicking (shard) thread, made from this one.
+    sentry::Hub::main().bind_client(Some(client.clone()));
+
+    let t = app.create_tenant("+15550311006").await;
+    let ccid = app
+        .telnyx
+        .place_inbound_call("+15559990313", "+15550311006");
+    let id = app.call_id_for(&t, &ccid).await;
+    app.wait_for_status(&t, id, "streaming").await;
+    let call = app
+        .state
+        .registry
+        .find(CallId(id))
+        .await
+        .expect("live here");
+    call.do_send(InjectPanic);
+    let row = app.wait_for_status(&t, id, "ended").await;
+    assert_eq!(row["end_reason"], "internal_error", "{row}");
+
+    let needle = format!("injected fault in call {id}");
+    wait_until(
+        Duration::from_secs(30),
+        "the panic at the DSN server",
+        || {
+            client.flush(Some(Duration::from_secs(1)));
+            let found = received.lock().unwrap().iter().any(|e| e.contains(&needle));
+            async move { found.then_some(()) }
+        },
+    )
+    .await;
+    sentry::Hub::main().bind_client(None);
+    drop(guard);
+
+    let all = received.lock().unwrap().join("\n");
+    let s = &app.settings;
+    let secrets = [
+        s.telnyx.api_key.expose(),
+        s.deepgram.api_key.expose(),
+        s.cartesia.api_key.expose(),
+        s.groq.api_key.expose(),
+        s.groq.fallback_api_key.expose(),
+        s.gemini.api_key.expose(),
+        s.auth.signing_key.expose(),
+        s.database.url.expose(),
+        s.redis.url.expose(),
+        t.token.as_str(),
+    ];
+    for secret in secrets.into_iter().filter(|v| v.len() >= 8) {
+        assert!(!all.contains(secret), "a secret reached Sentry: {all}");
     }
 }

@@ -19,7 +19,7 @@ mod supervision;
 mod turn;
 mod voice;
 
-use crate::actors::recorder::{Record, Recorder, Write};
+use crate::actors::recorder::{Record, RecorderHandle, Write};
 use crate::actors::registry::{CallEnded, CallRegistry};
 use crate::config::CallSettings;
 use crate::domain::call::{
@@ -43,7 +43,7 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct CallDeps {
     pub telnyx: Arc<dyn CallControl + Send + Sync>,
-    pub recorder: Addr<Recorder>,
+    pub recorder: RecorderHandle,
     pub registry: CallRegistry,
     pub db: DbPool,
     pub settings: CallSettings,

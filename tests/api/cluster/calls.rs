@@ -312,6 +312,62 @@ async fn admission_sends_the_sixth_call_to_a_peer_and_refuses_when_every_instanc
     assert_eq!(body["code"], "at_capacity", "{body}");
 }
 
+/// Admission's race, and why it needs no reservation: peers are picked from heartbeats up to
+/// one interval old, so in a burst several instances may send calls to the same peer. Each
+/// instance admits against its own atomic count, and a routed call is never routed again, so the
+/// peer that filled up refuses the excess (`USER_BUSY`): no instance goes over its limit and
+/// every call is either placed or refused, none lost.
+#[actix_web::test]
+async fn a_burst_overshooting_a_peer_is_refused_by_it_and_no_instance_exceeds_its_limit() {
+    const BURST: usize = 12;
+    let mut options = ClusterOptions::new("fly-replay");
+    options.max_live_per_instance = 2;
+    options.script = lingering(30_000);
+    let cluster = TestCluster::start(options).await;
+    let placed: Vec<String> = (0..BURST).map(|i| cluster.place_call(i)).collect();
+    let refused = |cluster: &TestCluster| {
+        let commands = cluster.sims.telnyx.commands();
+        let rejects: Vec<_> = commands
+            .iter()
+            .filter(|c| c.action == "reject")
+            .filter(|c| {
+                c.call_control_id
+                    .as_ref()
+                    .is_some_and(|id| placed.contains(id))
+            })
+            .collect();
+        for c in &rejects {
+            assert_eq!(c.body["cause"], "USER_BUSY", "{:?}", c.body);
+        }
+        rejects.len()
+    };
+    let (rows, rejected) = crate::helpers::wait_until(
+        Duration::from_secs(60),
+        "every call of the burst placed or refused",
+        || async {
+            let rows = cluster.rows().await;
+            let rejected = refused(&cluster);
+            (rows.len() + rejected == BURST && rows.iter().all(|r| r.status == "streaming"))
+                .then_some((rows, rejected))
+        },
+    )
+    .await;
+    let mut per_owner: HashMap<String, usize> = HashMap::new();
+    for row in &rows {
+        *per_owner
+            .entry(row.owner_instance.clone().unwrap())
+            .or_default() += 1;
+    }
+    assert!(
+        per_owner.values().all(|n| *n <= 2),
+        "an instance went over its limit: {per_owner:?}"
+    );
+    assert!(
+        rejected >= BURST - 6,
+        "{rejected} refused of a burst of {BURST} over 6 places: {per_owner:?}"
+    );
+}
+
 #[derive(diesel::QueryableByName)]
 struct ProfileId {
     #[diesel(sql_type = diesel::sql_types::Uuid)]

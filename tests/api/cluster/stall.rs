@@ -2,7 +2,8 @@
 //! 60 s, while the caller keeps talking into the socket. The audio held for replay stops at its
 //! bound, every frame dropped beyond it is counted, and the process's memory stays flat.
 
-use crate::helpers::{spawn_voice_app, wait_until, TestApp, VoiceSetup};
+use super::{rss_kb, sample};
+use crate::helpers::{spawn_voice_app, wait_until, VoiceSetup};
 use iace::sim::caller::{CallerScript, CallerScripts};
 use iace::sim::deepgram::DeepgramFaults;
 use std::time::Duration;
@@ -15,29 +16,6 @@ const STALL: Duration = Duration::from_secs(60);
 /// engine's copies of the caller's audio alone grow by far less than this in 60 s; what it
 /// guards is the order of magnitude (a leak per frame, a queue that never drains).
 const RSS_BOUND_KB: u64 = 16 * 1024;
-
-/// The value of one sample in the `/metrics` text (0 when absent).
-async fn sample(app: &TestApp, series: &str) -> u64 {
-    let text = app.ops_get("/metrics").await.text().await.expect("metrics");
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0, |v| v as u64)
-}
-
-/// This process's resident memory (kB), from /proc: the engine runs in-process.
-fn rss_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS line")
-}
 
 #[actix_web::test]
 async fn a_stalled_speech_to_text_drops_and_counts_old_audio_and_memory_stays_flat() {
