@@ -10,10 +10,12 @@ pub mod learning;
 pub mod media_ws;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi;
 pub mod operator;
 pub mod ops;
 pub mod patterns;
 pub mod routing;
+pub mod stats;
 pub mod users;
 pub mod webhooks;
 
@@ -87,5 +89,7 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
         .configure(media_ws::configure)
         .configure(patterns::configure)
         .configure(learning::configure)
+        .configure(stats::configure)
+        .configure(openapi::configure)
         .configure(operator::configure);
 }

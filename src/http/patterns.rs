@@ -3,7 +3,7 @@
 //! caller's token; reading needs viewer, writing agent, deleting admin.
 
 use crate::domain::role::Role;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::calls::{decode_cursor, encode_cursor};
 use crate::http::extractor::AuthUser;
 use crate::http::AppState;
@@ -31,7 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A pattern as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PatternDto {
     pub id: Uuid,
     pub problem: String,
@@ -65,28 +65,44 @@ impl From<PatternRow> for PatternDto {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
+    /// The text to search for (1 to 2000 characters).
     pub q: String,
+    /// Hits to return, 1 to 50 (default 5).
+    #[param(minimum = 1, maximum = 50)]
     pub k: Option<i64>,
+    /// Lowest cosine similarity, -1 to 1 (default: `learning.min_similarity`).
+    #[param(minimum = -1.0, maximum = 1.0)]
     pub min_similarity: Option<f64>,
 }
 
-#[derive(Serialize)]
-struct SearchHit {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SearchHit {
     #[serde(flatten)]
     pattern: PatternDto,
     similarity: f64,
 }
 
-#[derive(Serialize)]
-struct SearchResults {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SearchResults {
     /// The model the query was embedded with (only patterns of that model were searched).
     model: String,
     data: Vec<SearchHit>,
 }
 
+/// The organization's patterns most similar to a text.
+#[utoipa::path(
+    tag = "knowledge",
+    security(("bearer" = [])),
+    params(SearchQuery),
+    responses(
+        (status = 200, description = "The hits, most similar first", body = SearchResults),
+        (status = 400, description = "`q`, `k` or `min_similarity` out of bounds", body = ErrorBody),
+    )
+)]
 #[get("/api/v1/patterns/search")]
 async fn search_patterns(
     user: AuthUser,
@@ -135,27 +151,38 @@ async fn search_patterns(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportPair {
     pub problem: String,
     pub resolution: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportBody {
     pub pairs: Vec<ImportPair>,
 }
 
-#[derive(Serialize)]
-struct ImportResult {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ImportResult {
     inserted: usize,
     reinforced: usize,
     /// One entry per pair, in order: `{"action": "inserted" | "reinforced", "id": ...}`.
     results: Vec<Merged>,
 }
 
+/// Imports known problem/resolution pairs (near-duplicates reinforce existing patterns).
+#[utoipa::path(
+    tag = "knowledge",
+    security(("bearer" = [])),
+    request_body = ImportBody,
+    responses(
+        (status = 200, description = "What each pair did", body = ImportResult),
+        (status = 403, description = "Requires the agent role", body = ErrorBody),
+        (status = 422, description = "No pairs, over 1000, or an empty or over-long text", body = ErrorBody),
+    )
+)]
 #[post("/api/v1/patterns/import")]
 async fn import_patterns(
     user: AuthUser,
@@ -217,19 +244,33 @@ async fn import_patterns(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 
-#[derive(Serialize)]
-struct PatternPage {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PatternPage {
     data: Vec<PatternDto>,
     next_cursor: Option<String>,
 }
 
+/// The organization's patterns, newest first, cursor-paged.
+#[utoipa::path(
+    tag = "knowledge",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of patterns", body = PatternPage),
+        (status = 400, description = "Malformed cursor or limit out of bounds", body = ErrorBody),
+    )
+)]
 #[get("/api/v1/patterns")]
 async fn list_patterns(
     user: AuthUser,
@@ -259,6 +300,16 @@ async fn list_patterns(
     }))
 }
 
+/// One pattern.
+#[utoipa::path(
+    tag = "knowledge",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The pattern's id")),
+    responses(
+        (status = 200, description = "The pattern", body = PatternDto),
+        (status = 404, description = "No such pattern in this organization", body = ErrorBody),
+    )
+)]
 #[get("/api/v1/patterns/{id}")]
 async fn get_pattern(
     user: AuthUser,
@@ -273,7 +324,7 @@ async fn get_pattern(
     Ok(HttpResponse::Ok().json(PatternDto::from(row)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatternPatch {
     pub problem: Option<String>,
@@ -284,6 +335,19 @@ pub struct PatternPatch {
     pub confirmed: Option<bool>,
 }
 
+/// Edits a pattern (a new problem text is embedded again), or confirms it.
+#[utoipa::path(
+    tag = "knowledge",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The pattern's id")),
+    request_body = PatternPatch,
+    responses(
+        (status = 200, description = "The pattern as changed", body = PatternDto),
+        (status = 403, description = "Requires the agent role", body = ErrorBody),
+        (status = 404, description = "No such pattern in this organization", body = ErrorBody),
+        (status = 422, description = "An empty or over-long text, or a negative count", body = ErrorBody),
+    )
+)]
 #[patch("/api/v1/patterns/{id}")]
 async fn update_pattern(
     user: AuthUser,
@@ -335,6 +399,17 @@ async fn update_pattern(
     Ok(HttpResponse::Ok().json(PatternDto::from(row)))
 }
 
+/// Deletes a pattern.
+#[utoipa::path(
+    tag = "knowledge",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The pattern's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Requires the admin role", body = ErrorBody),
+        (status = 404, description = "No such pattern in this organization", body = ErrorBody),
+    )
+)]
 #[delete("/api/v1/patterns/{id}")]
 async fn delete_pattern(
     user: AuthUser,
