@@ -37,19 +37,28 @@ fn default_threshold() -> f32 {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentBody {
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: String,
+    #[schema(max_length = 20000)]
     pub system_prompt: String,
+    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub greeting: String,
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub voice_id: String,
+    /// A language tag such as `en` or `en-US` (default `en`).
     #[serde(default = "default_language")]
+    #[schema(pattern = r"^[A-Za-z0-9-]{2,16}$")]
     pub language: String,
     #[serde(default = "default_stt_model")]
     pub stt_model: String,
     #[serde(default = "default_threshold")]
+    #[schema(minimum = -1.0, maximum = 1.0)]
     pub escalation_threshold: f32,
     #[serde(default)]
     pub escalation_number: Option<PhoneNumber>,
+    /// Numbers of the organization this profile answers (at most 50).
     #[serde(default)]
+    #[schema(max_items = 50)]
     pub phone_numbers: Vec<PhoneNumber>,
     /// Overrides of the spoken lines (`handoff`, `apology`, `failure_transfer`, `goodbye`);
     /// the others come from the profile language's defaults.
@@ -60,6 +69,29 @@ pub struct AgentBody {
 impl AgentBody {
     fn validate(self) -> Result<(AgentProfileForm, Vec<String>), ApiError> {
         let bad = |m: &str| Err(ApiError::Validation(m.to_owned()));
+        let lines = &self.spoken_lines;
+        crate::http::reject_nul(
+            "name, system_prompt, greeting, voice_id, stt_model, spoken_lines",
+            [
+                self.name.as_str(),
+                &self.system_prompt,
+                &self.greeting,
+                &self.voice_id,
+                &self.stt_model,
+            ]
+            .into_iter()
+            .chain(
+                [
+                    &lines.handoff,
+                    &lines.apology,
+                    &lines.failure_transfer,
+                    &lines.goodbye,
+                ]
+                .into_iter()
+                .flatten()
+                .map(String::as_str),
+            ),
+        )?;
         if self.name.trim().is_empty() || self.name.len() > 100 {
             return bad("name: 1 to 100 characters");
         }
@@ -83,7 +115,6 @@ impl AgentBody {
         if !(-1.0..=1.0).contains(&self.escalation_threshold) {
             return bad("escalation_threshold: between -1 and 1");
         }
-        let lines = &self.spoken_lines;
         let too_long = [
             &lines.handoff,
             &lines.apology,

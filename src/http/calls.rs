@@ -192,11 +192,12 @@ async fn create_call(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// A call state (`dialing`, `ringing`, `answered`, `ended`, ...).
+    /// A call state.
+    #[param(value_type = Option<CallState>)]
     pub status: Option<String>,
-    /// `inbound` or `outbound`.
+    #[param(value_type = Option<Direction>)]
     pub direction: Option<String>,
-    /// `resolved`, `escalated`, `abandoned`, `failed` or `no_answer`.
+    #[param(value_type = Option<Outcome>)]
     pub outcome: Option<String>,
     /// Calls created at or after this instant (RFC 3339).
     pub from: Option<DateTime<Utc>>,

@@ -127,7 +127,7 @@ pub struct MemoryDto {
 #[utoipa::path(
     tag = "knowledge",
     security(("bearer" = [])),
-    params(("number" = String, Path, description = "The caller's E.164 number (`+` may be sent as %2B)")),
+    params(("number" = PhoneNumber, Path, description = "The caller's E.164 number (`+` may be sent as %2B)")),
     responses(
         (status = 200, description = "The latest memory of the caller", body = MemoryDto),
         (status = 400, description = "Not an E.164 number", body = ErrorBody),

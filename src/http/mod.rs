@@ -77,6 +77,21 @@ impl AppState {
     }
 }
 
+/// Refuses (422) request text holding a NUL character: Postgres text cannot store one, and
+/// the insert would fail as a 500. Strings that only reach a query through a parser (numbers,
+/// ids, enums) need no check.
+pub(crate) fn reject_nul<'a>(
+    field: &str,
+    values: impl IntoIterator<Item = &'a str>,
+) -> Result<(), crate::error::ApiError> {
+    if values.into_iter().any(|v| v.contains('\0')) {
+        return Err(crate::error::ApiError::Validation(format!(
+            "{field}: must not contain NUL characters"
+        )));
+    }
+    Ok(())
+}
+
 /// Registers every public route (`/metrics` and `/admin/*` are on the ops listener, `ops.rs`).
 /// The same function serves `main` and the tests.
 pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {

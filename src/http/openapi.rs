@@ -7,6 +7,7 @@
 //! is read, 503 when the database is unreachable. Each handler lists its own (success, 403,
 //! 404, 409, its 422s).
 
+use crate::domain::call::{CallState, Direction, Outcome};
 use crate::error::ErrorBody;
 use crate::http::{agents, auth, calls, learning, patterns, stats, users};
 use actix_web::{get, web, HttpResponse};
@@ -57,7 +58,8 @@ use utoipa::{Modify, OpenApi};
         patterns::delete_pattern,
         stats::overview,
     ),
-    components(schemas(ErrorBody)),
+    // Schemas only referenced from query parameters are not collected by the paths.
+    components(schemas(ErrorBody, CallState, Direction, Outcome)),
     modifiers(&CommonResponses)
 )]
 pub struct ApiDoc;

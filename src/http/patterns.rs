@@ -70,6 +70,7 @@ impl From<PatternRow> for PatternDto {
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// The text to search for (1 to 2000 characters).
+    #[param(min_length = 1, max_length = 2000, pattern = r"\S")]
     pub q: String,
     /// Hits to return, 1 to 50 (default 5).
     #[param(minimum = 1, maximum = 50)]
@@ -154,13 +155,16 @@ async fn search_patterns(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportPair {
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     pub problem: String,
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     pub resolution: String,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportBody {
+    #[schema(min_items = 1, max_items = 1000)]
     pub pairs: Vec<ImportPair>,
 }
 
@@ -198,6 +202,10 @@ async fn import_patterns(
     }
     let mut cleaned = Vec::with_capacity(pairs.len());
     for (i, pair) in pairs.into_iter().enumerate() {
+        crate::http::reject_nul(
+            &format!("pairs[{i}]"),
+            [pair.problem.as_str(), pair.resolution.as_str()],
+        )?;
         let (problem, resolution) = (pair.problem.trim(), pair.resolution.trim());
         if problem.is_empty() || resolution.is_empty() {
             return Err(ApiError::Validation(format!(
@@ -327,9 +335,13 @@ async fn get_pattern(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatternPatch {
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     pub problem: Option<String>,
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     pub resolution: Option<String>,
+    #[schema(minimum = 0)]
     pub success_count: Option<i32>,
+    #[schema(minimum = 0)]
     pub failure_count: Option<i32>,
     /// Approve a learnt pattern (true) or stop serving it (false).
     pub confirmed: Option<bool>,
@@ -365,6 +377,13 @@ async fn update_pattern(
             other => Ok(other),
         }
     };
+    crate::http::reject_nul(
+        "problem, resolution",
+        [&patch.problem, &patch.resolution]
+            .into_iter()
+            .flatten()
+            .map(String::as_str),
+    )?;
     let problem = text("problem", patch.problem)?;
     let resolution = text("resolution", patch.resolution)?;
     if patch.success_count.is_some_and(|n| n < 0) || patch.failure_count.is_some_and(|n| n < 0) {
