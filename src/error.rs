@@ -10,9 +10,12 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 /// The JSON body of every error response.
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
+    /// A stable, machine-readable code (`not_found`, `validation_failed`, ...).
+    #[schema(example = "not_found")]
     pub code: String,
+    /// A human-readable explanation; not stable.
     pub message: String,
 }
 

@@ -315,7 +315,10 @@ impl AuthService {
                 return Err(err);
             }
         };
-        let user = {
+        let user = if email.contains('\0') {
+            // No account has one, and Postgres text cannot hold it (the query would fail).
+            None
+        } else {
             let mut conn = self.conn().await?;
             users::find_by_email(&mut conn, &email).await?
         };

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The lines of one agent profile, in its language.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SpokenLines {
     /// Before a transfer to a human (escalation).
     pub handoff: String,
@@ -18,7 +18,7 @@ pub struct SpokenLines {
 }
 
 /// Overrides of some lines, as stored with an agent profile (missing ones use the defaults).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineOverrides {
     #[serde(default)]

@@ -43,6 +43,20 @@ impl From<PhoneNumber> for String {
     }
 }
 
+/// In the OpenAPI document: a string of E.164 form, as `parse` accepts it.
+impl utoipa::PartialSchema for PhoneNumber {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(r"^\+[1-9][0-9]{7,14}$"))
+            .description(Some("An E.164 phone number: + then 8 to 15 digits"))
+            .examples([serde_json::json!("+15551230000")])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for PhoneNumber {}
+
 impl fmt::Display for PhoneNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

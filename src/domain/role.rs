@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A user's role. Ordered by privilege, so `role >= Role::Agent` reads "at least agent".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,

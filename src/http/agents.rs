@@ -5,7 +5,7 @@
 use crate::domain::lines::{LineOverrides, SpokenLines};
 use crate::domain::phone::PhoneNumber;
 use crate::domain::role::Role;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::extractor::AuthUser;
 use crate::http::AppState;
 use crate::store::agents::{self, AgentProfile, AgentProfileForm};
@@ -34,22 +34,31 @@ fn default_threshold() -> f32 {
     -0.5
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentBody {
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: String,
+    #[schema(max_length = 20000)]
     pub system_prompt: String,
+    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub greeting: String,
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub voice_id: String,
+    /// A language tag such as `en` or `en-US` (default `en`).
     #[serde(default = "default_language")]
+    #[schema(pattern = r"^[A-Za-z0-9-]{2,16}$")]
     pub language: String,
     #[serde(default = "default_stt_model")]
     pub stt_model: String,
     #[serde(default = "default_threshold")]
+    #[schema(minimum = -1.0, maximum = 1.0)]
     pub escalation_threshold: f32,
     #[serde(default)]
     pub escalation_number: Option<PhoneNumber>,
+    /// Numbers of the organization this profile answers (at most 50).
     #[serde(default)]
+    #[schema(max_items = 50)]
     pub phone_numbers: Vec<PhoneNumber>,
     /// Overrides of the spoken lines (`handoff`, `apology`, `failure_transfer`, `goodbye`);
     /// the others come from the profile language's defaults.
@@ -60,6 +69,29 @@ pub struct AgentBody {
 impl AgentBody {
     fn validate(self) -> Result<(AgentProfileForm, Vec<String>), ApiError> {
         let bad = |m: &str| Err(ApiError::Validation(m.to_owned()));
+        let lines = &self.spoken_lines;
+        crate::http::reject_nul(
+            "name, system_prompt, greeting, voice_id, stt_model, spoken_lines",
+            [
+                self.name.as_str(),
+                &self.system_prompt,
+                &self.greeting,
+                &self.voice_id,
+                &self.stt_model,
+            ]
+            .into_iter()
+            .chain(
+                [
+                    &lines.handoff,
+                    &lines.apology,
+                    &lines.failure_transfer,
+                    &lines.goodbye,
+                ]
+                .into_iter()
+                .flatten()
+                .map(String::as_str),
+            ),
+        )?;
         if self.name.trim().is_empty() || self.name.len() > 100 {
             return bad("name: 1 to 100 characters");
         }
@@ -83,7 +115,6 @@ impl AgentBody {
         if !(-1.0..=1.0).contains(&self.escalation_threshold) {
             return bad("escalation_threshold: between -1 and 1");
         }
-        let lines = &self.spoken_lines;
         let too_long = [
             &lines.handoff,
             &lines.apology,
@@ -119,7 +150,7 @@ impl AgentBody {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AgentDto {
     pub id: Uuid,
     pub name: String,
@@ -136,6 +167,17 @@ pub struct AgentDto {
     pub phone_numbers: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AgentList {
+    pub data: Vec<AgentDto>,
+}
+
+/// E.164 numbers, sorted.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NumberList {
+    pub data: Vec<String>,
 }
 
 impl From<AgentProfile> for AgentDto {
@@ -160,14 +202,34 @@ impl From<AgentProfile> for AgentDto {
     }
 }
 
+/// The organization's agent profiles.
+#[utoipa::path(
+    tag = "agents",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The profiles", body = AgentList),
+    )
+)]
 #[get("/api/v1/agents")]
 async fn list_agents(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
     let list = agents::list(&mut *state.conn().await?, user.organization_id).await?;
     let data: Vec<AgentDto> = list.into_iter().map(AgentDto::from).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data })))
+    Ok(HttpResponse::Ok().json(AgentList { data }))
 }
 
+/// Creates an agent profile, with the numbers it answers.
+#[utoipa::path(
+    tag = "agents",
+    security(("bearer" = [])),
+    request_body = AgentBody,
+    responses(
+        (status = 201, description = "Created", body = AgentDto),
+        (status = 403, description = "Requires the admin role", body = ErrorBody),
+        (status = 409, description = "A number is already answered by another profile", body = ErrorBody),
+        (status = 422, description = "A field is invalid, or a number is not the organization's", body = ErrorBody),
+    )
+)]
 #[post("/api/v1/agents")]
 async fn create_agent(
     user: AuthUser,
@@ -192,6 +254,13 @@ async fn create_agent(
 }
 
 /// The numbers the organization owns: those its profiles may answer and its calls may show.
+#[utoipa::path(
+    tag = "agents",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The numbers", body = NumberList),
+    )
+)]
 #[get("/api/v1/numbers")]
 async fn list_numbers(
     user: AuthUser,
@@ -199,9 +268,19 @@ async fn list_numbers(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
     let data = numbers::list(&mut *state.conn().await?, user.organization_id).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data })))
+    Ok(HttpResponse::Ok().json(NumberList { data }))
 }
 
+/// One agent profile.
+#[utoipa::path(
+    tag = "agents",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The agent profile's id")),
+    responses(
+        (status = 200, description = "The profile", body = AgentDto),
+        (status = 404, description = "No such agent profile in this organization", body = ErrorBody),
+    )
+)]
 #[get("/api/v1/agents/{id}")]
 async fn get_agent(
     user: AuthUser,
@@ -219,6 +298,20 @@ async fn get_agent(
     Ok(HttpResponse::Ok().json(AgentDto::from(found)))
 }
 
+/// Replaces an agent profile and its numbers.
+#[utoipa::path(
+    tag = "agents",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The agent profile's id")),
+    request_body = AgentBody,
+    responses(
+        (status = 200, description = "The profile as changed", body = AgentDto),
+        (status = 403, description = "Requires the admin role", body = ErrorBody),
+        (status = 404, description = "No such agent profile in this organization", body = ErrorBody),
+        (status = 409, description = "A number is already answered by another profile", body = ErrorBody),
+        (status = 422, description = "A field is invalid, or a number is not the organization's", body = ErrorBody),
+    )
+)]
 #[put("/api/v1/agents/{id}")]
 async fn update_agent(
     user: AuthUser,
@@ -245,6 +338,17 @@ async fn update_agent(
     Ok(HttpResponse::Ok().json(AgentDto::from(updated)))
 }
 
+/// Deletes an agent profile (its calls keep their history).
+#[utoipa::path(
+    tag = "agents",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The agent profile's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Requires the admin role", body = ErrorBody),
+        (status = 404, description = "No such agent profile in this organization", body = ErrorBody),
+    )
+)]
 #[delete("/api/v1/agents/{id}")]
 async fn delete_agent(
     user: AuthUser,

@@ -2,7 +2,7 @@
 //! published verification keys (`/.well-known/jwks.json`).
 
 use crate::auth::{rate_limit, IssuedTokens};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::extractor::{AuthUser, CurrentSession};
 use crate::http::users::UserDto;
 use crate::http::AppState;
@@ -19,21 +19,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(jwks);
 }
 
-#[derive(Deserialize)]
-struct LoginRequest {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct LoginRequest {
     email: String,
     password: String,
 }
 
-#[derive(Deserialize)]
-struct RefreshRequest {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct RefreshRequest {
     refresh_token: String,
 }
 
 /// A token pair as clients receive it (OAuth 2.0 token response field names).
-#[derive(Serialize)]
-struct TokensDto {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokensDto {
     access_token: String,
+    /// Always `Bearer`.
+    #[schema(value_type = String)]
     token_type: &'static str,
     expires_in: i64,
     refresh_token: String,
@@ -72,6 +74,18 @@ fn no_store(tokens: IssuedTokens) -> HttpResponse {
         .json(TokensDto::from(tokens))
 }
 
+/// Email and password for an access token and a refresh token.
+#[utoipa::path(
+    tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in", body = TokensDto),
+        (status = 401, description = "Wrong email or password (`invalid_credentials`)", body = ErrorBody),
+        (status = 403, description = "The user is disabled", body = ErrorBody),
+        (status = 429, description = "Too many attempts from this network or for this account (Retry-After)", body = ErrorBody),
+        (status = 503, description = "Too busy hashing passwords now (`overloaded`, Retry-After), or a dependency is down", body = ErrorBody),
+    )
+)]
 #[post("/api/v1/auth/login")]
 async fn login(
     req: HttpRequest,
@@ -83,6 +97,17 @@ async fn login(
     Ok(no_store(tokens))
 }
 
+/// A refresh token for a new token pair (the old refresh token is used up).
+#[utoipa::path(
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new token pair", body = TokensDto),
+        (status = 401, description = "Invalid, expired or revoked refresh token; a reused one revokes the session", body = ErrorBody),
+        (status = 403, description = "The user is disabled", body = ErrorBody),
+        (status = 429, description = "Too many refreshes from this network (Retry-After)", body = ErrorBody),
+    )
+)]
 #[post("/api/v1/auth/refresh")]
 async fn refresh(
     req: HttpRequest,
@@ -94,6 +119,14 @@ async fn refresh(
     Ok(no_store(tokens))
 }
 
+/// Ends the session of the token used.
+#[utoipa::path(
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Signed out"),
+    )
+)]
 #[post("/api/v1/auth/logout")]
 async fn logout(
     state: web::Data<AppState>,
@@ -103,6 +136,14 @@ async fn logout(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Ends every session of the caller.
+#[utoipa::path(
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Every session revoked"),
+    )
+)]
 #[post("/api/v1/auth/logout-all")]
 async fn logout_all(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     state
@@ -112,6 +153,15 @@ async fn logout_all(state: web::Data<AppState>, user: AuthUser) -> Result<HttpRe
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// The caller's own account.
+#[utoipa::path(
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = UserDto),
+        (status = 404, description = "The user no longer exists", body = ErrorBody),
+    )
+)]
 #[get("/api/v1/me")]
 async fn me(state: web::Data<AppState>, user: AuthUser) -> Result<web::Json<UserDto>, ApiError> {
     let found = state

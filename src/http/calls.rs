@@ -6,7 +6,7 @@ use crate::domain::call::{CallId, CallState, Direction, Outcome};
 use crate::domain::destination::DestinationPolicy;
 use crate::domain::phone::PhoneNumber;
 use crate::domain::role::Role;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::extractor::AuthUser;
 use crate::http::{routing, AppState};
 use crate::store::calls::{self, CallFilter, CallRow, Cursor, NewCall};
@@ -26,7 +26,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(transfer_call);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCallBody {
     pub to: PhoneNumber,
@@ -35,10 +35,11 @@ pub struct CreateCallBody {
 }
 
 /// A call as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CallDto {
     pub id: Uuid,
     pub agent_profile_id: Option<Uuid>,
+    /// `inbound` or `outbound`.
     pub direction: String,
     pub from: String,
     pub to: String,
@@ -118,6 +119,18 @@ impl Drop for Admitted<'_> {
     }
 }
 
+/// Places an outbound call from a number of the organization with one of its agent profiles.
+#[utoipa::path(
+    tag = "calls",
+    security(("bearer" = [])),
+    request_body = CreateCallBody,
+    responses(
+        (status = 202, description = "The call is being placed", body = CallDto),
+        (status = 403, description = "Requires the agent role", body = ErrorBody),
+        (status = 422, description = "Unknown agent profile, or `from` not a number of this organization", body = ErrorBody),
+        (status = 503, description = "Every instance is at capacity (`at_capacity`, with Retry-After), or a dependency is down", body = ErrorBody),
+    )
+)]
 #[post("/api/v1/calls")]
 async fn create_call(
     req: HttpRequest,
@@ -213,20 +226,36 @@ async fn create_call(
     Ok(HttpResponse::Accepted().json(CallDto::from(row)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// A call state.
+    #[param(value_type = Option<CallState>)]
     pub status: Option<String>,
+    #[param(value_type = Option<Direction>)]
     pub direction: Option<String>,
+    #[param(value_type = Option<Outcome>)]
     pub outcome: Option<String>,
+    /// Calls created at or after this instant (RFC 3339).
     pub from: Option<DateTime<Utc>>,
+    /// Calls created before this instant (RFC 3339).
     pub to: Option<DateTime<Utc>>,
+    /// Calls taken or placed by this agent profile.
+    pub agent_id: Option<Uuid>,
+    /// Calls with this E.164 number on either side (caller or called).
+    #[param(value_type = Option<crate::domain::phone::PhoneNumber>)]
+    pub number: Option<String>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 
-#[derive(Serialize)]
-struct CallPage {
+/// One page of calls, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CallPage {
     data: Vec<CallDto>,
     next_cursor: Option<String>,
 }
@@ -264,16 +293,37 @@ impl ListQuery {
             Outcome::parse(o)
                 .ok_or_else(|| ApiError::BadRequest(format!("outcome: unknown value {o:?}")))?;
         }
+        let number = self
+            .number
+            .as_deref()
+            .map(|n| {
+                PhoneNumber::parse(n.trim())
+                    .map(String::from)
+                    .map_err(|e| ApiError::BadRequest(format!("number: {e}")))
+            })
+            .transpose()?;
         Ok(CallFilter {
             status: self.status.clone(),
             direction: self.direction.clone(),
             outcome: self.outcome.clone(),
             from: self.from,
             to: self.to,
+            agent_id: self.agent_id,
+            number,
         })
     }
 }
 
+/// The organization's calls, newest first, filtered and cursor-paged.
+#[utoipa::path(
+    tag = "calls",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of calls", body = CallPage),
+        (status = 400, description = "A filter, cursor or limit is malformed", body = ErrorBody),
+    )
+)]
 #[get("/api/v1/calls")]
 async fn list_calls(
     user: AuthUser,
@@ -309,8 +359,8 @@ async fn list_calls(
 }
 
 /// A call with its events and transcript, as `GET /api/v1/calls/{id}` shows it.
-#[derive(Serialize)]
-struct CallDetailDto {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CallDetailDto {
     #[serde(flatten)]
     call: CallDto,
     events: Vec<events::CallEventRow>,
@@ -328,6 +378,16 @@ impl From<calls::CallDetail> for CallDetailDto {
     }
 }
 
+/// One call with its events timeline and transcript.
+#[utoipa::path(
+    tag = "calls",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The call's id")),
+    responses(
+        (status = 200, description = "The call", body = CallDetailDto),
+        (status = 404, description = "No such call in this organization", body = ErrorBody),
+    )
+)]
 #[get("/api/v1/calls/{id}")]
 async fn get_call(
     user: AuthUser,
@@ -383,6 +443,29 @@ async fn command_error(state: &AppState, org: Uuid, id: Uuid, err: CommandError)
     }
 }
 
+/// A call command's acknowledgement.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CommandAccepted {
+    pub id: Uuid,
+    /// `hanging_up` or `transferring`.
+    pub status: String,
+    /// The transfer's destination (transfers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// Hangs up a live call (on whichever instance runs it).
+#[utoipa::path(
+    tag = "calls",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The call's id")),
+    responses(
+        (status = 202, description = "The hang-up is under way", body = CommandAccepted),
+        (status = 403, description = "Requires the agent role", body = ErrorBody),
+        (status = 404, description = "No such call in this organization", body = ErrorBody),
+        (status = 409, description = "The call has ended (`call_ended`) or is live on no reachable instance (`call_not_live`)", body = ErrorBody),
+    )
+)]
 #[post("/api/v1/calls/{id}/hangup")]
 async fn hangup_call(
     req: HttpRequest,
@@ -397,10 +480,11 @@ async fn hangup_call(
         .hang_up(user.organization_id, CallId(id))
         .await
     {
-        Ok(()) => {
-            Ok(HttpResponse::Accepted()
-                .json(serde_json::json!({ "id": id, "status": "hanging_up" })))
-        }
+        Ok(()) => Ok(HttpResponse::Accepted().json(CommandAccepted {
+            id,
+            status: "hanging_up".into(),
+            to: None,
+        })),
         Err(CommandError::NotFound) => {
             match to_owner(&state, &req, user.organization_id, id, b"").await {
                 Some(answer) => Ok(answer),
@@ -416,12 +500,25 @@ async fn hangup_call(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferBody {
     pub to: PhoneNumber,
 }
 
+/// Transfers a live call to a number (on whichever instance runs it).
+#[utoipa::path(
+    tag = "calls",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The call's id")),
+    request_body = TransferBody,
+    responses(
+        (status = 202, description = "The transfer is under way", body = CommandAccepted),
+        (status = 403, description = "Requires the agent role", body = ErrorBody),
+        (status = 404, description = "No such call in this organization", body = ErrorBody),
+        (status = 409, description = "The call has ended, is not in a state to transfer, or is live on no reachable instance", body = ErrorBody),
+    )
+)]
 #[post("/api/v1/calls/{id}/transfer")]
 async fn transfer_call(
     req: HttpRequest,
@@ -440,8 +537,11 @@ async fn transfer_call(
         .transfer(user.organization_id, CallId(id), to.clone())
         .await
     {
-        Ok(()) => Ok(HttpResponse::Accepted()
-            .json(serde_json::json!({ "id": id, "status": "transferring", "to": to }))),
+        Ok(()) => Ok(HttpResponse::Accepted().json(CommandAccepted {
+            id,
+            status: "transferring".into(),
+            to: Some(to),
+        })),
         Err(CommandError::NotFound) => {
             let raw =
                 serde_json::to_vec(&serde_json::json!({ "to": to })).map_err(ApiError::internal)?;

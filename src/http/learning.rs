@@ -3,7 +3,7 @@
 
 use crate::domain::phone::PhoneNumber;
 use crate::domain::role::Role;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::extractor::AuthUser;
 use crate::http::AppState;
 use crate::store::{calls, jobs, memory};
@@ -18,14 +18,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get_caller_memory);
 }
 
-#[derive(Serialize)]
-struct SummaryDto {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SummaryDto {
     call_id: Uuid,
     /// `null` until the `summarize_call` job has run.
     summary: Option<String>,
     outcome: Option<String>,
 }
 
+/// A call's post-call summary and outcome.
+#[utoipa::path(
+    tag = "calls",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The call's id")),
+    responses(
+        (status = 200, description = "The summary (null until summarised)", body = SummaryDto),
+        (status = 404, description = "No such call in this organization", body = ErrorBody),
+    )
+)]
 #[get("/api/v1/calls/{id}/summary")]
 async fn get_call_summary(
     user: AuthUser,
@@ -44,8 +54,8 @@ async fn get_call_summary(
     }))
 }
 
-#[derive(Serialize)]
-struct JobDto {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct JobDto {
     id: Uuid,
     kind: String,
     status: String,
@@ -57,11 +67,21 @@ struct JobDto {
     updated_at: DateTime<Utc>,
 }
 
-#[derive(Serialize)]
-struct JobList {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct JobList {
     data: Vec<JobDto>,
 }
 
+/// The post-call jobs of a call and their state.
+#[utoipa::path(
+    tag = "calls",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The call's id")),
+    responses(
+        (status = 200, description = "The jobs", body = JobList),
+        (status = 404, description = "No such call in this organization", body = ErrorBody),
+    )
+)]
 #[get("/api/v1/calls/{id}/jobs")]
 async fn list_call_jobs(
     user: AuthUser,
@@ -93,8 +113,8 @@ async fn list_call_jobs(
     }))
 }
 
-#[derive(Serialize)]
-struct MemoryDto {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MemoryDto {
     caller_number: String,
     summary: String,
     facts: Vec<String>,
@@ -103,6 +123,17 @@ struct MemoryDto {
     created_at: DateTime<Utc>,
 }
 
+/// What the engine remembers of a caller, by number.
+#[utoipa::path(
+    tag = "knowledge",
+    security(("bearer" = [])),
+    params(("number" = PhoneNumber, Path, description = "The caller's E.164 number (`+` may be sent as %2B)")),
+    responses(
+        (status = 200, description = "The latest memory of the caller", body = MemoryDto),
+        (status = 400, description = "Not an E.164 number", body = ErrorBody),
+        (status = 404, description = "Nothing remembered of this caller", body = ErrorBody),
+    )
+)]
 #[get("/api/v1/callers/{number}/memory")]
 async fn get_caller_memory(
     user: AuthUser,

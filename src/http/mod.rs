@@ -10,9 +10,11 @@ pub mod learning;
 pub mod media_ws;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi;
 pub mod ops;
 pub mod patterns;
 pub mod routing;
+pub mod stats;
 pub mod users;
 pub mod webhooks;
 
@@ -74,6 +76,21 @@ impl AppState {
     }
 }
 
+/// Refuses (422) request text holding a NUL character: Postgres text cannot store one, and
+/// the insert would fail as a 500. Strings that only reach a query through a parser (numbers,
+/// ids, enums) need no check.
+pub(crate) fn reject_nul<'a>(
+    field: &str,
+    values: impl IntoIterator<Item = &'a str>,
+) -> Result<(), crate::error::ApiError> {
+    if values.into_iter().any(|v| v.contains('\0')) {
+        return Err(crate::error::ApiError::Validation(format!(
+            "{field}: must not contain NUL characters"
+        )));
+    }
+    Ok(())
+}
+
 /// Registers every public route (`/metrics` and `/admin/*` are on the ops listener, `ops.rs`).
 /// The same function serves `main` and the tests.
 pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
@@ -85,5 +102,7 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
         .configure(agents::configure)
         .configure(media_ws::configure)
         .configure(patterns::configure)
-        .configure(learning::configure);
+        .configure(learning::configure)
+        .configure(stats::configure)
+        .configure(openapi::configure);
 }

@@ -3,7 +3,7 @@
 //! caller's token; reading needs viewer, writing agent, deleting admin.
 
 use crate::domain::role::Role;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::calls::{decode_cursor, encode_cursor};
 use crate::http::extractor::AuthUser;
 use crate::http::AppState;
@@ -31,7 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A pattern as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PatternDto {
     pub id: Uuid,
     pub problem: String,
@@ -65,28 +65,45 @@ impl From<PatternRow> for PatternDto {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
+    /// The text to search for (1 to 2000 characters).
+    #[param(min_length = 1, max_length = 2000, pattern = r"\S")]
     pub q: String,
+    /// Hits to return, 1 to 50 (default 5).
+    #[param(minimum = 1, maximum = 50)]
     pub k: Option<i64>,
+    /// Lowest cosine similarity, -1 to 1 (default: `learning.min_similarity`).
+    #[param(minimum = -1.0, maximum = 1.0)]
     pub min_similarity: Option<f64>,
 }
 
-#[derive(Serialize)]
-struct SearchHit {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SearchHit {
     #[serde(flatten)]
     pattern: PatternDto,
     similarity: f64,
 }
 
-#[derive(Serialize)]
-struct SearchResults {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SearchResults {
     /// The model the query was embedded with (only patterns of that model were searched).
     model: String,
     data: Vec<SearchHit>,
 }
 
+/// The organization's patterns most similar to a text.
+#[utoipa::path(
+    tag = "knowledge",
+    security(("bearer" = [])),
+    params(SearchQuery),
+    responses(
+        (status = 200, description = "The hits, most similar first", body = SearchResults),
+        (status = 400, description = "`q`, `k` or `min_similarity` out of bounds", body = ErrorBody),
+    )
+)]
 #[get("/api/v1/patterns/search")]
 async fn search_patterns(
     user: AuthUser,
@@ -135,27 +152,41 @@ async fn search_patterns(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportPair {
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     pub problem: String,
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     pub resolution: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportBody {
+    #[schema(min_items = 1, max_items = 1000)]
     pub pairs: Vec<ImportPair>,
 }
 
-#[derive(Serialize)]
-struct ImportResult {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ImportResult {
     inserted: usize,
     reinforced: usize,
     /// One entry per pair, in order: `{"action": "inserted" | "reinforced", "id": ...}`.
     results: Vec<Merged>,
 }
 
+/// Imports known problem/resolution pairs (near-duplicates reinforce existing patterns).
+#[utoipa::path(
+    tag = "knowledge",
+    security(("bearer" = [])),
+    request_body = ImportBody,
+    responses(
+        (status = 200, description = "What each pair did", body = ImportResult),
+        (status = 403, description = "Requires the agent role", body = ErrorBody),
+        (status = 422, description = "No pairs, over 1000, or an empty or over-long text", body = ErrorBody),
+    )
+)]
 #[post("/api/v1/patterns/import")]
 async fn import_patterns(
     user: AuthUser,
@@ -171,6 +202,10 @@ async fn import_patterns(
     }
     let mut cleaned = Vec::with_capacity(pairs.len());
     for (i, pair) in pairs.into_iter().enumerate() {
+        crate::http::reject_nul(
+            &format!("pairs[{i}]"),
+            [pair.problem.as_str(), pair.resolution.as_str()],
+        )?;
         let (problem, resolution) = (pair.problem.trim(), pair.resolution.trim());
         if problem.is_empty() || resolution.is_empty() {
             return Err(ApiError::Validation(format!(
@@ -236,19 +271,33 @@ async fn import_patterns(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 
-#[derive(Serialize)]
-struct PatternPage {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PatternPage {
     data: Vec<PatternDto>,
     next_cursor: Option<String>,
 }
 
+/// The organization's patterns, newest first, cursor-paged.
+#[utoipa::path(
+    tag = "knowledge",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of patterns", body = PatternPage),
+        (status = 400, description = "Malformed cursor or limit out of bounds", body = ErrorBody),
+    )
+)]
 #[get("/api/v1/patterns")]
 async fn list_patterns(
     user: AuthUser,
@@ -278,6 +327,16 @@ async fn list_patterns(
     }))
 }
 
+/// One pattern.
+#[utoipa::path(
+    tag = "knowledge",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The pattern's id")),
+    responses(
+        (status = 200, description = "The pattern", body = PatternDto),
+        (status = 404, description = "No such pattern in this organization", body = ErrorBody),
+    )
+)]
 #[get("/api/v1/patterns/{id}")]
 async fn get_pattern(
     user: AuthUser,
@@ -298,17 +357,34 @@ async fn invalidate_contexts(state: &AppState, organization_id: Uuid) {
     state.learning.retriever.invalidate(organization_id).await;
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatternPatch {
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     pub problem: Option<String>,
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     pub resolution: Option<String>,
+    #[schema(minimum = 0)]
     pub success_count: Option<i32>,
+    #[schema(minimum = 0)]
     pub failure_count: Option<i32>,
     /// Approve a learnt pattern (true) or stop serving it (false).
     pub confirmed: Option<bool>,
 }
 
+/// Edits a pattern (a new problem text is embedded again), or confirms it.
+#[utoipa::path(
+    tag = "knowledge",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The pattern's id")),
+    request_body = PatternPatch,
+    responses(
+        (status = 200, description = "The pattern as changed", body = PatternDto),
+        (status = 403, description = "Requires the agent role", body = ErrorBody),
+        (status = 404, description = "No such pattern in this organization", body = ErrorBody),
+        (status = 422, description = "An empty or over-long text, or a negative count", body = ErrorBody),
+    )
+)]
 #[patch("/api/v1/patterns/{id}")]
 async fn update_pattern(
     user: AuthUser,
@@ -326,6 +402,13 @@ async fn update_pattern(
             other => Ok(other),
         }
     };
+    crate::http::reject_nul(
+        "problem, resolution",
+        [&patch.problem, &patch.resolution]
+            .into_iter()
+            .flatten()
+            .map(String::as_str),
+    )?;
     let problem = text("problem", patch.problem)?;
     let resolution = text("resolution", patch.resolution)?;
     if patch.success_count.is_some_and(|n| n < 0) || patch.failure_count.is_some_and(|n| n < 0) {
@@ -362,6 +445,17 @@ async fn update_pattern(
     Ok(HttpResponse::Ok().json(PatternDto::from(row)))
 }
 
+/// Deletes a pattern.
+#[utoipa::path(
+    tag = "knowledge",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The pattern's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Requires the admin role", body = ErrorBody),
+        (status = 404, description = "No such pattern in this organization", body = ErrorBody),
+    )
+)]
 #[delete("/api/v1/patterns/{id}")]
 async fn delete_pattern(
     user: AuthUser,

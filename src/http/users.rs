@@ -3,7 +3,7 @@
 
 use crate::auth::UserChanges;
 use crate::domain::Role;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::extractor::AuthUser;
 use crate::http::AppState;
 use crate::store::users::User;
@@ -21,7 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A user as the API shows it (never the password hash).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserDto {
     pub id: Uuid,
     pub organization_id: Uuid,
@@ -44,34 +44,45 @@ impl From<&User> for UserDto {
     }
 }
 
-#[derive(Serialize)]
-struct UserList {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserList {
     users: Vec<UserDto>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateUser {
+pub struct CreateUser {
+    /// The sign-in address (unique service-wide).
     email: String,
     role: Role,
+    /// Generated (and returned once) when absent.
     password: Option<String>,
 }
 
-#[derive(Serialize)]
-struct CreatedUser {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedUser {
     user: UserDto,
     /// Present only when the server generated the password: shown this once.
     #[serde(skip_serializing_if = "Option::is_none")]
     password: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateUser {
+pub struct UpdateUser {
     role: Option<Role>,
     disabled: Option<bool>,
 }
 
+/// The users of the caller's organization.
+#[utoipa::path(
+    tag = "users",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The users", body = UserList),
+        (status = 403, description = "Requires the admin role", body = ErrorBody),
+    )
+)]
 #[get("/api/v1/users")]
 async fn list_users(
     state: web::Data<AppState>,
@@ -84,6 +95,17 @@ async fn list_users(
     }))
 }
 
+/// Creates a user in the caller's organization.
+#[utoipa::path(
+    tag = "users",
+    security(("bearer" = [])),
+    request_body = CreateUser,
+    responses(
+        (status = 201, description = "Created; the generated password is shown this once", body = CreatedUser),
+        (status = 403, description = "Requires the admin role", body = ErrorBody),
+        (status = 422, description = "Invalid email, role or password, or an address that cannot be used", body = ErrorBody),
+    )
+)]
 #[post("/api/v1/users")]
 async fn create_user(
     state: web::Data<AppState>,
@@ -110,6 +132,17 @@ async fn create_user(
         }))
 }
 
+/// One user of the caller's organization.
+#[utoipa::path(
+    tag = "users",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The user", body = UserDto),
+        (status = 403, description = "Requires the admin role", body = ErrorBody),
+        (status = 404, description = "No such user in this organization", body = ErrorBody),
+    )
+)]
 #[get("/api/v1/users/{id}")]
 async fn get_user(
     state: web::Data<AppState>,
@@ -124,6 +157,19 @@ async fn get_user(
     Ok(web::Json(UserDto::from(&user)))
 }
 
+/// Changes a user's role or disables them.
+#[utoipa::path(
+    tag = "users",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The user's id")),
+    request_body = UpdateUser,
+    responses(
+        (status = 200, description = "The user as changed", body = UserDto),
+        (status = 403, description = "Requires the admin role", body = ErrorBody),
+        (status = 404, description = "No such user in this organization", body = ErrorBody),
+        (status = 409, description = "Admins cannot change their own role or disable themselves", body = ErrorBody),
+    )
+)]
 #[patch("/api/v1/users/{id}")]
 async fn update_user(
     state: web::Data<AppState>,
@@ -150,6 +196,17 @@ async fn update_user(
     Ok(web::Json(UserDto::from(&user)))
 }
 
+/// Signs a user out everywhere.
+#[utoipa::path(
+    tag = "users",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The user's id")),
+    responses(
+        (status = 204, description = "Every session of the user revoked"),
+        (status = 403, description = "Requires the admin role", body = ErrorBody),
+        (status = 404, description = "No such user in this organization", body = ErrorBody),
+    )
+)]
 #[post("/api/v1/users/{id}/revoke-sessions")]
 async fn revoke_user_sessions(
     state: web::Data<AppState>,

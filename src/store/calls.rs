@@ -216,6 +216,10 @@ pub struct CallFilter {
     pub outcome: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
+    /// The agent profile that took or placed the call.
+    pub agent_id: Option<Uuid>,
+    /// An E.164 number on either side of the call (caller or called).
+    pub number: Option<String>,
 }
 
 /// Position after the last row of a page: newest first, ties broken by id.
@@ -253,6 +257,18 @@ pub async fn list(
     }
     if let Some(to) = filter.to {
         query = query.filter(calls::created_at.lt(to));
+    }
+    // Both read an index led by (organization_id, column, created_at DESC): migration
+    // 2026-12-01-010001_call_filters; the number is a BitmapOr of the from and to indexes.
+    if let Some(agent) = filter.agent_id {
+        query = query.filter(calls::agent_profile_id.eq(agent));
+    }
+    if let Some(number) = &filter.number {
+        query = query.filter(
+            calls::from_number
+                .eq(number.clone())
+                .or(calls::to_number.eq(number.clone())),
+        );
     }
     if let Some(c) = after {
         // `created_at <= c` is implied by the OR below, but Postgres cannot derive it: without

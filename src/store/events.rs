@@ -54,7 +54,7 @@ pub struct NewCallEvent {
     pub occurred_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, utoipa::ToSchema)]
 #[diesel(table_name = call_events)]
 pub struct CallEventRow {
     pub id: i64,

@@ -15,6 +15,7 @@ pub mod patterns;
 pub mod pool;
 pub mod refresh_tokens;
 pub mod schema;
+pub mod stats;
 pub mod tls;
 pub mod users;
 pub mod utterances;

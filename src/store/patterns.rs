@@ -124,7 +124,7 @@ pub struct PatternChanges {
 }
 
 /// What [`merge`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(tag = "action", content = "id", rename_all = "snake_case")]
 pub enum Merged {
     Inserted(Uuid),

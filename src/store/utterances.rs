@@ -23,7 +23,7 @@ pub struct NewUtterance {
     pub latency_ms: Option<i32>,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, utoipa::ToSchema)]
 #[diesel(table_name = utterances)]
 pub struct UtteranceRow {
     pub seq: i32,

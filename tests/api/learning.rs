@@ -21,7 +21,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(15);
-const GEMINI_KEY: &str = "gemini-test-key";
+pub const GEMINI_KEY: &str = "gemini-test-key";
 
 pub fn gemini_settings(sim: &GeminiSim, batch_size: usize) -> GeminiSettings {
     GeminiSettings {
