@@ -88,6 +88,22 @@ pub struct Settings {
     pub breakers: BreakerSettings,
     pub cluster: ClusterSettings,
     pub admin: AdminSettings,
+    pub live: LiveSettings,
+}
+
+/// Live call events for the dashboard (`crate::live`, `GET /api/v1/live`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveSettings {
+    /// Events an instance queues for Redis; beyond it they are dropped (and counted), never
+    /// waited for.
+    pub publish_buffer: usize,
+    /// Events queued for one browser; a browser this far behind is disconnected.
+    pub client_buffer: usize,
+    /// Lifetime of the single-use ticket that opens a live stream.
+    pub ticket_ttl_secs: u64,
+    /// A comment line this often keeps proxies from closing an idle stream.
+    pub keepalive_secs: u64,
 }
 
 /// The operator surface (`/admin/*` on the ops listener).

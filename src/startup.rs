@@ -173,6 +173,12 @@ impl Application {
             settings: settings.learning.clone(),
         };
         let media_base_url = media_base_url(&settings.server.public_url);
+        let live = crate::live::LiveBus::start(
+            redis.clone(),
+            settings.redis.key_prefix.clone(),
+            settings.live.publish_buffer,
+            crate::live::LiveMetrics::new(&metrics.registry)?,
+        );
         let cluster = Cluster::new(Identity::resolve(&settings, port), redis.clone(), &settings);
         let takeover = Takeover {
             db: db.clone(),
@@ -187,6 +193,7 @@ impl Application {
             let learning = learning.clone();
             let voice_metrics = metrics.voice.clone();
             let breakers = breakers.clone();
+            let live = live.clone();
             CallRegistry::start(
                 shards,
                 db.clone(),
@@ -217,6 +224,7 @@ impl Application {
                     learning: learning.clone(),
                     voice_metrics: voice_metrics.clone(),
                     cluster: cluster.clone(),
+                    live: live.clone(),
                 },
             )
         };
@@ -254,6 +262,7 @@ impl Application {
             learning,
             breakers,
             cluster,
+            live,
         };
         let server = build_server(listener, state.clone())?;
         let ops_listener = http::ops::bind(&settings)?;

@@ -7,6 +7,7 @@ pub mod calls;
 pub mod extractor;
 pub mod health;
 pub mod learning;
+pub mod live;
 pub mod media_ws;
 pub mod metrics;
 pub mod middleware;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub breakers: crate::providers::breaker::Breakers,
     /// This instance in the cluster: identity, admission, routing to a call's owner.
     pub cluster: crate::cluster::Cluster,
+    /// Live call events: this instance's publisher (the call actors hold a clone).
+    pub live: crate::live::LiveBus,
 }
 
 impl AppState {
@@ -87,5 +90,6 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
         .configure(media_ws::configure)
         .configure(patterns::configure)
         .configure(learning::configure)
+        .configure(live::configure)
         .configure(operator::configure);
 }
