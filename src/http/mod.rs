@@ -16,6 +16,7 @@ pub mod ops;
 pub mod patterns;
 pub mod routing;
 pub mod users;
+pub mod webapp;
 pub mod webhooks;
 
 use crate::actors::recorder::Recorder;
@@ -91,5 +92,6 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
         .configure(patterns::configure)
         .configure(learning::configure)
         .configure(live::configure)
+        .configure(webapp::configure)
         .configure(operator::configure);
 }

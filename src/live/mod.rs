@@ -63,7 +63,7 @@ pub enum LiveEvent {
     },
 }
 
-/// The live metrics: events dropped because the publisher was behind, slow browsers
+/// The live metrics (`iace_live_*`, the registry adds the prefix): events dropped because the publisher was behind, slow browsers
 /// disconnected, browsers connected.
 #[derive(Clone)]
 pub struct LiveMetrics {
@@ -75,14 +75,14 @@ pub struct LiveMetrics {
 impl LiveMetrics {
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let events_dropped = IntCounter::new(
-            "iace_live_events_dropped_total",
+            "live_events_dropped_total",
             "Live events dropped because the instance's publisher queue was full",
         )?;
         let clients_dropped = IntCounter::new(
-            "iace_live_clients_dropped_total",
+            "live_clients_dropped_total",
             "Live (SSE) clients disconnected because they read too slowly",
         )?;
-        let clients = IntGauge::new("iace_live_clients", "Live (SSE) clients connected")?;
+        let clients = IntGauge::new("live_clients", "Live (SSE) clients connected")?;
         registry.register(Box::new(events_dropped.clone()))?;
         registry.register(Box::new(clients_dropped.clone()))?;
         registry.register(Box::new(clients.clone()))?;

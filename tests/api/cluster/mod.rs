@@ -7,6 +7,7 @@ mod calls;
 mod cpu_watermark;
 mod fixture;
 mod front_proxy;
+mod live;
 mod redis_keys;
 mod stall;
 mod supervision;
