@@ -128,6 +128,7 @@ function route() {
   leavePage();
   leavePage = () => {};
   say('');
+  $main.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
   const hash = location.hash || '#/live';
   for (const a of document.querySelectorAll('#nav a')) {
     if (hash.startsWith(a.getAttribute('href'))) a.setAttribute('aria-current', 'page');
@@ -194,33 +195,53 @@ async function livePage() {
       h('td', {}, h('button', { type: 'button', onclick: () => select(c.call.id), 'aria-pressed': c.call.id === selected ? 'true' : 'false' }, 'Open')))));
     if (!list.children.length) list.append(h('tr', {}, h('td', { colspan: 3, class: 'muted' }, 'No live calls.')));
   };
-  const renderDetail = () => {
+  // The selected call's panel is built once per selection (so focus and typed input survive)
+  // and its parts are updated as events arrive.
+  let parts = null;
+  const buildDetail = () => {
     const c = calls.get(selected);
+    parts = null;
     if (!c) { detail.replaceChildren(h('h2', { id: 'live-detail-h' }, 'Select a call')); return; }
-    const transfer = h('input', { type: 'tel', placeholder: '+15551230000', name: 'transfer_to' });
-    const actions = can('agent') && !c.ended ? h('div', { class: 'row-actions' },
+    const transfer = h('input', { type: 'tel', id: 'transfer-to', placeholder: '+15551230000', name: 'transfer_to' });
+    const actions = can('agent') ? h('div', { class: 'row-actions' },
       h('button', { type: 'button', class: 'danger', id: 'hangup', onclick: async () => {
         try { await api('POST', `/api/v1/calls/${c.call.id}/hangup`); say('Hang-up sent.'); } catch (e) { say(e.message, true); }
       } }, 'Hang up'),
-      h('label', { for: 'transfer-to' }, 'Transfer to'), Object.assign(transfer, { id: 'transfer-to' }),
+      h('label', { for: 'transfer-to' }, 'Transfer to'), transfer,
       h('button', { type: 'button', id: 'transfer', onclick: async () => {
         try { await api('POST', `/api/v1/calls/${c.call.id}/transfer`, { to: transfer.value.trim() }); say('Transfer sent.'); } catch (e) { say(e.message, true); }
       } }, 'Transfer')) : null;
-    const lines = h('ol', { class: 'transcript', id: 'live-transcript', 'aria-live': 'polite' },
-      c.lines.map(l => h('li', {}, h('span', { class: `speaker ${l.speaker}` }, l.speaker), l.text)));
-    detail.replaceChildren(
-      h('h2', { id: 'live-detail-h' }, `Call from ${c.call.from || '…'}`),
-      h('p', {}, 'Stage: ', h('span', { class: 'stage', id: 'live-stage' }, c.ended ? `ended (${c.outcome || ''})` : (c.stage || 'waiting'))),
+    parts = {
+      title: h('h2', { id: 'live-detail-h' }),
+      stage: h('span', { class: 'stage', id: 'live-stage' }),
       actions,
-      h('h2', {}, 'Transcript'), lines,
-      h('h2', {}, 'Sentiment'), sentimentChart(c.scores, 'Caller sentiment'),
-      h('h2', {}, 'Turn latencies'), h('p', { id: 'live-latencies' }, c.latencies.length ? c.latencies.map(ms => `${ms} ms`).join(', ') : 'none yet'),
+      lines: h('ol', { class: 'transcript', id: 'live-transcript', 'aria-live': 'polite' }),
+      chart: h('div'),
+      latencies: h('p', { id: 'live-latencies' }),
+    };
+    detail.replaceChildren(parts.title, h('p', {}, 'Stage: ', parts.stage), actions,
+      h('h2', {}, 'Transcript'), parts.lines, h('h2', {}, 'Sentiment'), parts.chart,
+      h('h2', {}, 'Turn latencies'), parts.latencies,
       h('p', {}, h('a', { href: `#/calls/${c.call.id}` }, 'Open the call page')));
-    lines.scrollTop = lines.scrollHeight;
+    updateDetail();
+  };
+  const updateDetail = () => {
+    const c = calls.get(selected);
+    if (!c || !parts) return;
+    parts.title.textContent = `Call from ${c.call.from || '…'}`;
+    parts.stage.textContent = c.ended ? `ended (${c.outcome || ''})` : (c.stage || 'waiting');
+    if (parts.actions && c.ended) parts.actions.hidden = true;
+    while (parts.lines.children.length < c.lines.length) {
+      const l = c.lines[parts.lines.children.length];
+      parts.lines.append(h('li', {}, h('span', { class: `speaker ${l.speaker}` }, l.speaker), l.text));
+    }
+    parts.lines.scrollTop = parts.lines.scrollHeight;
+    parts.chart.replaceChildren(sentimentChart(c.scores, 'Caller sentiment'));
+    parts.latencies.textContent = c.latencies.length ? c.latencies.map(ms => `${ms} ms`).join(', ') : 'none yet';
   };
   const select = async (id) => {
     selected = id;
-    renderList(); renderDetail();
+    renderList(); buildDetail();
     const c = calls.get(id);
     if (c && !c.loaded) {
       c.loaded = true;
@@ -232,7 +253,7 @@ async function livePage() {
         if (!c.scores.length) c.scores = d.utterances.filter(u => u.sentiment_score !== null).map(u => u.sentiment_score);
         if (!c.latencies.length) c.latencies = d.utterances.filter(u => u.latency_ms !== null).map(u => u.latency_ms);
       } catch (_) { /* not recorded yet: the live events will fill it */ }
-      if (selected === id) renderDetail();
+      if (selected === id) buildDetail();
     }
   };
   const apply = (ev) => {
@@ -247,7 +268,7 @@ async function livePage() {
       default: return;
     }
     renderList();
-    if (ev.call_id === selected) renderDetail();
+    if (ev.call_id === selected) updateDetail();
   };
 
   let closed = false;
@@ -342,7 +363,7 @@ async function callPage(id) {
     h('ol', { id: 'call-events' }, c.events.map(e => h('li', {}, h('time', { datetime: e.occurred_at }, fmtTime(e.occurred_at)), ' ', e.event_type))),
     h('h2', {}, 'Post-call jobs'),
     h('table', { id: 'call-jobs' }, h('thead', {}, h('tr', {}, ['Kind', 'Status', 'Attempts', 'Last error'].map(t => h('th', { scope: 'col' }, t)))),
-      h('tbody', {}, jobs.data.map(j => h('tr', {}, h('td', {}, j.kind), h('td', {}, j.status), h('td', {}, `${j.attempts}/${j.max_attempts}`), h('td', {}, j.last_error || '')))))),
+      h('tbody', {}, jobs.data.map(j => h('tr', {}, h('td', {}, j.kind), h('td', {}, j.status), h('td', {}, `${j.attempts}/${j.max_attempts}`), h('td', {}, j.last_error || ''))))),
     h('p', {}, h('a', { href: '#/calls' }, 'Back to calls')));
 }
 

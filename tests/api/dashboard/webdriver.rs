@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// The element reference key of the W3C protocol.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735fa8e6f4";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 pub struct Browser {
     base: String,
@@ -104,7 +104,12 @@ impl Browser {
         Some(browser)
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(b) = body {
             req = req.json(&b);
@@ -116,10 +121,19 @@ impl Browser {
             .json()
             .await
             .unwrap();
-        if let Some(err) = res["value"]["error"].as_str() {
-            panic!("webdriver {path}: {err}: {}", res["value"]["message"]);
+        match res["value"]["error"].as_str() {
+            Some(err) => Err(format!(
+                "webdriver {path}: {err}: {}",
+                res["value"]["message"]
+            )),
+            None => Ok(res["value"].clone()),
         }
-        res["value"].clone()
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Ends the session (Chromium exits); the driver goes on drop.
@@ -152,37 +166,56 @@ impl Browser {
         .await
     }
 
+    /// The element `css`, waited for; on timeout the panic shows the page as it was.
     async fn find(&self, css: &str) -> String {
-        let css = css.to_owned();
-        crate::helpers::wait_until(
-            Duration::from_secs(60),
-            &format!("element {css}"),
-            || async {
-                let res: Value = self
-                    .client
-                    .post(format!("{}/element", self.base))
-                    .json(&json!({ "using": "css selector", "value": css }))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                res["value"][ELEMENT].as_str().map(str::to_owned)
-            },
-        )
-        .await
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let found = self
+                .try_call(
+                    reqwest::Method::POST,
+                    "/element",
+                    Some(json!({ "using": "css selector", "value": css })),
+                )
+                .await;
+            if let Some(id) = found
+                .ok()
+                .and_then(|v| v[ELEMENT].as_str().map(str::to_owned))
+            {
+                return id;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let page = self
+                    .try_call(
+                        reqwest::Method::POST,
+                        "/execute/sync",
+                        Some(json!({ "script": "return location.href + '\\n' + document.documentElement.outerHTML", "args": [] })),
+                    )
+                    .await;
+                panic!("timed out waiting for element {css}; page: {page:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
-    /// Clicks the element `css` (waiting for it) as a user would.
+    /// Clicks the element `css` (waiting for it) as a user would. The live page re-renders as
+    /// events arrive, so an element replaced between finding and clicking is found again.
     pub async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            Some(json!({})),
-        )
-        .await;
+        for _ in 0..20 {
+            let id = self.find(css).await;
+            match self
+                .try_call(
+                    reqwest::Method::POST,
+                    &format!("/element/{id}/click"),
+                    Some(json!({})),
+                )
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if e.contains("stale element") => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("{css} kept being replaced before it could be clicked");
     }
 
     /// Types `text` into the element `css`.
