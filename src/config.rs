@@ -89,6 +89,7 @@ pub struct Settings {
     pub cluster: ClusterSettings,
     pub admin: AdminSettings,
     pub outbound: OutboundSettings,
+    pub live: LiveSettings,
 }
 
 /// Bounds on what one organization can dial (toll fraud): how many outbound calls at once and
@@ -105,6 +106,21 @@ pub struct OutboundSettings {
     pub allowed_prefixes: Vec<String>,
     /// Never dialled whatever `allowed_prefixes` says: premium-rate and high-risk ranges.
     pub blocked_prefixes: Vec<String>,
+}
+
+/// Live call events for the dashboard (`crate::live`, `GET /api/v1/live`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveSettings {
+    /// Events an instance queues for Redis; beyond it they are dropped (and counted), never
+    /// waited for.
+    pub publish_buffer: usize,
+    /// Events queued for one browser; a browser this far behind is disconnected.
+    pub client_buffer: usize,
+    /// Lifetime of the single-use ticket that opens a live stream.
+    pub ticket_ttl_secs: u64,
+    /// A comment line this often keeps proxies from closing an idle stream.
+    pub keepalive_secs: u64,
 }
 
 /// The operator surface (`/admin/*` on the ops listener).

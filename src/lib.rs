@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod learning;
+pub mod live;
 pub mod prompts;
 pub mod providers;
 pub mod sim;

@@ -180,6 +180,12 @@ impl Application {
             settings: settings.learning.clone(),
         };
         let media_base_url = media_base_url(&settings.server.public_url);
+        let live = crate::live::LiveBus::start(
+            redis.clone(),
+            settings.redis.key_prefix.clone(),
+            settings.live.publish_buffer,
+            crate::live::LiveMetrics::new(&metrics.registry)?,
+        );
         let cluster = Cluster::new(Identity::resolve(&settings, port), redis.clone(), &settings);
         let takeover = Takeover {
             db: db.clone(),
@@ -196,6 +202,7 @@ impl Application {
             let voice_metrics = metrics.voice.clone();
             let call_metrics = metrics.calls.clone();
             let breakers = breakers.clone();
+            let live = live.clone();
             CallRegistry::start(
                 shards,
                 db.clone(),
@@ -227,6 +234,7 @@ impl Application {
                     voice_metrics: voice_metrics.clone(),
                     call_metrics: call_metrics.clone(),
                     cluster: cluster.clone(),
+                    live: live.clone(),
                 },
             )
         };
@@ -266,6 +274,7 @@ impl Application {
             learning,
             breakers,
             cluster,
+            live,
         };
         let server = build_server(listener, state.clone())?;
         let ops_listener = http::ops::bind(&settings)?;

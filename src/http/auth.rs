@@ -1,17 +1,27 @@
 //! Session routes: login, refresh, logout, logout-all, the caller's own account (`/me`) and the
 //! published verification keys (`/.well-known/jwks.json`).
+//!
+//! The web app (`/app/`) keeps its refresh token in a cookie no script can read: its login and
+//! refresh requests carry the [`WEB_CLIENT_HEADER`]; the answer then sets [`REFRESH_COOKIE`]
+//! (HttpOnly, Secure, SameSite=Strict, path [`REFRESH_PATH`]) instead of returning the token in
+//! the body. A cookie refresh needs that header too, which a cross-site form cannot send (CSRF).
+//! JSON clients are unchanged.
 
 use crate::auth::{rate_limit, IssuedTokens};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::extractor::{AuthUser, CurrentSession};
 use crate::http::users::UserDto;
 use crate::http::AppState;
+use actix_web::cookie::{time, Cookie, SameSite};
+use actix_web::guard::GuardContext;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // The cookie refresh first: its guard picks the web app's requests.
     cfg.service(login)
+        .service(refresh_from_cookie)
         .service(refresh)
         .service(logout)
         .service(logout_all)
@@ -30,7 +40,20 @@ pub struct RefreshRequest {
     refresh_token: String,
 }
 
-/// A token pair as clients receive it (OAuth 2.0 token response field names).
+/// The web app's refresh token cookie.
+pub const REFRESH_COOKIE: &str = "iace_refresh";
+/// The only path the browser sends the cookie to.
+pub const REFRESH_PATH: &str = "/api/v1/auth/refresh";
+/// Sent by the web app on login, refresh and logout (any value): the refresh token goes in the
+/// cookie.
+pub const WEB_CLIENT_HEADER: &str = "x-iace-web";
+
+fn is_web_client(ctx: &GuardContext) -> bool {
+    ctx.head().headers().contains_key(WEB_CLIENT_HEADER)
+}
+
+/// A token pair as clients receive it (OAuth 2.0 token response field names). The web app's
+/// answer has no `refresh_token`: it is in the cookie.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct TokensDto {
     access_token: String,
@@ -38,7 +61,8 @@ pub struct TokensDto {
     #[schema(value_type = String)]
     token_type: &'static str,
     expires_in: i64,
-    refresh_token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
     refresh_expires_in: i64,
 }
 
@@ -48,7 +72,7 @@ impl From<IssuedTokens> for TokensDto {
             access_token: t.access_token,
             token_type: "Bearer",
             expires_in: t.access_expires_in,
-            refresh_token: t.refresh_token,
+            refresh_token: Some(t.refresh_token),
             refresh_expires_in: t.refresh_expires_in,
         }
     }
@@ -74,6 +98,27 @@ fn no_store(tokens: IssuedTokens) -> HttpResponse {
         .json(TokensDto::from(tokens))
 }
 
+fn refresh_cookie(value: String, max_age_secs: i64) -> Cookie<'static> {
+    Cookie::build(REFRESH_COOKIE, value)
+        .path(REFRESH_PATH)
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Strict)
+        .max_age(time::Duration::seconds(max_age_secs))
+        .finish()
+}
+
+/// The web app's answer: the refresh token moves to the cookie.
+fn to_web_client(tokens: IssuedTokens) -> HttpResponse {
+    let cookie = refresh_cookie(tokens.refresh_token.clone(), tokens.refresh_expires_in);
+    let mut body = TokensDto::from(tokens);
+    body.refresh_token = None;
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .cookie(cookie)
+        .json(body)
+}
+
 /// Email and password for an access token and a refresh token.
 #[utoipa::path(
     tag = "auth",
@@ -94,7 +139,21 @@ async fn login(
 ) -> Result<HttpResponse, ApiError> {
     let ip = client_network(&req, &state.settings.auth.client_ip_header);
     let tokens = state.auth.login(&body.email, &body.password, &ip).await?;
+    if req.headers().contains_key(WEB_CLIENT_HEADER) {
+        return Ok(to_web_client(tokens));
+    }
     Ok(no_store(tokens))
+}
+
+#[post("/api/v1/auth/refresh", guard = "is_web_client")]
+async fn refresh_from_cookie(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let cookie = req.cookie(REFRESH_COOKIE).ok_or(ApiError::MissingToken)?;
+    let network = client_network(&req, &state.settings.auth.client_ip_header);
+    let tokens = state.auth.refresh(cookie.value(), &network).await?;
+    Ok(to_web_client(tokens))
 }
 
 /// A refresh token for a new token pair (the old refresh token is used up).
@@ -133,7 +192,10 @@ async fn logout(
     session: CurrentSession,
 ) -> Result<HttpResponse, ApiError> {
     state.auth.logout(&session.claims).await?;
-    Ok(HttpResponse::NoContent().finish())
+    // The web app's cookie goes too (harmless for other clients, which have none).
+    Ok(HttpResponse::NoContent()
+        .cookie(refresh_cookie(String::new(), 0))
+        .finish())
 }
 
 /// Ends every session of the caller.

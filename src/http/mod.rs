@@ -7,6 +7,7 @@ pub mod calls;
 pub mod extractor;
 pub mod health;
 pub mod learning;
+pub mod live;
 pub mod media_ws;
 pub mod metrics;
 pub mod middleware;
@@ -16,6 +17,7 @@ pub mod patterns;
 pub mod routing;
 pub mod stats;
 pub mod users;
+pub mod webapp;
 pub mod webhooks;
 
 use crate::actors::recorder::RecorderHandle;
@@ -64,6 +66,8 @@ pub struct AppState {
     pub breakers: crate::providers::breaker::Breakers,
     /// This instance in the cluster: identity, admission, routing to a call's owner.
     pub cluster: crate::cluster::Cluster,
+    /// Live call events: this instance's publisher (the call actors hold a clone).
+    pub live: crate::live::LiveBus,
 }
 
 impl AppState {
@@ -104,5 +108,7 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
         .configure(patterns::configure)
         .configure(learning::configure)
         .configure(stats::configure)
-        .configure(openapi::configure);
+        .configure(openapi::configure)
+        .configure(live::configure)
+        .configure(webapp::configure);
 }

@@ -309,3 +309,22 @@ pub async fn set_summary(
         .await?;
     Ok(())
 }
+
+/// The organization's calls not yet ended (the live view's snapshot), newest first. Rows older
+/// than `since` are left out: a call whose end was never recorded must not stay "live" forever.
+pub async fn live(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<CallRow>, StoreError> {
+    Ok(calls::table
+        .filter(calls::organization_id.eq(organization_id))
+        .filter(calls::status.ne("ended"))
+        .filter(calls::created_at.ge(since))
+        .select(CallRow::as_select())
+        .order((calls::created_at.desc(), calls::id.desc()))
+        .limit(limit)
+        .load(conn)
+        .await?)
+}

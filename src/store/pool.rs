@@ -45,12 +45,13 @@ pub fn db_pool(settings: &DatabaseSettings) -> Result<DbPool, StoreError> {
 
 /// Builds the Redis pool (lazy as well). `rediss://` checks the server against the webpki
 /// roots, or against `redis.tls_ca_file` when one is set.
-pub fn redis_pool(settings: &RedisSettings) -> Result<RedisPool, StoreError> {
-    use deadpool_redis::redis::{self, IntoConnectionInfo};
-    let timeout = Some(Duration::from_millis(settings.pool_timeout_ms));
+/// A Redis client for the settings' URL (TLS with `tls_ca_file` when one is set): the pool's
+/// connection info, and the dedicated pub/sub connections of live views (`crate::http::live`).
+pub fn redis_client(settings: &RedisSettings) -> Result<deadpool_redis::redis::Client, StoreError> {
+    use deadpool_redis::redis;
     let redis_error = |e: redis::RedisError| StoreError::Redis(e.to_string());
     let url = settings.url.expose();
-    let manager = if url.starts_with("rediss://") && !settings.tls_ca_file.is_empty() {
+    if url.starts_with("rediss://") && !settings.tls_ca_file.is_empty() {
         let root_cert = std::fs::read(&settings.tls_ca_file).map_err(|e| {
             StoreError::Redis(format!("redis.tls_ca_file {}: {e}", settings.tls_ca_file))
         })?;
@@ -58,12 +59,17 @@ pub fn redis_pool(settings: &RedisSettings) -> Result<RedisPool, StoreError> {
             client_tls: None,
             root_cert: Some(root_cert),
         };
-        let client = redis::Client::build_with_tls(url, certificates).map_err(redis_error)?;
-        deadpool_redis::Manager::new(client.get_connection_info().clone())
+        redis::Client::build_with_tls(url, certificates).map_err(redis_error)
     } else {
-        deadpool_redis::Manager::new(url.into_connection_info().map_err(redis_error)?)
+        redis::Client::open(url).map_err(redis_error)
     }
-    .map_err(redis_error)?;
+}
+
+pub fn redis_pool(settings: &RedisSettings) -> Result<RedisPool, StoreError> {
+    let timeout = Some(Duration::from_millis(settings.pool_timeout_ms));
+    let client = redis_client(settings)?;
+    let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())
+        .map_err(|e| StoreError::Redis(e.to_string()))?;
     deadpool_redis::Pool::builder(manager)
         .max_size(settings.pool_max_size)
         .wait_timeout(timeout)

@@ -9,6 +9,7 @@ use crate::actors::recorder::Write;
 use crate::actors::stt::SttNotice;
 use crate::actors::tts::CancelContext;
 use crate::domain::sentiment::{lexicon_score, Sentiment};
+use crate::live::{LiveEvent, Stage};
 use crate::prompts;
 use crate::providers::groq::ChatMessage;
 use crate::providers::telnyx::media::OutboundFrame;
@@ -61,10 +62,12 @@ impl Call {
         if escalating {
             voice.prefetch = None; // no reply will use it
         }
+        self.live_line("caller", &text);
         // The caller spoke over the agent: what was not played is not part of the history.
         self.barge_in(ctx);
         self.score_sentiment(seq, text, ended_ms, ctx);
         if !escalating {
+            self.live_stage(Stage::Thinking);
             self.start_reply(at, ctx);
         }
     }
@@ -98,6 +101,12 @@ impl Call {
             };
             let rolling = voice.sentiment.push(sentiment.score);
             let below_threshold = voice.sentiment.below(threshold);
+            act.live(LiveEvent::Sentiment {
+                call_id: act.id.0,
+                score: sentiment.score,
+                rolling,
+                at: chrono::Utc::now(),
+            });
             let duration_ms =
                 i64::try_from(text.split_whitespace().count() as u64 * 300).unwrap_or(0);
             act.record(Write::InsertUtterance(NewUtterance {

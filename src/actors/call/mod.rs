@@ -75,6 +75,8 @@ pub struct CallDeps {
     pub call_metrics: crate::telemetry::calls::CallMetrics,
     /// This instance in the cluster: the owner id in `client_state` and the stream URL.
     pub cluster: crate::cluster::Cluster,
+    /// Live events for the dashboard (never waits).
+    pub live: crate::live::LiveBus,
 }
 
 /// How the call came to be.
@@ -167,6 +169,42 @@ impl Call {
         )
     }
 
+    /// Tells the organization's live views (`crate::live`); never waits.
+    fn live(&self, event: crate::live::LiveEvent) {
+        if let Some(org) = self.organization_id {
+            self.deps.live.publish(org, &event);
+        }
+    }
+
+    /// A transcript line as it is spoken (the dashboard's live transcript).
+    fn live_line(&self, speaker: &'static str, text: &str) {
+        self.live(crate::live::LiveEvent::Transcript {
+            call_id: self.id.0,
+            speaker,
+            text: text.to_owned(),
+            at: Utc::now(),
+        });
+    }
+
+    fn live_stage(&self, stage: crate::live::Stage) {
+        self.live(crate::live::LiveEvent::Stage {
+            call_id: self.id.0,
+            stage,
+        });
+    }
+
+    /// The call's first live event: who calls whom.
+    fn live_started(&self) {
+        self.live(crate::live::LiveEvent::CallStarted {
+            call_id: self.id.0,
+            direction: self.direction.as_str(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            agent_profile_id: self.agent_profile_id,
+            at: Utc::now(),
+        });
+    }
+
     fn record(&self, write: Write) {
         self.deps.recorder.do_send(Record(write));
     }
@@ -252,6 +290,7 @@ impl Call {
                     owner_instance: Some(act.deps.cluster.id().to_owned()),
                 }));
                 act.record_event(&event);
+                act.live_started();
                 act.answer(ctx);
             }
             Ok(None) => {
@@ -321,6 +360,7 @@ impl Call {
             Ok(Some(profile)) => {
                 act.profile = Some(profile.row);
                 act.prepare_greeting(ctx);
+                act.live_started();
                 act.send_dial(ctx);
             }
             Ok(None) | Err(_) => {
@@ -477,6 +517,11 @@ impl Call {
             ended_at: Some(ended_at),
             duration_ms: Some(duration_ms),
             ..Default::default()
+        });
+        self.live(crate::live::LiveEvent::CallEnded {
+            call_id: self.id.0,
+            outcome: outcome.as_str(),
+            at: ended_at,
         });
         // Learning from the call starts once its records are in (the recorder keeps the order).
         if let (Some(org), true) = (self.organization_id, self.answered_at.is_some()) {

@@ -9,6 +9,7 @@ use crate::actors::recorder::Write;
 use crate::actors::tts::{Speak, TtsNotice};
 use crate::domain::audio::ms_for_bytes;
 use crate::domain::call::EndReason;
+use crate::live::{LiveEvent, Stage};
 use crate::providers::groq::ChatMessage;
 use crate::providers::telnyx::media::OutboundFrame;
 use crate::store::utterances::NewUtterance;
@@ -129,6 +130,9 @@ impl Call {
                         .turn_overhead
                         .observe((llm + to_tts + to_media).as_secs_f64());
                 }
+                if first {
+                    self.live_stage(Stage::Speaking);
+                }
                 self.send_due_marks(false);
             }
             TtsNotice::Words {
@@ -199,6 +203,7 @@ impl Call {
         let text = turn.sentences.join(" ").trim().to_owned();
         let kind = turn.kind;
         self.record_agent_turn(turn, text, false);
+        self.live_stage(Stage::Listening);
         match kind {
             TurnKind::Handoff => self.hand_off(ctx),
             TurnKind::Farewell => self.end_failed_call(ctx),
@@ -221,6 +226,13 @@ impl Call {
         let seq = voice.next_seq();
         let latency_ms = turn.latency_ms();
         let ended_ms = voice.now_ms();
+        self.live_line("agent", &text);
+        if let Some(latency_ms) = latency_ms {
+            self.live(LiveEvent::TurnLatency {
+                call_id: self.id.0,
+                latency_ms,
+            });
+        }
         self.record(Write::InsertUtterance(NewUtterance {
             organization_id: org,
             call_id: self.id.0,

@@ -8,6 +8,7 @@ mod calls;
 mod cpu_watermark;
 mod fixture;
 mod front_proxy;
+mod live;
 mod ownerless;
 mod recorder;
 mod redis_keys;
