@@ -265,30 +265,16 @@ async fn all_three_down(escalation_number: Option<&str>) -> (TestApp, Value, Str
     groq_down(&app);
     app.telnyx
         .set_transcripts(sentences.iter().map(|s| s.to_string()).collect());
-    let org = app.create_org("org-all-down").await;
-    app.assign_number(org, NUMBER).await;
-    let token = app.token_for(org, iace::domain::Role::Admin).await;
-    let res = app
-        .create_agent(
-            &token,
-            &serde_json::json!({
-                "name": "Support",
-                "system_prompt": "You help callers.",
-                "greeting": "Hello, how can I help?",
-                "voice_id": "voice-1",
-                "phone_numbers": [NUMBER],
-                "escalation_number": escalation_number,
-                "spoken_lines": { "goodbye": "We are sorry, please call again later. Goodbye." }
-            }),
-        )
-        .await;
-    assert_eq!(res.status(), 201);
-    let agent: Value = res.json().await.unwrap();
-    let t = Tenant {
-        org,
-        token,
-        agent_id: agent["id"].as_str().unwrap().parse().unwrap(),
-    };
+    let agent = serde_json::json!({
+        "name": "Support",
+        "system_prompt": "You help callers.",
+        "greeting": "Hello, how can I help?",
+        "voice_id": "voice-1",
+        "phone_numbers": [NUMBER],
+        "escalation_number": escalation_number,
+        "spoken_lines": { "goodbye": "We are sorry, please call again later. Goodbye." }
+    });
+    let t = app.create_tenant_with_agent(NUMBER, &agent).await;
     let ccid = app.telnyx.place_inbound_call("+15559990803", NUMBER);
     let id = app.call_id_for(&t, &ccid).await;
     // The engine gives the call up itself (transfer or hang-up), long before any time limit.

@@ -156,6 +156,11 @@ impl Call {
     /// transcribes for Deepgram.
     pub(super) fn on_transcription(&mut self, text: &str, is_final: bool, ctx: &mut Context<Self>) {
         let listening = self.voice.as_ref().is_some_and(|v| v.stt_fallback);
+        if listening && !text.trim().is_empty() {
+            if let Some(voice) = self.voice.as_mut() {
+                voice.caller_active();
+            }
+        }
         if listening && is_final && !text.trim().is_empty() {
             self.on_caller_turn(text.trim().to_owned(), Instant::now(), ctx);
         }

@@ -127,6 +127,8 @@ impl Call {
         if turn.kind != TurnKind::Reply || turn.llm_done {
             return;
         }
+        // An answer, if a failed one: the next attempt gets its own stall limit.
+        turn.progressed();
         // A retry only where the same request may succeed at once; an open breaker means the
         // model is down: straight to the fallback.
         let retry_wait = match &error {
@@ -175,7 +177,10 @@ impl Call {
                     voice.failed_replies = 0;
                 }
                 let sentences = match self.voice_mut().and_then(|v| v.speaking.as_mut()) {
-                    Some(turn) if !turn.llm_done => turn.splitter.push(&token),
+                    Some(turn) if !turn.llm_done => {
+                        turn.progressed();
+                        turn.splitter.push(&token)
+                    }
                     _ => return,
                 };
                 for sentence in sentences {

@@ -36,6 +36,9 @@ pub(super) struct AgentTurn {
     pub(super) retries: u32,
     /// The reply is asked of the fallback model (the main one failed this turn).
     pub(super) on_fallback_model: bool,
+    /// The last time a provider moved this turn on (created, a token, audio, word timings, an
+    /// answer to retry): the stall watchdog's clock.
+    pub(super) progress_at: Instant,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -47,6 +50,8 @@ pub(super) enum TurnKind {
     Farewell,
     /// The line said before a draining instance hangs up.
     Goodbye,
+    /// "Are you still there?" to a caller gone silent; the caller may talk over it.
+    StillThere,
 }
 
 impl AgentTurn {
@@ -70,6 +75,7 @@ impl AgentTurn {
             started_ms,
             retries: 0,
             on_fallback_model: false,
+            progress_at: Instant::now(),
         }
     }
 
@@ -113,6 +119,20 @@ impl AgentTurn {
             marked: 1,
             ..Self::line(context_id, TurnKind::Greeting, text, started_ms)
         }
+    }
+
+    /// A provider moved this turn on.
+    pub(super) fn progressed(&mut self) {
+        self.progress_at = Instant::now();
+    }
+
+    /// The stage this turn waits on with nothing from it for longer than `limit`: the LLM
+    /// (`llm`) until the reply is complete, then TTS (`tts`) until all audio is sent.
+    pub(super) fn stalled_stage(&self, limit: Duration) -> Option<&'static str> {
+        if self.tts_done || self.progress_at.elapsed() <= limit {
+            return None;
+        }
+        Some(if self.llm_done { "tts" } else { "llm" })
     }
 
     /// How long until what was sent of this turn has played at the caller's end.
