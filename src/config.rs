@@ -337,8 +337,8 @@ pub struct CallSettings {
     /// Voice for Telnyx `speak` when Cartesia is down (e.g. `Telnyx.KokoroTTS.af`,
     /// `AWS.Polly.Joanna-Neural`).
     pub fallback_voice: String,
-    /// How long a line said by Telnyx `speak` is taken to last per character (no audio comes
-    /// back to time it).
+    /// A line said by Telnyx `speak` ends at its `call.speak.ended`; should that webhook never
+    /// come, the line is taken as played after this long per character (a safety timeout).
     pub fallback_speech_ms_per_char: u64,
     /// The caller says nothing for this long (the agent neither speaking nor thinking): the
     /// agent asks once whether they are still there; as long again and the call ends

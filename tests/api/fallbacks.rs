@@ -339,3 +339,78 @@ async fn all_three_down_without_an_escalation_number_the_caller_hears_goodbye_an
     assert_eq!(call["outcome"], "failed", "{call}");
     assert_eq!(call["end_reason"], "provider_failure", "{call}");
 }
+
+#[actix_web::test]
+async fn a_line_said_by_telnyx_ends_at_its_call_speak_ended_not_at_the_length_estimate() {
+    let script = caller_saying(&["My internet is down."], 4_000);
+    let app = spawn_voice_app(VoiceSetup::new(CallerScripts::new(script)), |s| {
+        quick_breakers(s, 60_000);
+        // The estimate alone would hold the greeting for 44 s: only the webhook can end it.
+        s.calls.fallback_speech_ms_per_char = 2_000;
+    })
+    .await;
+    cartesia_down(&app);
+    let t = app.create_tenant(NUMBER).await;
+    let (call, ccid) = run_call(&app, &t).await;
+
+    assert_eq!(spoken(&app, &ccid), ["Hello, how can I help?", MAIN_REPLY]);
+    let agent = utterances(&call, "agent");
+    assert_eq!(agent.len(), 2, "{call}");
+    for u in &agent {
+        let lasted = u["ended_ms"].as_i64().unwrap() - u["started_ms"].as_i64().unwrap();
+        assert!(lasted < 20_000, "ended by call.speak.ended: {u}");
+    }
+    // The greeting had ended when the caller spoke: nothing was talked over, nothing stopped.
+    assert_eq!(agent[0]["interrupted"], false, "{call}");
+    assert!(!event_types(&call).contains(&"engine.barge_in".to_owned()));
+    assert!(app
+        .telnyx
+        .commands()
+        .iter()
+        .all(|c| c.action != "playback_stop"));
+    let ended = event_types(&call)
+        .iter()
+        .filter(|e| *e == "call.speak.ended")
+        .count();
+    assert!(ended >= 2, "{call}");
+}
+
+#[actix_web::test]
+async fn caller_speech_over_a_telnyx_spoken_line_stops_it_and_the_turn_goes_on() {
+    let script = CallerScript::new()
+        .silence(1_500)
+        .say("I need help with my router.")
+        .wait_for_agent(6_000)
+        .hang_up();
+    let app = spawn_voice_app(VoiceSetup::new(CallerScripts::new(script)), |s| {
+        quick_breakers(s, 60_000);
+        s.calls.fallback_speech_ms_per_char = 2_000;
+    })
+    .await;
+    cartesia_down(&app);
+    // Telnyx speaks slowly: the greeting still plays when the caller starts talking.
+    app.telnyx.set_speech_ms_per_char(400);
+    let t = app.create_tenant(NUMBER).await;
+    let (call, ccid) = run_call(&app, &t).await;
+
+    let stops: Vec<_> = app
+        .telnyx
+        .commands()
+        .into_iter()
+        .filter(|c| c.action == "playback_stop")
+        .collect();
+    assert!(!stops.is_empty(), "the greeting was stopped at Telnyx");
+    assert!(stops.iter().all(|c| c.status == 200));
+    let info = app.telnyx.call(&ccid).unwrap();
+    assert_eq!(info.spoken[0].text, "Hello, how can I help?");
+    assert!(info.spoken[0].stopped, "{:?}", info.spoken);
+    // The turn went on: the caller's words were heard and answered.
+    assert_eq!(info.spoken[1].text, MAIN_REPLY, "{:?}", info.spoken);
+    assert_eq!(
+        utterances(&call, "caller")[0]["text"],
+        "I need help with my router."
+    );
+    let agent = utterances(&call, "agent");
+    assert_eq!(agent[0]["interrupted"], true, "{call}");
+    assert!(event_types(&call).contains(&"engine.barge_in".to_owned()));
+}

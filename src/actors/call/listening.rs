@@ -187,6 +187,12 @@ impl Call {
             return;
         };
         voice.link.send(OutboundFrame::Clear);
+        if turn.telnyx_speaking {
+            self.stop_telnyx_speech(ctx);
+        }
+        let Some(voice) = self.voice.as_mut() else {
+            return;
+        };
         if let Some(tts) = &voice.tts {
             tts.do_send(CancelContext(turn.context_id.clone()));
         }

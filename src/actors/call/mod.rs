@@ -551,6 +551,7 @@ impl Call {
                     self.on_digit(&digit, ctx);
                 }
             }
+            TelnyxEventKind::SpeakEnded => self.on_speak_ended(ctx),
             TelnyxEventKind::Transcription => {
                 if let Some(t) = p.transcription_data.clone() {
                     self.on_transcription(&t.transcript, t.is_final, ctx);

@@ -39,6 +39,8 @@ pub(super) struct AgentTurn {
     /// The last time a provider moved this turn on (created, a token, audio, word timings, an
     /// answer to retry): the stall watchdog's clock.
     pub(super) progress_at: Instant,
+    /// Telnyx `speak` is saying this turn: it lasts until `call.speak.ended`.
+    pub(super) telnyx_speaking: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -76,6 +78,7 @@ impl AgentTurn {
             retries: 0,
             on_fallback_model: false,
             progress_at: Instant::now(),
+            telnyx_speaking: false,
         }
     }
 
@@ -144,11 +147,13 @@ impl AgentTurn {
     }
 
     /// True while the caller can still hear this turn: audio went out and, if the whole turn
-    /// was sent, more than a moment of it is left to play. Speech right at the end of the
+    /// was sent, more than a moment of it is left to play (a line Telnyx speaks is audible
+    /// until its `call.speak.ended`). Speech right at the end of the
     /// agent's turn is turn-taking, not barge-in.
     pub(super) fn is_audible(&self) -> bool {
-        self.first_audio_at.is_some()
-            && !(self.tts_done && self.remaining_playback() < AUDIBLE_TAIL)
+        self.telnyx_speaking
+            || self.first_audio_at.is_some()
+                && !(self.tts_done && self.remaining_playback() < AUDIBLE_TAIL)
     }
 
     /// How much of the audio sent has played by now.
