@@ -88,6 +88,7 @@ struct Observer {
     provider: Provider,
     gauge: IntGauge,
     trips: IntCounter,
+    failures: IntCounter,
 }
 
 impl Observer {
@@ -161,6 +162,7 @@ impl Breaker {
         settings: &BreakerSettings,
         gauge: IntGauge,
         trips: IntCounter,
+        failures: IntCounter,
     ) -> Self {
         gauge.set(BreakerState::Closed as i64);
         let now = Instant::now();
@@ -182,6 +184,7 @@ impl Breaker {
                     provider,
                     gauge,
                     trips,
+                    failures,
                 },
             }),
         }
@@ -191,8 +194,9 @@ impl Breaker {
     pub fn standalone(provider: Provider, settings: &BreakerSettings) -> Self {
         let gauge = IntGauge::new("standalone_breaker_state", "unregistered");
         let trips = IntCounter::new("standalone_breaker_trips_total", "unregistered");
-        match (gauge, trips) {
-            (Ok(g), Ok(t)) => Self::new(provider, settings, g, t),
+        let failures = IntCounter::new("standalone_breaker_failures_total", "unregistered");
+        match (gauge, trips, failures) {
+            (Ok(g), Ok(t), Ok(f)) => Self::new(provider, settings, g, t, f),
             // Both names are valid constants; this arm only satisfies the types.
             _ => unreachable!("constant metric names are valid"),
         }
@@ -290,6 +294,7 @@ impl Breaker {
 
     /// The provider failed (down, too slow, refusing our key).
     pub fn failure(&self) {
+        self.shared.observer.failures.inc();
         let now = Instant::now();
         let settings = &self.shared.settings;
         let mut m = self.lock();
@@ -378,8 +383,8 @@ impl Breakers {
     /// Builds the breakers; their state and trips are exported through `metrics`.
     pub fn new(settings: &BreakerSettings, metrics: &BreakerMetrics) -> Self {
         let make = |p: Provider| {
-            let (gauge, trips) = metrics.for_provider(p.as_str());
-            Breaker::new(p, settings, gauge, trips)
+            let (gauge, trips, failures) = metrics.for_provider(p.as_str());
+            Breaker::new(p, settings, gauge, trips, failures)
         };
         Self {
             telnyx: make(Provider::Telnyx),

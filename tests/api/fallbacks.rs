@@ -414,3 +414,53 @@ async fn caller_speech_over_a_telnyx_spoken_line_stops_it_and_the_turn_goes_on()
     assert_eq!(agent[0]["interrupted"], true, "{call}");
     assert!(event_types(&call).contains(&"engine.barge_in".to_owned()));
 }
+
+#[actix_web::test]
+async fn a_groq_stream_cut_mid_response_counts_on_the_breaker_and_the_turn_falls_back() {
+    let fallback = GroqSim::start(GroqSimConfig {
+        default_reply: FALLBACK_REPLY.into(),
+        ..GroqSimConfig::default()
+    })
+    .unwrap();
+    let fallback_url = fallback.base_url();
+    let script = caller_saying(&["My internet is down."], 6_000);
+    let app = spawn_voice_app(VoiceSetup::new(CallerScripts::new(script)), |s| {
+        // Counted, not opened: the breaker must see the cut, the turn must survive it.
+        s.breakers.failures_to_open = 5;
+        s.calls.max_duration_secs = 600;
+        s.groq.max_retries = 0;
+        s.groq.fallback_model = "llama-3.1-8b-instant".into();
+        s.groq.fallback_base_url = fallback_url;
+    })
+    .await;
+    // The answer's head arrives (a success for the breaker), then the connection is cut.
+    app.voice.as_ref().unwrap().groq.set_faults(GroqFaults {
+        cut_streams: 1,
+        ..Default::default()
+    });
+    let t = app.create_tenant(NUMBER).await;
+    let (call, _) = run_call(&app, &t).await;
+
+    let replies: Vec<String> = utterances(&call, "agent")
+        .iter()
+        .skip(1) // the greeting
+        .map(|u| u["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        replies,
+        [FALLBACK_REPLY],
+        "{:?} {}",
+        event_types(&call),
+        call["utterances"]
+    );
+    assert!(event_types(&call).contains(&"engine.llm_fallback".to_owned()));
+    let metrics = app.ops_get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"iace_circuit_breaker_failures_total{provider="groq_chat"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"iace_circuit_breaker_state{provider="groq_chat"} 0"#),
+        "{metrics}"
+    );
+}

@@ -41,6 +41,11 @@ pub(super) struct AgentTurn {
     pub(super) progress_at: Instant,
     /// Telnyx `speak` is saying this turn: it lasts until `call.speak.ended`.
     pub(super) telnyx_speaking: bool,
+    /// The messages of the LLM request under way: a stream that breaks off before its first
+    /// word is asked again (retries, then the fallback model) like a request that failed.
+    pub(super) llm_request: Vec<crate::providers::groq::ChatMessage>,
+    /// The number of the LLM request under way (see `Voice::llm_requests`).
+    pub(super) llm_attempt: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -79,6 +84,8 @@ impl AgentTurn {
             on_fallback_model: false,
             progress_at: Instant::now(),
             telnyx_speaking: false,
+            llm_request: Vec::new(),
+            llm_attempt: 0,
         }
     }
 

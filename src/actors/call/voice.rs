@@ -62,6 +62,8 @@ pub(super) struct Voice {
     /// Deepgram heard words of a caller turn whose final has not come yet: since when it last
     /// said anything (the stall watchdog's clock for speech-to-text).
     pub(super) stt_waiting_since: Option<Instant>,
+    /// LLM requests made on this call: each one's number tags its token stream.
+    pub(super) llm_requests: u32,
 }
 
 impl Voice {
@@ -87,6 +89,7 @@ impl Voice {
             quiet_since: Instant::now(),
             asked_still_there: false,
             stt_waiting_since: None,
+            llm_requests: 0,
         }
     }
 
