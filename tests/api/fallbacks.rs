@@ -27,6 +27,15 @@ fn quick_breakers(s: &mut Settings, open_ms: u64) {
     s.calls.max_duration_secs = 600;
 }
 
+/// A second Groq simulator standing for the fallback model, answering [`FALLBACK_REPLY`].
+fn fallback_model_sim() -> GroqSim {
+    GroqSim::start(GroqSimConfig {
+        default_reply: FALLBACK_REPLY.into(),
+        ..GroqSimConfig::default()
+    })
+    .unwrap()
+}
+
 /// A caller who listens to the greeting, then says `sentences` one after another.
 fn caller_saying(sentences: &[&str], wait_ms: u32) -> CallerScript {
     let mut script = CallerScript::new().wait_for_agent(wait_ms);
@@ -153,11 +162,7 @@ async fn deepgram_refusing_connections_caller_turns_arrive_through_telnyx_transc
 
 #[actix_web::test]
 async fn groq_500_for_10_s_the_fallback_model_answers_then_groq_again() {
-    let fallback = GroqSim::start(GroqSimConfig {
-        default_reply: FALLBACK_REPLY.into(),
-        ..GroqSimConfig::default()
-    })
-    .unwrap();
+    let fallback = fallback_model_sim();
     let sentences = [
         "First question.",
         "Second question.",
@@ -417,11 +422,7 @@ async fn caller_speech_over_a_telnyx_spoken_line_stops_it_and_the_turn_goes_on()
 
 #[actix_web::test]
 async fn a_groq_stream_cut_mid_response_counts_on_the_breaker_and_the_turn_falls_back() {
-    let fallback = GroqSim::start(GroqSimConfig {
-        default_reply: FALLBACK_REPLY.into(),
-        ..GroqSimConfig::default()
-    })
-    .unwrap();
+    let fallback = fallback_model_sim();
     let fallback_url = fallback.base_url();
     let script = caller_saying(&["My internet is down."], 6_000);
     let app = spawn_voice_app(VoiceSetup::new(CallerScripts::new(script)), |s| {
