@@ -374,9 +374,18 @@ pub struct CallSettings {
     /// Voice for Telnyx `speak` when Cartesia is down (e.g. `Telnyx.KokoroTTS.af`,
     /// `AWS.Polly.Joanna-Neural`).
     pub fallback_voice: String,
-    /// How long a line said by Telnyx `speak` is taken to last per character (no audio comes
-    /// back to time it).
+    /// A line said by Telnyx `speak` ends at its `call.speak.ended`; should that webhook never
+    /// come, the line is taken as played after this long per character (a safety timeout).
     pub fallback_speech_ms_per_char: u64,
+    /// The caller says nothing for this long (the agent neither speaking nor thinking): the
+    /// agent asks once whether they are still there; as long again and the call ends
+    /// (`silence`). 0 = off.
+    pub silence_limit_secs: u64,
+    /// A stage waiting on a provider (a Deepgram final after words were heard, LLM tokens,
+    /// Cartesia audio) with no progress for this long has failed: Deepgram and Cartesia fall
+    /// back to Telnyx, a stalled LLM gives the call up (last line, transfer or hang-up,
+    /// `provider_failure`). 0 = off.
+    pub stall_limit_secs: u64,
     /// Admission control: above this many live calls, new calls go to a peer with room or are
     /// refused (`USER_BUSY`, API 503 `at_capacity`). 0 = no limit.
     pub max_live_per_instance: usize,

@@ -170,6 +170,9 @@ pub enum EndReason {
     TimeLimit,
     /// No media arrived for the configured time.
     NoMedia,
+    /// The caller said nothing for `calls.silence_limit_secs`, was asked whether they were
+    /// still there, and stayed silent as long again.
+    Silence,
     /// Handed to a human.
     Transferred,
     /// We could not set the call up (no profile for the number, a command failed, ...).
@@ -195,6 +198,7 @@ impl EndReason {
             EndReason::Hangup => "hangup",
             EndReason::TimeLimit => "time_limit",
             EndReason::NoMedia => "no_media",
+            EndReason::Silence => "silence",
             EndReason::Transferred => "transferred",
             EndReason::SetupFailed => "setup_failed",
             EndReason::ProviderFailure => "provider_failure",
@@ -259,6 +263,8 @@ pub fn outcome_for(direction: Direction, last_state: CallState, reason: EndReaso
     }
     match reason {
         EndReason::Hangup => Outcome::Resolved,
+        // The caller went quiet and stayed quiet: they left the conversation.
+        EndReason::Silence => Outcome::Abandoned,
         EndReason::TimeLimit
         | EndReason::NoMedia
         | EndReason::Shutdown
@@ -344,6 +350,10 @@ mod tests {
         assert_eq!(
             outcome_for(Inbound, C::Escalating, EndReason::Hangup),
             Outcome::Escalated
+        );
+        assert_eq!(
+            outcome_for(Inbound, C::Streaming, EndReason::Silence),
+            Outcome::Abandoned
         );
     }
 }

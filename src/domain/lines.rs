@@ -1,6 +1,6 @@
 //! The fixed lines the agent says when the conversation cannot run its normal course: the
-//! hand-off before a transfer, the apology when the language model cannot answer, and the last
-//! words of a call that cannot go on. Defaults per language; an agent profile may override each.
+//! hand-off before a transfer, the apology when the language model cannot answer, the question
+//! to a caller gone silent, and the last words of a call that cannot go on. Defaults per language; an agent profile may override each.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +15,8 @@ pub struct SpokenLines {
     pub failure_transfer: String,
     /// The last words of a call that cannot go on when there is nobody to transfer to.
     pub goodbye: String,
+    /// Asked once when the caller has said nothing for `calls.silence_limit_secs`.
+    pub still_there: String,
 }
 
 /// Overrides of some lines, as stored with an agent profile (missing ones use the defaults).
@@ -29,6 +31,8 @@ pub struct LineOverrides {
     pub failure_transfer: Option<String>,
     #[serde(default)]
     pub goodbye: Option<String>,
+    #[serde(default)]
+    pub still_there: Option<String>,
 }
 
 impl SpokenLines {
@@ -40,36 +44,41 @@ impl SpokenLines {
             .next()
             .unwrap_or("")
             .to_ascii_lowercase();
-        let [handoff, apology, failure_transfer, goodbye] = match primary.as_str() {
+        let [handoff, apology, failure_transfer, goodbye, still_there] = match primary.as_str() {
             "es" => [
                 "Le comunico con un compañero que podrá ayudarle. Un momento, por favor.",
                 "Disculpe, estoy teniendo problemas. ¿Podría repetirlo?",
                 "Lo siento, tengo un problema técnico. Le comunico con un compañero.",
                 "Lo siento, tengo un problema técnico y no puedo continuar. Por favor, vuelva a llamar más tarde. Adiós.",
+                "¿Sigue ahí?",
             ],
             "fr" => [
                 "Je vous mets en relation avec un collègue qui pourra vous aider. Ne quittez pas.",
                 "Désolé, j'ai un souci. Pourriez-vous répéter ?",
                 "Désolé, j'ai un problème technique. Je vous mets en relation avec un collègue.",
                 "Désolé, j'ai un problème technique et ne peux pas continuer. Merci de rappeler plus tard. Au revoir.",
+                "Êtes-vous toujours là ?",
             ],
             "de" => [
                 "Ich verbinde Sie mit einem Kollegen, der Ihnen helfen kann. Bitte bleiben Sie dran.",
                 "Entschuldigung, ich habe gerade Probleme. Könnten Sie das wiederholen?",
                 "Entschuldigung, ich habe ein technisches Problem. Ich verbinde Sie mit einem Kollegen.",
                 "Entschuldigung, ich habe ein technisches Problem und kann nicht weitermachen. Bitte rufen Sie später wieder an. Auf Wiederhören.",
+                "Sind Sie noch da?",
             ],
             "pt" => [
                 "Vou transferir você para um colega que pode ajudar. Aguarde, por favor.",
                 "Desculpe, estou com dificuldades. Pode repetir?",
                 "Desculpe, estou com um problema técnico. Vou transferir você para um colega.",
                 "Desculpe, estou com um problema técnico e não posso continuar. Por favor, ligue mais tarde. Tchau.",
+                "Você ainda está aí?",
             ],
             _ => [
                 "I'm connecting you with a colleague who can help. Please hold.",
                 "Sorry, I'm having trouble right now. Could you say that again?",
                 "I'm sorry, I'm having a technical problem. Let me connect you with a colleague.",
                 "I'm sorry, I'm having a technical problem and can't continue. Please call back later. Goodbye.",
+                "Are you still there?",
             ],
         };
         Self {
@@ -77,6 +86,7 @@ impl SpokenLines {
             apology: apology.to_owned(),
             failure_transfer: failure_transfer.to_owned(),
             goodbye: goodbye.to_owned(),
+            still_there: still_there.to_owned(),
         }
     }
 
@@ -92,6 +102,7 @@ impl SpokenLines {
         pick(&mut lines.apology, &overrides.apology);
         pick(&mut lines.failure_transfer, &overrides.failure_transfer);
         pick(&mut lines.goodbye, &overrides.goodbye);
+        pick(&mut lines.still_there, &overrides.still_there);
         lines
     }
 }
@@ -110,6 +121,10 @@ mod tests {
             .handoff
             .starts_with("I'm connecting"));
         assert!(SpokenLines::defaults("").goodbye.ends_with("Goodbye."));
+        assert_eq!(
+            SpokenLines::defaults("de-AT").still_there,
+            "Sind Sie noch da?"
+        );
     }
 
     #[test]

@@ -120,6 +120,7 @@ impl AgentBody {
             &lines.apology,
             &lines.failure_transfer,
             &lines.goodbye,
+            &lines.still_there,
         ]
         .iter()
         .any(|l| l.as_ref().is_some_and(|l| l.len() > 1000));

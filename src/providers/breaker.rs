@@ -90,6 +90,7 @@ struct Observer {
     gauge: IntGauge,
     trips: IntCounter,
     requests: Option<ProviderMetrics>,
+    failures: IntCounter,
 }
 
 impl Observer {
@@ -182,6 +183,7 @@ impl Breaker {
         gauge: IntGauge,
         trips: IntCounter,
         requests: Option<ProviderMetrics>,
+        failures: IntCounter,
     ) -> Self {
         gauge.set(BreakerState::Closed as i64);
         let now = Instant::now();
@@ -206,6 +208,7 @@ impl Breaker {
                     gauge,
                     trips,
                     requests,
+                    failures,
                 },
             }),
         }
@@ -215,8 +218,9 @@ impl Breaker {
     pub fn standalone(provider: Provider, settings: &BreakerSettings) -> Self {
         let gauge = IntGauge::new("standalone_breaker_state", "unregistered");
         let trips = IntCounter::new("standalone_breaker_trips_total", "unregistered");
-        match (gauge, trips) {
-            (Ok(g), Ok(t)) => Self::new(provider, settings, g, t, None),
+        let failures = IntCounter::new("standalone_breaker_failures_total", "unregistered");
+        match (gauge, trips, failures) {
+            (Ok(g), Ok(t), Ok(f)) => Self::new(provider, settings, g, t, None, f),
             // Both names are valid constants; this arm only satisfies the types.
             _ => unreachable!("constant metric names are valid"),
         }
@@ -316,6 +320,7 @@ impl Breaker {
 
     /// The provider failed (down, too slow, refusing our key).
     pub fn failure(&self) {
+        self.shared.observer.failures.inc();
         let now = Instant::now();
         let settings = &self.shared.settings;
         let mut m = self.lock();
@@ -463,8 +468,15 @@ impl Breakers {
     /// Builds the breakers; their state and trips are exported through `metrics`.
     pub fn new(settings: &BreakerSettings, metrics: &BreakerMetrics) -> Self {
         let make = |p: Provider| {
-            let (gauge, trips) = metrics.for_provider(p.as_str());
-            Breaker::new(p, settings, gauge, trips, metrics.providers().cloned())
+            let (gauge, trips, failures) = metrics.for_provider(p.as_str());
+            Breaker::new(
+                p,
+                settings,
+                gauge,
+                trips,
+                metrics.providers().cloned(),
+                failures,
+            )
         };
         Self {
             telnyx: make(Provider::Telnyx),

@@ -112,7 +112,8 @@ impl CartesiaSim {
             connections: Vec::new(),
         };
         let (server, shared) = SimServer::start_with_state(address, state, |cfg| {
-            cfg.route("/tts/websocket", web::get().to(tts_socket));
+            cfg.route("/tts/websocket", web::get().to(tts_socket))
+                .route("/voices", web::get().to(voices));
         })?;
         Ok(Self { server, shared })
     }
@@ -151,6 +152,21 @@ impl CartesiaSim {
     pub async fn stop(&self) {
         self.server.stop().await;
     }
+}
+
+/// `GET /voices`: what readiness asks to learn whether our key is accepted.
+async fn voices(req: HttpRequest, shared: web::Data<Mutex<Shared>>) -> HttpResponse {
+    let key = lock(&shared).config.api_key.clone();
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let authorized = key.as_ref().is_none_or(|key| {
+        header("x-api-key") == Some(key.as_str())
+            || header("authorization") == Some(format!("Bearer {key}").as_str())
+    });
+    if !authorized {
+        return HttpResponse::Unauthorized()
+            .json(serde_json::json!({ "error": "Invalid API key" }));
+    }
+    HttpResponse::Ok().json(serde_json::json!([]))
 }
 
 async fn tts_socket(

@@ -151,7 +151,8 @@ impl DeepgramSim {
             connections: Vec::new(),
         };
         let (server, shared) = SimServer::start_with_state(address, state, |cfg| {
-            cfg.route("/v1/listen", web::get().to(listen));
+            cfg.route("/v1/listen", web::get().to(listen))
+                .route("/v1/projects", web::get().to(projects));
         })?;
         Ok(Self { server, shared })
     }
@@ -193,6 +194,25 @@ impl DeepgramSim {
     pub async fn stop(&self) {
         self.server.stop().await;
     }
+}
+
+/// `GET /v1/projects`: what readiness asks to learn whether our key is accepted.
+async fn projects(req: HttpRequest, shared: web::Data<Mutex<Shared>>) -> HttpResponse {
+    let key = lock(&shared).config.api_key.clone();
+    let header = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let authorized = key
+        .as_ref()
+        .is_none_or(|key| header == format!("Token {key}") || header == format!("Bearer {key}"));
+    if !authorized {
+        return HttpResponse::Unauthorized().json(serde_json::json!({
+            "err_code": "INVALID_AUTH", "err_msg": "Invalid credentials."
+        }));
+    }
+    HttpResponse::Ok().json(serde_json::json!({ "projects": [] }))
 }
 
 async fn listen(

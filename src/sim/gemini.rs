@@ -99,7 +99,8 @@ impl GeminiSim {
         };
         let (server, shared) = SimServer::start_with_state(address, state, |cfg| {
             cfg.app_data(web::PayloadConfig::new(8 << 20))
-                .route("/v1beta/models/{call}", web::post().to(embed));
+                .route("/v1beta/models/{call}", web::post().to(embed))
+                .route("/v1beta/models/{model}", web::get().to(model));
         })?;
         Ok(Self { server, shared })
     }
@@ -153,6 +154,25 @@ fn error(status: u16, rpc_status: &str, message: impl Into<String>) -> HttpRespo
             message: message.into(),
         },
     })
+}
+
+/// `GET /v1beta/models/{model}`: what readiness asks to learn whether our key is accepted.
+async fn model(
+    req: HttpRequest,
+    path: web::Path<String>,
+    shared: web::Data<Mutex<Shared>>,
+) -> HttpResponse {
+    let key = lock(&shared).config.api_key.clone();
+    let given = req
+        .headers()
+        .get("x-goog-api-key")
+        .and_then(|v| v.to_str().ok());
+    if key.as_ref().is_some_and(|key| given != Some(key.as_str())) {
+        return HttpResponse::Forbidden().json(serde_json::json!({
+            "error": { "code": 403, "message": "API key not valid.", "status": "PERMISSION_DENIED" }
+        }));
+    }
+    HttpResponse::Ok().json(serde_json::json!({ "name": format!("models/{path}") }))
 }
 
 async fn embed(

@@ -82,6 +82,9 @@ pub struct GroqFaults {
     pub stall: Option<Duration>,
     /// Every request gets 500 (an outage) until switched off.
     pub down: bool,
+    /// The next N streamed answers break off after their first (role) chunk: the connection
+    /// is cut mid-response, no token and no `[DONE]`.
+    pub cut_streams: u32,
 }
 
 /// One request as received.
@@ -178,6 +181,8 @@ enum Decision {
         request: ChatRequest,
         reply: String,
         config: GroqSimConfig,
+        /// Break the streamed answer off (fault `cut_streams`).
+        cut: bool,
     },
 }
 
@@ -224,9 +229,10 @@ async fn chat_completions(
             request,
             reply,
             config,
+            cut,
         } => {
             if request.stream {
-                stream_answer(&request, reply, &config)
+                stream_answer(&request, reply, &config, cut)
             } else {
                 actix_web::rt::time::sleep(config.time_to_first_token).await;
                 HttpResponse::Ok().json(completion(&request, reply))
@@ -344,9 +350,14 @@ fn decide(req: &HttpRequest, body: &[u8], shared: &Mutex<Shared>) -> Decision {
             reply
         }
     };
+    let cut = request.stream && s.faults.cut_streams > 0;
+    if cut {
+        s.faults.cut_streams -= 1;
+    }
     Decision::Answer {
         request,
         reply,
+        cut,
         config: s.config.clone(),
     }
 }
@@ -441,7 +452,12 @@ fn completion(request: &ChatRequest, reply: String) -> ChatCompletion {
 }
 
 /// The SSE answer: a role chunk, one chunk per token, a `finish_reason` chunk, `[DONE]`.
-fn stream_answer(request: &ChatRequest, reply: String, config: &GroqSimConfig) -> HttpResponse {
+fn stream_answer(
+    request: &ChatRequest,
+    reply: String,
+    config: &GroqSimConfig,
+    cut: bool,
+) -> HttpResponse {
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let chunk = |delta: Delta, finish: Option<&str>| {
         let chunk = ChatChunk {
@@ -478,10 +494,19 @@ fn stream_answer(request: &ChatRequest, reply: String, config: &GroqSimConfig) -
     }
     events.push((gap, chunk(Delta::default(), Some("stop"))));
     events.push((Duration::ZERO, "data: [DONE]\n\n".to_owned()));
+    if cut {
+        // The role chunk, then an error: actix drops the connection mid-body.
+        events.truncate(1);
+        events.push((gap, String::new()));
+    }
     let body = futures_util::stream::unfold(events.into_iter(), |mut events| async move {
         let (wait, text) = events.next()?;
         if !wait.is_zero() {
             actix_web::rt::time::sleep(wait).await;
+        }
+        if text.is_empty() {
+            let cut = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut (simulated)");
+            return Some((Err(actix_web::Error::from(cut)), events));
         }
         Some((Ok::<_, actix_web::Error>(Bytes::from(text)), events))
     });

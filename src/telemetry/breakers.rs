@@ -11,6 +11,7 @@ pub struct BreakerMetrics {
     state: IntGaugeVec,
     trips: IntCounterVec,
     providers: Option<ProviderMetrics>,
+    failures: IntCounterVec,
 }
 
 impl BreakerMetrics {
@@ -30,11 +31,20 @@ impl BreakerMetrics {
             &["provider"],
         )?;
         registry.register(Box::new(state.clone()))?;
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "circuit_breaker_failures_total",
+                "Provider failures a circuit breaker counted (failed requests, and streams that broke off mid-response)",
+            ),
+            &["provider"],
+        )?;
         registry.register(Box::new(trips.clone()))?;
+        registry.register(Box::new(failures.clone()))?;
         Ok(Self {
             state,
             trips,
             providers: None,
+            failures,
         })
     }
 
@@ -49,11 +59,12 @@ impl BreakerMetrics {
         self.providers.as_ref()
     }
 
-    /// The state gauge and the trip counter of one provider.
-    pub fn for_provider(&self, provider: &str) -> (IntGauge, IntCounter) {
+    /// The state gauge, the trip counter and the failure counter of one provider.
+    pub fn for_provider(&self, provider: &str) -> (IntGauge, IntCounter, IntCounter) {
         (
             self.state.with_label_values(&[provider]),
             self.trips.with_label_values(&[provider]),
+            self.failures.with_label_values(&[provider]),
         )
     }
 }

@@ -7,7 +7,7 @@ use crate::helpers::{
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn iace() -> Command {
+pub(crate) fn iace() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_iace"));
     cmd.current_dir(project_dir())
         .env("APP_ENV", "test")

@@ -27,6 +27,15 @@ fn quick_breakers(s: &mut Settings, open_ms: u64) {
     s.calls.max_duration_secs = 600;
 }
 
+/// A second Groq simulator standing for the fallback model, answering [`FALLBACK_REPLY`].
+fn fallback_model_sim() -> GroqSim {
+    GroqSim::start(GroqSimConfig {
+        default_reply: FALLBACK_REPLY.into(),
+        ..GroqSimConfig::default()
+    })
+    .unwrap()
+}
+
 /// A caller who listens to the greeting, then says `sentences` one after another.
 fn caller_saying(sentences: &[&str], wait_ms: u32) -> CallerScript {
     let mut script = CallerScript::new().wait_for_agent(wait_ms);
@@ -153,11 +162,7 @@ async fn deepgram_refusing_connections_caller_turns_arrive_through_telnyx_transc
 
 #[actix_web::test]
 async fn groq_500_for_10_s_the_fallback_model_answers_then_groq_again() {
-    let fallback = GroqSim::start(GroqSimConfig {
-        default_reply: FALLBACK_REPLY.into(),
-        ..GroqSimConfig::default()
-    })
-    .unwrap();
+    let fallback = fallback_model_sim();
     let sentences = [
         "First question.",
         "Second question.",
@@ -265,30 +270,16 @@ async fn all_three_down(escalation_number: Option<&str>) -> (TestApp, Value, Str
     groq_down(&app);
     app.telnyx
         .set_transcripts(sentences.iter().map(|s| s.to_string()).collect());
-    let org = app.create_org("org-all-down").await;
-    app.assign_number(org, NUMBER).await;
-    let token = app.token_for(org, iace::domain::Role::Admin).await;
-    let res = app
-        .create_agent(
-            &token,
-            &serde_json::json!({
-                "name": "Support",
-                "system_prompt": "You help callers.",
-                "greeting": "Hello, how can I help?",
-                "voice_id": "voice-1",
-                "phone_numbers": [NUMBER],
-                "escalation_number": escalation_number,
-                "spoken_lines": { "goodbye": "We are sorry, please call again later. Goodbye." }
-            }),
-        )
-        .await;
-    assert_eq!(res.status(), 201);
-    let agent: Value = res.json().await.unwrap();
-    let t = Tenant {
-        org,
-        token,
-        agent_id: agent["id"].as_str().unwrap().parse().unwrap(),
-    };
+    let agent = serde_json::json!({
+        "name": "Support",
+        "system_prompt": "You help callers.",
+        "greeting": "Hello, how can I help?",
+        "voice_id": "voice-1",
+        "phone_numbers": [NUMBER],
+        "escalation_number": escalation_number,
+        "spoken_lines": { "goodbye": "We are sorry, please call again later. Goodbye." }
+    });
+    let t = app.create_tenant_with_agent(NUMBER, &agent).await;
     let ccid = app.telnyx.place_inbound_call("+15559990803", NUMBER);
     let id = app.call_id_for(&t, &ccid).await;
     // The engine gives the call up itself (transfer or hang-up), long before any time limit.
@@ -352,4 +343,125 @@ async fn all_three_down_without_an_escalation_number_the_caller_hears_goodbye_an
     assert_eq!(info.hangup_source.as_deref(), Some("callee"), "we hung up");
     assert_eq!(call["outcome"], "failed", "{call}");
     assert_eq!(call["end_reason"], "provider_failure", "{call}");
+}
+
+#[actix_web::test]
+async fn a_line_said_by_telnyx_ends_at_its_call_speak_ended_not_at_the_length_estimate() {
+    let script = caller_saying(&["My internet is down."], 4_000);
+    let app = spawn_voice_app(VoiceSetup::new(CallerScripts::new(script)), |s| {
+        quick_breakers(s, 60_000);
+        // The estimate alone would hold the greeting for 44 s: only the webhook can end it.
+        s.calls.fallback_speech_ms_per_char = 2_000;
+    })
+    .await;
+    cartesia_down(&app);
+    let t = app.create_tenant(NUMBER).await;
+    let (call, ccid) = run_call(&app, &t).await;
+
+    assert_eq!(spoken(&app, &ccid), ["Hello, how can I help?", MAIN_REPLY]);
+    let agent = utterances(&call, "agent");
+    assert_eq!(agent.len(), 2, "{call}");
+    for u in &agent {
+        let lasted = u["ended_ms"].as_i64().unwrap() - u["started_ms"].as_i64().unwrap();
+        assert!(lasted < 20_000, "ended by call.speak.ended: {u}");
+    }
+    // The greeting had ended when the caller spoke: nothing was talked over, nothing stopped.
+    assert_eq!(agent[0]["interrupted"], false, "{call}");
+    assert!(!event_types(&call).contains(&"engine.barge_in".to_owned()));
+    assert!(app
+        .telnyx
+        .commands()
+        .iter()
+        .all(|c| c.action != "playback_stop"));
+    let ended = event_types(&call)
+        .iter()
+        .filter(|e| *e == "call.speak.ended")
+        .count();
+    assert!(ended >= 2, "{call}");
+}
+
+#[actix_web::test]
+async fn caller_speech_over_a_telnyx_spoken_line_stops_it_and_the_turn_goes_on() {
+    let script = CallerScript::new()
+        .silence(1_500)
+        .say("I need help with my router.")
+        .wait_for_agent(6_000)
+        .hang_up();
+    let app = spawn_voice_app(VoiceSetup::new(CallerScripts::new(script)), |s| {
+        quick_breakers(s, 60_000);
+        s.calls.fallback_speech_ms_per_char = 2_000;
+    })
+    .await;
+    cartesia_down(&app);
+    // Telnyx speaks slowly: the greeting still plays when the caller starts talking.
+    app.telnyx.set_speech_ms_per_char(400);
+    let t = app.create_tenant(NUMBER).await;
+    let (call, ccid) = run_call(&app, &t).await;
+
+    let stops: Vec<_> = app
+        .telnyx
+        .commands()
+        .into_iter()
+        .filter(|c| c.action == "playback_stop")
+        .collect();
+    assert!(!stops.is_empty(), "the greeting was stopped at Telnyx");
+    assert!(stops.iter().all(|c| c.status == 200));
+    let info = app.telnyx.call(&ccid).unwrap();
+    assert_eq!(info.spoken[0].text, "Hello, how can I help?");
+    assert!(info.spoken[0].stopped, "{:?}", info.spoken);
+    // The turn went on: the caller's words were heard and answered.
+    assert_eq!(info.spoken[1].text, MAIN_REPLY, "{:?}", info.spoken);
+    assert_eq!(
+        utterances(&call, "caller")[0]["text"],
+        "I need help with my router."
+    );
+    let agent = utterances(&call, "agent");
+    assert_eq!(agent[0]["interrupted"], true, "{call}");
+    assert!(event_types(&call).contains(&"engine.barge_in".to_owned()));
+}
+
+#[actix_web::test]
+async fn a_groq_stream_cut_mid_response_counts_on_the_breaker_and_the_turn_falls_back() {
+    let fallback = fallback_model_sim();
+    let fallback_url = fallback.base_url();
+    let script = caller_saying(&["My internet is down."], 6_000);
+    let app = spawn_voice_app(VoiceSetup::new(CallerScripts::new(script)), |s| {
+        // Counted, not opened: the breaker must see the cut, the turn must survive it.
+        s.breakers.failures_to_open = 5;
+        s.calls.max_duration_secs = 600;
+        s.groq.max_retries = 0;
+        s.groq.fallback_model = "llama-3.1-8b-instant".into();
+        s.groq.fallback_base_url = fallback_url;
+    })
+    .await;
+    // The answer's head arrives (a success for the breaker), then the connection is cut.
+    app.voice.as_ref().unwrap().groq.set_faults(GroqFaults {
+        cut_streams: 1,
+        ..Default::default()
+    });
+    let t = app.create_tenant(NUMBER).await;
+    let (call, _) = run_call(&app, &t).await;
+
+    let replies: Vec<String> = utterances(&call, "agent")
+        .iter()
+        .skip(1) // the greeting
+        .map(|u| u["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        replies,
+        [FALLBACK_REPLY],
+        "{:?} {}",
+        event_types(&call),
+        call["utterances"]
+    );
+    assert!(event_types(&call).contains(&"engine.llm_fallback".to_owned()));
+    let metrics = app.ops_get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"iace_circuit_breaker_failures_total{provider="groq_chat"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"iace_circuit_breaker_state{provider="groq_chat"} 0"#),
+        "{metrics}"
+    );
 }

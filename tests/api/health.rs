@@ -222,3 +222,65 @@ async fn readiness_reads_a_refused_provider_key_and_an_open_breaker_as_not_ready
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["checks"]["ai_services"], false);
 }
+
+#[actix_web::test]
+async fn readiness_reads_a_wrong_deepgram_cartesia_or_gemini_key_as_not_ready() {
+    use crate::helpers::{spawn_voice_app, VoiceSetup};
+    use iace::config::Secret;
+    use iace::sim::caller::{CallerScript, CallerScripts};
+    use iace::sim::cartesia::{CartesiaSim, CartesiaSimConfig};
+    use iace::sim::deepgram::{DeepgramSim, DeepgramSimConfig};
+    use iace::sim::gemini::{GeminiSim, GeminiSimConfig};
+    // Simulators that check their key on the paths readiness probes.
+    let key = Some("right-key".to_owned());
+    let deepgram = DeepgramSim::start(DeepgramSimConfig {
+        api_key: key.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    let cartesia = CartesiaSim::start(CartesiaSimConfig {
+        api_key: key.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    let gemini = GeminiSim::start(GeminiSimConfig {
+        api_key: key,
+        ..Default::default()
+    })
+    .unwrap();
+    // `wrong` names the one provider given a wrong key ("" for none).
+    let readiness = |wrong: &'static str| {
+        let urls = (deepgram.base_url(), cartesia.base_url(), gemini.base_url());
+        async move {
+            let key = |provider: &str| {
+                Secret::new(if provider == wrong {
+                    "wrong-key"
+                } else {
+                    "right-key"
+                })
+            };
+            let app = spawn_voice_app(
+                VoiceSetup::new(CallerScripts::new(CallerScript::new())),
+                move |s| {
+                    s.health.probe_providers = true;
+                    s.deepgram.base_url = urls.0;
+                    s.deepgram.api_key = key("deepgram");
+                    s.cartesia.base_url = urls.1;
+                    s.cartesia.api_key = key("cartesia");
+                    s.gemini.base_url = urls.2;
+                    s.gemini.api_key = key("gemini");
+                },
+            )
+            .await;
+            ready_status(&app).await
+        }
+    };
+    let (status, body) = readiness("").await;
+    assert_eq!(status, 200, "every key accepted: {body}");
+    for provider in ["deepgram", "cartesia", "gemini"] {
+        let (status, body) = readiness(provider).await;
+        assert_eq!(status, 503, "{provider}: {body}");
+        assert_eq!(body["checks"]["ai_services"], false, "{provider}: {body}");
+        assert_eq!(body["checks"]["telephony"], true, "{provider}: {body}");
+    }
+}

@@ -549,22 +549,24 @@ impl TestApp {
     /// A new organization owning `number`, with an admin token and a "Support" agent profile
     /// answering it (escalating to +15557770000).
     pub async fn create_tenant(&self, number: &str) -> Tenant {
+        let agent = serde_json::json!({
+            "name": "Support",
+            "system_prompt": "You help callers with their internet service.",
+            "greeting": "Hello, how can I help?",
+            "voice_id": "voice-1",
+            "phone_numbers": [number],
+            "escalation_number": "+15557770000"
+        });
+        self.create_tenant_with_agent(number, &agent).await
+    }
+
+    /// A new organization owning `number`, with an admin token and the agent profile `agent`
+    /// (a `POST /api/v1/agents` body) answering it.
+    pub async fn create_tenant_with_agent(&self, number: &str, agent: &Value) -> Tenant {
         let org = self.create_org(&format!("org-{number}")).await;
         self.assign_number(org, number).await;
         let token = self.token_for(org, Role::Admin).await;
-        let res = self
-            .create_agent(
-                &token,
-                &serde_json::json!({
-                    "name": "Support",
-                    "system_prompt": "You help callers with their internet service.",
-                    "greeting": "Hello, how can I help?",
-                    "voice_id": "voice-1",
-                    "phone_numbers": [number],
-                    "escalation_number": "+15557770000"
-                }),
-            )
-            .await;
+        let res = self.create_agent(&token, agent).await;
         assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
         let agent: Value = res.json().await.unwrap();
         Tenant {

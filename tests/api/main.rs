@@ -37,4 +37,5 @@ mod sentry;
 mod telnyx;
 mod tls;
 mod voice;
+mod watchdogs;
 mod webhooks;

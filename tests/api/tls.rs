@@ -116,3 +116,47 @@ async fn rediss_connects_with_the_test_ca_and_refuses_a_wrong_one() {
     let err = ping("/no/such/ca.pem".into(), "rediss").await.unwrap_err();
     assert!(err.contains("/no/such/ca.pem"), "{err}");
 }
+
+/// `iace migrate` with `database.url` set by the environment: (success, stdout + stderr).
+fn iace_migrate(url: &str) -> (bool, String) {
+    let out = crate::cli::iace()
+        .arg("migrate")
+        .env("IACE__DATABASE__URL", url)
+        .output()
+        .expect("run iace");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[actix_web::test]
+async fn iace_migrate_runs_over_tls_with_verify_full_and_refuses_a_wrong_ca() {
+    let ca = TestCa::new();
+    let wrong = TestCa::new();
+    let pg = PrivatePostgres::start(Some(&ca));
+    let query =
+        |file: &std::path::Path| format!("?sslmode=verify-full&sslrootcert={}", file.display());
+    // A CA the server's certificate does not chain to: refused before any migration.
+    let (ok, out) = iace_migrate(&pg.url("postgres", &query(&wrong.ca_file)));
+    assert!(!ok, "{out}");
+    assert!(out.contains("database connection failed"), "{out}");
+    let (ok, out) = iace_migrate(&pg.url("postgres", &query(&ca.ca_file)));
+    assert!(ok, "{out}");
+    // Every migration is in, applied over the encrypted connection.
+    let url = pg.url("postgres", &query(&ca.ca_file));
+    let status = tokio::task::spawn_blocking(move || iace::store::migrations::status(&url))
+        .await
+        .unwrap()
+        .expect("migration status over TLS");
+    assert!(
+        !status.is_empty() && status.iter().all(|m| m.applied),
+        "{status:?}"
+    );
+    assert_eq!(
+        server_sees_ssl(pg.url("postgres", &query(&ca.ca_file))).await,
+        Ok(true)
+    );
+}

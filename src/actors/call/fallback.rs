@@ -75,7 +75,8 @@ impl Call {
     }
 
     /// Says the current turn's `text` with Telnyx `speak` (voice from the settings, language
-    /// from the profile); the turn is over once the line has had time to play. If Telnyx
+    /// from the profile); the turn is over at its `call.speak.ended`, or, should that never
+    /// come, once `calls.fallback_speech_ms_per_char` per character has passed. If Telnyx
     /// cannot speak either, the call has no voice left and ends.
     pub(super) fn say_with_telnyx(&mut self, text: String, ctx: &mut Context<Self>) {
         let Some(turn) = self.voice.as_mut().and_then(|v| v.speaking.as_mut()) else {
@@ -102,6 +103,14 @@ impl Call {
             fut.into_actor(self)
                 .map(move |result, act, ctx| match result {
                     Ok(()) => {
+                        if let Some(turn) = act
+                            .voice
+                            .as_mut()
+                            .and_then(|v| v.speaking.as_mut())
+                            .filter(|t| t.context_id == context_id)
+                        {
+                            turn.telnyx_speaking = true;
+                        }
                         ctx.run_later(play, move |act, ctx| act.turn_played(&context_id, ctx));
                     }
                     Err(e) => {
@@ -110,6 +119,35 @@ impl Call {
                     }
                 }),
         );
+    }
+
+    /// `call.speak.ended`: the line Telnyx was saying has played; its turn is over.
+    pub(super) fn on_speak_ended(&mut self, ctx: &mut Context<Self>) {
+        let Some(turn) = self
+            .voice
+            .as_mut()
+            .and_then(|v| v.speaking.as_mut())
+            .filter(|t| t.telnyx_speaking)
+        else {
+            return;
+        };
+        turn.telnyx_speaking = false;
+        let context_id = turn.context_id.clone();
+        self.turn_played(&context_id, ctx);
+    }
+
+    /// The caller talks over a line Telnyx is saying: stop it there.
+    pub(super) fn stop_telnyx_speech(&mut self, ctx: &mut Context<Self>) {
+        let Some(ccid) = self.control_id.clone() else {
+            return;
+        };
+        let telnyx = self.deps.telnyx.clone();
+        let fut = async move { telnyx.playback_stop(&ccid).await };
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
+            if let Err(e) = result {
+                act.command_failed("playback_stop", &e, ctx);
+            }
+        }));
     }
 
     /// Deepgram failed for good: ask Telnyx to transcribe the caller instead. If it cannot,
@@ -156,6 +194,11 @@ impl Call {
     /// transcribes for Deepgram.
     pub(super) fn on_transcription(&mut self, text: &str, is_final: bool, ctx: &mut Context<Self>) {
         let listening = self.voice.as_ref().is_some_and(|v| v.stt_fallback);
+        if listening && !text.trim().is_empty() {
+            if let Some(voice) = self.voice.as_mut() {
+                voice.caller_active();
+            }
+        }
         if listening && is_final && !text.trim().is_empty() {
             self.on_caller_turn(text.trim().to_owned(), Instant::now(), ctx);
         }

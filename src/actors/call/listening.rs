@@ -31,6 +31,7 @@ const PREFETCH_REFRESH_WORDS: usize = 3;
 impl Handler<SttNotice> for Call {
     type Result = ();
     fn handle(&mut self, msg: SttNotice, ctx: &mut Self::Context) {
+        self.heard_from_stt(&msg);
         match msg {
             SttNotice::CallerTurn(text, at) => self.on_caller_turn(text, at, ctx),
             SttNotice::SpeechStarted => {
@@ -55,6 +56,8 @@ impl Call {
         let Some(voice) = self.voice.as_mut() else {
             return;
         };
+        voice.caller_active();
+        voice.stt_waiting_since = None;
         let ended_ms = voice.now_ms();
         let seq = voice.next_seq();
         voice.remember(ChatMessage::user(text.clone()));
@@ -193,6 +196,12 @@ impl Call {
             return;
         };
         voice.link.send(OutboundFrame::Clear);
+        if turn.telnyx_speaking {
+            self.stop_telnyx_speech(ctx);
+        }
+        let Some(voice) = self.voice.as_mut() else {
+            return;
+        };
         if let Some(tts) = &voice.tts {
             tts.do_send(CancelContext(turn.context_id.clone()));
         }

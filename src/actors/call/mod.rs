@@ -6,7 +6,8 @@
 //! conversation is in the sibling files, by where its messages come from: `voice` (the media
 //! socket and the state kept while it is up), `listening` (Deepgram), `reply` (the LLM),
 //! `speaking` (Cartesia and played marks), `escalation` (transfer to a human, by escalation or
-//! the API); `turn` is the agent turn they share.
+//! the API), `fallback` (providers failing), `watchdog` (silence and stalls); `turn` is the
+//! agent turn they share.
 
 mod escalation;
 mod fallback;
@@ -18,6 +19,7 @@ mod speaking;
 mod supervision;
 mod turn;
 mod voice;
+mod watchdog;
 
 use crate::actors::recorder::{Record, RecorderHandle, Write};
 use crate::actors::registry::{CallEnded, CallRegistry};
@@ -596,6 +598,7 @@ impl Call {
                     self.on_digit(&digit, ctx);
                 }
             }
+            TelnyxEventKind::SpeakEnded => self.on_speak_ended(ctx),
             TelnyxEventKind::Transcription => {
                 if let Some(t) = p.transcription_data.clone() {
                     self.on_transcription(&t.transcript, t.is_final, ctx);
@@ -621,7 +624,9 @@ impl Call {
         let limit = Duration::from_secs(self.deps.settings.no_media_timeout_secs);
         if self.state.was_answered() && self.last_media.elapsed() > limit {
             self.terminate(EndReason::NoMedia, ctx);
+            return;
         }
+        self.check_watchdogs(ctx);
     }
 }
 

@@ -14,17 +14,26 @@ use actix::prelude::*;
 use futures_util::StreamExt;
 use std::time::{Duration, Instant};
 
-/// One LLM token of the current turn, as a stream item the call handles.
-pub(super) struct LlmToken(pub Result<String, ProviderError>);
+/// One item of an LLM request's token stream, tagged with the request's number: a stream
+/// given up for a retry may still deliver its last items, which must not touch the turn.
+pub(super) enum LlmToken {
+    Token(u32, Result<String, ProviderError>),
+    /// The stream ended.
+    End(u32),
+}
 
 impl StreamHandler<LlmToken> for Call {
     fn handle(&mut self, item: LlmToken, ctx: &mut Self::Context) {
-        self.on_token(item.0, ctx);
+        let current = self.speaking().map(|t| t.llm_attempt);
+        match item {
+            LlmToken::Token(n, token) if current == Some(n) => self.on_token(token, ctx),
+            LlmToken::End(n) if current == Some(n) => self.finish_llm(ctx),
+            _ => {}
+        }
     }
 
-    fn finished(&mut self, ctx: &mut Self::Context) {
-        // End of one turn's token stream, not of the call.
-        self.finish_llm(ctx);
+    fn finished(&mut self, _: &mut Self::Context) {
+        // End of one request's token stream (its `End` item did the work), not of the call.
     }
 }
 
@@ -90,6 +99,11 @@ impl Call {
             _ => self.deps.groq.clone(),
         };
         let request = groq.chat_request(messages.clone());
+        let messages_sent = messages.clone();
+        let attempt = self.voice_mut().map_or(0, |v| {
+            v.llm_requests += 1;
+            v.llm_requests
+        });
         let fut = async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
@@ -100,7 +114,9 @@ impl Call {
             fut.into_actor(self)
                 .map(move |result, act, ctx| match result {
                     Ok(tokens) => {
-                        let handle = ctx.add_stream(tokens.map(LlmToken));
+                        let end = futures_util::stream::once(async move { LlmToken::End(attempt) });
+                        let tagged = tokens.map(move |t| LlmToken::Token(attempt, t)).chain(end);
+                        let handle = ctx.add_stream(tagged);
                         if let Some(turn) = act.voice_mut().and_then(|v| v.speaking.as_mut()) {
                             turn.llm = Some(handle);
                         }
@@ -110,6 +126,8 @@ impl Call {
         );
         if let Some(turn) = self.voice_mut().and_then(|v| v.speaking.as_mut()) {
             turn.llm = Some(handle);
+            turn.llm_request = messages_sent;
+            turn.llm_attempt = attempt;
         }
     }
 
@@ -127,6 +145,8 @@ impl Call {
         if turn.kind != TurnKind::Reply || turn.llm_done {
             return;
         }
+        // An answer, if a failed one: the next attempt gets its own stall limit.
+        turn.progressed();
         // A retry only where the same request may succeed at once; an open breaker means the
         // model is down: straight to the fallback.
         let retry_wait = match &error {
@@ -175,7 +195,10 @@ impl Call {
                     voice.failed_replies = 0;
                 }
                 let sentences = match self.voice_mut().and_then(|v| v.speaking.as_mut()) {
-                    Some(turn) if !turn.llm_done => turn.splitter.push(&token),
+                    Some(turn) if !turn.llm_done => {
+                        turn.progressed();
+                        turn.splitter.push(&token)
+                    }
                     _ => return,
                 };
                 for sentence in sentences {
@@ -183,15 +206,16 @@ impl Call {
                 }
             }
             Err(e) => {
-                let nothing_said = self
+                // Broken off before its first word: the request is tried again as if it had
+                // failed outright (retries, the fallback model, then the apology).
+                let unsaid = self
                     .voice
-                    .as_ref()
-                    .and_then(|v| v.speaking.as_ref())
-                    .is_some_and(|t| {
-                        t.sentences.is_empty() && t.splitter.pending().trim().is_empty()
-                    });
-                if nothing_said {
-                    self.llm_failed(e, Vec::new(), ctx);
+                    .as_mut()
+                    .and_then(|v| v.speaking.as_mut())
+                    .filter(|t| t.sentences.is_empty() && t.splitter.pending().trim().is_empty())
+                    .map(|t| std::mem::take(&mut t.llm_request));
+                if let Some(messages) = unsaid {
+                    self.llm_failed(e, messages, ctx);
                 } else {
                     tracing::warn!(parent: &self.span, error = %e, "LLM stream broke off; keeping what was said");
                     self.finish_llm(ctx);

@@ -106,6 +106,7 @@ impl Call {
                 else {
                     return; // a late chunk of a context we dropped
                 };
+                turn.progressed();
                 let first = turn.first_audio_at.is_none();
                 if first {
                     turn.first_audio_at = Some(Instant::now());
@@ -145,6 +146,7 @@ impl Call {
                     .and_then(|v| v.speaking.as_mut())
                     .filter(|t| t.context_id == context_id)
                 {
+                    turn.progressed();
                     turn.words.extend(words.into_iter().zip(ends));
                 }
                 self.send_due_marks(false);
@@ -202,13 +204,16 @@ impl Call {
         };
         let text = turn.sentences.join(" ").trim().to_owned();
         let kind = turn.kind;
+        if let Some(voice) = self.voice.as_mut() {
+            voice.quiet_since = Instant::now();
+        }
         self.record_agent_turn(turn, text, false);
         self.live_stage(Stage::Listening);
         match kind {
             TurnKind::Handoff => self.hand_off(ctx),
             TurnKind::Farewell => self.end_failed_call(ctx),
             TurnKind::Goodbye => self.terminate(EndReason::InstanceDraining, ctx),
-            TurnKind::Greeting | TurnKind::Reply => {}
+            TurnKind::Greeting | TurnKind::Reply | TurnKind::StillThere => {}
         }
     }
 

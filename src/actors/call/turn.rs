@@ -36,6 +36,16 @@ pub(super) struct AgentTurn {
     pub(super) retries: u32,
     /// The reply is asked of the fallback model (the main one failed this turn).
     pub(super) on_fallback_model: bool,
+    /// The last time a provider moved this turn on (created, a token, audio, word timings, an
+    /// answer to retry): the stall watchdog's clock.
+    pub(super) progress_at: Instant,
+    /// Telnyx `speak` is saying this turn: it lasts until `call.speak.ended`.
+    pub(super) telnyx_speaking: bool,
+    /// The messages of the LLM request under way: a stream that breaks off before its first
+    /// word is asked again (retries, then the fallback model) like a request that failed.
+    pub(super) llm_request: Vec<crate::providers::groq::ChatMessage>,
+    /// The number of the LLM request under way (see `Voice::llm_requests`).
+    pub(super) llm_attempt: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -47,6 +57,8 @@ pub(super) enum TurnKind {
     Farewell,
     /// The line said before a draining instance hangs up.
     Goodbye,
+    /// "Are you still there?" to a caller gone silent; the caller may talk over it.
+    StillThere,
 }
 
 impl AgentTurn {
@@ -70,6 +82,10 @@ impl AgentTurn {
             started_ms,
             retries: 0,
             on_fallback_model: false,
+            progress_at: Instant::now(),
+            telnyx_speaking: false,
+            llm_request: Vec::new(),
+            llm_attempt: 0,
         }
     }
 
@@ -115,6 +131,20 @@ impl AgentTurn {
         }
     }
 
+    /// A provider moved this turn on.
+    pub(super) fn progressed(&mut self) {
+        self.progress_at = Instant::now();
+    }
+
+    /// The stage this turn waits on with nothing from it for longer than `limit`: the LLM
+    /// (`llm`) until the reply is complete, then TTS (`tts`) until all audio is sent.
+    pub(super) fn stalled_stage(&self, limit: Duration) -> Option<&'static str> {
+        if self.tts_done || self.progress_at.elapsed() <= limit {
+            return None;
+        }
+        Some(if self.llm_done { "tts" } else { "llm" })
+    }
+
     /// How long until what was sent of this turn has played at the caller's end.
     pub(super) fn remaining_playback(&self) -> Duration {
         let Some(first) = self.first_audio_at else {
@@ -124,11 +154,13 @@ impl AgentTurn {
     }
 
     /// True while the caller can still hear this turn: audio went out and, if the whole turn
-    /// was sent, more than a moment of it is left to play. Speech right at the end of the
+    /// was sent, more than a moment of it is left to play (a line Telnyx speaks is audible
+    /// until its `call.speak.ended`). Speech right at the end of the
     /// agent's turn is turn-taking, not barge-in.
     pub(super) fn is_audible(&self) -> bool {
-        self.first_audio_at.is_some()
-            && !(self.tts_done && self.remaining_playback() < AUDIBLE_TAIL)
+        self.telnyx_speaking
+            || self.first_audio_at.is_some()
+                && !(self.tts_done && self.remaining_playback() < AUDIBLE_TAIL)
     }
 
     /// How much of the audio sent has played by now.

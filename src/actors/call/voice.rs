@@ -54,6 +54,16 @@ pub(super) struct Voice {
     pub(super) stt_fallback: bool,
     /// Reply turns in a row the LLM could not answer (the scripted apology was said instead).
     pub(super) failed_replies: u32,
+    /// Since when nobody has spoken: the caller's last sign of speech, or the end of the last
+    /// agent turn, whichever is later (the silence watchdog's clock).
+    pub(super) quiet_since: Instant,
+    /// The caller was asked whether they are still there and has not spoken since.
+    pub(super) asked_still_there: bool,
+    /// Deepgram heard words of a caller turn whose final has not come yet: since when it last
+    /// said anything (the stall watchdog's clock for speech-to-text).
+    pub(super) stt_waiting_since: Option<Instant>,
+    /// LLM requests made on this call: each one's number tags its token stream.
+    pub(super) llm_requests: u32,
 }
 
 impl Voice {
@@ -76,6 +86,10 @@ impl Voice {
             tts_fallback: false,
             stt_fallback: false,
             failed_replies: 0,
+            quiet_since: Instant::now(),
+            asked_still_there: false,
+            stt_waiting_since: None,
+            llm_requests: 0,
         }
     }
 
@@ -89,6 +103,12 @@ impl Voice {
 
     pub(super) fn now_ms(&self) -> i64 {
         i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// The caller showed signs of speech (words, a transcript): they are there.
+    pub(super) fn caller_active(&mut self) {
+        self.quiet_since = Instant::now();
+        self.asked_still_there = false;
     }
 
     pub(super) fn next_seq(&mut self) -> i32 {
@@ -139,6 +159,7 @@ impl Call {
         voice.stream_id = Some(started.stream_id);
         voice.codec = Some(codec);
         voice.started = Instant::now();
+        voice.quiet_since = Instant::now();
         let deps = &self.deps;
         let profile = self.profile.as_ref();
         let (model, language) = profile

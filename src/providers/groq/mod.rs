@@ -65,7 +65,8 @@ impl GroqClient {
     }
 
     /// Requests go out only while `breaker` allows, and each one counts on it (a stream counts
-    /// as a success once its response head arrived).
+    /// as a success once its response head arrived, and as a failure too if it then breaks
+    /// off: cut, stalled past the idle timeout, or an error event).
     pub fn with_breaker(mut self, breaker: Breaker) -> Self {
         self.breaker = Some(breaker);
         self
@@ -168,6 +169,7 @@ impl GroqClient {
             pending: VecDeque::new(),
             finished: false,
             idle_timeout: self.stream_idle_timeout,
+            breaker: self.breaker.clone(),
         };
         Ok(futures_util::stream::unfold(state, next_token).boxed_local())
     }
@@ -221,6 +223,24 @@ struct TokenState<S> {
     /// Nothing more is read: `[DONE]`, an error, or the end of the body was seen.
     finished: bool,
     idle_timeout: Duration,
+    /// The breaker that let the request through: a stream that breaks off after its head was
+    /// counted a success is a failure of the provider too.
+    breaker: Option<Breaker>,
+}
+
+impl<S> TokenState<S> {
+    /// The stream broke off with `err` (cut, stalled, or an error event): the last item.
+    fn broke_off(&mut self, err: ProviderError) {
+        if let Some(breaker) = self
+            .breaker
+            .as_ref()
+            .filter(|_| err.counts_against_provider())
+        {
+            breaker.failure();
+        }
+        self.pending.push_back(Err(err));
+        self.finished = true;
+    }
 }
 
 async fn next_token<S>(
@@ -242,35 +262,21 @@ where
         };
         match actix_web::rt::time::timeout(state.idle_timeout, state.body.next()).await {
             Err(_) => {
-                state.finished = true;
                 let after = state.idle_timeout;
-                return Some((
-                    Err(ProviderError::Timeout {
-                        provider: PROVIDER,
-                        after,
-                    }),
-                    state,
-                ));
+                state.broke_off(ProviderError::Timeout {
+                    provider: PROVIDER,
+                    after,
+                });
             }
-            Ok(None) => {
-                state.finished = true;
-                let err = lost("stream ended before [DONE]".into());
-                return Some((Err(err), state));
-            }
-            Ok(Some(Err(err))) => {
-                state.finished = true;
-                return Some((Err(lost(err.to_string())), state));
-            }
+            Ok(None) => state.broke_off(lost("stream ended before [DONE]".into())),
+            Ok(Some(Err(err))) => state.broke_off(lost(err.to_string())),
             Ok(Some(Ok(bytes))) => {
                 for event in state.parser.push(&bytes) {
                     match interpret(&event) {
                         Streamed::Token(token) => state.pending.push_back(Ok(token)),
                         Streamed::Nothing => {}
                         Streamed::Done => state.finished = true,
-                        Streamed::Failed(err) => {
-                            state.pending.push_back(Err(err));
-                            state.finished = true;
-                        }
+                        Streamed::Failed(err) => state.broke_off(err),
                     }
                     if state.finished {
                         break;

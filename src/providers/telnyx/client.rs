@@ -130,6 +130,9 @@ pub trait CallControl {
         &self,
         call_control_id: &str,
     ) -> LocalBoxFuture<'_, Result<(), TelnyxError>>;
+    /// Stops what Telnyx is playing or speaking into the call (`stop: all`): the caller talks
+    /// over a line said by Telnyx `speak`.
+    fn playback_stop(&self, call_control_id: &str) -> LocalBoxFuture<'_, Result<(), TelnyxError>>;
     /// Plays an audio file into the call.
     fn playback_start(
         &self,
@@ -694,6 +697,15 @@ impl CallControl for TelnyxClient {
         req: PlaybackRequest,
     ) -> LocalBoxFuture<'_, Result<(), TelnyxError>> {
         self.boxed_action(call_control_id, "playback_start", req, None)
+    }
+
+    fn playback_stop(&self, call_control_id: &str) -> LocalBoxFuture<'_, Result<(), TelnyxError>> {
+        self.boxed_action(
+            call_control_id,
+            "playback_stop",
+            serde_json::json!({ "stop": "all" }),
+            None,
+        )
     }
 
     fn transcription_start(

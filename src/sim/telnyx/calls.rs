@@ -55,6 +55,8 @@ pub struct SpokenText {
     pub text: String,
     pub voice: String,
     pub language: Option<String>,
+    /// `playback_stop` cut it off before its end.
+    pub stopped: bool,
 }
 
 #[derive(Default)]
@@ -66,6 +68,8 @@ pub(crate) struct SimState {
     /// What callers say when Telnyx transcribes them: each `transcription_start` sends these as
     /// final `call.transcription` webhooks, one per `transcription_gap_ms`.
     pub transcripts: Vec<String>,
+    /// Overrides `TelnyxSimConfig::speech_ms_per_char` (set by a test at run time).
+    pub speech_ms_per_char: Option<u64>,
     /// `(call_control_id or "dial", command_id)` of commands already run, with their answer's
     /// `data`: Telnyx runs a repeated `command_id` once.
     pub executed: HashMap<(String, String), Value>,
@@ -83,6 +87,10 @@ pub(crate) struct SimCall {
     dial_amd: bool,
     /// Closed (None) once the call has sent its last event, which ends its delivery task.
     outbox: Option<UnboundedSender<Value>>,
+    /// The speak or playback now playing (its number), if any: only it may send `.ended`.
+    playing: Option<u64>,
+    /// Speaks and playbacks started so far on the call.
+    media_started: u64,
 }
 
 impl SimCall {
@@ -234,10 +242,11 @@ pub(crate) struct After {
 enum Timer {
     /// The far end of an outbound call (or of a transfer) picks up.
     Answer { call_control_id: String },
-    /// A speak or playback finished playing.
+    /// A speak or playback finished playing (unless stopped or replaced since).
     MediaEnded {
         call_control_id: String,
         event: &'static str,
+        number: u64,
     },
     /// The caller finished a sentence Telnyx transcribes.
     Transcript {
@@ -297,9 +306,11 @@ fn fire(inner: &Arc<Inner>, timer: Timer) {
             Timer::MediaEnded {
                 call_control_id,
                 event,
+                number,
             } => {
-                if let Some(call) = state.calls.get(&call_control_id) {
-                    if call.is_live() {
+                if let Some(call) = state.calls.get_mut(&call_control_id) {
+                    if call.is_live() && call.playing == Some(number) {
+                        call.playing = None;
                         call.emit(event, json!({ "status": "completed" }));
                     }
                 }
@@ -383,6 +394,8 @@ fn new_call(
         outbox: Some(tx),
         stream_params: HashMap::new(),
         dial_amd: false,
+        playing: None,
+        media_started: 0,
     }
 }
 
@@ -492,6 +505,9 @@ pub(crate) fn action(
     after: &mut After,
 ) -> Result<Value, SimError> {
     let state_transcripts = state.transcripts.clone();
+    let speech_ms_per_char = state
+        .speech_ms_per_char
+        .unwrap_or(inner.config.speech_ms_per_char);
     let call = state
         .calls
         .get_mut(call_control_id)
@@ -581,19 +597,29 @@ pub(crate) fn action(
             if field(required).is_none() && (action == "speak" || field("media_name").is_none()) {
                 return Err(SimError::invalid(format!("{required} is required")));
             }
+            // A speak lasts as long as its text takes to say; a file, the configured time.
+            let mut lasts = media_delay;
             if action == "speak" {
+                let text = field("payload").unwrap_or_default();
+                let chars = u64::try_from(text.chars().count()).unwrap_or(u64::MAX);
+                lasts = Duration::from_millis(chars.saturating_mul(speech_ms_per_char));
                 call.info.spoken.push(SpokenText {
-                    text: field("payload").unwrap_or_default(),
+                    text,
                     voice: field("voice").unwrap_or_default(),
                     language: field("language"),
+                    stopped: false,
                 });
             }
+            // A new one replaces what was playing (as a queue with `stop: all` would).
+            call.media_started += 1;
+            call.playing = Some(call.media_started);
             call.emit(started, json!({}));
             after.timers.push((
-                media_delay,
+                lasts,
                 Timer::MediaEnded {
                     call_control_id: call_control_id.to_owned(),
                     event: ended,
+                    number: call.media_started,
                 },
             ));
         }
@@ -640,9 +666,16 @@ pub(crate) fn action(
             call.info.recording = true;
         }
         "record_stop" => call.save_recording(),
+        // Cuts off what is playing: it never sends its `.ended` (the engine stopped it).
+        "playback_stop" => {
+            if call.playing.take().is_some() {
+                if let Some(last) = call.info.spoken.last_mut() {
+                    last.stopped = true;
+                }
+            }
+        }
         // Accepted without a simulated effect.
-        "playback_stop"
-        | "record_pause"
+        "record_pause"
         | "record_resume"
         | "client_state_update"
         | "bridge"

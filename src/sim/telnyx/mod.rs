@@ -60,8 +60,11 @@ pub struct TelnyxSimConfig {
     pub connection_id: String,
     /// How long a dialled number rings before it answers (and a transfer before it bridges).
     pub answer_delay_ms: u64,
-    /// How long `speak` and `playback_start` "play" before their `.ended` event.
+    /// How long `playback_start` "plays" before its `.ended` event.
     pub media_duration_ms: u64,
+    /// How long `speak` takes per character of its text before `call.speak.ended` (about
+    /// 15 characters a second, a usual speaking rate).
+    pub speech_ms_per_char: u64,
     /// After `transcription_start`, the pause before each scripted caller sentence arrives as a
     /// `call.transcription` webhook (see [`TelnyxSimHandle::set_transcripts`]).
     pub transcription_gap_ms: u64,
@@ -88,6 +91,7 @@ impl Default for TelnyxSimConfig {
             connection_id: "iace-dev-connection".into(),
             answer_delay_ms: 200,
             media_duration_ms: 100,
+            speech_ms_per_char: 65,
             transcription_gap_ms: 1500,
             amd_result: "human".into(),
             webhook_attempts: 3,
@@ -289,6 +293,12 @@ impl TelnyxSimHandle {
     /// `transcription_start` sends these sentences as final `call.transcription` webhooks.
     pub fn set_transcripts(&self, sentences: Vec<String>) {
         self.inner.lock().transcripts = sentences;
+    }
+
+    /// How long `speak` takes per character from now on (see
+    /// [`TelnyxSimConfig::speech_ms_per_char`]).
+    pub fn set_speech_ms_per_char(&self, ms: u64) {
+        self.inner.lock().speech_ms_per_char = Some(ms);
     }
 
     /// A simulated caller dials `to` (one of our numbers): sends `call.initiated` (incoming,

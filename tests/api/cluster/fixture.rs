@@ -131,6 +131,9 @@ impl TestCluster {
                 .set("IACE__SERVER__SHUTDOWN_TIMEOUT_SECS", "5")
                 .set("IACE__CALLS__REGISTRY_SHARDS", "1")
                 .set("IACE__CALLS__HANGUP_CONFIRM_TIMEOUT_SECS", "2")
+                // As in config/test.toml: lingering callers stay silent longer than the limit.
+                .set("IACE__CALLS__SILENCE_LIMIT_SECS", "0")
+                .set("IACE__CALLS__STALL_LIMIT_SECS", "0")
                 .set(
                     "IACE__CALLS__MAX_LIVE_PER_INSTANCE",
                     o.max_live_per_instance.to_string(),
