@@ -127,7 +127,8 @@ impl Drop for Admitted<'_> {
     responses(
         (status = 202, description = "The call is being placed", body = CallDto),
         (status = 403, description = "Requires the agent role", body = ErrorBody),
-        (status = 422, description = "Unknown agent profile, or `from` not a number of this organization", body = ErrorBody),
+        (status = 422, description = "Unknown agent profile, `from` not a number of this organization, or `to` refused by the destination policy", body = ErrorBody),
+        (status = 429, description = "Over the organization's outbound limits (`rate_limited`, with Retry-After)", body = ErrorBody),
         (status = 503, description = "Every instance is at capacity (`at_capacity`, with Retry-After), or a dependency is down", body = ErrorBody),
     )
 )]

@@ -6,7 +6,7 @@
 //! Each stream has a bounded queue: a browser that falls that far behind is disconnected.
 
 use crate::domain::Role;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::calls::CallDto;
 use crate::http::extractor::{AuthUser, CurrentSession};
 use crate::http::AppState;
@@ -42,14 +42,24 @@ fn ticket_key(prefix: &str, ticket: &str) -> String {
     format!("{prefix}:live:ticket:{hex}")
 }
 
-#[derive(Serialize)]
-struct TicketDto {
+/// A single-use ticket for `GET /api/v1/live?ticket=`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TicketDto {
     ticket: String,
     expires_in: u64,
 }
 
+/// A single-use ticket that opens one live stream (EventSource cannot send headers).
+#[utoipa::path(
+    tag = "live",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The ticket, valid `expires_in` seconds, usable once", body = TicketDto),
+        (status = 403, description = "Requires the viewer role", body = ErrorBody),
+    )
+)]
 #[post("/api/v1/live/ticket")]
-async fn issue_ticket(
+pub async fn issue_ticket(
     user: AuthUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -82,8 +92,9 @@ async fn issue_ticket(
         }))
 }
 
-#[derive(Deserialize)]
-struct LiveQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct LiveQuery {
+    /// A ticket from `POST /api/v1/live/ticket` (else the Authorization header is used).
     ticket: Option<String>,
 }
 
@@ -121,8 +132,19 @@ fn sse(event: &str, data: &str) -> Bytes {
 #[error("live stream closed: {0}")]
 struct Closed(&'static str);
 
+/// The organization's live calls as Server-Sent Events: `snapshot` (the calls not yet ended),
+/// then `call_started`, `call_ended`, `transcript`, `sentiment`, `stage` and `turn_latency`.
+#[utoipa::path(
+    tag = "live",
+    security(("bearer" = [])),
+    params(LiveQuery),
+    responses(
+        (status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String),
+        (status = 401, description = "Unknown, used or expired ticket, or no valid access token", body = ErrorBody),
+    )
+)]
 #[get("/api/v1/live")]
-async fn live_stream(
+pub async fn live_stream(
     req: HttpRequest,
     state: web::Data<AppState>,
     query: web::Query<LiveQuery>,

@@ -9,7 +9,7 @@
 
 use crate::domain::call::{CallState, Direction, Outcome};
 use crate::error::ErrorBody;
-use crate::http::{agents, auth, calls, learning, patterns, stats, users};
+use crate::http::{agents, auth, calls, learning, live, patterns, stats, users};
 use actix_web::{get, web, HttpResponse};
 use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -57,6 +57,8 @@ use utoipa::{Modify, OpenApi};
         patterns::update_pattern,
         patterns::delete_pattern,
         stats::overview,
+        live::issue_ticket,
+        live::live_stream,
     ),
     // Schemas only referenced from query parameters are not collected by the paths.
     components(schemas(ErrorBody, CallState, Direction, Outcome)),
