@@ -244,7 +244,7 @@ impl Application {
         let job_workers = JobWorkers::start(
             Pipeline {
                 db: db.clone(),
-                groq: GroqClient::new(&settings.groq),
+                groq: GroqClient::new(&settings.groq).with_breaker(breakers.groq_post_call.clone()),
                 embedder: learning.embedder.clone(),
                 merge_similarity: settings.learning.merge_similarity,
                 index_min_rows: settings.learning.index_min_rows,

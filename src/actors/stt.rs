@@ -136,6 +136,14 @@ impl SttStream {
         }
     }
 
+    /// The open socket broke off (lost, or closed by Deepgram): Deepgram's breaker counts it,
+    /// so a provider that keeps dropping calls opens it and calls fall back to Telnyx's STT.
+    fn mid_stream_failure(&self) {
+        if let Some(breaker) = self.client.breaker() {
+            breaker.failure();
+        }
+    }
+
     fn retry(&mut self, error: ProviderError, ctx: &mut Context<Self>) {
         self.sender = None;
         if self.closing {
@@ -302,6 +310,8 @@ impl StreamHandler<Result<SttEvent, ProviderError>> for SttStream {
             Ok(SttEvent::SpeechStarted(_)) => self.notify.do_send(SttNotice::SpeechStarted),
             Ok(SttEvent::Closed(close)) => {
                 if !self.closing {
+                    // A close we did not ask for, after the socket opened (a success then).
+                    self.mid_stream_failure();
                     self.retry(
                         ProviderError::Disconnected {
                             provider: "deepgram",
@@ -313,7 +323,12 @@ impl StreamHandler<Result<SttEvent, ProviderError>> for SttStream {
             }
             Ok(SttEvent::Error(e)) => tracing::warn!(?e, "deepgram reported an error"),
             Ok(_) => {}
-            Err(e) => self.retry(e, ctx),
+            Err(e) => {
+                if e.counts_against_provider() && !self.closing {
+                    self.mid_stream_failure();
+                }
+                self.retry(e, ctx)
+            }
         }
     }
 

@@ -124,6 +124,14 @@ impl TtsStream {
         }));
     }
 
+    /// The open socket broke off, or Cartesia reported an error of its own mid-stream:
+    /// Cartesia's breaker counts it, so a failing provider opens it and calls take the fallback.
+    fn mid_stream_failure(&self) {
+        if let Some(breaker) = self.client.breaker() {
+            breaker.failure();
+        }
+    }
+
     fn retry(&mut self, error: ProviderError, ctx: &mut Context<Self>) {
         self.sender = None;
         if self.closing {
@@ -218,10 +226,15 @@ impl StreamHandler<Result<TtsEvent, ProviderError>> for TtsStream {
                 }
             }
             Ok(TtsEvent::Error(e)) => {
-                tracing::warn!(error = %e.describe(), "cartesia reported an error")
+                tracing::warn!(error = %e.describe(), "cartesia reported an error");
+                if e.is_provider_fault() {
+                    self.mid_stream_failure();
+                }
             }
             Ok(TtsEvent::Closed(close)) => {
                 if !self.closing {
+                    // A close we did not ask for, after the socket opened (a success then).
+                    self.mid_stream_failure();
                     let message = format!("closed: {close:?}");
                     self.retry(
                         ProviderError::Disconnected {
@@ -233,7 +246,12 @@ impl StreamHandler<Result<TtsEvent, ProviderError>> for TtsStream {
                 }
             }
             Ok(_) => {}
-            Err(e) => self.retry(e, ctx),
+            Err(e) => {
+                if e.counts_against_provider() && !self.closing {
+                    self.mid_stream_failure();
+                }
+                self.retry(e, ctx)
+            }
         }
     }
 

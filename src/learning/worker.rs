@@ -5,6 +5,7 @@
 
 use crate::config::LearningSettings;
 use crate::learning::pipeline::{JobError, Pipeline};
+use crate::providers::ProviderError;
 use crate::store::jobs::{self, JobRow};
 use crate::store::StoreError;
 use actix::Arbiter;
@@ -191,6 +192,22 @@ impl Worker {
             Ok(()) => {
                 jobs::succeed(&mut conn, job.id, &self.id).await?;
                 "succeeded"
+            }
+            // Not tried at all: Groq's breaker is open. Back when it may let a probe through,
+            // without spending an attempt, so an outage never fails jobs for good.
+            Err(JobError::Provider(ProviderError::CircuitOpen { provider })) => {
+                let wait = self
+                    .pipeline
+                    .groq
+                    .breaker()
+                    .map(|b| b.retry_in())
+                    .unwrap_or_default()
+                    .max(self.timing.backoff);
+                let run_at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                let reason = format!("{provider} circuit breaker is open: deferred");
+                jobs::defer(&mut conn, job.id, &self.id, &reason, run_at).await?;
+                tracing::info!(?run_at, "job deferred: {reason}");
+                "deferred"
             }
             Err(err) => {
                 let last = !err.is_retryable() || job.attempts >= job.max_attempts;

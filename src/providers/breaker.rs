@@ -33,16 +33,21 @@ pub enum Provider {
     GroqChat,
     /// Groq sentiment scoring (its own budget, its own fallback: the lexicon).
     GroqSentiment,
+    /// Groq from the post-call jobs (summaries, patterns, memory): its own breaker, so a
+    /// backlog of jobs against a failing Groq neither opens the dialogue's breaker nor burns
+    /// the jobs' attempts (an open breaker defers them instead).
+    GroqPostCall,
     Gemini,
 }
 
 impl Provider {
-    pub const ALL: [Provider; 6] = [
+    pub const ALL: [Provider; 7] = [
         Provider::Telnyx,
         Provider::Deepgram,
         Provider::Cartesia,
         Provider::GroqChat,
         Provider::GroqSentiment,
+        Provider::GroqPostCall,
         Provider::Gemini,
     ];
 
@@ -53,6 +58,7 @@ impl Provider {
             Provider::Cartesia => "cartesia",
             Provider::GroqChat => "groq_chat",
             Provider::GroqSentiment => "groq_sentiment",
+            Provider::GroqPostCall => "groq_post_call",
             Provider::Gemini => "gemini",
         }
     }
@@ -303,6 +309,18 @@ impl Breaker {
         }
     }
 
+    /// How long until a refused request is worth trying again: the rest of the open interval
+    /// (at least the interval itself while half-open or forced open, whose end is unknown).
+    pub fn retry_in(&self) -> Duration {
+        let now = Instant::now();
+        let m = self.lock();
+        match m.state {
+            BreakerState::Open if !m.forced_open && m.open_until > now => m.open_until - now,
+            BreakerState::Closed => Duration::ZERO,
+            _ => m.open_for,
+        }
+    }
+
     /// The provider did its job.
     pub fn success(&self) {
         let now = Instant::now();
@@ -461,6 +479,7 @@ pub struct Breakers {
     pub cartesia: Breaker,
     pub groq_chat: Breaker,
     pub groq_sentiment: Breaker,
+    pub groq_post_call: Breaker,
     pub gemini: Breaker,
 }
 
@@ -484,12 +503,13 @@ impl Breakers {
             cartesia: make(Provider::Cartesia),
             groq_chat: make(Provider::GroqChat),
             groq_sentiment: make(Provider::GroqSentiment),
+            groq_post_call: make(Provider::GroqPostCall),
             gemini: make(Provider::Gemini),
         }
     }
 
     /// Every breaker, in [`Provider::ALL`]'s order.
-    pub fn all(&self) -> [&Breaker; 6] {
+    pub fn all(&self) -> [&Breaker; 7] {
         Provider::ALL.map(|p| self.get(p))
     }
 
@@ -508,6 +528,7 @@ impl Breakers {
             Provider::Cartesia => &self.cartesia,
             Provider::GroqChat => &self.groq_chat,
             Provider::GroqSentiment => &self.groq_sentiment,
+            Provider::GroqPostCall => &self.groq_post_call,
             Provider::Gemini => &self.gemini,
         }
     }

@@ -74,6 +74,9 @@ pub struct DeepgramFaults {
     /// The next connection to open drops its socket (no close frame) after receiving this many
     /// binary frames. Used once.
     pub drop_after_frames: Option<usize>,
+    /// How many connections after that one drop the same way (a provider that keeps dropping
+    /// calls); 0: only the next one.
+    pub drop_repeats: u32,
     /// Every connection keeps reading but stops answering.
     pub stall: bool,
     /// The next N upgrade requests are refused with 503.
@@ -231,7 +234,11 @@ async fn listen(
                 .finish());
         }
         let faults = s.faults.clone();
-        s.faults.drop_after_frames = None;
+        if s.faults.drop_repeats > 0 {
+            s.faults.drop_repeats -= 1;
+        } else {
+            s.faults.drop_after_frames = None;
+        }
         (s.config.clone(), faults)
     };
     let authorized = config.api_key.as_ref().is_none_or(|key| {

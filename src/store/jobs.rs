@@ -138,12 +138,39 @@ pub async fn fail(
         Some(at) => ("pending", at),
         None => ("failed", Utc::now()),
     };
+    release(conn, id, worker, status, run_at, error, false).await
+}
+
+/// Puts a job back to `pending` until `run_at` without spending an attempt: it was not tried
+/// (the provider's circuit breaker is open), so the attempt its claim counted is given back.
+pub async fn defer(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    worker: &str,
+    reason: &str,
+    run_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    release(conn, id, worker, "pending", run_at, reason, true).await
+}
+
+/// Unlocks a job `worker` holds into `status`, due at `run_at`, with `error` kept; its claim's
+/// attempt given back when `give_back_attempt`.
+async fn release(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    worker: &str,
+    status: &str,
+    run_at: DateTime<Utc>,
+    error: &str,
+    give_back_attempt: bool,
+) -> Result<(), StoreError> {
     diesel::update(jobs::table)
         .filter(jobs::id.eq(id))
         .filter(jobs::locked_by.eq(worker))
         .filter(jobs::status.eq("running"))
         .set((
             jobs::status.eq(status),
+            jobs::attempts.eq(jobs::attempts - i32::from(give_back_attempt)),
             jobs::run_at.eq(run_at),
             jobs::locked_at.eq(None::<DateTime<Utc>>),
             jobs::locked_by.eq(None::<String>),

@@ -266,6 +266,7 @@ async fn operator_reads_forces_open_and_resets_a_circuit_breaker() {
             "cartesia",
             "groq_chat",
             "groq_sentiment",
+            "groq_post_call",
             "gemini"
         ]
     );

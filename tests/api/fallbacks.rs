@@ -71,6 +71,15 @@ fn spoken(app: &TestApp, ccid: &str) -> Vec<String> {
         .collect()
 }
 
+/// How many `transcription_start` commands Telnyx accepted.
+fn transcriptions_started(app: &TestApp) -> usize {
+    app.telnyx
+        .commands()
+        .into_iter()
+        .filter(|c| c.action == "transcription_start" && c.status == 200)
+        .count()
+}
+
 fn cartesia_down(app: &TestApp) {
     let voice = app.voice.as_ref().unwrap();
     voice.cartesia.set_faults(CartesiaFaults {
@@ -149,13 +158,7 @@ async fn deepgram_refusing_connections_caller_turns_arrive_through_telnyx_transc
     assert_eq!(callers, sentences, "{call}");
     // Each was answered (greeting + two replies).
     assert_eq!(utterances(&call, "agent").len(), 3, "{call}");
-    let started = app
-        .telnyx
-        .commands()
-        .into_iter()
-        .filter(|c| c.action == "transcription_start" && c.status == 200)
-        .count();
-    assert_eq!(started, 1);
+    assert_eq!(transcriptions_started(&app), 1);
     assert!(event_types(&call).contains(&"engine.stt_fallback".to_owned()));
     assert!(event_types(&call).contains(&"call.transcription".to_owned()));
 }
@@ -463,5 +466,75 @@ async fn a_groq_stream_cut_mid_response_counts_on_the_breaker_and_the_turn_falls
     assert!(
         metrics.contains(r#"iace_circuit_breaker_state{provider="groq_chat"} 0"#),
         "{metrics}"
+    );
+}
+
+#[actix_web::test]
+async fn deepgram_dropping_its_socket_mid_call_counts_on_the_breaker_and_the_call_falls_back() {
+    let sentences = ["My router keeps blinking red.", "Yes, I restarted it."];
+    let script = caller_saying(&sentences, 6_000);
+    let app = spawn_voice_app(VoiceSetup::new(CallerScripts::new(script)), |s| {
+        quick_breakers(s, 60_000);
+        // Each socket opens (a success) and then drops (a failure): the run of failures never
+        // grows, the share of them does.
+        s.breakers.failure_rate_to_open = 0.5;
+        s.breakers.min_requests_in_window = 4;
+    })
+    .await;
+    // Every socket drops after a few frames, without a close frame.
+    app.voice
+        .as_ref()
+        .unwrap()
+        .deepgram
+        .set_faults(DeepgramFaults {
+            drop_after_frames: Some(10),
+            drop_repeats: 100,
+            ..Default::default()
+        });
+    app.telnyx
+        .set_transcripts(sentences.iter().map(|s| s.to_string()).collect());
+    let t = app.create_tenant(NUMBER).await;
+    let (call, _) = run_call(&app, &t).await;
+
+    let metrics = app.ops_get("/metrics").await.text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        let prefix = format!("{name}{{provider=\"deepgram\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str())?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        value("iace_circuit_breaker_failures_total") >= 2.0,
+        "{metrics}"
+    );
+    assert!(
+        value("iace_circuit_breaker_trips_total") >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        app.state.breakers.deepgram.snapshot().state,
+        "open",
+        "{metrics}"
+    );
+    assert!(
+        app.voice.as_ref().unwrap().deepgram.connections().len() >= 2,
+        "the drops came from the simulator"
+    );
+    // The open breaker refused the next reconnect: the call went on with Telnyx transcription.
+    assert!(
+        event_types(&call).contains(&"engine.stt_fallback".to_owned()),
+        "{:?}",
+        event_types(&call)
+    );
+    assert_eq!(transcriptions_started(&app), 1);
+    let callers: Vec<String> = utterances(&call, "caller")
+        .iter()
+        .map(|u| u["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!callers.is_empty(), "{call}");
+    assert!(
+        callers.iter().all(|c| sentences.contains(&c.as_str())),
+        "{callers:?}"
     );
 }

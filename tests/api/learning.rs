@@ -489,6 +489,90 @@ async fn a_job_that_always_fails_ends_failed_with_its_error() {
 }
 
 #[actix_web::test]
+async fn jobs_are_deferred_while_the_post_call_groq_breaker_is_open_then_succeed() {
+    let (app, _gemini, groq) = learning_app(|s| {
+        s.breakers.failures_to_open = 2;
+        s.breakers.open_ms = 1000;
+        s.breakers.open_max_ms = 2000;
+    })
+    .await;
+    let org = app.create_org("deferred").await;
+    groq.set_faults(GroqFaults {
+        down: true,
+        ..GroqFaults::default()
+    });
+    let mut calls = Vec::new();
+    for (i, number) in ["+15550012221", "+15550012222", "+15550012223"]
+        .into_iter()
+        .enumerate()
+    {
+        let call = seed_call(&app, org, number, "resolved", RESOLVED_CALL).await;
+        let mut conn = app.state.db.get().await.unwrap();
+        assert!(
+            enqueue_post_call(&mut conn, org, call).await.unwrap(),
+            "{i}"
+        );
+        calls.push(call);
+    }
+    // Groq answers 500 to everything: two failures open the post-call breaker, and the jobs
+    // refused by it come back later instead of spending their attempts.
+    let breaker = &app.state.breakers.groq_post_call;
+    wait_until(WAIT, "the post-call breaker to open", || async {
+        (breaker.snapshot().last_trip.is_some()).then_some(())
+    })
+    .await;
+    let deferred = || async {
+        let text = app.ops_get("/metrics").await.text().await.unwrap();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("iace_learning_jobs_total{") && l.contains("result=\"deferred\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    wait_until(Duration::from_secs(30), "four deferrals", || async {
+        (deferred().await >= 4.0).then_some(())
+    })
+    .await;
+    // Through the deferrals (and a half-open probe or two) no job has failed, and the attempts
+    // counted are the requests Groq really got: a deferral gives its attempt back.
+    let mut jobs = Vec::new();
+    for call in &calls {
+        jobs.extend(call_jobs(&app, org, *call).await);
+    }
+    assert_eq!(jobs.len(), 3);
+    assert!(jobs.iter().all(|j| j.status != "failed"), "{jobs:?}");
+    let running = jobs.iter().filter(|j| j.status == "running").count();
+    let attempts: i32 = jobs.iter().map(|j| j.attempts).sum();
+    let served = groq.requests().len();
+    assert!(
+        usize::try_from(attempts).unwrap() <= served + running,
+        "attempts {attempts} > Groq requests {served} + running {running}"
+    );
+    assert!(
+        jobs.iter().any(|j| j
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("circuit breaker is open"))),
+        "{jobs:?}"
+    );
+
+    // Groq is back: the next probe closes the breaker and every job succeeds.
+    groq.set_faults(GroqFaults::default());
+    let token = app.token_for(org, Role::Viewer).await;
+    for call in &calls {
+        let jobs = settled_jobs(&app, org, *call, &["summarize_call"]).await;
+        let summarize = jobs.iter().find(|j| j.kind == "summarize_call").unwrap();
+        assert_eq!(summarize.status, "succeeded", "{summarize:?}");
+        let (status, summary) = app
+            .get_json(&token, &format!("/api/v1/calls/{call}/summary"))
+            .await;
+        assert_eq!(status, 200);
+        assert!(summary["summary"].is_string(), "{summary}");
+    }
+}
+
+#[actix_web::test]
 async fn jobs_pending_at_shutdown_run_after_a_restart() {
     let (first, gemini, groq) = learning_app(|s| s.learning.workers = 0).await;
     let org = first.create_org("restart").await;

@@ -192,6 +192,12 @@ pub struct TtsError {
 
 impl TtsError {
     /// One line for logs, whichever shape the server used.
+    /// Whether the error is Cartesia's (5xx, overload, our key refused) rather than a request
+    /// it rejected as malformed (another 4xx): only the former counts on its breaker.
+    pub fn is_provider_fault(&self) -> bool {
+        !matches!(self.status_code, 400..=499) || matches!(self.status_code, 401 | 403 | 408 | 429)
+    }
+
     pub fn describe(&self) -> String {
         let parts: Vec<&str> = [&self.title, &self.message, &self.error, &self.error_code]
             .into_iter()

@@ -239,6 +239,12 @@ impl DeepgramClient {
         self
     }
 
+    /// The breaker guarding this client's sockets, if any: a socket that breaks off after it
+    /// opened (counted a success then) is a failure too, which its reader records here.
+    pub fn breaker(&self) -> Option<&Breaker> {
+        self.breaker.as_ref()
+    }
+
     /// Overrides queue sizes and timeouts.
     pub fn with_options(mut self, options: WsOptions) -> Self {
         self.options = options;

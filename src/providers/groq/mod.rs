@@ -72,6 +72,11 @@ impl GroqClient {
         self
     }
 
+    /// The breaker guarding this client's requests, if any.
+    pub fn breaker(&self) -> Option<&Breaker> {
+        self.breaker.as_ref()
+    }
+
     /// The same client for another model, at another OpenAI-compatible base URL and key
     /// (the fallback model). Keeps the timeouts; takes no breaker of its own.
     pub fn for_model(&self, base_url: &str, api_key: &Secret, model: &str) -> Self {
