@@ -76,6 +76,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub health: HealthSettings,
     pub sentry: SentrySettings,
+    pub telemetry: TelemetrySettings,
     pub telnyx: TelnyxSettings,
     pub deepgram: DeepgramSettings,
     pub cartesia: CartesiaSettings,
@@ -191,6 +192,21 @@ pub struct HealthSettings {
 pub struct SentrySettings {
     pub dsn: Secret,
     pub traces_sample_rate: f32,
+}
+
+/// Trace export over OTLP/HTTP JSON (`telemetry::otlp`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// Collector base URL (`http://host:4318`); spans go to `{otlp_endpoint}/v1/traces`.
+    /// Empty: no export.
+    pub otlp_endpoint: String,
+    /// Share of new traces recorded, 0.0 to 1.0 (an incoming `traceparent`'s sampled flag wins).
+    pub trace_sample_ratio: f64,
+    /// Finished spans waiting for export at most; more are dropped and counted.
+    pub trace_queue_spans: usize,
+    /// Connect, write and read timeout of one export POST.
+    pub otlp_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -177,6 +177,7 @@ impl Application {
         };
         let media_base_url = media_base_url(&settings.server.public_url);
         let cluster = Cluster::new(Identity::resolve(&settings, port), redis.clone(), &settings);
+        crate::telemetry::otlp::configure(&settings.telemetry, cluster.id());
         let takeover = Takeover {
             db: db.clone(),
             telnyx: telnyx.clone(),
