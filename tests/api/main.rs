@@ -25,6 +25,7 @@ mod health;
 mod learning;
 mod migrations;
 mod ops;
+mod otlp;
 mod outage;
 mod pattern_index;
 mod security;
