@@ -5,19 +5,14 @@
 //! The tracing subscriber and the exporter are process-wide, so these tests take turns
 //! ([`EXPORTER_TURN`]) and find their own spans by trace id (other tests' spans may arrive too).
 
-use crate::helpers::{spawn_app_with, TestApp};
-use actix_web::{web, App, HttpServer};
+use crate::helpers::{spawn_app_with, start_body_sink, ReceivedBodies, TestApp};
 use iace::telemetry::trace_context::TraceContext;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 static EXPORTER_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Every body posted to `/v1/traces`, parsed.
-type Received = Arc<Mutex<Vec<Value>>>;
 
 /// Installs a global subscriber with the exporter's layer (unless `TEST_LOG` already installed
 /// the application's own, which has it too).
@@ -27,36 +22,18 @@ fn install_subscriber() {
         .try_init();
 }
 
-fn start_collector() -> (String, Received) {
-    let received: Received = Arc::default();
-    let sink = received.clone();
-    let server = HttpServer::new(move || {
-        let sink = sink.clone();
-        App::new().route(
-            "/v1/traces",
-            web::post().to(move |body: web::Bytes| {
-                let sink = sink.clone();
-                async move {
-                    let parsed: Value = serde_json::from_slice(&body).expect("OTLP JSON body");
-                    sink.lock().unwrap().push(parsed);
-                    "{}"
-                }
-            }),
-        )
-    })
-    .workers(1)
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let port = server.addrs()[0].port();
-    actix_web::rt::spawn(server.run());
+/// A loopback OTLP/HTTP collector: its endpoint and what it received.
+fn start_collector() -> (String, ReceivedBodies) {
+    let (port, received) = start_body_sink("/v1/traces");
     (format!("http://127.0.0.1:{port}"), received)
 }
 
 /// Every exported span so far, each with its resource's attributes under `"resource"`.
-fn spans(received: &Received) -> Vec<Value> {
+fn spans(received: &ReceivedBodies) -> Vec<Value> {
     let bodies = received.lock().unwrap().clone();
     let mut out = Vec::new();
     for body in bodies {
+        let body: Value = serde_json::from_slice(&body).expect("OTLP JSON body");
         for rs in body["resourceSpans"].as_array().into_iter().flatten() {
             for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
                 for span in ss["spans"].as_array().into_iter().flatten() {
@@ -71,7 +48,7 @@ fn spans(received: &Received) -> Vec<Value> {
 }
 
 /// Waits (generously) for an exported span that `matches`.
-async fn wait_for_span(received: &Received, matches: impl Fn(&Value) -> bool) -> Value {
+async fn wait_for_span(received: &ReceivedBodies, matches: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(span) = spans(received).into_iter().find(|s| matches(s)) {
@@ -94,6 +71,19 @@ fn attribute<'a>(attributes: &'a Value, key: &str) -> Option<&'a Value> {
         .map(|a| &a["value"])
 }
 
+/// `GET /health` (with `query`) carrying `traceparent`; asserts the 200 and returns the response.
+async fn health_with(app: &TestApp, query: &str, traceparent: &str) -> reqwest::Response {
+    let res = app
+        .client
+        .get(format!("{}/health{query}", app.address))
+        .header("traceparent", traceparent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    res
+}
+
 async fn app_exporting_to(endpoint: String) -> TestApp {
     install_subscriber();
     spawn_app_with(move |s| {
@@ -111,14 +101,12 @@ async fn an_incoming_traceparent_is_continued_by_the_exported_request_span() {
     let trace = format!("{:032x}", uuid::Uuid::new_v4().as_u128() | 1);
     let parent = "00f067aa0ba902b7";
 
-    let res = app
-        .client
-        .get(format!("{}/health?token=query-secret-t1", app.address))
-        .header("traceparent", format!("00-{trace}-{parent}-01"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
+    health_with(
+        &app,
+        "?token=query-secret-t1",
+        &format!("00-{trace}-{parent}-01"),
+    )
+    .await;
 
     let span = wait_for_span(&received, |s| s["traceId"] == trace.as_str()).await;
     assert_eq!(span["parentSpanId"], parent);
@@ -149,14 +137,7 @@ async fn an_incoming_traceparent_is_continued_by_the_exported_request_span() {
     );
 
     // A request without a (valid) traceparent starts its own trace.
-    let res = app
-        .client
-        .get(format!("{}/health", app.address))
-        .header("traceparent", format!("00-{trace}-0000000000000000-01"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
+    let res = health_with(&app, "", &format!("00-{trace}-0000000000000000-01")).await;
     let request_id = res
         .headers()
         .get("x-request-id")

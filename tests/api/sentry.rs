@@ -1,38 +1,13 @@
 //! Sentry hygiene: events reach a test DSN server (Sentry's envelope endpoint, in this process)
 //! without request bodies, query strings or secrets.
 
-use crate::helpers::{free_port, spawn_app_with};
-use actix_web::{web, App, HttpServer};
-use std::sync::{Arc, Mutex};
+use crate::helpers::{free_port, spawn_app_with, start_body_sink, ReceivedBodies};
 use std::time::Duration;
 use tracing_subscriber::layer::SubscriberExt;
 
-/// Every envelope posted to `/api/{project}/envelope/`, as text.
-type Received = Arc<Mutex<Vec<String>>>;
-
-fn start_dsn_server() -> (String, Received) {
-    let received: Received = Arc::default();
-    let sink = received.clone();
-    let server = HttpServer::new(move || {
-        let sink = sink.clone();
-        App::new().route(
-            "/api/{project}/envelope/",
-            web::post().to(move |body: web::Bytes| {
-                let sink = sink.clone();
-                async move {
-                    sink.lock()
-                        .unwrap()
-                        .push(String::from_utf8_lossy(&body).into_owned());
-                    "{}"
-                }
-            }),
-        )
-    })
-    .workers(1)
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let port = server.addrs()[0].port();
-    actix_web::rt::spawn(server.run());
+/// A DSN whose envelopes (`/api/1/envelope/`) land in a body sink in this process.
+fn start_dsn_server() -> (String, ReceivedBodies) {
+    let (port, received) = start_body_sink("/api/{project}/envelope/");
     (format!("http://public@127.0.0.1:{port}/1"), received)
 }
 
@@ -80,7 +55,13 @@ async fn sentry_events_never_carry_the_request_body_query_or_secrets() {
     sentry::Hub::main().bind_client(None);
     drop(guard);
 
-    let all = received.lock().unwrap().join("\n");
+    let all = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(all.contains("/api/v1/auth/login"), "no HTTP event: {all}");
     assert!(all.contains("call-under-test"), "no tracing event: {all}");
     assert!(all.contains("call failed: wss://api.deepgram.test/v1/listen closed"));
