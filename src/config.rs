@@ -598,6 +598,25 @@ impl Settings {
         if !(0.0..=1.0).contains(&self.sentry.traces_sample_rate) {
             return fail("sentry.traces_sample_rate", "must be between 0.0 and 1.0");
         }
+        let t = &self.telemetry;
+        if !(0.0..=1.0).contains(&t.trace_sample_ratio) {
+            return fail(
+                "telemetry.trace_sample_ratio",
+                "must be between 0.0 and 1.0",
+            );
+        }
+        if !t.otlp_endpoint.is_empty() && !t.otlp_endpoint.starts_with("http://") {
+            return fail(
+                "telemetry.otlp_endpoint",
+                "must start with http:// (for TLS, run a collector next to the engine)",
+            );
+        }
+        if t.trace_queue_spans == 0 || t.otlp_timeout_ms == 0 {
+            return fail(
+                "telemetry.trace_queue_spans",
+                "trace_queue_spans and otlp_timeout_ms must be greater than 0",
+            );
+        }
         if self.telnyx.request_timeout_ms == 0 {
             return fail("telnyx.request_timeout_ms", "must be greater than 0");
         }

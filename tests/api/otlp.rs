@@ -229,6 +229,26 @@ async fn telnyx_commands_carry_a_traceparent_of_an_exported_span() {
     );
 }
 
+#[test]
+fn telemetry_settings_out_of_range_are_refused() {
+    let refused = |tweak: fn(&mut iace::config::Settings)| {
+        let mut s = crate::helpers::test_settings();
+        tweak(&mut s);
+        s.validate().unwrap_err().to_string()
+    };
+    assert!(refused(|s| s.telemetry.trace_sample_ratio = 1.5).contains("trace_sample_ratio"));
+    assert!(refused(|s| s.telemetry.trace_sample_ratio = -0.1).contains("trace_sample_ratio"));
+    assert!(
+        refused(|s| s.telemetry.otlp_endpoint = "https://tempo:4318".into())
+            .contains("otlp_endpoint")
+    );
+    assert!(refused(|s| s.telemetry.trace_queue_spans = 0).contains("trace_queue_spans"));
+    let mut ok = crate::helpers::test_settings();
+    ok.telemetry.otlp_endpoint = "http://tempo:4318".into();
+    ok.telemetry.trace_sample_ratio = 0.25;
+    assert!(ok.validate().is_ok());
+}
+
 async fn dropped(app: &TestApp) -> f64 {
     let text = app.ops_get("/metrics").await.text().await.unwrap();
     crate::ops::metric_sum(&text, "iace_trace_spans_dropped_total", &[])
