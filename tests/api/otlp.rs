@@ -249,6 +249,57 @@ fn telemetry_settings_out_of_range_are_refused() {
     assert!(ok.validate().is_ok());
 }
 
+#[actix_web::test]
+async fn groq_requests_during_a_call_carry_a_traceparent_of_an_exported_span() {
+    use iace::sim::caller::{CallerScript, CallerScripts};
+    let _turn = EXPORTER_TURN.lock().await;
+    let (endpoint, received) = start_collector();
+    install_subscriber();
+    let script = CallerScript::new()
+        .wait_for_agent(15_000)
+        .say("Hi, my internet keeps dropping every evening.")
+        .wait_for_agent(15_000)
+        .hang_up();
+    let app = crate::helpers::spawn_voice_app(
+        crate::helpers::VoiceSetup::new(CallerScripts::new(script)),
+        move |s| s.telemetry.otlp_endpoint = endpoint,
+    )
+    .await;
+    let voice = app.voice.as_ref().expect("voice app");
+    app.create_tenant("+15550307701").await;
+    app.telnyx
+        .place_inbound_call("+15559997701", "+15550307701");
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let header = loop {
+        if let Some(h) = voice
+            .groq
+            .requests()
+            .into_iter()
+            .find_map(|r| r.traceparent)
+        {
+            break h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Groq request carried a traceparent"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ctx = TraceContext::parse(&header).expect("a valid traceparent");
+    let trace = format!("{:032x}", ctx.trace_id);
+    let span_id = format!("{:016x}", ctx.span_id);
+    let span = wait_for_span(&received, |s| {
+        s["traceId"] == trace.as_str() && s["spanId"] == span_id.as_str()
+    })
+    .await;
+    assert_eq!(span["name"], "provider_request");
+    assert_eq!(
+        attribute(&span["attributes"], "iace.provider"),
+        Some(&json!({ "stringValue": "groq" }))
+    );
+}
+
 async fn dropped(app: &TestApp) -> f64 {
     let text = app.ops_get("/metrics").await.text().await.unwrap();
     crate::ops::metric_sum(&text, "iace_trace_spans_dropped_total", &[])
