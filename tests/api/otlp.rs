@@ -84,6 +84,26 @@ async fn health_with(app: &TestApp, query: &str, traceparent: &str) -> reqwest::
     res
 }
 
+/// The exported span a provider request's `traceparent` names: a sampled `provider_request`
+/// (SPAN_KIND_CLIENT) of `provider`.
+async fn provider_span_of(received: &ReceivedBodies, traceparent: &str, provider: &str) -> Value {
+    let ctx = TraceContext::parse(traceparent).expect("a valid traceparent");
+    assert!(ctx.sampled);
+    let trace = format!("{:032x}", ctx.trace_id);
+    let span_id = format!("{:016x}", ctx.span_id);
+    let span = wait_for_span(received, |s| {
+        s["traceId"] == trace.as_str() && s["spanId"] == span_id.as_str()
+    })
+    .await;
+    assert_eq!(span["name"], "provider_request");
+    assert_eq!(span["kind"], 3, "SPAN_KIND_CLIENT");
+    assert_eq!(
+        attribute(&span["attributes"], "iace.provider"),
+        Some(&json!({ "stringValue": provider }))
+    );
+    span
+}
+
 async fn app_exporting_to(endpoint: String) -> TestApp {
     install_subscriber();
     spawn_app_with(move |s| {
@@ -209,20 +229,7 @@ async fn telnyx_commands_carry_a_traceparent_of_an_exported_span() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let header = dial.traceparent.expect("the dial carries a traceparent");
-    let ctx = TraceContext::parse(&header).expect("a valid traceparent");
-    assert!(ctx.sampled);
-    let trace = format!("{:032x}", ctx.trace_id);
-    let span_id = format!("{:016x}", ctx.span_id);
-    let span = wait_for_span(&received, |s| {
-        s["traceId"] == trace.as_str() && s["spanId"] == span_id.as_str()
-    })
-    .await;
-    assert_eq!(span["name"], "provider_request");
-    assert_eq!(span["kind"], 3, "SPAN_KIND_CLIENT");
-    assert_eq!(
-        attribute(&span["attributes"], "iace.provider"),
-        Some(&json!({ "stringValue": "telnyx" }))
-    );
+    let span = provider_span_of(&received, &header, "telnyx").await;
     assert!(
         !span.to_string().contains("test-telnyx-key"),
         "no credential in a span"
@@ -286,18 +293,7 @@ async fn groq_requests_during_a_call_carry_a_traceparent_of_an_exported_span() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let ctx = TraceContext::parse(&header).expect("a valid traceparent");
-    let trace = format!("{:032x}", ctx.trace_id);
-    let span_id = format!("{:016x}", ctx.span_id);
-    let span = wait_for_span(&received, |s| {
-        s["traceId"] == trace.as_str() && s["spanId"] == span_id.as_str()
-    })
-    .await;
-    assert_eq!(span["name"], "provider_request");
-    assert_eq!(
-        attribute(&span["attributes"], "iace.provider"),
-        Some(&json!({ "stringValue": "groq" }))
-    );
+    provider_span_of(&received, &header, "groq").await;
 }
 
 async fn dropped(app: &TestApp) -> f64 {
