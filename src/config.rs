@@ -76,6 +76,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub health: HealthSettings,
     pub sentry: SentrySettings,
+    pub telemetry: TelemetrySettings,
     pub telnyx: TelnyxSettings,
     pub deepgram: DeepgramSettings,
     pub cartesia: CartesiaSettings,
@@ -207,6 +208,21 @@ pub struct HealthSettings {
 pub struct SentrySettings {
     pub dsn: Secret,
     pub traces_sample_rate: f32,
+}
+
+/// Trace export over OTLP/HTTP JSON (`telemetry::otlp`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// Collector base URL (`http://host:4318`); spans go to `{otlp_endpoint}/v1/traces`.
+    /// Empty: no export.
+    pub otlp_endpoint: String,
+    /// Share of new traces recorded, 0.0 to 1.0 (an incoming `traceparent`'s sampled flag wins).
+    pub trace_sample_ratio: f64,
+    /// Finished spans waiting for export at most; more are dropped and counted.
+    pub trace_queue_spans: usize,
+    /// Connect, write and read timeout of one export POST.
+    pub otlp_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -609,6 +625,25 @@ impl Settings {
         }
         if !(0.0..=1.0).contains(&self.sentry.traces_sample_rate) {
             return fail("sentry.traces_sample_rate", "must be between 0.0 and 1.0");
+        }
+        let t = &self.telemetry;
+        if !(0.0..=1.0).contains(&t.trace_sample_ratio) {
+            return fail(
+                "telemetry.trace_sample_ratio",
+                "must be between 0.0 and 1.0",
+            );
+        }
+        if !t.otlp_endpoint.is_empty() && !t.otlp_endpoint.starts_with("http://") {
+            return fail(
+                "telemetry.otlp_endpoint",
+                "must start with http:// (for TLS, run a collector next to the engine)",
+            );
+        }
+        if t.trace_queue_spans == 0 || t.otlp_timeout_ms == 0 {
+            return fail(
+                "telemetry.trace_queue_spans",
+                "trace_queue_spans and otlp_timeout_ms must be greater than 0",
+            );
         }
         if self.telnyx.request_timeout_ms == 0 {
             return fail("telnyx.request_timeout_ms", "must be greater than 0");

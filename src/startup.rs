@@ -187,6 +187,7 @@ impl Application {
             crate::live::LiveMetrics::new(&metrics.registry)?,
         );
         let cluster = Cluster::new(Identity::resolve(&settings, port), redis.clone(), &settings);
+        crate::telemetry::otlp::configure(&settings.telemetry, cluster.id());
         let takeover = Takeover {
             db: db.clone(),
             telnyx: telnyx.clone(),

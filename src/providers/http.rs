@@ -17,6 +17,15 @@ pub fn client() -> awc::Client {
     CLIENT.with(Clone::clone)
 }
 
+/// `request` with a `traceparent` header for the current span, so the provider's side (and our
+/// simulators) can be joined to the call's trace. Unchanged while trace export is off.
+pub fn traced(request: awc::ClientRequest) -> awc::ClientRequest {
+    match crate::telemetry::otlp::traceparent_header() {
+        Some(header) => request.insert_header(header),
+        None => request,
+    }
+}
+
 /// Maps a failure to send or to get the response headers.
 pub fn send_error(
     provider: &'static str,

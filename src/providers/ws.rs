@@ -144,12 +144,17 @@ pub struct WsConnection<C, E> {
 
 /// Opens the socket described by `request` and starts its task on the current arbiter.
 /// `request_id_header` names the handshake response header carrying the provider's request id.
+/// The handshake is a `provider_request` span and carries its `traceparent`.
+#[tracing::instrument(name = "provider_request", skip_all, fields(provider = P::PROVIDER))]
 pub async fn open<P: WsProtocol>(
     request: awc::ws::WebsocketsRequest,
     options: WsOptions,
     request_id_header: &str,
 ) -> Result<WsConnection<P::Command, P::Event>, ProviderError> {
-    let request = request.max_frame_size(options.max_frame_size);
+    let mut request = request.max_frame_size(options.max_frame_size);
+    if let Some((name, value)) = crate::telemetry::otlp::traceparent_header() {
+        request = request.set_header(name, value);
+    }
     let (response, framed) =
         match actix_web::rt::time::timeout(options.connect_timeout, request.connect()).await {
             Err(_) => {

@@ -94,6 +94,8 @@ pub struct GroqSimRequest {
     pub body: serde_json::Value,
     /// The status answered.
     pub status: u16,
+    /// The request's `traceparent` header, if any.
+    pub traceparent: Option<String>,
 }
 
 impl GroqSimRequest {
@@ -245,10 +247,16 @@ async fn chat_completions(
 fn decide(req: &HttpRequest, body: &[u8], shared: &Mutex<Shared>) -> Decision {
     let mut s = lock(shared);
     let body_json = serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default();
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let refuse = |s: &mut Shared, status: u16, kind: &str, message: String| {
         s.requests.push(GroqSimRequest {
             body: body_json.clone(),
             status,
+            traceparent: traceparent.clone(),
         });
         let code = actix_web::http::StatusCode::from_u16(status)
             .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
@@ -313,6 +321,7 @@ fn decide(req: &HttpRequest, body: &[u8], shared: &Mutex<Shared>) -> Decision {
     s.requests.push(GroqSimRequest {
         body: body_json,
         status: 200,
+        traceparent,
     });
     let json_mode = request
         .response_format

@@ -217,6 +217,8 @@ impl RecorderMetrics {
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some("iace".to_owned()), None)?;
+        // Process-wide (the trace exporter is global); every registry shows the same count.
+        registry.register(Box::new(crate::telemetry::otlp::dropped_spans()?))?;
         let http_requests = IntCounterVec::new(
             Opts::new(
                 "http_requests_total",

@@ -8,8 +8,10 @@ pub mod calls;
 pub mod db;
 pub mod deliveries;
 pub mod metrics;
+pub mod otlp;
 pub mod providers;
 pub mod sentry;
+pub mod trace_context;
 
 use crate::config::{LogFormat, Settings};
 use actix_web::body::MessageBody;
@@ -26,9 +28,9 @@ use tracing_subscriber::{
 /// The installed log filter, for `/admin/log-filter` to replace at run time.
 static LOG_FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
-/// Installs the global subscriber: the log filter (reloadable), the log lines, and Sentry's
+/// Installs the global subscriber: the log filter (reloadable), the log lines, Sentry's
 /// tracing layers (error events become Sentry events, warnings breadcrumbs; a no-op while
-/// no DSN is configured). `RUST_LOG`, when set, wins over `log.level`.
+/// no DSN is configured) and the trace exporter's layer (inert until `otlp::configure`). `RUST_LOG`, when set, wins over `log.level`.
 /// Safe to call more than once (later calls are ignored), which tests rely on.
 pub fn init(settings: &Settings) {
     let filter = EnvFilter::try_from_default_env()
@@ -37,7 +39,8 @@ pub fn init(settings: &Settings) {
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry()
         .with(filter)
-        .with(sentry::layers());
+        .with(sentry::layers())
+        .with(otlp::layer());
     let installed = match settings.log.format {
         LogFormat::Json => registry
             .with(
@@ -97,17 +100,24 @@ impl RootSpanBuilder for RequestSpan {
         let route = request
             .match_pattern()
             .unwrap_or_else(|| "unmatched".to_owned());
-        tracing::info_span!(
-            "http_request",
-            request_id = %request_id,
-            method = %request.method(),
-            route = %route,
-            user_id = tracing::field::Empty,
-            org_id = tracing::field::Empty,
-            status = tracing::field::Empty,
-            error_code = tracing::field::Empty,
-            process_time_ms = tracing::field::Empty,
-        )
+        let remote = request
+            .headers()
+            .get(trace_context::TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(trace_context::TraceContext::parse);
+        otlp::with_remote_parent(remote, || {
+            tracing::info_span!(
+                "http_request",
+                request_id = %request_id,
+                method = %request.method(),
+                route = %route,
+                user_id = tracing::field::Empty,
+                org_id = tracing::field::Empty,
+                status = tracing::field::Empty,
+                error_code = tracing::field::Empty,
+                process_time_ms = tracing::field::Empty,
+            )
+        })
     }
 
     fn on_request_end<B: MessageBody>(

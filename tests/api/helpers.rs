@@ -703,6 +703,37 @@ where
 }
 
 /// A port nothing listens on right now.
+/// Bodies a [`start_body_sink`] server received, in order.
+pub type ReceivedBodies = std::sync::Arc<Mutex<Vec<actix_web::web::Bytes>>>;
+
+/// A real HTTP server on a loopback port that answers `POST {route}` with `{}` and keeps the
+/// bodies (stands in for a Sentry DSN or an OTLP collector). Returns its port.
+pub fn start_body_sink(route: &str) -> (u16, ReceivedBodies) {
+    use actix_web::{web, App, HttpServer};
+    let received = ReceivedBodies::default();
+    let sink = received.clone();
+    let route = route.to_owned();
+    let server = HttpServer::new(move || {
+        let sink = sink.clone();
+        App::new().route(
+            &route,
+            web::post().to(move |body: web::Bytes| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock().unwrap().push(body);
+                    "{}"
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let port = server.addrs()[0].port();
+    actix_web::rt::spawn(server.run());
+    (port, received)
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -29,6 +29,7 @@ mod live;
 mod migrations;
 mod openapi;
 mod ops;
+mod otlp;
 mod outage;
 mod overview;
 mod pattern_index;

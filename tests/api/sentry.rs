@@ -1,42 +1,30 @@
 //! Sentry hygiene: events reach a test DSN server (Sentry's envelope endpoint, in this process)
 //! without request bodies, query strings or secrets; a call actor's panic is one of them.
 
-use crate::helpers::{free_port, spawn_app_with, spawn_voice_app, wait_until, VoiceSetup};
-use actix_web::{web, App, HttpServer};
+use crate::helpers::{
+    free_port, spawn_app_with, spawn_voice_app, start_body_sink, wait_until, ReceivedBodies,
+    VoiceSetup,
+};
 use iace::actors::call::messages::InjectPanic;
 use iace::domain::call::CallId;
 use iace::sim::caller::{CallerScript, CallerScripts};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing_subscriber::layer::SubscriberExt;
 
-/// Every envelope posted to `/api/{project}/envelope/`, as text.
-type Received = Arc<Mutex<Vec<String>>>;
-
-fn start_dsn_server() -> (String, Received) {
-    let received: Received = Arc::default();
-    let sink = received.clone();
-    let server = HttpServer::new(move || {
-        let sink = sink.clone();
-        App::new().route(
-            "/api/{project}/envelope/",
-            web::post().to(move |body: web::Bytes| {
-                let sink = sink.clone();
-                async move {
-                    sink.lock()
-                        .unwrap()
-                        .push(String::from_utf8_lossy(&body).into_owned());
-                    "{}"
-                }
-            }),
-        )
-    })
-    .workers(1)
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let port = server.addrs()[0].port();
-    actix_web::rt::spawn(server.run());
+/// A DSN whose envelopes (`/api/1/envelope/`) land in a body sink in this process.
+fn start_dsn_server() -> (String, ReceivedBodies) {
+    let (port, received) = start_body_sink("/api/{project}/envelope/");
     (format!("http://public@127.0.0.1:{port}/1"), received)
+}
+
+/// The envelopes received so far, as text.
+fn texts(received: &ReceivedBodies) -> Vec<String> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect()
 }
 
 #[actix_web::test]
@@ -85,7 +73,7 @@ async fn sentry_events_never_carry_the_request_body_query_or_secrets() {
     sentry::Hub::main().bind_client(None);
     drop(guard);
 
-    let all = received.lock().unwrap().join("\n");
+    let all = texts(&received).join("\n");
     assert!(all.contains("/api/v1/auth/login"), "no HTTP event: {all}");
     assert!(all.contains("call-under-test"), "no tracing event: {all}");
     assert!(all.contains("call failed: wss://api.deepgram.test/v1/listen closed"));
@@ -143,7 +131,7 @@ async fn a_call_actor_panic_reaches_sentry_without_secrets() {
         "the panic at the DSN server",
         || {
             client.flush(Some(Duration::from_secs(1)));
-            let found = received.lock().unwrap().iter().any(|e| e.contains(&needle));
+            let found = texts(&received).iter().any(|e| e.contains(&needle));
             async move { found.then_some(()) }
         },
     )
@@ -151,7 +139,7 @@ async fn a_call_actor_panic_reaches_sentry_without_secrets() {
     sentry::Hub::main().bind_client(None);
     drop(guard);
 
-    let all = received.lock().unwrap().join("\n");
+    let all = texts(&received).join("\n");
     let s = &app.settings;
     let secrets = [
         s.telnyx.api_key.expose(),

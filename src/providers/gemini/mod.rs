@@ -141,6 +141,7 @@ impl GeminiClient {
     }
 
     /// POSTs `body` to `models/{model}:{method}` and parses the answer, all within the timeout.
+    #[tracing::instrument(name = "provider_request", skip_all, fields(provider = PROVIDER))]
     async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         method: &str,
@@ -148,8 +149,7 @@ impl GeminiClient {
     ) -> Result<T, ProviderError> {
         let url = format!("{}/models/{}:{method}", self.base_url, self.model);
         let call = async {
-            let mut builder = http::client()
-                .post(&url)
+            let mut builder = http::traced(http::client().post(&url))
                 .timeout(self.request_timeout)
                 .insert_header(("accept", "application/json"));
             if !self.api_key.is_empty() {

@@ -180,6 +180,7 @@ impl GroqClient {
     }
 
     /// Sends `request` and returns the response if its status is a success.
+    #[tracing::instrument(name = "provider_request", skip_all, fields(provider = PROVIDER))]
     async fn send(
         &self,
         request: &ChatRequest,
@@ -189,8 +190,7 @@ impl GroqClient {
         >,
         ProviderError,
     > {
-        let mut builder = http::client()
-            .post(&self.endpoint)
+        let mut builder = http::traced(http::client().post(&self.endpoint))
             .timeout(self.request_timeout)
             .insert_header(("accept", "application/json, text/event-stream"));
         if !self.api_key.is_empty() {

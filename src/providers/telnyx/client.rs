@@ -492,13 +492,13 @@ impl TelnyxClient {
         base.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
     }
 
+    #[tracing::instrument(name = "provider_request", skip_all, fields(provider = "telnyx"))]
     async fn attempt(
         &self,
         url: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, TelnyxError> {
-        let request = HTTP
-            .with(|http| http.post(url))
+        let request = crate::providers::http::traced(HTTP.with(|http| http.post(url)))
             .bearer_auth(self.inner.api_key.expose())
             .timeout(self.inner.request_timeout);
         let exchange = async {

@@ -145,6 +145,8 @@ pub struct RecordedCommand {
     pub command_id: Option<String>,
     /// The HTTP status the simulator answered.
     pub status: u16,
+    /// The request's `traceparent` header, if any.
+    pub traceparent: Option<String>,
 }
 
 /// One webhook delivery attempt.

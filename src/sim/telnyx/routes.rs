@@ -144,6 +144,11 @@ async fn run_command(
             body: Value::Object(body),
             command_id,
             status: result.as_ref().map_or_else(|e| e.status, |_| 200),
+            traceparent: req
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
         });
         result
     };
