@@ -22,37 +22,37 @@ use std::time::Instant;
 use tracing::Span;
 use tracing_actix_web::RootSpanBuilder;
 use tracing_subscriber::{
-    fmt, layer::SubscriberExt, reload, util::SubscriberInitExt, EnvFilter, Registry,
+    fmt, layer::SubscriberExt, reload, util::SubscriberInitExt, EnvFilter, Layer, Registry,
 };
 
 /// The installed log filter, for `/admin/log-filter` to replace at run time.
 static LOG_FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
-/// Installs the global subscriber: the log filter (reloadable), the log lines, Sentry's
-/// tracing layers (error events become Sentry events, warnings breadcrumbs; a no-op while
-/// no DSN is configured) and the trace exporter's layer (inert until `otlp::configure`). `RUST_LOG`, when set, wins over `log.level`.
-/// Safe to call more than once (later calls are ignored), which tests rely on.
+/// Installs the global subscriber. Each layer has its own filter, so changing one never
+/// silences another: the log lines follow the log filter (reloadable; `RUST_LOG`, when set,
+/// wins over `log.level`), Sentry's tracing layers take errors as events and warnings as
+/// breadcrumbs, and the trace exporter's layer takes the engine's own spans at INFO and above
+/// (inert until `otlp::configure`), whatever the log level says. Spans no layer wants are
+/// never built. Safe to call more than once (later calls are ignored), which tests rely on.
 pub fn init(settings: &Settings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry()
-        .with(filter)
-        .with(sentry::layers())
-        .with(otlp::layer());
-    let installed = match settings.log.format {
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false),
-            )
-            .try_init(),
-        LogFormat::Pretty => registry.with(fmt::layer().compact()).try_init(),
+    let lines: Box<dyn Layer<Registry> + Send + Sync> = match settings.log.format {
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+        LogFormat::Pretty => fmt::layer().compact().boxed(),
     };
+    let installed = tracing_subscriber::registry()
+        .with(lines.with_filter(filter))
+        .with(sentry::layers())
+        .with(otlp::layer().with_filter(otlp::span_filter()))
+        .try_init();
     if installed.is_ok() {
         let _ = LOG_FILTER.set(handle);
     }

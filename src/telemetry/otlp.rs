@@ -62,6 +62,12 @@ pub fn layer() -> OtlpLayer {
     OtlpLayer
 }
 
+/// The spans the layer is given: the engine's own, INFO and above, independent of the log
+/// filter (an operator turning logs down to `warn` keeps the traces).
+pub fn span_filter() -> tracing_subscriber::filter::Targets {
+    tracing_subscriber::filter::Targets::new().with_target("iace", tracing::Level::INFO)
+}
+
 /// Starts exporting to `telemetry.otlp_endpoint` (nothing when it is empty). `instance` names
 /// this process in the resource (`service.instance.id`).
 pub fn configure(settings: &TelemetrySettings, instance: &str) {

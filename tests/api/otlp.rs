@@ -9,17 +9,16 @@ use crate::helpers::{spawn_app_with, start_body_sink, ReceivedBodies, TestApp};
 use iace::telemetry::trace_context::TraceContext;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 
 static EXPORTER_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Installs a global subscriber with the exporter's layer (unless `TEST_LOG` already installed
-/// the application's own, which has it too).
+/// Installs the application's global subscriber (with its exporter layer), as `iace serve`
+/// does, with the log lines off; whichever test of this binary installs it first, every test
+/// gets the same one.
 fn install_subscriber() {
-    let _ = tracing_subscriber::registry()
-        .with(iace::telemetry::otlp::layer())
-        .try_init();
+    let mut quiet = crate::helpers::test_settings();
+    quiet.log.level = "off".into();
+    iace::telemetry::init(&quiet);
 }
 
 /// A loopback OTLP/HTTP collector: its endpoint and what it received.
