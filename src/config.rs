@@ -265,6 +265,9 @@ pub struct DeepgramSettings {
     /// finalised and audio that arrived while disconnected, each held to this much. Beyond it
     /// (Deepgram stalled, or away for long) the oldest is dropped and counted, so memory stays flat.
     pub replay_buffer_ms: u64,
+    /// Caller frames (20 ms each) per audio message to Deepgram: 1 sends each frame as it comes;
+    /// 2 halves the socket writes and holds every other frame 20 ms longer (see BENCHMARKS.md).
+    pub audio_frames_per_message: usize,
 }
 
 /// Cartesia streaming text-to-speech. `base_url` is the socket origin (`wss://api.cartesia.ai`);
@@ -647,6 +650,12 @@ impl Settings {
         }
         if self.telnyx.request_timeout_ms == 0 {
             return fail("telnyx.request_timeout_ms", "must be greater than 0");
+        }
+        if !(1..=5).contains(&self.deepgram.audio_frames_per_message) {
+            return fail(
+                "deepgram.audio_frames_per_message",
+                "must be between 1 and 5 (each frame held adds 20 ms)",
+            );
         }
         if self.calls.max_duration_secs == 0 || self.calls.max_duration_secs > 14_400 {
             return fail(

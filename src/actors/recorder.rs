@@ -181,6 +181,7 @@ impl RecorderHandle {
             writing: false,
             backing_off: false,
             backoff: Duration::from_millis(50),
+            flush_armed: false,
         });
         *self.addr.write().unwrap_or_else(|e| e.into_inner()) = Some(addr);
     }
@@ -210,9 +211,15 @@ impl RecorderHandle {
             inbox.writes.len()
         };
         self.shared.metrics.buffered.inc();
-        // Batching: below a batch, the flush interval picks the writes up.
+        // Batching: a batch goes at once; the first write into an empty inbox arms one flush
+        // after `flush_interval`, which takes whatever has come by then. No timer runs while
+        // nothing is queued (an idle engine is not woken 50 times a second).
         if queued >= self.shared.config.batch_size {
             self.kick();
+        } else if queued == 1 {
+            if let Some(addr) = self.addr.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                addr.do_send(KickSoon);
+            }
         }
     }
 
@@ -245,6 +252,15 @@ impl RecorderHandle {
 #[rtype(result = "()")]
 struct Kick;
 
+/// Writes are waiting below a batch: flush after the batching interval.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct KickSoon;
+
+/// The backstop for a wake-up lost in a restart: the recorder looks at its queue this often even
+/// when nobody kicks it.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
 pub struct Recorder {
     handle: RecorderHandle,
     /// Where a successor starts after a panic.
@@ -253,6 +269,8 @@ pub struct Recorder {
     /// A retry is scheduled: the batching interval leaves the database alone until then.
     backing_off: bool,
     backoff: Duration,
+    /// A batching flush is scheduled.
+    flush_armed: bool,
 }
 
 impl Recorder {
@@ -487,9 +505,7 @@ impl Actor for Recorder {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.resume();
-        // Batching: writes that arrive together go out together.
-        let interval = self.handle.shared.config.flush_interval;
-        ctx.run_interval(interval, |act, ctx| act.kick(ctx));
+        ctx.run_interval(HOUSEKEEPING, |act, ctx| act.kick(ctx));
         self.kick(ctx);
     }
 }
@@ -497,6 +513,8 @@ impl Actor for Recorder {
 impl Supervised for Recorder {
     fn restarting(&mut self, _: &mut Self::Context) {
         tracing::warn!("recorder stopped; restarting it");
+        // The old context's timers are gone with it.
+        self.flush_armed = false;
     }
 }
 
@@ -520,5 +538,21 @@ impl Handler<Kick> for Recorder {
 
     fn handle(&mut self, _: Kick, ctx: &mut Self::Context) {
         self.kick(ctx);
+    }
+}
+
+impl Handler<KickSoon> for Recorder {
+    type Result = ();
+
+    fn handle(&mut self, _: KickSoon, ctx: &mut Self::Context) {
+        // Writes that arrive together go out together.
+        if std::mem::replace(&mut self.flush_armed, true) {
+            return;
+        }
+        let interval = self.handle.shared.config.flush_interval;
+        ctx.run_later(interval, |act, ctx| {
+            act.flush_armed = false;
+            act.kick(ctx);
+        });
     }
 }

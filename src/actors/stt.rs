@@ -8,7 +8,7 @@ use crate::providers::deepgram::{DeepgramClient, DeepgramSender, ListenParams, S
 use crate::providers::ProviderError;
 use crate::telemetry::metrics::observe_since;
 use actix::prelude::*;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,14 @@ pub struct SttStream {
     max_replay_ms: u64,
     pub reconnects: u32,
     metrics: crate::telemetry::metrics::VoiceMetrics,
+    /// Caller frames that may wait in the mailbox (`calls.media_in_queue_frames`).
+    mailbox: usize,
+    /// Caller frames sent to Deepgram per message (`deepgram.audio_frames_per_message`): 2
+    /// halves the socket writes at the price of holding every other frame one frame longer.
+    frames_per_message: usize,
+    /// Live frames held until a message is full, and when each was read off the media socket.
+    batch: BytesMut,
+    batch_read_at: Vec<Instant>,
 }
 
 impl SttStream {
@@ -96,7 +104,18 @@ impl SttStream {
             max_replay_ms: settings.replay_buffer_ms.max(1),
             reconnects: 0,
             metrics,
+            mailbox: 16, // actix's default
+            frames_per_message: settings.audio_frames_per_message.max(1),
+            batch: BytesMut::new(),
+            batch_read_at: Vec::new(),
         }
+    }
+
+    /// Caller audio is offered with `try_send`: past `frames` waiting messages it is dropped
+    /// (and counted by the reader) instead of piling up behind a stream that cannot keep up.
+    pub fn with_mailbox(mut self, frames: usize) -> Self {
+        self.mailbox = frames.max(1);
+        self
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
@@ -132,7 +151,7 @@ impl SttStream {
             .collect();
         self.sender = Some(sender);
         for frame in replay {
-            self.send_audio(frame, None);
+            self.send_audio(frame, &[]);
         }
     }
 
@@ -163,9 +182,32 @@ impl SttStream {
         ctx.run_later(delay, |act, ctx| act.connect(ctx));
     }
 
-    /// Sends (or queues, while disconnected) one frame; `received` is when a live frame was read
-    /// off the media socket (`None` for replays, which are not timed).
-    fn send_audio(&mut self, frame: Bytes, received: Option<Instant>) {
+    /// One live caller frame, read off the media socket at `received`: sent now, or held until
+    /// a message holds `frames_per_message` frames.
+    fn live_audio(&mut self, frame: Bytes, received: Instant) {
+        if self.frames_per_message <= 1 {
+            return self.send_audio(frame, &[received]);
+        }
+        self.batch.extend_from_slice(&frame);
+        self.batch_read_at.push(received);
+        if self.batch_read_at.len() >= self.frames_per_message {
+            self.flush_batch();
+        }
+    }
+
+    /// Sends the frames held for a message, if any.
+    fn flush_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let audio = self.batch.split().freeze();
+        let read_at = std::mem::take(&mut self.batch_read_at);
+        self.send_audio(audio, &read_at);
+    }
+
+    /// Sends (or queues, while disconnected) one message of audio; `read_at` holds when each of
+    /// its live frames was read off the media socket (empty for replays, which are not timed).
+    fn send_audio(&mut self, frame: Bytes, read_at: &[Instant]) {
         let Some(sender) = &self.sender else {
             return self.hold_for_reconnect(frame);
         };
@@ -184,8 +226,8 @@ impl SttStream {
             }
         }
         self.sent_ms += ms_for_bytes(frame.len());
-        if let Some(received) = received {
-            observe_since(&self.metrics.media_in_to_stt, received);
+        for received in read_at {
+            observe_since(&self.metrics.media_in_to_stt, *received);
         }
         let (dropped, dropped_ms) = self.unconfirmed.push(frame, self.max_replay_ms);
         // Audio that can no longer be replayed counts as confirmed for the connection's clock.
@@ -275,6 +317,7 @@ impl Actor for SttStream {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.mailbox);
         self.connect(ctx);
         ctx.run_interval(self.keepalive, |act, _| {
             if act.last_audio.elapsed() >= act.keepalive {
@@ -343,7 +386,7 @@ impl StreamHandler<Result<SttEvent, ProviderError>> for SttStream {
 impl Handler<CallerAudio> for SttStream {
     type Result = ();
     fn handle(&mut self, msg: CallerAudio, _: &mut Self::Context) {
-        self.send_audio(msg.0, Some(msg.1));
+        self.live_audio(msg.0, msg.1);
     }
 }
 
@@ -351,6 +394,7 @@ impl Handler<CloseStt> for SttStream {
     type Result = ();
     fn handle(&mut self, _: CloseStt, ctx: &mut Self::Context) {
         self.closing = true;
+        self.flush_batch();
         self.end_turn(Instant::now());
         match &self.sender {
             Some(sender) => {

@@ -2,8 +2,9 @@
 //! Before the upgrade: the token must name this call and be unexpired (401), its nonce must not
 //! have opened a socket already (409 `media_token_used`), and the call must not have a socket
 //! already (409 `media_stream_attached`; the live one is untouched). A reader task turns frames
-//! into messages for the call, tagged with the socket's link id; a writer task sends the call's
-//! frames in order. Bad frames are counted, never fatal. Request logs and traces record the
+//! into messages for the call, tagged with the socket's link id, and hands caller audio to the
+//! call's speech-to-text stream, which runs on this socket's thread; a writer task sends the
+//! call's frames in order. Bad frames are counted, never fatal. Request logs and traces record the
 //! route pattern, never the query string that carries the token.
 
 use crate::actors::call::media::{
@@ -12,7 +13,7 @@ use crate::actors::call::media::{
 use crate::domain::call::CallId;
 use crate::error::ApiError;
 use crate::http::{routing, AppState};
-use crate::providers::telnyx::media::InboundFrame;
+use crate::providers::telnyx::media::{InboundFrame, MediaFrameRef};
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, Session};
 use futures_util::StreamExt;
@@ -73,7 +74,7 @@ async fn media_socket(
         state.settings.calls.media_out_queue_frames,
         state.metrics.media_out_dropped.clone(),
     );
-    let link_id = link.id();
+    let sink_link = link.clone();
     match call.send(MediaAttached(link)).await {
         Ok(true) => {}
         Ok(false) => {
@@ -83,7 +84,12 @@ async fn media_socket(
         Err(_) => return Err(ApiError::NotFound("call")),
     }
     actix_web::rt::spawn(write_frames(session.clone(), rx));
-    let sink = CallerMediaSink::new(call, link_id, state.metrics.media_frames_rejected.clone());
+    let sink = CallerMediaSink::new(
+        call,
+        sink_link,
+        state.metrics.media_frames_rejected.clone(),
+        state.metrics.voice.frames_in.clone(),
+    );
     actix_web::rt::spawn(read_frames(stream, session, sink, cap));
     Ok(response)
 }
@@ -92,7 +98,7 @@ async fn write_frames(mut session: Session, mut rx: MediaOutReceiver) {
     loop {
         match rx.recv().await {
             MediaOut::Frame(frame) => {
-                if session.text(frame.to_json()).await.is_err() {
+                if session.text(frame.into_json()).await.is_err() {
                     return;
                 }
             }
@@ -122,6 +128,11 @@ async fn read_frames(
                 let received = std::time::Instant::now();
                 if text.len() > cap {
                     sink.reject("oversized");
+                    continue;
+                }
+                // Media frames (50 a second) take the borrowed path; the rest are parsed whole.
+                if let Some((stream_id, media)) = MediaFrameRef::parse(&text) {
+                    sink.media(&stream_id, media.track.as_deref(), &media.payload, received);
                     continue;
                 }
                 match serde_json::from_str::<InboundFrame>(&text) {

@@ -157,6 +157,7 @@ impl Call {
             return;
         };
         voice.stt = None;
+        voice.link.route_audio(None);
         if voice.stt_fallback {
             return;
         }

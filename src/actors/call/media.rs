@@ -1,14 +1,21 @@
 //! The call's end of its Telnyx media socket: an ordered queue of outbound frames drained by the
 //! socket's writer task, and the messages the socket's reader sends to the call.
+//!
+//! Caller audio does not pass through the call actor: the call starts its speech-to-text stream
+//! on the socket's own thread (the HTTP worker's arbiter, [`MediaLink::arbiter`]) and hands its
+//! address to the reader ([`MediaLink::route_audio`]), so a caller frame crosses no thread
+//! between the Telnyx socket and the Deepgram socket. The call sees when media last arrived
+//! through [`MediaLink::last_frame`] (its no-media watchdog), not frame by frame.
 
 use super::Call;
+use crate::actors::stt::CallerAudio;
 use crate::providers::telnyx::media::{InboundFrame, OutboundFrame};
 use actix::prelude::*;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// What the writer task does next.
@@ -45,6 +52,19 @@ struct MediaQueue {
     /// The writer task is gone: sends fail.
     closed: AtomicBool,
     dropped: prometheus::IntCounter,
+    /// The socket's thread: where the call starts the actors the socket's frames go to (none
+    /// when the link was made outside an arbiter, as in unit tests).
+    arbiter: Option<ArbiterHandle>,
+    /// Where the reader sends caller audio, once the call has a speech-to-text stream.
+    audio_to: Mutex<Option<Recipient<CallerAudio>>>,
+    /// When the reader last took a caller frame (µs since [`epoch`], 0 before the first).
+    last_frame_us: AtomicU64,
+}
+
+/// A fixed instant of this process, so an `Instant` fits in an atomic as microseconds.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 impl std::fmt::Debug for MediaLink {
@@ -57,7 +77,8 @@ impl std::fmt::Debug for MediaLink {
 }
 
 impl MediaLink {
-    /// A link holding at most `capacity` frames, counting drops in `dropped`.
+    /// A link holding at most `capacity` frames, counting drops in `dropped`. Made on the
+    /// socket's thread: that arbiter is the link's [`arbiter`](Self::arbiter).
     pub fn bounded(capacity: usize, dropped: prometheus::IntCounter) -> (Self, MediaOutReceiver) {
         let queue = Arc::new(MediaQueue {
             items: Mutex::new(VecDeque::new()),
@@ -65,6 +86,9 @@ impl MediaLink {
             capacity: capacity.max(1),
             closed: AtomicBool::new(false),
             dropped,
+            arbiter: Arbiter::try_current(),
+            audio_to: Mutex::new(None),
+            last_frame_us: AtomicU64::new(0),
         });
         (
             Self {
@@ -78,6 +102,29 @@ impl MediaLink {
     /// This socket's id, carried by its `MediaStarted` and `MediaClosed`.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The arbiter (thread) the socket's reader and writer run on.
+    pub fn arbiter(&self) -> Option<ArbiterHandle> {
+        self.queue.arbiter.clone()
+    }
+
+    /// From now on the reader hands caller audio straight to `to` (the call's speech-to-text
+    /// stream, started on [`arbiter`](Self::arbiter)); `None` stops it (frames are dropped).
+    pub fn route_audio(&self, to: Option<Recipient<CallerAudio>>) {
+        *self
+            .queue
+            .audio_to
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = to;
+    }
+
+    /// When the reader last took a caller frame, if it has.
+    pub fn last_frame(&self) -> Option<Instant> {
+        match self.queue.last_frame_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(epoch() + Duration::from_micros(us)),
+        }
     }
 
     fn push(&self, out: MediaOut) -> bool {
@@ -171,11 +218,6 @@ pub struct MediaStarted {
     pub sample_rate: u32,
 }
 
-/// One inbound audio frame (already base64-decoded by the reader), with when it was read.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CallerMedia(pub Bytes, pub Instant);
-
 /// A key the caller pressed (`dtmf` frame).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -191,28 +233,45 @@ pub struct MarkPlayed(pub String);
 #[rtype(result = "()")]
 pub struct MediaClosed(pub u64);
 
-/// The socket reader's side: turns parsed frames into messages for the call, drops what does
-/// not belong (wrong stream, bad base64, the outbound track) and counts every drop by reason.
+/// The socket reader's side: turns parsed frames into messages for the call, hands caller
+/// audio to the call's speech-to-text stream, drops what does not belong (wrong stream, bad
+/// base64, the outbound track) and counts every drop by reason. Lives on the socket's thread.
 pub struct CallerMediaSink {
     call: Addr<Call>,
-    link: u64,
+    link: MediaLink,
     stream_id: Option<String>,
+    /// Where audio goes, cached from the link once the call has routed it.
+    audio_to: Option<Recipient<CallerAudio>>,
+    /// Decoded audio is carved out of this block (one allocation per many frames, not one each).
+    audio_buf: BytesMut,
     rejected: prometheus::IntCounterVec,
+    frames_in: prometheus::IntCounter,
 }
 
+/// Bytes reserved at a time for decoded audio: 25 frames of 20 ms at 8 kHz.
+const AUDIO_BLOCK: usize = 4096;
+
 impl CallerMediaSink {
-    pub fn new(call: Addr<Call>, link: u64, rejected: prometheus::IntCounterVec) -> Self {
+    pub fn new(
+        call: Addr<Call>,
+        link: MediaLink,
+        rejected: prometheus::IntCounterVec,
+        frames_in: prometheus::IntCounter,
+    ) -> Self {
         Self {
             call,
             link,
             stream_id: None,
+            audio_to: None,
+            audio_buf: BytesMut::new(),
             rejected,
+            frames_in,
         }
     }
 
     /// Tells the call this socket is gone.
     pub fn closed(&self) {
-        self.call.do_send(MediaClosed(self.link));
+        self.call.do_send(MediaClosed(self.link.id()));
     }
 
     /// Counts and logs a frame that was dropped.
@@ -225,7 +284,76 @@ impl CallerMediaSink {
         self.stream_id.as_deref() == Some(stream_id)
     }
 
-    /// Handles one parsed frame, read off the socket at `received`.
+    /// One `media` frame of the caller's, read off the socket at `received`: `payload` is its
+    /// base64 audio, `track` its track when it named one. The per-frame path: no owned copy of
+    /// the frame, the audio decoded into a shared block.
+    pub fn media(
+        &mut self,
+        stream_id: &str,
+        track: Option<&str>,
+        payload: &str,
+        received: Instant,
+    ) {
+        if !self.is_ours(stream_id) {
+            return self.reject("wrong_stream");
+        }
+        if track.is_some_and(|t| t != "inbound") {
+            return; // our own audio echoed back with both_tracks: never fed to STT
+        }
+        let Some(audio) = self.decode(payload) else {
+            return self.reject("bad_payload");
+        };
+        let since_epoch = received.saturating_duration_since(epoch()).as_micros();
+        self.link.queue.last_frame_us.store(
+            u64::try_from(since_epoch).unwrap_or(u64::MAX).max(1),
+            Ordering::Relaxed,
+        );
+        self.frames_in.inc();
+        if self.audio_to.is_none() {
+            self.audio_to = self
+                .link
+                .queue
+                .audio_to
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+        }
+        // Before speech-to-text is up (or after it failed) the audio has nowhere to go.
+        let Some(to) = &self.audio_to else { return };
+        // Bounded: a stream that cannot keep up loses audio, not memory.
+        match to.try_send(CallerAudio(audio, received)) {
+            Ok(()) => {}
+            Err(SendError::Full(_)) => self.reject("call_busy"),
+            Err(SendError::Closed(_)) => {
+                // That stream ended; the call may route a new one.
+                self.audio_to = None;
+            }
+        }
+    }
+
+    /// Decodes base64 audio into the current block; `None` when it is not valid or empty.
+    fn decode(&mut self, payload: &str) -> Option<Bytes> {
+        use base64::Engine;
+        let room = base64::decoded_len_estimate(payload.len());
+        if self.audio_buf.capacity() < room {
+            // Reuses the block when every frame carved from it has been dropped.
+            self.audio_buf.reserve(room.max(AUDIO_BLOCK));
+        }
+        self.audio_buf.resize(room, 0);
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode_slice(payload.as_bytes(), &mut self.audio_buf[..])
+            .ok()
+            .filter(|n| *n > 0);
+        match decoded {
+            Some(n) => Some(self.audio_buf.split_to(n).freeze()),
+            None => {
+                self.audio_buf.clear();
+                None
+            }
+        }
+    }
+
+    /// Handles one parsed frame (the rare kinds: `media` frames take [`media`](Self::media)).
     pub fn frame(&mut self, frame: InboundFrame, received: Instant) {
         match frame {
             InboundFrame::Connected { .. } => {}
@@ -237,7 +365,7 @@ impl CallerMediaSink {
                 }
                 self.stream_id = Some(stream_id.clone());
                 self.call.do_send(MediaStarted {
-                    link: self.link,
+                    link: self.link.id(),
                     stream_id,
                     encoding: start.media_format.encoding,
                     sample_rate: start.media_format.sample_rate,
@@ -245,27 +373,7 @@ impl CallerMediaSink {
             }
             InboundFrame::Media {
                 stream_id, media, ..
-            } => {
-                if !self.is_ours(&stream_id) {
-                    return self.reject("wrong_stream");
-                }
-                if !media.is_inbound() {
-                    return; // our own audio echoed back with both_tracks: never fed to STT
-                }
-                match media.audio() {
-                    Some(audio) if !audio.is_empty() => {
-                        // Bounded: a call that cannot keep up loses audio, not memory.
-                        if self
-                            .call
-                            .try_send(CallerMedia(Bytes::from(audio), received))
-                            .is_err()
-                        {
-                            self.reject("call_busy");
-                        }
-                    }
-                    _ => self.reject("bad_payload"),
-                }
-            }
+            } => self.media(&stream_id, media.track.as_deref(), &media.payload, received),
             InboundFrame::Dtmf { stream_id, dtmf } => {
                 if self.is_ours(&stream_id) {
                     self.call.do_send(MediaDtmf(dtmf.digit));

@@ -622,6 +622,11 @@ impl Call {
 
     fn check_media(&mut self, ctx: &mut Context<Self>) {
         let limit = Duration::from_secs(self.deps.settings.no_media_timeout_secs);
+        // Caller frames go from the socket's reader to speech-to-text, not through the call:
+        // the link says when the last one came.
+        if let Some(at) = self.voice.as_ref().and_then(|v| v.link.last_frame()) {
+            self.last_media = self.last_media.max(at);
+        }
         if self.state.was_answered() && self.last_media.elapsed() > limit {
             self.terminate(EndReason::NoMedia, ctx);
             return;
@@ -643,9 +648,6 @@ impl Actor for Call {
             None => {}
         }
         let settings = &self.deps.settings;
-        // Caller audio is offered with `try_send`: past this many waiting messages it is
-        // dropped (and counted) instead of piling up behind a call that cannot keep up.
-        ctx.set_mailbox_capacity(settings.media_in_queue_frames);
         ctx.run_later(
             Duration::from_secs(settings.max_duration_secs.into()),
             |act, ctx| act.terminate(EndReason::TimeLimit, ctx),

@@ -8,7 +8,7 @@
 use super::media::*;
 use super::turn::{AgentTurn, TurnKind};
 use super::Call;
-use crate::actors::stt::{CallerAudio, CloseStt, SttStream};
+use crate::actors::stt::{CloseStt, SttStream};
 use crate::actors::tts::{CloseTts, TtsStream};
 use crate::domain::audio::Codec;
 use crate::domain::call::{CallId, CallState, EndReason};
@@ -174,7 +174,13 @@ impl Call {
             ctx.address().recipient(),
             deps.voice_metrics.clone(),
         )
-        .start();
+        .with_mailbox(deps.settings.media_in_queue_frames);
+        // On the media socket's thread: the reader hands it each frame with no thread hop.
+        let stt = match voice.link.arbiter() {
+            Some(arbiter) => SttStream::start_in_arbiter(&arbiter, move |_| stt),
+            None => stt.start(),
+        };
+        voice.link.route_audio(Some(stt.clone().recipient()));
         voice.stt = Some(stt);
         // Cartesia's breaker is open: no socket to wait for, Telnyx speaks from the first word.
         if self.deps.breakers.cartesia.would_allow() {
@@ -231,6 +237,7 @@ impl Call {
             let Some(v) = self.voice.take() else { return };
             voice = v;
         }
+        voice.link.route_audio(None);
         if let Some(stt) = voice.stt.take() {
             stt.do_send(CloseStt);
         }
@@ -272,17 +279,6 @@ impl Handler<MediaStarted> for Call {
     }
 }
 
-impl Handler<CallerMedia> for Call {
-    type Result = ();
-    fn handle(&mut self, msg: CallerMedia, _: &mut Self::Context) {
-        self.last_media = Instant::now();
-        self.deps.voice_metrics.frames_in.inc();
-        if let Some(stt) = self.voice.as_ref().and_then(|v| v.stt.as_ref()) {
-            stt.do_send(CallerAudio(msg.0, msg.1));
-        }
-    }
-}
-
 impl Handler<MediaClosed> for Call {
     type Result = ();
     fn handle(&mut self, msg: MediaClosed, _: &mut Self::Context) {
@@ -291,6 +287,7 @@ impl Handler<MediaClosed> for Call {
         }
         tracing::debug!(parent: &self.span, "media socket closed");
         if let Some(voice) = self.voice.as_mut() {
+            voice.link.route_audio(None);
             if let Some(stt) = voice.stt.take() {
                 stt.do_send(CloseStt);
             }
