@@ -37,6 +37,26 @@ pub fn run(settings: &Settings, config_dir: &Path, command: BenchCommand) -> Exi
             iace::bench::ApiBenchReport::table,
             None,
         ),
+        BenchCommand::Idle {
+            duration,
+            settle,
+            engine_cpus,
+            engine_exe,
+            engine_config_dir,
+        } => print_bench(
+            iace::bench::idle::run(
+                settings,
+                &iace::bench::idle::IdleBenchOptions {
+                    duration_secs: duration,
+                    settle_secs: settle,
+                    engine_cpus,
+                    engine_exe,
+                    config_dir: engine_config_dir.unwrap_or_else(|| config_dir.to_path_buf()),
+                },
+            ),
+            iace::bench::idle::IdleBenchReport::table,
+            None,
+        ),
         BenchCommand::Calls {
             calls,
             duration,

@@ -108,6 +108,25 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// An engine with no calls (started here as a child process on a scratch database, default
+    /// settings): its CPU share of one core and each thread's wake-ups per second over the window.
+    Idle {
+        /// Seconds measured.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Seconds to let start-up work finish before measuring.
+        #[arg(long, default_value_t = 10)]
+        settle: u64,
+        /// Pin the engine to these CPUs (`taskset -c` list, e.g. 0).
+        #[arg(long)]
+        engine_cpus: Option<String>,
+        /// The engine binary to measure (default: this one), e.g. an older build to compare.
+        #[arg(long)]
+        engine_exe: Option<PathBuf>,
+        /// The engine's config folder, when it is not this command's (an older build's).
+        #[arg(long)]
+        engine_config_dir: Option<PathBuf>,
+    },
     /// N concurrent simulated calls against an engine started here as a child process (on a
     /// scratch database, simulators in this process): each a real media socket streaming 20 ms
     /// frames in real time both ways, with a scripted conversation. Reports calls, frames

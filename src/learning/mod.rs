@@ -93,5 +93,12 @@ pub(crate) async fn enqueue_once(
     }
     let job = NewJob::for_call(organization_id, call_id, kind.as_str(), max_attempts);
     jobs::enqueue(conn, &job).await?;
+    // One idle worker of this process looks now instead of at its next poll.
+    JOBS_QUEUED.notify_one();
     Ok(true)
 }
+
+/// Rung when this process queues a job: an idle worker polls at once. Idle workers otherwise
+/// poll less and less often (see `worker`), so an idle engine is not woken several times a
+/// second by its job queue; jobs queued by other instances wait at most one idle poll.
+pub(crate) static JOBS_QUEUED: tokio::sync::Notify = tokio::sync::Notify::const_new();

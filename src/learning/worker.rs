@@ -120,6 +120,11 @@ impl Drop for JobWorkers {
 
 /// Longest idle wait after repeated failures to reach the database.
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest wait between polls of an empty queue: each empty poll doubles the wait from
+/// `poll_interval_ms` up to this. A job queued by this process wakes a worker at once
+/// ([`super::JOBS_QUEUED`]); one queued elsewhere (another instance, a retry coming due) waits
+/// at most this long.
+const IDLE_POLL_MAX: Duration = Duration::from_secs(5);
 
 struct Worker {
     id: String,
@@ -132,15 +137,23 @@ struct Worker {
 impl Worker {
     async fn run(self, mut stop: watch::Receiver<bool>, _done: mpsc::Sender<()>) {
         let mut errors = 0u32;
+        let mut idle = 0u32;
         while !*stop.borrow() && !self.pipeline.db.is_closed() {
             let wait = match self.next().await {
                 Ok(true) => {
                     errors = 0;
+                    idle = 0;
                     continue;
                 }
                 Ok(false) => {
                     errors = 0;
-                    self.timing.poll
+                    let wait = self
+                        .timing
+                        .poll
+                        .saturating_mul(1 << idle.min(8))
+                        .min(IDLE_POLL_MAX.max(self.timing.poll));
+                    idle = idle.saturating_add(1);
+                    wait
                 }
                 Err(err) => {
                     tracing::warn!(worker = %self.id, error = %err, "cannot claim jobs");
@@ -155,6 +168,7 @@ impl Worker {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
+                _ = super::JOBS_QUEUED.notified() => idle = 0,
             }
         }
     }
