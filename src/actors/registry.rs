@@ -203,6 +203,8 @@ impl CallRegistry {
                         origin: Origin::Inbound {
                             event: Box::new(event),
                         },
+                        // The `call.initiated` request's span: the call joins its trace.
+                        trace_parent: crate::telemetry::otlp::current_context(),
                     });
                 }
             }
@@ -266,6 +268,8 @@ impl CallRegistry {
                     organization_id,
                     agent_profile_id,
                 },
+                // The `POST /api/v1/calls` request's span: the call joins its trace.
+                trace_parent: crate::telemetry::otlp::current_context(),
             });
         }
     }
@@ -465,6 +469,8 @@ struct StartCall {
     from: String,
     to: String,
     origin: Origin,
+    /// The span of the request that created the call (its `call` span's parent).
+    trace_parent: Option<crate::telemetry::trace_context::TraceContext>,
 }
 
 #[derive(Message)]
@@ -525,7 +531,15 @@ impl Handler<StartCall> for RegistryShard {
             Origin::Outbound { .. } => "outbound",
         };
         self.deps.call_metrics.started(direction);
-        let call = Call::new(msg.id, msg.from, msg.to, msg.origin, self.deps.clone()).start();
+        let call = Call::new(
+            msg.id,
+            msg.from,
+            msg.to,
+            msg.origin,
+            msg.trace_parent,
+            self.deps.clone(),
+        )
+        .start_traced();
         self.calls.lock().insert(msg.id, call);
         self.deps.cluster.call_started(msg.id);
     }

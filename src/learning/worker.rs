@@ -14,6 +14,7 @@ use prometheus::{IntCounterVec, IntGaugeVec};
 use rand::Rng;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 /// The running pool. Dropping it stops the workers at once (without waiting for their jobs,
 /// which the lease then covers): an application dropped without an orderly shutdown (a test's
@@ -168,21 +169,29 @@ impl Worker {
         let Some(job) = job else {
             return Ok(false);
         };
+        // Its own trace, linked to the call's (the call's span, stored with the job, may be
+        // on another instance and long over).
+        let link = job.payload[crate::learning::TRACEPARENT_KEY]
+            .as_str()
+            .unwrap_or_default();
         let span = tracing::info_span!("job", job_id = %job.id, kind = %job.kind,
-            call_id = ?job.call_id, attempt = job.attempts);
-        let _entered = span.enter();
+            call_id = ?job.call_id, attempt = job.attempts, trace_link = link);
         // Stay well inside the lease, so a slow attempt is not run twice at once.
         let limit = self.timing.lease.mul_f64(0.8);
-        let result = match tokio::time::timeout(limit, self.pipeline.run(&job)).await {
-            Ok(result) => result,
-            Err(_) => Err(JobError::Provider(
-                crate::providers::ProviderError::Timeout {
-                    provider: "job",
-                    after: limit,
-                },
-            )),
-        };
-        self.record(&job, result).await?;
+        async {
+            let result = match tokio::time::timeout(limit, self.pipeline.run(&job)).await {
+                Ok(result) => result,
+                Err(_) => Err(JobError::Provider(
+                    crate::providers::ProviderError::Timeout {
+                        provider: "job",
+                        after: limit,
+                    },
+                )),
+            };
+            self.record(&job, result).await
+        }
+        .instrument(span)
+        .await?;
         Ok(true)
     }
 

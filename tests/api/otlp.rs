@@ -333,3 +333,167 @@ async fn a_collector_that_never_answers_drops_spans_and_does_not_block_requests(
     }
     drop(silent);
 }
+
+fn span_id(span: &Value) -> &str {
+    span["spanId"].as_str().unwrap_or_default()
+}
+
+fn int_attribute(span: &Value, key: &str) -> Option<i64> {
+    attribute(&span["attributes"], key)?["intValue"]
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+#[actix_web::test]
+async fn one_call_is_one_trace_from_its_webhook_through_its_turns_and_a_linked_job() {
+    use iace::sim::caller::{CallerScript, CallerScripts};
+    let _turn = EXPORTER_TURN.lock().await;
+    let (endpoint, received) = start_collector();
+    install_subscriber();
+    let script = CallerScript::new()
+        .wait_for_agent(15_000)
+        .say("Hi, my internet keeps dropping every evening.")
+        .wait_for_agent(15_000)
+        .say("Thanks, and what about the router lights?")
+        .wait_for_agent(15_000)
+        .hang_up();
+    let gemini = crate::learning::start_gemini();
+    let app = crate::helpers::spawn_voice_app(
+        crate::helpers::VoiceSetup::new(CallerScripts::new(script)),
+        move |s| {
+            s.telemetry.otlp_endpoint = endpoint;
+            s.telemetry.trace_sample_ratio = 1.0;
+            s.gemini = crate::learning::gemini_settings(&gemini, 100);
+            s.learning.workers = 1;
+            s.learning.retrieval_budget_ms = 3000;
+        },
+    )
+    .await;
+    let voice = app.voice.as_ref().expect("voice app");
+    let t = app.create_tenant("+15550307702").await;
+    let ccid = app
+        .telnyx
+        .place_inbound_call("+15559997702", "+15550307702");
+    let id = app.call_id_for(&t, &ccid).await;
+    let outcomes = voice
+        .callers
+        .wait_for_outcomes(1, Duration::from_secs(90))
+        .await;
+    assert!(outcomes.into_iter().all(|o| o.is_ok()), "the caller ran");
+    app.telnyx.caller_hangs_up(&ccid);
+    app.wait_for_status(&t, id, "ended").await;
+
+    // The call's span: exported when the call actor stops.
+    let call = wait_for_span(&received, |s| {
+        s["name"] == "call"
+            && attribute(&s["attributes"], "iace.call_id")
+                == Some(&json!({ "stringValue": id.to_string() }))
+    })
+    .await;
+    let trace = call["traceId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        attribute(&call["attributes"], "iace.call.direction"),
+        Some(&json!({ "stringValue": "inbound" }))
+    );
+    // Its parent: the `call.initiated` webhook request's span, in the same trace.
+    let webhook = wait_for_span(&received, |s| {
+        s["traceId"] == trace.as_str() && s["spanId"] == call["parentSpanId"]
+    })
+    .await;
+    assert_eq!(webhook["name"], "http_request");
+    assert_eq!(
+        attribute(&webhook["attributes"], "http.route"),
+        Some(&json!({ "stringValue": "/webhooks/telnyx" }))
+    );
+
+    // Two caller turns, each the call's child, with their timings.
+    let turns = crate::helpers::wait_until(Duration::from_secs(60), "two turn spans", || {
+        let all = spans(&received);
+        let trace = trace.clone();
+        let call_id = span_id(&call).to_owned();
+        async move {
+            let turns: Vec<Value> = all
+                .into_iter()
+                .filter(|s| s["traceId"] == trace.as_str() && s["name"] == "turn")
+                .collect();
+            assert!(
+                turns.iter().all(|s| s["parentSpanId"] == call_id.as_str()),
+                "every turn is the call's child: {turns:#?}"
+            );
+            (turns.len() >= 2).then_some(turns)
+        }
+    })
+    .await;
+    let mut indexes: Vec<i64> = turns
+        .iter()
+        .filter_map(|s| int_attribute(s, "iace.turn.index"))
+        .collect();
+    indexes.sort_unstable();
+    assert_eq!(&indexes[..2], &[1, 2], "{turns:#?}");
+    for turn in &turns {
+        assert!(
+            int_attribute(turn, "iace.turn.first_audio_ms").is_some(),
+            "{turn}"
+        );
+        assert!(
+            int_attribute(turn, "iace.turn.final_to_llm_ms").is_some(),
+            "{turn}"
+        );
+        assert!(
+            int_attribute(turn, "iace.turn.llm_first_token_ms").is_some(),
+            "{turn}"
+        );
+    }
+
+    // Each turn's LLM request and Cartesia stream start are its children.
+    let in_trace = |s: &Value| s["traceId"] == trace.as_str();
+    let provider = |s: &Value, name: &str| {
+        s["name"] == "provider_request"
+            && attribute(&s["attributes"], "iace.provider") == Some(&json!({ "stringValue": name }))
+    };
+    for turn in &turns {
+        let turn_id = span_id(turn).to_owned();
+        for name in ["groq", "cartesia"] {
+            let child = wait_for_span(&received, |s| {
+                in_trace(s) && provider(s, name) && s["parentSpanId"] == turn_id.as_str()
+            })
+            .await;
+            assert_eq!(child["kind"], 3, "SPAN_KIND_CLIENT");
+        }
+    }
+    // Requests made for the call outside a turn are the call's children, not traces of
+    // their own: Telnyx commands and the speech sockets' handshakes.
+    let call_span_id = span_id(&call).to_owned();
+    for name in ["telnyx", "deepgram", "cartesia"] {
+        wait_for_span(&received, |s| {
+            in_trace(s) && provider(s, name) && s["parentSpanId"] == call_span_id.as_str()
+        })
+        .await;
+    }
+    // Every provider request of the trace hangs off the call or one of its turns.
+    let members: Vec<String> = std::iter::once(call_span_id.clone())
+        .chain(turns.iter().map(|t| span_id(t).to_owned()))
+        .collect();
+    for s in spans(&received).iter().filter(|s| in_trace(s)) {
+        if s["name"] == "provider_request" {
+            let parent = s["parentSpanId"].as_str().unwrap_or_default();
+            assert!(
+                members.iter().any(|m| m == parent),
+                "stray provider span {s}"
+            );
+        }
+    }
+
+    // The post-call job runs in a trace of its own, linked to the call's span.
+    let job = wait_for_span(&received, |s| {
+        s["name"] == "job" && s["links"][0]["traceId"] == trace.as_str()
+    })
+    .await;
+    assert_eq!(job["links"][0]["spanId"], call_span_id.as_str());
+    assert_eq!(job["kind"], 5, "SPAN_KIND_CONSUMER");
+    assert_eq!(
+        attribute(&job["attributes"], "iace.job.kind"),
+        Some(&json!({ "stringValue": "summarize_call" }))
+    );
+}

@@ -64,6 +64,8 @@ pub(super) struct Voice {
     pub(super) stt_waiting_since: Option<Instant>,
     /// LLM requests made on this call: each one's number tags its token stream.
     pub(super) llm_requests: u32,
+    /// Caller turns heard so far (the `turn` spans' index).
+    pub(super) caller_turns: u32,
 }
 
 impl Voice {
@@ -90,6 +92,7 @@ impl Voice {
             asked_still_there: false,
             stt_waiting_since: None,
             llm_requests: 0,
+            caller_turns: 0,
         }
     }
 
@@ -153,6 +156,7 @@ impl Call {
                 return;
             }
         };
+        let trace = self.trace_context();
         let Some(voice) = self.voice.as_mut() else {
             return;
         };
@@ -165,16 +169,19 @@ impl Call {
         let (model, language) = profile
             .map(|p| (p.stt_model.clone(), p.language.clone()))
             .unwrap_or_default();
-        let stt = SttStream::new(
-            deps.deepgram.clone(),
-            codec,
-            &deps.deepgram_settings,
-            &model,
-            &language,
-            ctx.address().recipient(),
-            deps.voice_metrics.clone(),
-        )
-        .start();
+        // In the call's trace: the Deepgram handshake (and reconnects) are its children.
+        let stt = crate::telemetry::otlp::start_actor(
+            SttStream::new(
+                deps.deepgram.clone(),
+                codec,
+                &deps.deepgram_settings,
+                &model,
+                &language,
+                ctx.address().recipient(),
+                deps.voice_metrics.clone(),
+            ),
+            trace,
+        );
         voice.stt = Some(stt);
         // Cartesia's breaker is open: no socket to wait for, Telnyx speaks from the first word.
         if self.deps.breakers.cartesia.would_allow() {
@@ -208,15 +215,18 @@ impl Call {
             .as_ref()
             .and_then(|v| v.codec)
             .unwrap_or(Codec::Pcmu);
-        TtsStream::new(
-            self.deps.cartesia.clone(),
-            codec,
-            voice_id,
-            language,
-            ctx.address().recipient(),
-            self.deps.voice_metrics.clone(),
+        // In the call's trace: the Cartesia handshake (and reconnects) are its children.
+        crate::telemetry::otlp::start_actor(
+            TtsStream::new(
+                self.deps.cartesia.clone(),
+                codec,
+                voice_id,
+                language,
+                ctx.address().recipient(),
+                self.deps.voice_metrics.clone(),
+            ),
+            self.trace_context(),
         )
-        .start()
     }
 
     /// Closes the sub-actors and the socket (the call is over).
