@@ -120,7 +120,8 @@ impl CallRegistry {
         }
     }
 
-    fn lookup_control_id(&self, ccid: &str) -> Option<CallId> {
+    /// The live call here with this Telnyx call control id.
+    pub fn lookup_control_id(&self, ccid: &str) -> Option<CallId> {
         self.inner
             .control_ids
             .read()

@@ -15,10 +15,12 @@ use uuid::Uuid;
 
 pub mod numbers;
 mod observe;
+mod reprocess;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(observe::configure);
     cfg.configure(numbers::configure);
+    cfg.configure(reprocess::configure);
     cfg.service(list_calls)
         .service(call_detail)
         .service(hangup)
