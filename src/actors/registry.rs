@@ -294,6 +294,17 @@ impl CallRegistry {
         .await?
     }
 
+    /// A live call's snapshot (state, stage), if this instance holds it.
+    pub async fn snapshot(
+        &self,
+        id: CallId,
+    ) -> Option<crate::actors::call::messages::CallSnapshot> {
+        let call = self.find(id).await.ok()?;
+        call.send(crate::actors::call::messages::GetSnapshot)
+            .await
+            .ok()
+    }
+
     /// The live call's address, if this instance holds it.
     pub async fn find(&self, id: CallId) -> Result<Addr<Call>, CommandError> {
         let shard = self.shard(id).ok_or(CommandError::NotFound)?;

@@ -591,3 +591,96 @@ async fn a_stored_webhook_is_reprocessed_without_doing_anything_twice() {
     );
     assert_eq!(calls_of_tenant().await, 1);
 }
+
+#[actix_web::test]
+async fn live_calls_show_the_stage_the_conversation_is_in() {
+    use iace::sim::caller::{CallerScript, CallerScripts};
+    let script = CallerScript::new()
+        .wait_for_agent(15_000)
+        .say("Hi, my internet keeps dropping every evening.")
+        .wait_for_agent(15_000)
+        // The agent listens meanwhile; the test hangs up once it has seen that.
+        .silence(10_000)
+        .hang_up();
+    let setup = crate::helpers::VoiceSetup {
+        // Long enough to be seen thinking by a poll on a loaded machine.
+        groq: iace::sim::groq::GroqSimConfig {
+            time_to_first_token: std::time::Duration::from_millis(2500),
+            ..Default::default()
+        },
+        ..crate::helpers::VoiceSetup::new(CallerScripts::new(script))
+    };
+    let app = crate::helpers::spawn_voice_app(setup, |s| {
+        s.admin.operator_token = iace::config::Secret::new(TOKEN);
+    })
+    .await;
+    let t = app.create_tenant("+15550101304").await;
+    let ccid = app
+        .telnyx
+        .place_inbound_call("+15559991304", "+15550101304");
+    let id = app.call_id_for(&t, &ccid).await;
+
+    // Every stage the listing shows, in order, until the caller has been answered and the
+    // agent waits again.
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let (status, list) = admin_json(&app, reqwest::Method::GET, "/admin/calls").await;
+        assert_eq!(status, 200);
+        let stage = list["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id.to_string())
+            .map(|c| c["stage"].as_str().unwrap_or("?").to_owned());
+        if let Some(stage) = stage {
+            if seen.last() != Some(&stage) {
+                seen.push(stage);
+            }
+        }
+        let replied = seen
+            .iter()
+            .position(|s| s == "speaking")
+            .is_some_and(|at| seen[at..].iter().any(|s| s == "listening"));
+        if replied {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stages seen: {seen:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let known = [
+        "connecting",
+        "greeting",
+        "listening",
+        "thinking",
+        "speaking",
+    ];
+    assert!(seen.iter().all(|s| known.contains(&s.as_str())), "{seen:?}");
+    let order = |stage: &str| seen.iter().position(|s| s == stage);
+    let (thinking, speaking) = (order("thinking"), order("speaking"));
+    assert!(
+        thinking.is_some() && thinking < speaking,
+        "thinking before speaking: {seen:?}"
+    );
+
+    // The same stage in the call's detail and in the cluster listing (our own call).
+    let (_, one) = admin_json(&app, reqwest::Method::GET, &format!("/admin/calls/{id}")).await;
+    assert_eq!(one["stage"], "listening", "{one}");
+    let (_, cluster) = admin_json(&app, reqwest::Method::GET, "/admin/cluster/calls").await;
+    let ours = cluster["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id.to_string())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(ours["stage"], "listening", "{cluster}");
+
+    app.telnyx.caller_hangs_up(&ccid);
+    app.wait_for_status(&t, id, "ended").await;
+    let (_, one) = admin_json(&app, reqwest::Method::GET, &format!("/admin/calls/{id}")).await;
+    assert!(one["stage"].is_null(), "no stage once over: {one}");
+}

@@ -694,6 +694,37 @@ impl Handler<TelnyxEventReceived> for Call {
 }
 
 impl Call {
+    /// Where the conversation is, for operators (read on demand, never tracked per frame):
+    /// before the media stream `connecting`; then `greeting`, `listening` (nothing said by the
+    /// agent), `thinking` (a reply before its first audio), `speaking`; `transferring` while the
+    /// caller is handed to a human; `ending` once the end is decided or the last line is said.
+    fn stage(&self) -> &'static str {
+        use turn::TurnKind;
+        match self.state {
+            CallState::Ended => return "ended",
+            _ if self.ending.is_some() || self.failed_stage.is_some() => return "ending",
+            CallState::Escalating => return "transferring",
+            CallState::Dialing | CallState::Ringing | CallState::Answering => return "connecting",
+            CallState::Answered | CallState::Streaming => {}
+        }
+        let Some(voice) = &self.voice else {
+            return "connecting";
+        };
+        match &voice.speaking {
+            _ if voice.handed_off => "transferring",
+            None => "listening",
+            Some(turn) => match turn.kind {
+                TurnKind::Greeting => "greeting",
+                TurnKind::Handoff => "transferring",
+                TurnKind::Farewell | TurnKind::Goodbye => "ending",
+                TurnKind::Reply if turn.first_audio_at.is_none() && !turn.telnyx_speaking => {
+                    "thinking"
+                }
+                TurnKind::Reply | TurnKind::StillThere => "speaking",
+            },
+        }
+    }
+
     fn check_org(&self, organization_id: Uuid) -> Result<(), CommandError> {
         if self.organization_id != Some(organization_id) {
             return Err(CommandError::NotFound);
@@ -729,6 +760,7 @@ impl Handler<GetSnapshot> for Call {
             organization_id: self.organization_id,
             state: self.state,
             call_control_id: self.control_id.clone(),
+            stage: self.stage(),
         })
     }
 }
