@@ -44,6 +44,13 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    /// Every kind (the `iace_jobs` gauge's `kind` values, with `other` for anything else).
+    pub const ALL: [JobKind; 3] = [
+        JobKind::SummarizeCall,
+        JobKind::ExtractPatterns,
+        JobKind::WriteMemory,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::SummarizeCall => "summarize_call",

@@ -5,6 +5,7 @@
 
 use crate::config::LearningSettings;
 use crate::learning::pipeline::{JobError, Pipeline};
+use crate::learning::JobKind;
 use crate::providers::ProviderError;
 use crate::store::jobs::{self, JobRow};
 use crate::store::StoreError;
@@ -270,19 +271,36 @@ async fn reaper(
     }
 }
 
-/// Sets `queue{state}` from the jobs table (a state with no job left reads 0).
+/// The job states `iace_jobs` reports (a row in any other reads as `other`).
+const JOB_STATES: [&str; 4] = ["pending", "running", "succeeded", "failed"];
+
+/// Sets `queue{kind,state}` from the jobs table (a pair with no job left reads 0). Both labels
+/// are bounded: unknown kinds or states count under `other`.
 async fn count_jobs(pipeline: &Pipeline, queue: &IntGaugeVec) {
     let counted = async {
         let mut conn = pipeline.db.get().await?;
-        crate::store::admin::job_counts(&mut conn).await
+        crate::store::admin::job_counts_by_kind(&mut conn).await
     };
     match counted.await {
         Ok(counts) => {
-            for state in ["pending", "running", "succeeded", "failed"] {
-                queue.with_label_values(&[state]).set(0);
+            let kinds = JobKind::ALL.map(JobKind::as_str);
+            let mut totals = std::collections::BTreeMap::<(&str, &str), i64>::new();
+            for kind in kinds.iter().chain(["other"].iter()) {
+                for state in JOB_STATES.iter().chain(["other"].iter()) {
+                    totals.insert((kind, state), 0);
+                }
             }
-            for (state, n) in counts {
-                queue.with_label_values(&[state.as_str()]).set(n);
+            for (kind, state, n) in &counts {
+                let kind = JobKind::parse(kind).map_or("other", JobKind::as_str);
+                let state = JOB_STATES
+                    .iter()
+                    .find(|s| **s == state.as_str())
+                    .copied()
+                    .unwrap_or("other");
+                *totals.entry((kind, state)).or_default() += n;
+            }
+            for ((kind, state), n) in totals {
+                queue.with_label_values(&[kind, state]).set(n);
             }
         }
         Err(err) => tracing::debug!(error = %err, "cannot count jobs"),

@@ -43,6 +43,17 @@ pub async fn job_counts(conn: &mut AsyncPgConnection) -> Result<Vec<(String, i64
         .await?)
 }
 
+/// Jobs by kind and status.
+pub async fn job_counts_by_kind(
+    conn: &mut AsyncPgConnection,
+) -> Result<Vec<(String, String, i64)>, StoreError> {
+    Ok(jobs::table
+        .group_by((jobs::kind, jobs::status))
+        .select((jobs::kind, jobs::status, diesel::dsl::count_star()))
+        .load(conn)
+        .await?)
+}
+
 /// The most recently failed jobs, newest first.
 pub async fn failed_jobs(
     conn: &mut AsyncPgConnection,
