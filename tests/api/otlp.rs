@@ -255,46 +255,6 @@ fn telemetry_settings_out_of_range_are_refused() {
     assert!(ok.validate().is_ok());
 }
 
-#[actix_web::test]
-async fn groq_requests_during_a_call_carry_a_traceparent_of_an_exported_span() {
-    use iace::sim::caller::{CallerScript, CallerScripts};
-    let _turn = EXPORTER_TURN.lock().await;
-    let (endpoint, received) = start_collector();
-    install_subscriber();
-    let script = CallerScript::new()
-        .wait_for_agent(15_000)
-        .say("Hi, my internet keeps dropping every evening.")
-        .wait_for_agent(15_000)
-        .hang_up();
-    let app = crate::helpers::spawn_voice_app(
-        crate::helpers::VoiceSetup::new(CallerScripts::new(script)),
-        move |s| s.telemetry.otlp_endpoint = endpoint,
-    )
-    .await;
-    let voice = app.voice.as_ref().expect("voice app");
-    app.create_tenant("+15550307701").await;
-    app.telnyx
-        .place_inbound_call("+15559997701", "+15550307701");
-
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let header = loop {
-        if let Some(h) = voice
-            .groq
-            .requests()
-            .into_iter()
-            .find_map(|r| r.traceparent)
-        {
-            break h;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no Groq request carried a traceparent"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    provider_span_of(&received, &header, "groq").await;
-}
-
 async fn dropped(app: &TestApp) -> f64 {
     let text = app.ops_get("/metrics").await.text().await.unwrap();
     crate::ops::metric_sum(&text, "iace_trace_spans_dropped_total", &[])
@@ -351,11 +311,11 @@ async fn one_call_is_one_trace_from_its_webhook_through_its_turns_and_a_linked_j
     let _turn = EXPORTER_TURN.lock().await;
     let (endpoint, received) = start_collector();
     install_subscriber();
+    // The second caller turn talks over the first reply (a barge-in).
     let script = CallerScript::new()
         .wait_for_agent(15_000)
         .say("Hi, my internet keeps dropping every evening.")
-        .wait_for_agent(15_000)
-        .say("Thanks, and what about the router lights?")
+        .interrupt(400, "Wait, it is only on my laptop.", 1200)
         .wait_for_agent(15_000)
         .hang_up();
     let gemini = crate::learning::start_gemini();
@@ -431,6 +391,19 @@ async fn one_call_is_one_trace_from_its_webhook_through_its_turns_and_a_linked_j
         .collect();
     indexes.sort_unstable();
     assert_eq!(&indexes[..2], &[1, 2], "{turns:#?}");
+    let barge_in = |index: i64| {
+        let turn = turns
+            .iter()
+            .find(|s| int_attribute(s, "iace.turn.index") == Some(index))
+            .unwrap();
+        attribute(&turn["attributes"], "iace.turn.barge_in").cloned()
+    };
+    assert_eq!(barge_in(1), Some(json!({ "boolValue": false })));
+    assert_eq!(
+        barge_in(2),
+        Some(json!({ "boolValue": true })),
+        "{turns:#?}"
+    );
     for turn in &turns {
         assert!(
             int_attribute(turn, "iace.turn.first_audio_ms").is_some(),
@@ -462,6 +435,32 @@ async fn one_call_is_one_trace_from_its_webhook_through_its_turns_and_a_linked_j
             assert_eq!(child["kind"], 3, "SPAN_KIND_CLIENT");
         }
     }
+    // The Groq requests went out with a `traceparent` naming an exported span of this trace,
+    // a turn's (the replies) or the call's (sentiment scoring), or of a post-call job's trace
+    // (the summary), which links to this one.
+    let sent: Vec<String> = voice
+        .groq
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.traceparent)
+        .collect();
+    assert!(sent.len() >= 2, "{sent:?}");
+    let turn_ids: Vec<String> = turns.iter().map(|t| span_id(t).to_owned()).collect();
+    let mut from_turns = 0;
+    for header in &sent {
+        let span = provider_span_of(&received, header, "groq").await;
+        if span["traceId"] != trace.as_str() {
+            let job = wait_for_span(&received, |s| {
+                s["traceId"] == span["traceId"] && s["spanId"] == span["parentSpanId"]
+            })
+            .await;
+            assert_eq!(job["name"], "job", "{span}");
+            assert_eq!(job["links"][0]["traceId"], trace.as_str(), "{job}");
+            continue;
+        }
+        from_turns += usize::from(turn_ids.iter().any(|t| span["parentSpanId"] == t.as_str()));
+    }
+    assert!(from_turns >= 2, "each reply's request is its turn's child");
     // Requests made for the call outside a turn are the call's children, not traces of
     // their own: Telnyx commands and the speech sockets' handshakes.
     let call_span_id = span_id(&call).to_owned();

@@ -68,14 +68,14 @@ impl Call {
         if escalating {
             voice.prefetch = None; // no reply will use it
         }
-        // The agent was saying (or preparing) something the caller talked over.
-        let barged_in = voice
-            .speaking
-            .as_ref()
-            .is_some_and(|t| t.kind.interruptible());
         self.live_line("caller", &text);
         // The caller spoke over the agent: what was not played is not part of the history.
         self.barge_in(ctx);
+        // Now or while they spoke: this turn talked over the agent.
+        let barged_in = self
+            .voice
+            .as_mut()
+            .is_some_and(|v| std::mem::take(&mut v.barged_in));
         self.score_sentiment(seq, text, ended_ms, ctx);
         if !escalating {
             self.live_stage(Stage::Thinking);
@@ -217,6 +217,7 @@ impl Call {
         let Some(mut turn) = voice.speaking.take() else {
             return;
         };
+        voice.barged_in = true;
         voice.link.send(OutboundFrame::Clear);
         if turn.telnyx_speaking {
             self.stop_telnyx_speech(ctx);

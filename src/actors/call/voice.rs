@@ -66,6 +66,9 @@ pub(super) struct Voice {
     pub(super) llm_requests: u32,
     /// Caller turns heard so far (the `turn` spans' index).
     pub(super) caller_turns: u32,
+    /// The caller talked over an agent turn since their last turn (the next `turn` span's
+    /// `barge_in`).
+    pub(super) barged_in: bool,
 }
 
 impl Voice {
@@ -93,6 +96,7 @@ impl Voice {
             stt_waiting_since: None,
             llm_requests: 0,
             caller_turns: 0,
+            barged_in: false,
         }
     }
 
