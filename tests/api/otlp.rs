@@ -1,6 +1,8 @@
 //! Trace export: a loopback OTLP/HTTP collector (a real HTTP server in this process) receives the
-//! engine's spans, an incoming `traceparent` is continued, provider requests carry one, and a
-//! collector that never answers costs requests nothing (spans dropped and counted).
+//! engine's spans, an incoming `traceparent` is continued, provider requests carry one, a call
+//! is one trace (the request that created it, the call, its turns and their provider requests,
+//! a linked post-call job), and a collector that never answers costs requests nothing (spans
+//! dropped and counted).
 //!
 //! The tracing subscriber and the exporter are process-wide, so these tests take turns
 //! ([`EXPORTER_TURN`]) and find their own spans by trace id (other tests' spans may arrive too).
@@ -200,7 +202,7 @@ async fn an_unsampled_incoming_traceparent_is_not_exported() {
 }
 
 #[actix_web::test]
-async fn telnyx_commands_carry_a_traceparent_of_an_exported_span() {
+async fn an_outbound_call_joins_its_api_requests_trace_and_its_commands_carry_it() {
     let _turn = EXPORTER_TURN.lock().await;
     let (endpoint, received) = start_collector();
     let app = app_exporting_to(endpoint).await;
@@ -212,7 +214,8 @@ async fn telnyx_commands_carry_a_traceparent_of_an_exported_span() {
             &json!({ "to": "+15558887701", "from": "+15550107701", "agent_profile_id": t.agent_id }),
         )
         .await;
-    assert_eq!(res.status().as_u16(), 202, "{}", res.text().await.unwrap());
+    let created: Value = res.json().await.unwrap();
+    let id = created["id"].as_str().expect("the call's id").to_owned();
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let dial = loop {
@@ -232,6 +235,41 @@ async fn telnyx_commands_carry_a_traceparent_of_an_exported_span() {
     assert!(
         !span.to_string().contains("test-telnyx-key"),
         "no credential in a span"
+    );
+
+    // The dial is the call's child, the call the child of `POST /api/v1/calls` (its span is
+    // exported once the call is over).
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/calls/{id}/hangup")))
+        .bearer_auth(&t.token)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "hang-up: {}", res.status());
+    let call = wait_for_span(&received, |s| {
+        s["name"] == "call"
+            && attribute(&s["attributes"], "iace.call_id") == Some(&json!({ "stringValue": id }))
+    })
+    .await;
+    assert_eq!(span["parentSpanId"], call["spanId"], "{span}");
+    assert_eq!(span["traceId"], call["traceId"]);
+    assert_eq!(
+        attribute(&call["attributes"], "iace.call.direction"),
+        Some(&json!({ "stringValue": "outbound" }))
+    );
+    let request = wait_for_span(&received, |s| {
+        s["traceId"] == call["traceId"] && s["spanId"] == call["parentSpanId"]
+    })
+    .await;
+    assert_eq!(request["name"], "http_request");
+    assert_eq!(
+        attribute(&request["attributes"], "http.route"),
+        Some(&json!({ "stringValue": "/api/v1/calls" }))
+    );
+    assert_eq!(
+        attribute(&request["attributes"], "http.request.method"),
+        Some(&json!({ "stringValue": "POST" }))
     );
 }
 
