@@ -159,11 +159,12 @@ impl CallRegistry {
         };
         tracing::warn!(call_control_id = %ccid, "every instance full or draining: refusing the call (USER_BUSY)");
         let telnyx = self.inner.takeover.telnyx.clone();
-        actix::spawn(async move {
+        // In the webhook's trace.
+        actix::spawn(crate::telemetry::otlp::in_current_trace(async move {
             if let Err(e) = telnyx.reject(&ccid, RejectCause::UserBusy).await {
                 tracing::warn!(error = %e, "USER_BUSY reject failed");
             }
-        });
+        }));
     }
 
     /// Routes a stored, deduplicated webhook to its call. Never waits for the call.
@@ -218,7 +219,8 @@ impl CallRegistry {
     fn unknown_call_event(&self, event: WebhookEvent) {
         let db = self.inner.db.clone();
         let takeover = self.inner.takeover.clone();
-        actix::spawn(async move {
+        // In the webhook's trace (an adoption's Telnyx commands included).
+        actix::spawn(crate::telemetry::otlp::in_current_trace(async move {
             let Some(ccid) = event.payload.call_control_id.clone() else {
                 tracing::info!(event_type = %event.event_type, "webhook without a call id, stored only");
                 return;
@@ -248,7 +250,7 @@ impl CallRegistry {
                 }
                 Err(e) => tracing::warn!(error = %e, "lookup of an unknown call failed"),
             }
-        });
+        }));
     }
 
     /// Creates an outbound call actor for a call row the API already wrote; it dials at once.

@@ -157,15 +157,25 @@ where
     let ctx = actix::Context::new();
     let addr = actix::AsyncContext::address(&ctx);
     actix::spawn(InTrace {
-        trace,
+        trace: Some(trace),
         inner: ctx.into_future(actor),
     });
     addr
 }
 
+/// `fut`, to be spawned as a task of its own, in the current span's trace: the spans it makes
+/// without a parent become children of the current span, by id only (nothing keeps the current
+/// span open until the task ends, so a turn still ends at its first audio).
+pub fn in_current_trace<F: std::future::Future>(fut: F) -> InTrace<std::pin::Pin<Box<F>>> {
+    InTrace {
+        trace: current_context(),
+        inner: Box::pin(fut),
+    }
+}
+
 /// A future polled with [`AMBIENT`] set to its trace (see [`start_actor`]).
-struct InTrace<F> {
-    trace: TraceContext,
+pub struct InTrace<F> {
+    trace: Option<TraceContext>,
     inner: F,
 }
 
@@ -176,7 +186,10 @@ impl<F: std::future::Future + Unpin> std::future::Future for InTrace<F> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<F::Output> {
-        let outer = AMBIENT.with(|a| a.replace(Some(self.trace)));
+        let Some(trace) = self.trace else {
+            return std::pin::Pin::new(&mut self.inner).poll(cx);
+        };
+        let outer = AMBIENT.with(|a| a.replace(Some(trace)));
         let out = std::pin::Pin::new(&mut self.inner).poll(cx);
         AMBIENT.with(|a| a.set(outer));
         out

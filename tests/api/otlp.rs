@@ -508,6 +508,9 @@ async fn one_call_is_one_trace_from_its_webhook_through_its_turns_and_a_linked_j
         })
         .await;
     }
+    // Retrieval's embedding request is in the trace too (a turn's, or the call's when it was
+    // prefetched while the caller spoke), though retrieval runs it in a task of its own.
+    wait_for_span(&received, |s| in_trace(s) && provider(s, "gemini")).await;
     // Every provider request of the trace hangs off the call or one of its turns.
     let members: Vec<String> = std::iter::once(call_span_id.clone())
         .chain(turns.iter().map(|t| span_id(t).to_owned()))
