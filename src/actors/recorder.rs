@@ -48,6 +48,10 @@ pub enum Write {
     EnqueuePostCall {
         organization_id: Uuid,
         call_id: Uuid,
+        /// The call's span as a `traceparent`: the jobs' spans link to it (absent in writes
+        /// spooled by an older version).
+        #[serde(default)]
+        traceparent: Option<String>,
     },
 }
 
@@ -494,9 +498,15 @@ async fn apply_one(conn: &mut crate::store::DbConn, write: &Write) -> Result<(),
         Write::EnqueuePostCall {
             organization_id,
             call_id,
-        } => crate::learning::enqueue_post_call(conn, *organization_id, *call_id)
-            .await
-            .map(|_| ()),
+            traceparent,
+        } => crate::learning::enqueue_post_call_traced(
+            conn,
+            *organization_id,
+            *call_id,
+            traceparent.as_deref(),
+        )
+        .await
+        .map(|_| ()),
     }
 }
 

@@ -120,7 +120,8 @@ impl CallRegistry {
         }
     }
 
-    fn lookup_control_id(&self, ccid: &str) -> Option<CallId> {
+    /// The live call here with this Telnyx call control id.
+    pub fn lookup_control_id(&self, ccid: &str) -> Option<CallId> {
         self.inner
             .control_ids
             .read()
@@ -158,11 +159,12 @@ impl CallRegistry {
         };
         tracing::warn!(call_control_id = %ccid, "every instance full or draining: refusing the call (USER_BUSY)");
         let telnyx = self.inner.takeover.telnyx.clone();
-        actix::spawn(async move {
+        // In the webhook's trace.
+        actix::spawn(crate::telemetry::otlp::in_current_trace(async move {
             if let Err(e) = telnyx.reject(&ccid, RejectCause::UserBusy).await {
                 tracing::warn!(error = %e, "USER_BUSY reject failed");
             }
-        });
+        }));
     }
 
     /// Routes a stored, deduplicated webhook to its call. Never waits for the call.
@@ -203,6 +205,8 @@ impl CallRegistry {
                         origin: Origin::Inbound {
                             event: Box::new(event),
                         },
+                        // The `call.initiated` request's span: the call joins its trace.
+                        trace_parent: crate::telemetry::otlp::current_context(),
                     });
                 }
             }
@@ -215,7 +219,8 @@ impl CallRegistry {
     fn unknown_call_event(&self, event: WebhookEvent) {
         let db = self.inner.db.clone();
         let takeover = self.inner.takeover.clone();
-        actix::spawn(async move {
+        // In the webhook's trace (an adoption's Telnyx commands included).
+        actix::spawn(crate::telemetry::otlp::in_current_trace(async move {
             let Some(ccid) = event.payload.call_control_id.clone() else {
                 tracing::info!(event_type = %event.event_type, "webhook without a call id, stored only");
                 return;
@@ -245,7 +250,7 @@ impl CallRegistry {
                 }
                 Err(e) => tracing::warn!(error = %e, "lookup of an unknown call failed"),
             }
-        });
+        }));
     }
 
     /// Creates an outbound call actor for a call row the API already wrote; it dials at once.
@@ -266,6 +271,8 @@ impl CallRegistry {
                     organization_id,
                     agent_profile_id,
                 },
+                // The `POST /api/v1/calls` request's span: the call joins its trace.
+                trace_parent: crate::telemetry::otlp::current_context(),
             });
         }
     }
@@ -287,6 +294,17 @@ impl CallRegistry {
             to,
         })
         .await?
+    }
+
+    /// A live call's snapshot (state, stage), if this instance holds it.
+    pub async fn snapshot(
+        &self,
+        id: CallId,
+    ) -> Option<crate::actors::call::messages::CallSnapshot> {
+        let call = self.find(id).await.ok()?;
+        call.send(crate::actors::call::messages::GetSnapshot)
+            .await
+            .ok()
     }
 
     /// The live call's address, if this instance holds it.
@@ -465,6 +483,8 @@ struct StartCall {
     from: String,
     to: String,
     origin: Origin,
+    /// The span of the request that created the call (its `call` span's parent).
+    trace_parent: Option<crate::telemetry::trace_context::TraceContext>,
 }
 
 #[derive(Message)]
@@ -525,7 +545,15 @@ impl Handler<StartCall> for RegistryShard {
             Origin::Outbound { .. } => "outbound",
         };
         self.deps.call_metrics.started(direction);
-        let call = Call::new(msg.id, msg.from, msg.to, msg.origin, self.deps.clone()).start();
+        let call = Call::new(
+            msg.id,
+            msg.from,
+            msg.to,
+            msg.origin,
+            msg.trace_parent,
+            self.deps.clone(),
+        )
+        .start_traced();
         self.calls.lock().insert(msg.id, call);
         self.deps.cluster.call_started(msg.id);
     }

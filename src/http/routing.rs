@@ -94,6 +94,10 @@ async fn forward(
         }
     }
     request = request.insert_header((FORWARDED_BY_HEADER, state.cluster.id()));
+    // The owner's request span continues this one (replacing the sender's `traceparent`).
+    if let Some(header) = crate::telemetry::otlp::traceparent_header() {
+        request = request.insert_header(header);
+    }
     let mut response = match request.send_body(body.to_vec()).await {
         Ok(r) => r,
         Err(e) => {

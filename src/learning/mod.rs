@@ -44,6 +44,13 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    /// Every kind (the `iace_jobs` gauge's `kind` values, with `other` for anything else).
+    pub const ALL: [JobKind; 3] = [
+        JobKind::SummarizeCall,
+        JobKind::ExtractPatterns,
+        JobKind::WriteMemory,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::SummarizeCall => "summarize_call",
@@ -70,15 +77,30 @@ pub async fn enqueue_post_call(
     organization_id: Uuid,
     call_id: Uuid,
 ) -> Result<bool, StoreError> {
+    enqueue_post_call_traced(conn, organization_id, call_id, None).await
+}
+
+/// [`enqueue_post_call`] remembering the call's span (`traceparent`) in the job's payload, so
+/// the job's span links to the call's trace on whichever instance runs it.
+pub async fn enqueue_post_call_traced(
+    conn: &mut AsyncPgConnection,
+    organization_id: Uuid,
+    call_id: Uuid,
+    traceparent: Option<&str>,
+) -> Result<bool, StoreError> {
     enqueue_once(
         conn,
         organization_id,
         call_id,
         JobKind::SummarizeCall,
         DEFAULT_MAX_ATTEMPTS,
+        traceparent,
     )
     .await
 }
+
+/// The payload key holding the call's `traceparent`.
+pub const TRACEPARENT_KEY: &str = "traceparent";
 
 /// Queues a job of `kind` for a call unless it has one already.
 pub(crate) async fn enqueue_once(
@@ -87,11 +109,15 @@ pub(crate) async fn enqueue_once(
     call_id: Uuid,
     kind: JobKind,
     max_attempts: i32,
+    traceparent: Option<&str>,
 ) -> Result<bool, StoreError> {
     if jobs::exists_for_call(conn, organization_id, call_id, kind.as_str()).await? {
         return Ok(false);
     }
-    let job = NewJob::for_call(organization_id, call_id, kind.as_str(), max_attempts);
+    let mut job = NewJob::for_call(organization_id, call_id, kind.as_str(), max_attempts);
+    if let Some(traceparent) = traceparent {
+        job.payload = serde_json::json!({ TRACEPARENT_KEY: traceparent });
+    }
     jobs::enqueue(conn, &job).await?;
     // One idle worker of this process looks now instead of at its next poll.
     JOBS_QUEUED.notify_one();

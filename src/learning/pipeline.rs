@@ -135,16 +135,34 @@ impl Pipeline {
             .map(|_| "resolved");
         let resolved = call.outcome.as_deref().or(classified) == Some("resolved");
         let (org, call_id, max_attempts) = (call.organization_id, call.id, job.max_attempts);
+        // The follow-ups link to the same call trace.
+        let traceparent = job.payload[crate::learning::TRACEPARENT_KEY].as_str();
         let has_caller = !remote_party(call).is_empty();
         let mut conn = self.db.get().await.map_err(StoreError::from)?;
         // The summary and its follow-ups commit together: a retry finds them both or neither.
         conn.transaction::<_, StoreError, _>(async |conn| {
             calls::set_summary(conn, org, call_id, &summary, classified).await?;
             if resolved {
-                enqueue_once(conn, org, call_id, JobKind::ExtractPatterns, max_attempts).await?;
+                enqueue_once(
+                    conn,
+                    org,
+                    call_id,
+                    JobKind::ExtractPatterns,
+                    max_attempts,
+                    traceparent,
+                )
+                .await?;
             }
             if has_caller {
-                enqueue_once(conn, org, call_id, JobKind::WriteMemory, max_attempts).await?;
+                enqueue_once(
+                    conn,
+                    org,
+                    call_id,
+                    JobKind::WriteMemory,
+                    max_attempts,
+                    traceparent,
+                )
+                .await?;
             }
             Ok(())
         })

@@ -12,6 +12,7 @@ use crate::learning::Embedder;
 use crate::store::memory::{self, MemorySnapshot};
 use crate::store::patterns::{self, PatternHit};
 use crate::store::{DbPool, RedisPool, StoreError};
+use crate::telemetry::otlp::in_current_trace;
 use deadpool_redis::redis;
 use prometheus::HistogramVec;
 use sha2::{Digest, Sha256};
@@ -90,16 +91,21 @@ impl Retriever {
         let started = Instant::now();
         let deadline = started + budget;
         // Spawned, so a late part runs to its end (connections come back clean, the cache
-        // gets warm) while this turn goes on without it.
+        // gets warm) while this turn goes on without it; in the turn's trace (the embedding
+        // request is the turn's child).
         let memory = (!caller_number.trim().is_empty()).then(|| {
             let this = self.clone();
             let number = caller_number.to_owned();
-            actix_web::rt::spawn(async move { this.memory(organization_id, &number).await })
+            actix_web::rt::spawn(in_current_trace(async move {
+                this.memory(organization_id, &number).await
+            }))
         });
         let patterns = (!text.trim().is_empty()).then(|| {
             let this = self.clone();
             let text = text.to_owned();
-            actix_web::rt::spawn(async move { this.patterns(organization_id, &text).await })
+            actix_web::rt::spawn(in_current_trace(async move {
+                this.patterns(organization_id, &text).await
+            }))
         });
         let (memory, patterns) = futures_util::future::join(
             within(deadline, memory, "memory"),

@@ -5,6 +5,7 @@
 
 use crate::config::LearningSettings;
 use crate::learning::pipeline::{JobError, Pipeline};
+use crate::learning::JobKind;
 use crate::providers::ProviderError;
 use crate::store::jobs::{self, JobRow};
 use crate::store::StoreError;
@@ -14,6 +15,7 @@ use prometheus::{IntCounterVec, IntGaugeVec};
 use rand::Rng;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 /// The running pool. Dropping it stops the workers at once (without waiting for their jobs,
 /// which the lease then covers): an application dropped without an orderly shutdown (a test's
@@ -182,21 +184,29 @@ impl Worker {
         let Some(job) = job else {
             return Ok(false);
         };
+        // Its own trace, linked to the call's (the call's span, stored with the job, may be
+        // on another instance and long over).
+        let link = job.payload[crate::learning::TRACEPARENT_KEY]
+            .as_str()
+            .unwrap_or_default();
         let span = tracing::info_span!("job", job_id = %job.id, kind = %job.kind,
-            call_id = ?job.call_id, attempt = job.attempts);
-        let _entered = span.enter();
+            call_id = ?job.call_id, attempt = job.attempts, trace_link = link);
         // Stay well inside the lease, so a slow attempt is not run twice at once.
         let limit = self.timing.lease.mul_f64(0.8);
-        let result = match tokio::time::timeout(limit, self.pipeline.run(&job)).await {
-            Ok(result) => result,
-            Err(_) => Err(JobError::Provider(
-                crate::providers::ProviderError::Timeout {
-                    provider: "job",
-                    after: limit,
-                },
-            )),
-        };
-        self.record(&job, result).await?;
+        async {
+            let result = match tokio::time::timeout(limit, self.pipeline.run(&job)).await {
+                Ok(result) => result,
+                Err(_) => Err(JobError::Provider(
+                    crate::providers::ProviderError::Timeout {
+                        provider: "job",
+                        after: limit,
+                    },
+                )),
+            };
+            self.record(&job, result).await
+        }
+        .instrument(span)
+        .await?;
         Ok(true)
     }
 
@@ -275,19 +285,36 @@ async fn reaper(
     }
 }
 
-/// Sets `queue{state}` from the jobs table (a state with no job left reads 0).
+/// The job states `iace_jobs` reports (a row in any other reads as `other`).
+const JOB_STATES: [&str; 4] = ["pending", "running", "succeeded", "failed"];
+
+/// Sets `queue{kind,state}` from the jobs table (a pair with no job left reads 0). Both labels
+/// are bounded: unknown kinds or states count under `other`.
 async fn count_jobs(pipeline: &Pipeline, queue: &IntGaugeVec) {
     let counted = async {
         let mut conn = pipeline.db.get().await?;
-        crate::store::admin::job_counts(&mut conn).await
+        crate::store::admin::job_counts_by_kind(&mut conn).await
     };
     match counted.await {
         Ok(counts) => {
-            for state in ["pending", "running", "succeeded", "failed"] {
-                queue.with_label_values(&[state]).set(0);
+            let kinds = JobKind::ALL.map(JobKind::as_str);
+            let mut totals = std::collections::BTreeMap::<(&str, &str), i64>::new();
+            for kind in kinds.iter().chain(["other"].iter()) {
+                for state in JOB_STATES.iter().chain(["other"].iter()) {
+                    totals.insert((kind, state), 0);
+                }
             }
-            for (state, n) in counts {
-                queue.with_label_values(&[state.as_str()]).set(n);
+            for (kind, state, n) in &counts {
+                let kind = JobKind::parse(kind).map_or("other", JobKind::as_str);
+                let state = JOB_STATES
+                    .iter()
+                    .find(|s| **s == state.as_str())
+                    .copied()
+                    .unwrap_or("other");
+                *totals.entry((kind, state)).or_default() += n;
+            }
+            for ((kind, state), n) in totals {
+                queue.with_label_values(&[kind, state]).set(n);
             }
         }
         Err(err) => tracing::debug!(error = %err, "cannot count jobs"),

@@ -3,7 +3,7 @@
 
 use crate::store::calls::CallRow;
 use crate::store::jobs::JobRow;
-use crate::store::schema::{calls, jobs};
+use crate::store::schema::{call_events, calls, jobs, webhook_events};
 use crate::store::StoreError;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -43,6 +43,17 @@ pub async fn job_counts(conn: &mut AsyncPgConnection) -> Result<Vec<(String, i64
         .await?)
 }
 
+/// Jobs by kind and status.
+pub async fn job_counts_by_kind(
+    conn: &mut AsyncPgConnection,
+) -> Result<Vec<(String, String, i64)>, StoreError> {
+    Ok(jobs::table
+        .group_by((jobs::kind, jobs::status))
+        .select((jobs::kind, jobs::status, diesel::dsl::count_star()))
+        .load(conn)
+        .await?)
+}
+
 /// The most recently failed jobs, newest first.
 pub async fn failed_jobs(
     conn: &mut AsyncPgConnection,
@@ -73,4 +84,29 @@ pub async fn retry_job(conn: &mut AsyncPgConnection, id: Uuid) -> Result<bool, S
         .execute(conn)
         .await?;
     Ok(updated == 1)
+}
+
+/// A stored webhook delivery's envelope (as kept in the inbox, media tokens redacted).
+pub async fn webhook_payload(
+    conn: &mut AsyncPgConnection,
+    event_id: &str,
+) -> Result<Option<serde_json::Value>, StoreError> {
+    Ok(webhook_events::table
+        .filter(webhook_events::event_id.eq(event_id))
+        .select(webhook_events::payload)
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Whether a Telnyx event is already in some call's history.
+pub async fn call_event_recorded(
+    conn: &mut AsyncPgConnection,
+    event_id: &str,
+) -> Result<bool, StoreError> {
+    Ok(diesel::select(diesel::dsl::exists(
+        call_events::table.filter(call_events::telnyx_event_id.eq(event_id)),
+    ))
+    .get_result(conn)
+    .await?)
 }

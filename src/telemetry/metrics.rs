@@ -339,8 +339,11 @@ impl Metrics {
         ))?;
         let voice = VoiceMetrics::new(&registry)?;
         let jobs = IntGaugeVec::new(
-            Opts::new("jobs", "Post-call jobs in the queue by state"),
-            &["state"],
+            Opts::new(
+                "jobs",
+                "Post-call jobs in the queue (the whole cluster's table) by kind and state",
+            ),
+            &["kind", "state"],
         )?;
         registry.register(Box::new(jobs.clone()))?;
         let webhook_verification_failures = IntCounterVec::new(

@@ -1,6 +1,6 @@
 //! `/admin/*` on the ops listener: refused without the operator token and on the public port;
 //! each action on a live call (list, detail, hang-up), drain, jobs, log filter, config,
-//! migrations.
+//! migrations, re-processing a stored webhook.
 
 use crate::helpers::{spawn_app_with, TestApp};
 use diesel_async::RunQueryDsl;
@@ -479,4 +479,208 @@ async fn cluster_listing_shows_every_live_call_with_its_owner_instance() {
     // The per-instance listing shows only the call live here.
     let (_, here) = admin_json(&app, reqwest::Method::GET, "/admin/calls").await;
     assert_eq!(here["live"], 1, "{here}");
+}
+
+/// `POST /admin/webhooks/{id}/reprocess` as the operator: its status and body.
+async fn reprocess(app: &TestApp, event_id: &str) -> (u16, Value) {
+    admin_json(
+        app,
+        reqwest::Method::POST,
+        &format!("/admin/webhooks/{event_id}/reprocess"),
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn a_stored_webhook_is_reprocessed_without_doing_anything_twice() {
+    let app = admin_app().await;
+    let t = app.create_tenant("+15550101303").await;
+    let ccid = app
+        .telnyx
+        .place_inbound_call("+15559991303", "+15550101303");
+    let id = app.call_id_for(&t, &ccid).await;
+    app.wait_for_status(&t, id, "streaming").await;
+    // The inbox's event ids, from the delivery log (this app had no other call).
+    let (_, log) = admin_json(&app, reqwest::Method::GET, "/admin/webhooks").await;
+    let event_of = |kind: &str| {
+        log["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["event_type"] == kind && d["outcome"] == "accepted")
+            .and_then(|d| d["event_id"].as_str())
+            .unwrap_or_else(|| panic!("no {kind} in {log}"))
+            .to_owned()
+    };
+    let (initiated, answered) = (event_of("call.initiated"), event_of("call.answered"));
+    let calls_of_tenant = || async {
+        let (_, page) = app.get_json(&t.token, "/api/v1/calls?limit=200").await;
+        page["data"].as_array().map_or(0, Vec::len)
+    };
+
+    // Without the operator token: refused.
+    let res = app
+        .client
+        .post(format!(
+            "{}/admin/webhooks/{answered}/reprocess",
+            app.ops_address
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(reprocess(&app, "evt-never-stored").await.0, 404);
+
+    // Live here: the call's actor gets it again and stays where it was.
+    for event in [&initiated, &answered] {
+        let (status, body) = reprocess(&app, event).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["outcome"], "delivered_to_live_call", "{body}");
+        assert_eq!(body["call_id"], id.to_string());
+    }
+    let (_, call) = app.get_json(&t.token, &format!("/api/v1/calls/{id}")).await;
+    assert_eq!(call["status"], "streaming", "{call}");
+
+    app.telnyx.caller_hangs_up(&ccid);
+    app.wait_for_status(&t, id, "ended").await;
+    // Over: the initiating event starts no second call, a recorded event is not re-attached.
+    let (_, body) = reprocess(&app, &initiated).await;
+    assert_eq!(body["outcome"], "call_exists", "{body}");
+    assert_eq!(body["event_type"], "call.initiated");
+    let (_, body) = reprocess(&app, &answered).await;
+    assert_eq!(body["outcome"], "already_recorded", "{body}");
+    assert_eq!(calls_of_tenant().await, 1);
+
+    // An event missing from the call's history is attached again.
+    let mut conn = app.state.db.get().await.unwrap();
+    diesel::sql_query("DELETE FROM call_events WHERE telnyx_event_id = $1")
+        .bind::<diesel::sql_types::Text, _>(&answered)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (_, body) = reprocess(&app, &answered).await;
+    assert_eq!(body["outcome"], "attached_to_call_history", "{body}");
+    crate::helpers::wait_until(
+        std::time::Duration::from_secs(30),
+        "the event back in the call's history",
+        || async {
+            let (_, body) = reprocess(&app, &answered).await;
+            (body["outcome"] == "already_recorded").then_some(())
+        },
+    )
+    .await;
+
+    // An event of no call stays in the inbox.
+    let envelope = serde_json::json!({ "data": {
+        "record_type": "event", "event_type": "call.hangup", "id": "evt-of-nobody",
+        "payload": { "call_control_id": "v3:nobody" }
+    }});
+    diesel::sql_query(
+        "INSERT INTO webhook_events (event_id, event_type, call_control_id, payload) \
+         VALUES ('evt-of-nobody', 'call.hangup', 'v3:nobody', $1::jsonb)",
+    )
+    .bind::<diesel::sql_types::Text, _>(envelope.to_string())
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let (status, body) = reprocess(&app, "evt-of-nobody").await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (200, Some("no_call")),
+        "{body}"
+    );
+    assert_eq!(calls_of_tenant().await, 1);
+}
+
+#[actix_web::test]
+async fn live_calls_show_the_stage_the_conversation_is_in() {
+    use iace::sim::caller::{CallerScript, CallerScripts};
+    let script = CallerScript::new()
+        .wait_for_agent(15_000)
+        .say("Hi, my internet keeps dropping every evening.")
+        .wait_for_agent(15_000)
+        // The agent listens meanwhile; the test hangs up once it has seen that.
+        .silence(10_000)
+        .hang_up();
+    let setup = crate::helpers::VoiceSetup {
+        // Long enough to be seen thinking by a poll on a loaded machine.
+        groq: iace::sim::groq::GroqSimConfig {
+            time_to_first_token: std::time::Duration::from_millis(2500),
+            ..Default::default()
+        },
+        ..crate::helpers::VoiceSetup::new(CallerScripts::new(script))
+    };
+    let app = crate::helpers::spawn_voice_app(setup, |s| {
+        s.admin.operator_token = iace::config::Secret::new(TOKEN);
+    })
+    .await;
+    let t = app.create_tenant("+15550101304").await;
+    let ccid = app
+        .telnyx
+        .place_inbound_call("+15559991304", "+15550101304");
+    let id = app.call_id_for(&t, &ccid).await;
+
+    // Every stage the listing shows, in order, until the caller has been answered and the
+    // agent waits again.
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let (status, list) = admin_json(&app, reqwest::Method::GET, "/admin/calls").await;
+        assert_eq!(status, 200);
+        let stage = list["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id.to_string())
+            .map(|c| c["stage"].as_str().unwrap_or("?").to_owned());
+        if let Some(stage) = stage {
+            if seen.last() != Some(&stage) {
+                seen.push(stage);
+            }
+        }
+        let replied = seen
+            .iter()
+            .position(|s| s == "speaking")
+            .is_some_and(|at| seen[at..].iter().any(|s| s == "listening"));
+        if replied {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stages seen: {seen:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let known = [
+        "connecting",
+        "greeting",
+        "listening",
+        "thinking",
+        "speaking",
+    ];
+    assert!(seen.iter().all(|s| known.contains(&s.as_str())), "{seen:?}");
+    let order = |stage: &str| seen.iter().position(|s| s == stage);
+    let (thinking, speaking) = (order("thinking"), order("speaking"));
+    assert!(
+        thinking.is_some() && thinking < speaking,
+        "thinking before speaking: {seen:?}"
+    );
+
+    // The same stage in the call's detail and in the cluster listing (our own call).
+    let (_, one) = admin_json(&app, reqwest::Method::GET, &format!("/admin/calls/{id}")).await;
+    assert_eq!(one["stage"], "listening", "{one}");
+    let (_, cluster) = admin_json(&app, reqwest::Method::GET, "/admin/cluster/calls").await;
+    let ours = cluster["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id.to_string())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(ours["stage"], "listening", "{cluster}");
+
+    app.telnyx.caller_hangs_up(&ccid);
+    app.wait_for_status(&t, id, "ended").await;
+    let (_, one) = admin_json(&app, reqwest::Method::GET, &format!("/admin/calls/{id}")).await;
+    assert!(one["stage"].is_null(), "no stage once over: {one}");
 }

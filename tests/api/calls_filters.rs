@@ -1,35 +1,18 @@
 //! `GET /api/v1/calls` filtered by agent profile and by a number on either side of the call.
 
 use crate::helpers::*;
-use chrono::Utc;
-use iace::store::calls::{self, NewCall};
 use serde_json::Value;
 use uuid::Uuid;
 
 /// An inbound call of `org` between two numbers, taken by `agent` (if any).
 async fn seed(app: &TestApp, org: Uuid, agent: Option<Uuid>, from: &str, to: &str) -> Uuid {
-    let mut conn = app.state.db.get().await.unwrap();
-    let id = Uuid::now_v7();
-    calls::insert(
-        &mut conn,
-        &NewCall {
-            id,
-            organization_id: org,
-            agent_profile_id: agent,
-            direction: "inbound".into(),
-            from_number: from.into(),
-            to_number: to.into(),
-            call_control_id: None,
-            call_leg_id: None,
-            call_session_id: None,
-            status: "ended".into(),
-            started_at: Utc::now(),
-            owner_instance: None,
-        },
-    )
-    .await
-    .unwrap();
-    id
+    let call = SeededCall {
+        agent,
+        from,
+        to,
+        ..Default::default()
+    };
+    seed_call(app, org, call).await
 }
 
 fn ids(page: &Value) -> Vec<Uuid> {

@@ -764,3 +764,93 @@ pub fn blocking_get(port: u16, path: &str) -> Option<(u16, String)> {
         .unwrap_or_default();
     Some((status, body))
 }
+
+/// A call written straight to the database (no actor, no Telnyx) for the tests that read calls
+/// back: an ended inbound call unless changed, with its utterances.
+pub struct SeededCall<'a> {
+    pub agent: Option<Uuid>,
+    pub from: &'a str,
+    pub to: &'a str,
+    /// Both `started_at` and `created_at` (the time axis of lists and dashboards).
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub outcome: Option<&'a str>,
+    /// `sentiment_avg`.
+    pub sentiment: Option<f32>,
+    /// `ended_at` is set (to now).
+    pub ended: bool,
+    /// `(speaker, text, latency_ms)` in order, one every 3 s, each 2.5 s long.
+    pub utterances: Vec<(&'a str, &'a str, Option<i32>)>,
+}
+
+impl Default for SeededCall<'_> {
+    fn default() -> Self {
+        Self {
+            agent: None,
+            from: "+15554000000",
+            to: "+15554000001",
+            at: chrono::Utc::now(),
+            outcome: None,
+            sentiment: None,
+            ended: false,
+            utterances: Vec::new(),
+        }
+    }
+}
+
+/// Writes `call` for `org` (see [`SeededCall`]) and returns its id.
+pub async fn seed_call(app: &TestApp, org: Uuid, call: SeededCall<'_>) -> Uuid {
+    use diesel::sql_types::{Float, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+    use iace::store::{calls, utterances};
+    let mut conn = app.state.db.get().await.unwrap();
+    let id = Uuid::now_v7();
+    let row = calls::NewCall {
+        id,
+        organization_id: org,
+        agent_profile_id: call.agent,
+        direction: "inbound".into(),
+        from_number: call.from.into(),
+        to_number: call.to.into(),
+        call_control_id: None,
+        call_leg_id: None,
+        call_session_id: None,
+        status: "ended".into(),
+        started_at: call.at,
+        owner_instance: None,
+    };
+    calls::insert(&mut conn, &row).await.unwrap();
+    let update = diesel::sql_query(
+        "UPDATE calls SET created_at = $1, outcome = $2, sentiment_avg = $3, ended_at = $4 \
+         WHERE id = $5",
+    )
+    .bind::<Timestamptz, _>(call.at)
+    .bind::<Nullable<Text>, _>(call.outcome)
+    .bind::<Nullable<Float>, _>(call.sentiment)
+    .bind::<Nullable<Timestamptz>, _>(call.ended.then(chrono::Utc::now))
+    .bind::<SqlUuid, _>(id);
+    diesel_async::RunQueryDsl::execute(update, &mut *conn)
+        .await
+        .unwrap();
+    let rows: Vec<utterances::NewUtterance> = call
+        .utterances
+        .iter()
+        .enumerate()
+        .map(|(i, (speaker, text, latency))| utterances::NewUtterance {
+            organization_id: org,
+            call_id: id,
+            seq: i as i32,
+            speaker: (*speaker).into(),
+            text: (*text).into(),
+            started_ms: i as i64 * 3000,
+            ended_ms: i as i64 * 3000 + 2500,
+            sentiment_score: None,
+            sentiment_label: None,
+            rolling_sentiment: None,
+            interrupted: false,
+            latency_ms: *latency,
+        })
+        .collect();
+    if !rows.is_empty() {
+        utterances::insert_many(&mut conn, &rows).await.unwrap();
+    }
+    id
+}

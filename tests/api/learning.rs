@@ -3,7 +3,6 @@
 //! (retries, failure, restart) and retrieval for a live turn within its budget.
 
 use crate::helpers::{respawn_app_with, spawn_app_with, wait_until, TestApp};
-use chrono::Utc;
 use iace::config::{GeminiSettings, Secret, Settings};
 use iace::domain::embedding::{Embedding, LOCAL_MODEL};
 use iace::domain::role::Role;
@@ -12,10 +11,8 @@ use iace::providers::gemini::GeminiClient;
 use iace::providers::ProviderError;
 use iace::sim::gemini::{GeminiFaults, GeminiSim, GeminiSimConfig};
 use iace::sim::groq::{GroqFaults, GroqSim, GroqSimConfig};
-use iace::store::calls::{self, CallChanges, NewCall};
 use iace::store::jobs::JobRow;
 use iace::store::memory::{self, NewMemorySnapshot};
-use iace::store::utterances::{self, NewUtterance};
 use serde_json::{json, Value};
 use std::time::Duration;
 use uuid::Uuid;
@@ -71,59 +68,18 @@ pub async fn seed_call(
     outcome: &str,
     lines: &[(&str, &str)],
 ) -> Uuid {
-    let mut conn = app.state.db.get().await.unwrap();
-    let id = Uuid::now_v7();
-    calls::insert(
-        &mut conn,
-        &NewCall {
-            id,
-            organization_id: org,
-            agent_profile_id: None,
-            direction: "inbound".into(),
-            from_number: from.into(),
-            to_number: "+15550009999".into(),
-            call_control_id: None,
-            call_leg_id: None,
-            call_session_id: None,
-            status: "ended".into(),
-            started_at: Utc::now(),
-            owner_instance: None,
-        },
-    )
-    .await
-    .unwrap();
-    calls::update(
-        &mut conn,
-        org,
-        id,
-        &CallChanges {
-            outcome: Some(outcome.into()),
-            ended_at: Some(Utc::now()),
-            ..CallChanges::default()
-        },
-    )
-    .await
-    .unwrap();
-    let rows: Vec<NewUtterance> = lines
-        .iter()
-        .enumerate()
-        .map(|(i, (speaker, text))| NewUtterance {
-            organization_id: org,
-            call_id: id,
-            seq: i as i32,
-            speaker: (*speaker).into(),
-            text: (*text).into(),
-            started_ms: i as i64 * 3000,
-            ended_ms: i as i64 * 3000 + 2500,
-            sentiment_score: None,
-            sentiment_label: None,
-            rolling_sentiment: None,
-            interrupted: false,
-            latency_ms: None,
-        })
-        .collect();
-    utterances::insert_many(&mut conn, &rows).await.unwrap();
-    id
+    let call = crate::helpers::SeededCall {
+        from,
+        to: "+15550009999",
+        outcome: Some(outcome),
+        ended: true,
+        utterances: lines
+            .iter()
+            .map(|(who, text)| (*who, *text, None))
+            .collect(),
+        ..Default::default()
+    };
+    crate::helpers::seed_call(app, org, call).await
 }
 
 async fn call_jobs(app: &TestApp, org: Uuid, call_id: Uuid) -> Vec<JobRow> {

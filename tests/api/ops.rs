@@ -103,6 +103,10 @@ async fn a_scripted_call_moves_the_launch_metric_families() {
     let before = scrape(&app).await;
     assert_eq!(metric_sum(&before, "iace_calls_started_total", &[]), 0.0);
     assert_eq!(
+        metric_sum(&before, "iace_jobs", &[("kind", "summarize_call")]),
+        0.0
+    );
+    assert_eq!(
         metric_sum(&before, "iace_call_duration_seconds_count", &[]),
         0.0
     );
@@ -125,7 +129,7 @@ async fn a_scripted_call_moves_the_launch_metric_families() {
         || async {
             let text = scrape(&app).await;
             (metric_sum(&text, "iace_calls_ended_total", &[]) >= 1.0
-                && metric_sum(&text, "iace_jobs", &[]) >= 1.0)
+                && metric_sum(&text, "iace_jobs", &[("kind", "summarize_call")]) >= 1.0)
                 .then_some(text)
         },
     )
@@ -148,6 +152,29 @@ async fn a_scripted_call_moves_the_launch_metric_families() {
     assert!(m("iace_turn_latency_seconds_count", &[]) >= 1.0, "{text}");
     assert_eq!(m("iace_call_sentiment_count", &[]), 1.0, "{text}");
     assert_eq!(m("iace_escalations_total", &[("cause", "dtmf_0")]), 1.0);
+    // Jobs by kind and state, both from fixed sets.
+    assert!(
+        m("iace_jobs", &[("kind", "summarize_call")]) >= 1.0,
+        "{text}"
+    );
+    let kinds = [
+        "summarize_call",
+        "extract_patterns",
+        "write_memory",
+        "other",
+    ];
+    let states = ["pending", "running", "succeeded", "failed", "other"];
+    for line in text.lines().filter(|l| l.starts_with("iace_jobs{")) {
+        assert!(
+            kinds
+                .iter()
+                .any(|k| line.contains(&format!("kind=\"{k}\"")))
+                && states
+                    .iter()
+                    .any(|s| line.contains(&format!("state=\"{s}\""))),
+            "{line}"
+        );
+    }
     for provider in ["telnyx", "deepgram", "cartesia", "groq_chat"] {
         assert!(
             m(

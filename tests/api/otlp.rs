@@ -1,6 +1,8 @@
 //! Trace export: a loopback OTLP/HTTP collector (a real HTTP server in this process) receives the
-//! engine's spans, an incoming `traceparent` is continued, provider requests carry one, and a
-//! collector that never answers costs requests nothing (spans dropped and counted).
+//! engine's spans, an incoming `traceparent` is continued, provider requests carry one, a call
+//! is one trace (the request that created it, the call, its turns and their provider requests,
+//! a linked post-call job), and a collector that never answers costs requests nothing (spans
+//! dropped and counted).
 //!
 //! The tracing subscriber and the exporter are process-wide, so these tests take turns
 //! ([`EXPORTER_TURN`]) and find their own spans by trace id (other tests' spans may arrive too).
@@ -200,7 +202,7 @@ async fn an_unsampled_incoming_traceparent_is_not_exported() {
 }
 
 #[actix_web::test]
-async fn telnyx_commands_carry_a_traceparent_of_an_exported_span() {
+async fn an_outbound_call_joins_its_api_requests_trace_and_its_commands_carry_it() {
     let _turn = EXPORTER_TURN.lock().await;
     let (endpoint, received) = start_collector();
     let app = app_exporting_to(endpoint).await;
@@ -212,7 +214,8 @@ async fn telnyx_commands_carry_a_traceparent_of_an_exported_span() {
             &json!({ "to": "+15558887701", "from": "+15550107701", "agent_profile_id": t.agent_id }),
         )
         .await;
-    assert_eq!(res.status().as_u16(), 202, "{}", res.text().await.unwrap());
+    let created: Value = res.json().await.unwrap();
+    let id = created["id"].as_str().expect("the call's id").to_owned();
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let dial = loop {
@@ -232,6 +235,41 @@ async fn telnyx_commands_carry_a_traceparent_of_an_exported_span() {
     assert!(
         !span.to_string().contains("test-telnyx-key"),
         "no credential in a span"
+    );
+
+    // The dial is the call's child, the call the child of `POST /api/v1/calls` (its span is
+    // exported once the call is over).
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/calls/{id}/hangup")))
+        .bearer_auth(&t.token)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "hang-up: {}", res.status());
+    let call = wait_for_span(&received, |s| {
+        s["name"] == "call"
+            && attribute(&s["attributes"], "iace.call_id") == Some(&json!({ "stringValue": id }))
+    })
+    .await;
+    assert_eq!(span["parentSpanId"], call["spanId"], "{span}");
+    assert_eq!(span["traceId"], call["traceId"]);
+    assert_eq!(
+        attribute(&call["attributes"], "iace.call.direction"),
+        Some(&json!({ "stringValue": "outbound" }))
+    );
+    let request = wait_for_span(&received, |s| {
+        s["traceId"] == call["traceId"] && s["spanId"] == call["parentSpanId"]
+    })
+    .await;
+    assert_eq!(request["name"], "http_request");
+    assert_eq!(
+        attribute(&request["attributes"], "http.route"),
+        Some(&json!({ "stringValue": "/api/v1/calls" }))
+    );
+    assert_eq!(
+        attribute(&request["attributes"], "http.request.method"),
+        Some(&json!({ "stringValue": "POST" }))
     );
 }
 
@@ -253,46 +291,6 @@ fn telemetry_settings_out_of_range_are_refused() {
     ok.telemetry.otlp_endpoint = "http://tempo:4318".into();
     ok.telemetry.trace_sample_ratio = 0.25;
     assert!(ok.validate().is_ok());
-}
-
-#[actix_web::test]
-async fn groq_requests_during_a_call_carry_a_traceparent_of_an_exported_span() {
-    use iace::sim::caller::{CallerScript, CallerScripts};
-    let _turn = EXPORTER_TURN.lock().await;
-    let (endpoint, received) = start_collector();
-    install_subscriber();
-    let script = CallerScript::new()
-        .wait_for_agent(15_000)
-        .say("Hi, my internet keeps dropping every evening.")
-        .wait_for_agent(15_000)
-        .hang_up();
-    let app = crate::helpers::spawn_voice_app(
-        crate::helpers::VoiceSetup::new(CallerScripts::new(script)),
-        move |s| s.telemetry.otlp_endpoint = endpoint,
-    )
-    .await;
-    let voice = app.voice.as_ref().expect("voice app");
-    app.create_tenant("+15550307701").await;
-    app.telnyx
-        .place_inbound_call("+15559997701", "+15550307701");
-
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let header = loop {
-        if let Some(h) = voice
-            .groq
-            .requests()
-            .into_iter()
-            .find_map(|r| r.traceparent)
-        {
-            break h;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no Groq request carried a traceparent"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    provider_span_of(&received, &header, "groq").await;
 }
 
 async fn dropped(app: &TestApp) -> f64 {
@@ -332,4 +330,210 @@ async fn a_collector_that_never_answers_drops_spans_and_does_not_block_requests(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(silent);
+}
+
+fn span_id(span: &Value) -> &str {
+    span["spanId"].as_str().unwrap_or_default()
+}
+
+fn int_attribute(span: &Value, key: &str) -> Option<i64> {
+    attribute(&span["attributes"], key)?["intValue"]
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+#[actix_web::test]
+async fn one_call_is_one_trace_from_its_webhook_through_its_turns_and_a_linked_job() {
+    use iace::sim::caller::{CallerScript, CallerScripts};
+    let _turn = EXPORTER_TURN.lock().await;
+    let (endpoint, received) = start_collector();
+    install_subscriber();
+    // The second caller turn talks over the first reply (a barge-in).
+    let script = CallerScript::new()
+        .wait_for_agent(15_000)
+        .say("Hi, my internet keeps dropping every evening.")
+        .interrupt(400, "Wait, it is only on my laptop.", 1200)
+        .wait_for_agent(15_000)
+        .hang_up();
+    let gemini = crate::learning::start_gemini();
+    let app = crate::helpers::spawn_voice_app(
+        crate::helpers::VoiceSetup::new(CallerScripts::new(script)),
+        move |s| {
+            s.telemetry.otlp_endpoint = endpoint;
+            s.telemetry.trace_sample_ratio = 1.0;
+            s.gemini = crate::learning::gemini_settings(&gemini, 100);
+            s.learning.workers = 1;
+            s.learning.retrieval_budget_ms = 3000;
+        },
+    )
+    .await;
+    let voice = app.voice.as_ref().expect("voice app");
+    let t = app.create_tenant("+15550307702").await;
+    let ccid = app
+        .telnyx
+        .place_inbound_call("+15559997702", "+15550307702");
+    let id = app.call_id_for(&t, &ccid).await;
+    let outcomes = voice
+        .callers
+        .wait_for_outcomes(1, Duration::from_secs(90))
+        .await;
+    assert!(outcomes.into_iter().all(|o| o.is_ok()), "the caller ran");
+    app.telnyx.caller_hangs_up(&ccid);
+    app.wait_for_status(&t, id, "ended").await;
+
+    // The call's span: exported when the call actor stops.
+    let call = wait_for_span(&received, |s| {
+        s["name"] == "call"
+            && attribute(&s["attributes"], "iace.call_id")
+                == Some(&json!({ "stringValue": id.to_string() }))
+    })
+    .await;
+    let trace = call["traceId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        attribute(&call["attributes"], "iace.call.direction"),
+        Some(&json!({ "stringValue": "inbound" }))
+    );
+    // Its parent: the `call.initiated` webhook request's span, in the same trace.
+    let webhook = wait_for_span(&received, |s| {
+        s["traceId"] == trace.as_str() && s["spanId"] == call["parentSpanId"]
+    })
+    .await;
+    assert_eq!(webhook["name"], "http_request");
+    assert_eq!(
+        attribute(&webhook["attributes"], "http.route"),
+        Some(&json!({ "stringValue": "/webhooks/telnyx" }))
+    );
+
+    // Two caller turns, each the call's child, with their timings.
+    let turns = crate::helpers::wait_until(Duration::from_secs(60), "two turn spans", || {
+        let all = spans(&received);
+        let trace = trace.clone();
+        let call_id = span_id(&call).to_owned();
+        async move {
+            let turns: Vec<Value> = all
+                .into_iter()
+                .filter(|s| s["traceId"] == trace.as_str() && s["name"] == "turn")
+                .collect();
+            assert!(
+                turns.iter().all(|s| s["parentSpanId"] == call_id.as_str()),
+                "every turn is the call's child: {turns:#?}"
+            );
+            (turns.len() >= 2).then_some(turns)
+        }
+    })
+    .await;
+    let mut indexes: Vec<i64> = turns
+        .iter()
+        .filter_map(|s| int_attribute(s, "iace.turn.index"))
+        .collect();
+    indexes.sort_unstable();
+    assert_eq!(&indexes[..2], &[1, 2], "{turns:#?}");
+    let barge_in = |index: i64| {
+        let turn = turns
+            .iter()
+            .find(|s| int_attribute(s, "iace.turn.index") == Some(index))
+            .unwrap();
+        attribute(&turn["attributes"], "iace.turn.barge_in").cloned()
+    };
+    assert_eq!(barge_in(1), Some(json!({ "boolValue": false })));
+    assert_eq!(
+        barge_in(2),
+        Some(json!({ "boolValue": true })),
+        "{turns:#?}"
+    );
+    for turn in &turns {
+        assert!(
+            int_attribute(turn, "iace.turn.first_audio_ms").is_some(),
+            "{turn}"
+        );
+        assert!(
+            int_attribute(turn, "iace.turn.final_to_llm_ms").is_some(),
+            "{turn}"
+        );
+        assert!(
+            int_attribute(turn, "iace.turn.llm_first_token_ms").is_some(),
+            "{turn}"
+        );
+    }
+
+    // Each turn's LLM request and Cartesia stream start are its children.
+    let in_trace = |s: &Value| s["traceId"] == trace.as_str();
+    let provider = |s: &Value, name: &str| {
+        s["name"] == "provider_request"
+            && attribute(&s["attributes"], "iace.provider") == Some(&json!({ "stringValue": name }))
+    };
+    for turn in &turns {
+        let turn_id = span_id(turn).to_owned();
+        for name in ["groq", "cartesia"] {
+            let child = wait_for_span(&received, |s| {
+                in_trace(s) && provider(s, name) && s["parentSpanId"] == turn_id.as_str()
+            })
+            .await;
+            assert_eq!(child["kind"], 3, "SPAN_KIND_CLIENT");
+        }
+    }
+    // The Groq requests went out with a `traceparent` naming an exported span of this trace,
+    // a turn's (the replies) or the call's (sentiment scoring), or of a post-call job's trace
+    // (the summary), which links to this one.
+    let sent: Vec<String> = voice
+        .groq
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.traceparent)
+        .collect();
+    assert!(sent.len() >= 2, "{sent:?}");
+    let turn_ids: Vec<String> = turns.iter().map(|t| span_id(t).to_owned()).collect();
+    let mut from_turns = 0;
+    for header in &sent {
+        let span = provider_span_of(&received, header, "groq").await;
+        if span["traceId"] != trace.as_str() {
+            let job = wait_for_span(&received, |s| {
+                s["traceId"] == span["traceId"] && s["spanId"] == span["parentSpanId"]
+            })
+            .await;
+            assert_eq!(job["name"], "job", "{span}");
+            assert_eq!(job["links"][0]["traceId"], trace.as_str(), "{job}");
+            continue;
+        }
+        from_turns += usize::from(turn_ids.iter().any(|t| span["parentSpanId"] == t.as_str()));
+    }
+    assert!(from_turns >= 2, "each reply's request is its turn's child");
+    // Requests made for the call outside a turn are the call's children, not traces of
+    // their own: Telnyx commands and the speech sockets' handshakes.
+    let call_span_id = span_id(&call).to_owned();
+    for name in ["telnyx", "deepgram", "cartesia"] {
+        wait_for_span(&received, |s| {
+            in_trace(s) && provider(s, name) && s["parentSpanId"] == call_span_id.as_str()
+        })
+        .await;
+    }
+    // Retrieval's embedding request is in the trace too (a turn's, or the call's when it was
+    // prefetched while the caller spoke), though retrieval runs it in a task of its own.
+    wait_for_span(&received, |s| in_trace(s) && provider(s, "gemini")).await;
+    // Every provider request of the trace hangs off the call or one of its turns.
+    let members: Vec<String> = std::iter::once(call_span_id.clone())
+        .chain(turns.iter().map(|t| span_id(t).to_owned()))
+        .collect();
+    for s in spans(&received).iter().filter(|s| in_trace(s)) {
+        if s["name"] == "provider_request" {
+            let parent = s["parentSpanId"].as_str().unwrap_or_default();
+            assert!(
+                members.iter().any(|m| m == parent),
+                "stray provider span {s}"
+            );
+        }
+    }
+
+    // The post-call job runs in a trace of its own, linked to the call's span.
+    let job = wait_for_span(&received, |s| {
+        s["name"] == "job" && s["links"][0]["traceId"] == trace.as_str()
+    })
+    .await;
+    assert_eq!(job["links"][0]["spanId"], call_span_id.as_str());
+    assert_eq!(job["kind"], 5, "SPAN_KIND_CONSUMER");
+    assert_eq!(
+        attribute(&job["attributes"], "iace.job.kind"),
+        Some(&json!({ "stringValue": "summarize_call" }))
+    );
 }

@@ -3,10 +3,6 @@
 
 use crate::helpers::*;
 use chrono::{DateTime, Duration, Utc};
-use diesel::sql_types::{Float, Nullable, Text, Timestamptz, Uuid as SqlUuid};
-use diesel_async::RunQueryDsl;
-use iace::store::calls::{self, NewCall};
-use iace::store::utterances::{self, NewUtterance};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -20,57 +16,17 @@ async fn seed(
     sentiment: Option<f32>,
     latencies: &[i32],
 ) -> Uuid {
-    let mut conn = app.state.db.get().await.unwrap();
-    let id = Uuid::now_v7();
-    calls::insert(
-        &mut conn,
-        &NewCall {
-            id,
-            organization_id: org,
-            agent_profile_id: None,
-            direction: "inbound".into(),
-            from_number: "+15554000000".into(),
-            to_number: "+15554000001".into(),
-            call_control_id: None,
-            call_leg_id: None,
-            call_session_id: None,
-            status: "ended".into(),
-            started_at: at,
-            owner_instance: None,
-        },
-    )
-    .await
-    .unwrap();
-    diesel::sql_query(
-        "UPDATE calls SET created_at = $1, outcome = $2, sentiment_avg = $3 WHERE id = $4",
-    )
-    .bind::<Timestamptz, _>(at)
-    .bind::<Nullable<Text>, _>(outcome)
-    .bind::<Nullable<Float>, _>(sentiment)
-    .bind::<SqlUuid, _>(id)
-    .execute(&mut *conn)
-    .await
-    .unwrap();
-    let rows: Vec<NewUtterance> = latencies
-        .iter()
-        .enumerate()
-        .map(|(i, latency)| NewUtterance {
-            organization_id: org,
-            call_id: id,
-            seq: i as i32,
-            speaker: "agent".into(),
-            text: "Sure.".into(),
-            started_ms: i as i64 * 3000,
-            ended_ms: i as i64 * 3000 + 2500,
-            sentiment_score: None,
-            sentiment_label: None,
-            rolling_sentiment: None,
-            interrupted: false,
-            latency_ms: Some(*latency),
-        })
-        .collect();
-    utterances::insert_many(&mut conn, &rows).await.unwrap();
-    id
+    let call = SeededCall {
+        at,
+        outcome,
+        sentiment,
+        utterances: latencies
+            .iter()
+            .map(|l| ("agent", "Sure.", Some(*l)))
+            .collect(),
+        ..Default::default()
+    };
+    seed_call(app, org, call).await
 }
 
 fn q(t: DateTime<Utc>) -> String {

@@ -19,6 +19,7 @@ use actix::prelude::*;
 use futures_util::future::{LocalBoxFuture, Shared};
 use futures_util::FutureExt;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Interim words that count as the caller talking over the agent.
 const BARGE_IN_WORDS: usize = 3;
@@ -58,6 +59,8 @@ impl Call {
         };
         voice.caller_active();
         voice.stt_waiting_since = None;
+        voice.caller_turns += 1;
+        let index = voice.caller_turns;
         let ended_ms = voice.now_ms();
         let seq = voice.next_seq();
         voice.remember(ChatMessage::user(text.clone()));
@@ -68,10 +71,26 @@ impl Call {
         self.live_line("caller", &text);
         // The caller spoke over the agent: what was not played is not part of the history.
         self.barge_in(ctx);
+        // Now or while they spoke: this turn talked over the agent.
+        let barged_in = self
+            .voice
+            .as_mut()
+            .is_some_and(|v| std::mem::take(&mut v.barged_in));
         self.score_sentiment(seq, text, ended_ms, ctx);
         if !escalating {
             self.live_stage(Stage::Thinking);
-            self.start_reply(at, ctx);
+            let span = tracing::info_span!(
+                parent: &self.span,
+                "turn",
+                turn = index,
+                barge_in = barged_in,
+                final_to_llm_ms = tracing::field::Empty,
+                llm_first_token_ms = tracing::field::Empty,
+                llm_first_sentence_ms = tracing::field::Empty,
+                first_audio_ms = tracing::field::Empty,
+                interrupted = tracing::field::Empty,
+            );
+            self.start_reply(at, span, ctx);
         }
     }
 
@@ -136,10 +155,12 @@ impl Call {
         }));
     }
 
-    /// Starts retrieval for `text` (patterns near it, the caller's memory) within the budget.
+    /// Starts retrieval for `text` (patterns near it, the caller's memory) within the budget;
+    /// its provider requests (the embedding) are children of `span`.
     pub(super) fn retrieve(
         &self,
         text: &str,
+        span: tracing::Span,
     ) -> Option<Shared<LocalBoxFuture<'static, crate::learning::RetrievedContext>>> {
         let org = self.organization_id?;
         let retriever = self.deps.learning.retriever.clone();
@@ -147,11 +168,14 @@ impl Call {
         // Memory is the far end's: the callee's on an outbound call, not our own number's.
         let caller = self.direction.remote_party(&self.from, &self.to).to_owned();
         let text = text.to_owned();
-        let fut: LocalBoxFuture<'static, _> = Box::pin(async move {
-            retriever
-                .context_for_turn(org, &caller, &text, budget)
-                .await
-        });
+        let fut: LocalBoxFuture<'static, _> = Box::pin(
+            async move {
+                retriever
+                    .context_for_turn(org, &caller, &text, budget)
+                    .await
+            }
+            .instrument(span),
+        );
         Some(fut.shared())
     }
 
@@ -167,7 +191,8 @@ impl Call {
         if fresh_enough || words == 0 {
             return;
         }
-        let Some(context) = self.retrieve(text) else {
+        // Before the caller turn ends: part of the call, not of a turn yet.
+        let Some(context) = self.retrieve(text, self.span.clone()) else {
             return;
         };
         // Driven here so it runs whether or not a reply ends up waiting for it.
@@ -186,15 +211,13 @@ impl Call {
         let Some(turn) = voice.speaking.as_ref() else {
             return;
         };
-        if matches!(
-            turn.kind,
-            TurnKind::Handoff | TurnKind::Farewell | TurnKind::Goodbye
-        ) {
+        if !turn.kind.interruptible() {
             return; // the hand-off, last and goodbye lines are said whatever happens
         }
         let Some(mut turn) = voice.speaking.take() else {
             return;
         };
+        voice.barged_in = true;
         voice.link.send(OutboundFrame::Clear);
         if turn.telnyx_speaking {
             self.stop_telnyx_speech(ctx);

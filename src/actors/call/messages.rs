@@ -56,6 +56,9 @@ pub struct CallSnapshot {
     pub organization_id: Option<Uuid>,
     pub state: CallState,
     pub call_control_id: Option<String>,
+    /// Where the conversation is (see `Call::stage`): `connecting`, `greeting`, `listening`,
+    /// `thinking`, `speaking`, `transferring`, `ending` or `ended`.
+    pub stage: &'static str,
 }
 
 #[derive(Message)]

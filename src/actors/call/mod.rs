@@ -121,14 +121,29 @@ pub struct Call {
 }
 
 impl Call {
-    pub fn new(id: CallId, from: String, to: String, origin: Origin, deps: CallDeps) -> Self {
+    /// `trace_parent` is the span of the request that created the call (the `call.initiated`
+    /// webhook, or `POST /api/v1/calls`): the call's span is its child, so one trace holds the
+    /// webhook, the call, its turns and their provider requests.
+    pub fn new(
+        id: CallId,
+        from: String,
+        to: String,
+        origin: Origin,
+        trace_parent: Option<crate::telemetry::trace_context::TraceContext>,
+        deps: CallDeps,
+    ) -> Self {
         let (direction, control_id) = match &origin {
             Origin::Inbound { event } => {
                 (Direction::Inbound, event.payload.call_control_id.clone())
             }
             Origin::Outbound { .. } => (Direction::Outbound, None),
         };
-        let span = tracing::info_span!("call", call_id = %id, direction = direction.as_str());
+        // A root in `tracing` (the request's span must not live as long as the call), the
+        // request's child in the exported trace.
+        let span = crate::telemetry::otlp::with_remote_parent(
+            trace_parent,
+            || tracing::info_span!(parent: None, "call", call_id = %id, direction = direction.as_str()),
+        );
         Self {
             id,
             organization_id: None,
@@ -153,6 +168,18 @@ impl Call {
             deps,
             span,
         }
+    }
+
+    /// Starts the actor inside its call's trace: whatever it does outside a turn (Telnyx
+    /// commands, the greeting, sentiment scoring) is a child of the `call` span.
+    pub fn start_traced(self) -> Addr<Self> {
+        let trace = crate::telemetry::otlp::context_of(&self.span);
+        crate::telemetry::otlp::start_actor(self, trace)
+    }
+
+    /// The trace context of the call's span, for sub-actors and the post-call jobs.
+    fn trace_context(&self) -> Option<crate::telemetry::trace_context::TraceContext> {
+        crate::telemetry::otlp::context_of(&self.span)
     }
 
     /// Where Telnyx opens the media socket: our endpoint, with a short-lived token for this call.
@@ -530,6 +557,7 @@ impl Call {
             self.record(Write::EnqueuePostCall {
                 organization_id: org,
                 call_id: self.id.0,
+                traceparent: self.trace_context().map(|c| c.to_string()),
             });
         }
         self.deps.registry.call_ended(CallEnded {
@@ -668,6 +696,37 @@ impl Handler<TelnyxEventReceived> for Call {
 }
 
 impl Call {
+    /// Where the conversation is, for operators (read on demand, never tracked per frame):
+    /// before the media stream `connecting`; then `greeting`, `listening` (nothing said by the
+    /// agent), `thinking` (a reply before its first audio), `speaking`; `transferring` while the
+    /// caller is handed to a human; `ending` once the end is decided or the last line is said.
+    fn stage(&self) -> &'static str {
+        use turn::TurnKind;
+        match self.state {
+            CallState::Ended => return "ended",
+            _ if self.ending.is_some() || self.failed_stage.is_some() => return "ending",
+            CallState::Escalating => return "transferring",
+            CallState::Dialing | CallState::Ringing | CallState::Answering => return "connecting",
+            CallState::Answered | CallState::Streaming => {}
+        }
+        let Some(voice) = &self.voice else {
+            return "connecting";
+        };
+        match &voice.speaking {
+            _ if voice.handed_off => "transferring",
+            None => "listening",
+            Some(turn) => match turn.kind {
+                TurnKind::Greeting => "greeting",
+                TurnKind::Handoff => "transferring",
+                TurnKind::Farewell | TurnKind::Goodbye => "ending",
+                TurnKind::Reply if turn.first_audio_at.is_none() && !turn.telnyx_speaking => {
+                    "thinking"
+                }
+                TurnKind::Reply | TurnKind::StillThere => "speaking",
+            },
+        }
+    }
+
     fn check_org(&self, organization_id: Uuid) -> Result<(), CommandError> {
         if self.organization_id != Some(organization_id) {
             return Err(CommandError::NotFound);
@@ -703,6 +762,7 @@ impl Handler<GetSnapshot> for Call {
             organization_id: self.organization_id,
             state: self.state,
             call_control_id: self.control_id.clone(),
+            stage: self.stage(),
         })
     }
 }

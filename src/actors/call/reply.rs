@@ -13,6 +13,7 @@ use crate::providers::ProviderError;
 use actix::prelude::*;
 use futures_util::StreamExt;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// One item of an LLM request's token stream, tagged with the request's number: a stream
 /// given up for a retry may still deliver its last items, which must not touch the turn.
@@ -38,7 +39,14 @@ impl StreamHandler<LlmToken> for Call {
 }
 
 impl Call {
-    pub(super) fn start_reply(&mut self, caller_turn_at: Instant, ctx: &mut Context<Self>) {
+    /// Answers the caller turn that ended at `caller_turn_at`; `span` is that turn's `turn`
+    /// span (the reply's provider requests are its children).
+    pub(super) fn start_reply(
+        &mut self,
+        caller_turn_at: Instant,
+        span: tracing::Span,
+        ctx: &mut Context<Self>,
+    ) {
         self.maybe_resume_tts(ctx);
         let id = self.id;
         let system = self
@@ -51,7 +59,9 @@ impl Call {
         };
         let context_id = voice.next_context_id(id);
         let started_ms = voice.now_ms();
-        voice.speaking = Some(AgentTurn::reply(context_id, started_ms, caller_turn_at));
+        let mut turn = AgentTurn::reply(context_id, started_ms, caller_turn_at);
+        turn.span = Some(span.clone());
+        voice.speaking = Some(turn);
         let history: Vec<ChatMessage> = voice.history.iter().cloned().collect();
         let question = history
             .last()
@@ -66,7 +76,7 @@ impl Call {
             .filter(|p| p.words as f64 >= words as f64 * PREFETCH_MIN_WORDS_SHARE);
         let fut = match prefetched {
             Some(prefetch) => prefetch.context,
-            None => match self.retrieve(&question) {
+            None => match self.retrieve(&question, span) {
                 Some(fut) => fut,
                 None => return,
             },
@@ -104,12 +114,18 @@ impl Call {
             v.llm_requests += 1;
             v.llm_requests
         });
+        // The request is a child of the turn's span (of the call's, for a turn without one).
+        let span = self
+            .speaking()
+            .and_then(|t| t.span.clone())
+            .unwrap_or_else(|| self.span.clone());
         let fut = async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
             groq.stream(request).await
-        };
+        }
+        .instrument(span);
         let handle = ctx.spawn(
             fut.into_actor(self)
                 .map(move |result, act, ctx| match result {
@@ -197,6 +213,7 @@ impl Call {
                 let sentences = match self.voice_mut().and_then(|v| v.speaking.as_mut()) {
                     Some(turn) if !turn.llm_done => {
                         turn.progressed();
+                        turn.first_token_at.get_or_insert(at);
                         turn.splitter.push(&token)
                     }
                     _ => return,
@@ -242,6 +259,16 @@ impl Call {
             }
         }
         if let Some(tts) = &voice.tts {
+            if turn.sentences.is_empty() {
+                if let Some(parent) = &turn.span {
+                    turn.tts_span = Some(tracing::info_span!(
+                        parent: parent,
+                        "provider_request",
+                        provider = "cartesia",
+                        operation = "stream_start"
+                    ));
+                }
+            }
             tts.do_send(Speak {
                 context_id: turn.context_id.clone(),
                 text: sentence.clone(),

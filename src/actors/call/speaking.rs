@@ -110,6 +110,8 @@ impl Call {
                 let first = turn.first_audio_at.is_none();
                 if first {
                     turn.first_audio_at = Some(Instant::now());
+                    // Handed to the media writer just below: the caller turn's span ends.
+                    turn.end_span(false);
                 }
                 turn.audio_ms += ms_for_bytes(audio.len());
                 voice.link.send(OutboundFrame::media(&audio));
@@ -217,7 +219,13 @@ impl Call {
         }
     }
 
-    pub(super) fn record_agent_turn(&mut self, turn: AgentTurn, text: String, interrupted: bool) {
+    pub(super) fn record_agent_turn(
+        &mut self,
+        mut turn: AgentTurn,
+        text: String,
+        interrupted: bool,
+    ) {
+        turn.end_span(interrupted);
         let Some(org) = self.organization_id else {
             return;
         };

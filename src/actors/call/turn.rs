@@ -46,6 +46,15 @@ pub(super) struct AgentTurn {
     pub(super) llm_request: Vec<crate::providers::groq::ChatMessage>,
     /// The number of the LLM request under way (see `Voice::llm_requests`).
     pub(super) llm_attempt: u32,
+    /// When the LLM's first token of this reply arrived.
+    pub(super) first_token_at: Option<Instant>,
+    /// The caller turn's `turn` span (a reply's only): open from the caller turn's end until
+    /// this reply's first audio goes to the media socket; the provider requests made for the
+    /// reply are its children. Timings are recorded on it as it ends ([`Self::end_span`]).
+    pub(super) span: Option<tracing::Span>,
+    /// Cartesia's share of the turn, from the first sentence sent to the first audio back
+    /// (a `provider_request` span: the socket is already open, so no handshake of its own).
+    pub(super) tts_span: Option<tracing::Span>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -59,6 +68,14 @@ pub(super) enum TurnKind {
     Goodbye,
     /// "Are you still there?" to a caller gone silent; the caller may talk over it.
     StillThere,
+}
+
+impl TurnKind {
+    /// Whether the caller may talk over it (the hand-off, last and goodbye lines are said
+    /// whatever happens).
+    pub(super) fn interruptible(self) -> bool {
+        !matches!(self, Self::Handoff | Self::Farewell | Self::Goodbye)
+    }
 }
 
 impl AgentTurn {
@@ -86,6 +103,9 @@ impl AgentTurn {
             telnyx_speaking: false,
             llm_request: Vec::new(),
             llm_attempt: 0,
+            first_token_at: None,
+            span: None,
+            tts_span: None,
         }
     }
 
@@ -211,6 +231,39 @@ impl AgentTurn {
         self.context_id == context_id
             && self.tts_done
             && index.parse::<usize>().ok() == Some(self.sentences.len())
+    }
+
+    /// Ends the turn's span (at its first audio, or when the turn is dropped before any, then
+    /// `interrupted` when the caller spoke over it), with the timings known by then.
+    pub(super) fn end_span(&mut self, interrupted: bool) {
+        self.tts_span = None;
+        let Some(span) = self.span.take() else {
+            return;
+        };
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        if let Some(overhead) = self.llm_overhead {
+            span.record("final_to_llm_ms", ms(overhead));
+        }
+        if let Some(requested) = self.llm_requested_at {
+            if let Some(token) = self.first_token_at {
+                span.record(
+                    "llm_first_token_ms",
+                    ms(token.saturating_duration_since(requested)),
+                );
+            }
+            if let Some(sentence) = self.first_sentence_at {
+                span.record(
+                    "llm_first_sentence_ms",
+                    ms(sentence.saturating_duration_since(requested)),
+                );
+            }
+        }
+        if let Some(latency) = self.latency_ms() {
+            span.record("first_audio_ms", latency);
+        }
+        if interrupted {
+            span.record("interrupted", true);
+        }
     }
 
     /// From the end of the caller's turn to the first audio of this reply.

@@ -64,6 +64,11 @@ pub(super) struct Voice {
     pub(super) stt_waiting_since: Option<Instant>,
     /// LLM requests made on this call: each one's number tags its token stream.
     pub(super) llm_requests: u32,
+    /// Caller turns heard so far (the `turn` spans' index).
+    pub(super) caller_turns: u32,
+    /// The caller talked over an agent turn since their last turn (the next `turn` span's
+    /// `barge_in`).
+    pub(super) barged_in: bool,
 }
 
 impl Voice {
@@ -90,6 +95,8 @@ impl Voice {
             asked_still_there: false,
             stt_waiting_since: None,
             llm_requests: 0,
+            caller_turns: 0,
+            barged_in: false,
         }
     }
 
@@ -153,6 +160,7 @@ impl Call {
                 return;
             }
         };
+        let trace = self.trace_context();
         let Some(voice) = self.voice.as_mut() else {
             return;
         };
@@ -175,10 +183,11 @@ impl Call {
             deps.voice_metrics.clone(),
         )
         .with_mailbox(deps.settings.media_in_queue_frames);
-        // On the media socket's thread: the reader hands it each frame with no thread hop.
+        // On the media socket's thread, so the reader hands it each frame with no thread hop;
+        // in the call's trace, so the Deepgram handshake (and reconnects) are its children.
         let stt = match voice.link.arbiter() {
-            Some(arbiter) => SttStream::start_in_arbiter(&arbiter, move |_| stt),
-            None => stt.start(),
+            Some(arbiter) => crate::telemetry::otlp::start_actor_in(&arbiter, stt, trace),
+            None => crate::telemetry::otlp::start_actor(stt, trace),
         };
         voice.link.route_audio(Some(stt.clone().recipient()));
         voice.stt = Some(stt);
@@ -214,15 +223,18 @@ impl Call {
             .as_ref()
             .and_then(|v| v.codec)
             .unwrap_or(Codec::Pcmu);
-        TtsStream::new(
-            self.deps.cartesia.clone(),
-            codec,
-            voice_id,
-            language,
-            ctx.address().recipient(),
-            self.deps.voice_metrics.clone(),
+        // In the call's trace: the Cartesia handshake (and reconnects) are its children.
+        crate::telemetry::otlp::start_actor(
+            TtsStream::new(
+                self.deps.cartesia.clone(),
+                codec,
+                voice_id,
+                language,
+                ctx.address().recipient(),
+                self.deps.voice_metrics.clone(),
+            ),
+            self.trace_context(),
         )
-        .start()
     }
 
     /// Closes the sub-actors and the socket (the call is over).

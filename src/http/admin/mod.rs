@@ -15,10 +15,12 @@ use uuid::Uuid;
 
 pub mod numbers;
 mod observe;
+mod reprocess;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(observe::configure);
     cfg.configure(numbers::configure);
+    cfg.configure(reprocess::configure);
     cfg.service(list_calls)
         .service(call_detail)
         .service(hangup)
@@ -86,15 +88,26 @@ async fn list_calls(op: Operator, state: web::Data<AppState>) -> Result<HttpResp
     let mut conn = state.conn().await?;
     let mut calls = Vec::with_capacity(ids.len());
     for id in &ids {
-        if let Some(row) = store::call(&mut conn, id.0).await? {
-            calls.push(live_call_json(&row));
+        let mut call = if let Some(row) = store::call(&mut conn, id.0).await? {
+            live_call_json(&row)
         } else {
             // Live but not yet recorded (the recorder batches writes).
-            calls.push(serde_json::json!({ "id": id.0, "status": "starting" }));
-        }
+            serde_json::json!({ "id": id.0, "status": "starting" })
+        };
+        call["stage"] = stage_here(&state, *id).await;
+        calls.push(call);
     }
     tracing::info!(operator = %op.name, live = calls.len(), "admin: listed live calls");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "live": calls.len(), "calls": calls })))
+}
+
+/// The stage of a call live on this instance, from its actor (`null` when not live here).
+async fn stage_here(state: &AppState, id: CallId) -> serde_json::Value {
+    state
+        .registry
+        .snapshot(id)
+        .await
+        .map_or(serde_json::Value::Null, |s| s.stage.into())
 }
 
 fn live_call_json(row: &crate::store::calls::CallRow) -> serde_json::Value {
@@ -124,6 +137,7 @@ async fn call_detail(
         .ok_or(ApiError::NotFound("call"))?;
     let mut body = live_call_json(&row);
     body["live_here"] = live.into();
+    body["stage"] = stage_here(&state, CallId(id)).await;
     body["hangup_cause"] = row.hangup_cause.clone().into();
     tracing::info!(operator = %op.name, call_id = %id, "admin: read call");
     Ok(HttpResponse::Ok().json(body))

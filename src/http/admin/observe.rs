@@ -1,7 +1,8 @@
 //! Admin views across the engine: the providers' circuit breakers (read, force open, reset),
 //! the recent webhook deliveries, and the live calls of the whole cluster.
 
-use super::{live_call_json, Operator};
+use super::{live_call_json, stage_here, Operator};
+use crate::domain::call::CallId;
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::store::admin as store;
@@ -83,15 +84,19 @@ async fn cluster_calls(op: Operator, state: web::Data<AppState>) -> Result<HttpR
         }
     };
     let rows = store::live_calls(&mut *state.conn().await?, CLUSTER_CALLS_LIMIT).await?;
-    let calls: Vec<_> = rows
-        .iter()
-        .map(|row| {
-            let mut call = live_call_json(row);
-            call["owner_instance"] = row.owner_instance.clone().into();
-            call["sentiment"] = row.sentiment_avg.into();
-            call
-        })
-        .collect();
+    let mut calls = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let mut call = live_call_json(row);
+        call["owner_instance"] = row.owner_instance.clone().into();
+        call["sentiment"] = row.sentiment_avg.into();
+        // Known for this instance's own calls only (a peer's stage lives in its memory).
+        call["stage"] = if row.owner_instance.as_deref() == Some(state.cluster.id()) {
+            stage_here(&state, CallId(row.id)).await
+        } else {
+            serde_json::Value::Null
+        };
+        calls.push(call);
+    }
     tracing::info!(operator = %op.name, live = calls.len(), "admin: listed cluster calls");
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "this_instance": state.cluster.id(),
