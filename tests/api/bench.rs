@@ -1,5 +1,6 @@
-//! `iace bench api` end to end at a small size: the real binary seeds a scratch database, starts
-//! an engine child on it and loads the calls API; its JSON report must add up.
+//! `iace bench api` and `iace bench idle` end to end at a small size: the real binary makes a
+//! scratch database, starts an engine child on it and loads the calls API (or leaves the engine
+//! idle); its JSON report must add up.
 
 use crate::helpers::project_dir;
 use serde_json::Value;
@@ -88,4 +89,41 @@ fn bench_api_reports_consistent_latencies_and_no_errors_over_seeded_calls() {
     assert!(number(&report, "engine_rss_kib_after") > 0.0);
     assert_eq!(report["engine_stopped_cleanly"], true, "{report}");
     assert!(stdout.contains("| detail"), "{stdout}");
+}
+
+#[test]
+fn bench_idle_reports_the_engines_cpu_share_and_wake_ups_per_thread() {
+    let out = Command::new(env!("CARGO_BIN_EXE_iace"))
+        .current_dir(project_dir())
+        .env("APP_ENV", "test")
+        .env_remove("RUST_LOG")
+        .args(["bench", "idle", "--duration", "3", "--settle", "1"])
+        .output()
+        .expect("run iace bench idle");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let last = stdout.lines().last().expect("a JSON line");
+    let report: Value = serde_json::from_str(last).expect("the last line is JSON");
+
+    assert!(number(&report, "duration_secs") >= 3.0, "{report}");
+    let cpu = number(&report, "cpu_percent_of_core");
+    assert!((0.0..=200.0).contains(&cpu), "{report}");
+    assert!(number(&report, "rss_kib") > 0.0, "{report}");
+    let threads = report["threads"].as_array().expect("threads");
+    assert!(!threads.is_empty(), "{report}");
+    let total: f64 = threads.iter().map(|t| number(t, "wakeups_per_sec")).sum();
+    assert!(
+        (total - number(&report, "wakeups_per_sec")).abs() < 1e-6,
+        "{report}"
+    );
+    // Even an idle engine beats its heartbeat into Redis every second: something woke.
+    assert!(total > 0.0, "{report}");
+    assert!(
+        threads
+            .iter()
+            .all(|t| number(t, "count") >= 1.0
+                && t["thread"].as_str().is_some_and(|n| !n.is_empty())),
+        "{report}"
+    );
 }
