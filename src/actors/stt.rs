@@ -386,6 +386,11 @@ impl StreamHandler<Result<SttEvent, ProviderError>> for SttStream {
 impl Handler<CallerAudio> for SttStream {
     type Result = ();
     fn handle(&mut self, msg: CallerAudio, _: &mut Self::Context) {
+        // The reader may still hold this stream's address for a frame or two after the call
+        // closed it: nothing goes to Deepgram after `CloseStream`.
+        if self.closing {
+            return;
+        }
         self.live_audio(msg.0, msg.1);
     }
 }
