@@ -647,6 +647,19 @@ impl TestApp {
     }
 
     /// Waits for call `id` to reach `status`; returns the call as the API shows it then.
+    /// Waits for the scripted caller of a voice app to finish its script (it must succeed),
+    /// then hangs the call up at Telnyx and returns the ended call.
+    pub async fn finish_scripted_call(&self, t: &Tenant, ccid: &str, id: Uuid) -> Value {
+        let voice = self.voice.as_ref().expect("a voice app");
+        let outcomes = voice
+            .callers
+            .wait_for_outcomes(1, Duration::from_secs(90))
+            .await;
+        assert!(outcomes.into_iter().all(|o| o.is_ok()), "the caller ran");
+        self.telnyx.caller_hangs_up(ccid);
+        self.wait_for_status(t, id, "ended").await
+    }
+
     pub async fn wait_for_status(&self, t: &Tenant, id: Uuid, status: &str) -> Value {
         wait_until(
             CALL_WAIT,

@@ -114,13 +114,7 @@ async fn a_scripted_call_moves_the_launch_metric_families() {
     let t = app.create_tenant(NUMBER).await;
     let ccid = app.telnyx.place_inbound_call("+15559991302", NUMBER);
     let id = app.call_id_for(&t, &ccid).await;
-    let outcomes = voice
-        .callers
-        .wait_for_outcomes(1, Duration::from_secs(90))
-        .await;
-    assert!(outcomes.into_iter().all(|o| o.is_ok()), "the caller ran");
-    app.telnyx.caller_hangs_up(&ccid);
-    let call = app.wait_for_status(&t, id, "ended").await;
+    let call = app.finish_scripted_call(&t, &ccid, id).await;
     assert_eq!(call["outcome"], "escalated", "{call}");
 
     let text = wait_until(

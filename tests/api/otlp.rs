@@ -374,13 +374,7 @@ async fn one_call_is_one_trace_from_its_webhook_through_its_turns_and_a_linked_j
         .telnyx
         .place_inbound_call("+15559997702", "+15550307702");
     let id = app.call_id_for(&t, &ccid).await;
-    let outcomes = voice
-        .callers
-        .wait_for_outcomes(1, Duration::from_secs(90))
-        .await;
-    assert!(outcomes.into_iter().all(|o| o.is_ok()), "the caller ran");
-    app.telnyx.caller_hangs_up(&ccid);
-    app.wait_for_status(&t, id, "ended").await;
+    app.finish_scripted_call(&t, &ccid, id).await;
 
     // The call's span: exported when the call actor stops.
     let call = wait_for_span(&received, |s| {
