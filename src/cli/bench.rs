@@ -57,6 +57,30 @@ pub fn run(settings: &Settings, config_dir: &Path, command: BenchCommand) -> Exi
             iace::bench::idle::IdleBenchReport::table,
             None,
         ),
+        BenchCommand::Floor {
+            streams,
+            duration,
+            ramp,
+            relay_cpus,
+            coalesce_us,
+        } => print_bench(
+            iace::bench::floor::run(&iace::bench::floor::FloorBenchOptions {
+                streams,
+                duration_secs: duration,
+                ramp_secs: ramp,
+                relay_cpus,
+                coalesce_us,
+            }),
+            iace::bench::floor::FloorBenchReport::table,
+            None,
+        ),
+        BenchCommand::FloorRelay { coalesce_us } => match iace::bench::floor::relay(coalesce_us) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("floor relay: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
         BenchCommand::Calls {
             calls,
             duration,

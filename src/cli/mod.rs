@@ -127,6 +127,32 @@ pub enum BenchCommand {
         #[arg(long)]
         engine_config_dir: Option<PathBuf>,
     },
+    /// The floor under `calls`' CPU figure: a bare relay child (pinned with --relay-cpus) does
+    /// only the socket reads and writes N calls' frames need, no parsing or actors; reports its
+    /// CPU per call-second. For BENCHMARKS.md: `taskset -c 1 iace bench floor --relay-cpus 0`.
+    Floor {
+        /// Concurrent streams (calls).
+        #[arg(long, default_value_t = 200)]
+        streams: usize,
+        /// Seconds measured.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Seconds over which the streams start.
+        #[arg(long, default_value_t = 10)]
+        ramp: u64,
+        /// Pin the relay to these CPUs (`taskset -c` list, e.g. 0).
+        #[arg(long)]
+        relay_cpus: Option<String>,
+        /// Microseconds the relay sleeps before each park, batching wake-ups (0: none).
+        #[arg(long, default_value_t = 0)]
+        coalesce_us: u64,
+    },
+    /// The relay process of `bench floor` (started by it).
+    #[command(hide = true)]
+    FloorRelay {
+        #[arg(long, default_value_t = 0)]
+        coalesce_us: u64,
+    },
     /// N concurrent simulated calls against an engine started here as a child process (on a
     /// scratch database, simulators in this process): each a real media socket streaming 20 ms
     /// frames in real time both ways, with a scripted conversation. Reports calls, frames

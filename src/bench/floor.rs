@@ -1,0 +1,298 @@
+//! `iace bench floor`: the measured floor under the media path's CPU figure. A bare relay (a
+//! child process, `iace bench floor-relay`, pinned like the engine) does only the socket work a
+//! live call's frames need, with no parsing, codecs or actors: per caller frame one read from
+//! the "Telnyx" socket and one write to the "Deepgram" socket, per agent frame one read from the
+//! "Cartesia" socket and one write back to "Telnyx", on one tokio thread. The load (this
+//! process) streams both directions in real time over loopback TCP, as `iace bench calls` does.
+//! Its CPU per call-second is what the kernel and the runtime cost before the engine does
+//! anything; `--coalesce-us` shows what deliberately batching wake-ups (sleeping before each
+//! park, like a NIC's interrupt moderation) would save, and the latency it adds.
+
+use super::stats::percentile_ms;
+use super::stats::proc_sample;
+use serde::Serialize;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A Telnyx `media` frame as it crosses the socket (JSON text, 20 ms of base64 PCMU, WebSocket
+/// header): about this many bytes, in both directions.
+const TELNYX_FRAME: usize = 330;
+/// The same 20 ms as a masked binary WebSocket message to Deepgram.
+const DEEPGRAM_FRAME: usize = 166;
+/// One agent frame from Cartesia (JSON with base64 audio), relayed to Telnyx.
+const CARTESIA_FRAME: usize = 330;
+/// Agent audio flows about a tenth as often as caller audio in `iace bench calls` (1,067
+/// against 10,000 frames a second at 200 calls): every tenth tick carries one.
+const AGENT_EVERY: u64 = 10;
+const FRAME: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Clone)]
+pub struct FloorBenchOptions {
+    pub streams: usize,
+    pub duration_secs: u64,
+    /// Seconds over which streams start (spread, as calls arrive).
+    pub ramp_secs: u64,
+    /// Pin the relay to these CPUs (`taskset -c` list).
+    pub relay_cpus: Option<String>,
+    /// Microseconds the relay sleeps before each park (0: wake per event).
+    pub coalesce_us: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FloorBenchReport {
+    pub streams: usize,
+    pub coalesce_us: u64,
+    pub window_secs: f64,
+    pub relay_cpu_secs: f64,
+    pub cpu_ms_per_call_second: f64,
+    pub caller_frames: u64,
+    pub agent_frames: u64,
+    pub cpu_us_per_frame: f64,
+    /// Load → relay → load for caller frames, including the load's own scheduling.
+    pub round_trip_p50_ms: f64,
+    pub round_trip_p99_ms: f64,
+    pub round_trip_max_ms: f64,
+    /// How late the load's sends ran behind their 20 ms schedule, worst case.
+    pub load_late_max_ms: f64,
+}
+
+impl FloorBenchReport {
+    pub fn table(&self) -> String {
+        format!(
+            "bare relay floor: {} streams, coalesce {} us, {:.0} s window\n\
+             | metric | value |\n|---|---|\n\
+             | relay CPU | {:.2} s |\n\
+             | CPU per call-second | {:.3} ms |\n\
+             | caller / agent frames relayed | {} / {} |\n\
+             | CPU per frame relayed | {:.1} us |\n\
+             | round trip p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |\n\
+             | load sends late, worst | {:.2} ms |",
+            self.streams,
+            self.coalesce_us,
+            self.window_secs,
+            self.relay_cpu_secs,
+            self.cpu_ms_per_call_second,
+            self.caller_frames,
+            self.agent_frames,
+            self.cpu_us_per_frame,
+            self.round_trip_p50_ms,
+            self.round_trip_p99_ms,
+            self.round_trip_max_ms,
+            self.load_late_max_ms,
+        )
+    }
+}
+
+/// The relay child's body: prints its address, then pairs connections as they arrive (the first
+/// of each pair is the stream's Telnyx side, the second its provider side) until killed.
+pub fn relay(coalesce_us: u64) -> anyhow::Result<()> {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_all();
+    if coalesce_us > 0 {
+        let pause = Duration::from_micros(coalesce_us);
+        // Sleeping before the park lets events pile up, so one epoll_wait returns many.
+        builder.on_thread_park(move || std::thread::sleep(pause));
+    }
+    builder.build()?.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        println!("{}", listener.local_addr()?);
+        loop {
+            let (telnyx, _) = listener.accept().await?;
+            let (provider, _) = listener.accept().await?;
+            telnyx.set_nodelay(true)?;
+            provider.set_nodelay(true)?;
+            let (telnyx_in, telnyx_out) = telnyx.into_split();
+            let (provider_in, provider_out) = provider.into_split();
+            tokio::spawn(pipe(telnyx_in, provider_out, TELNYX_FRAME, DEEPGRAM_FRAME));
+            tokio::spawn(pipe(provider_in, telnyx_out, CARTESIA_FRAME, TELNYX_FRAME));
+        }
+    })
+}
+
+/// Reads `in_len`-byte frames and writes an `out_len`-byte frame for each, carrying the first
+/// 8 bytes (the load's send time) across.
+async fn pipe(
+    mut from: impl AsyncReadExt + Unpin,
+    mut to: impl AsyncWriteExt + Unpin,
+    in_len: usize,
+    out_len: usize,
+) {
+    let (mut frame, mut out) = (vec![0u8; in_len], vec![0u8; out_len]);
+    while from.read_exact(&mut frame).await.is_ok() {
+        out[..8].copy_from_slice(&frame[..8]);
+        if to.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Shared between the load's tasks.
+#[derive(Default)]
+struct Counters {
+    measuring: AtomicBool,
+    stop: AtomicBool,
+    caller_frames: AtomicU64,
+    agent_frames: AtomicU64,
+    late_max_us: AtomicU64,
+    round_trips_us: Mutex<Vec<u32>>,
+}
+
+pub fn run(options: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(measure(options))
+}
+
+async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
+    let exe: PathBuf = std::env::current_exe()?;
+    let mut command = match &o.relay_cpus {
+        Some(cpus) => {
+            let mut c = std::process::Command::new("taskset");
+            c.args(["-c", cpus]).arg(&exe);
+            c
+        }
+        None => std::process::Command::new(&exe),
+    };
+    command
+        .args(["bench", "floor-relay", "--coalesce-us"])
+        .arg(o.coalesce_us.to_string())
+        .stdout(std::process::Stdio::piped());
+    let mut child = KillOnDrop(command.spawn()?);
+    let stdout = child.0.stdout.take().expect("piped");
+    let addr = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await??;
+    let addr = addr.trim().to_owned();
+    anyhow::ensure!(!addr.is_empty(), "the relay exited before listening");
+
+    let counters = Arc::new(Counters::default());
+    let origin = Instant::now();
+    let streams = o.streams.max(1);
+    let spacing = Duration::from_secs(o.ramp_secs).div_f64(streams as f64);
+    for i in 0..streams {
+        // Sequential connects: the relay pairs them in accept order.
+        let telnyx = TcpStream::connect(&addr).await?;
+        let provider = TcpStream::connect(&addr).await?;
+        telnyx.set_nodelay(true)?;
+        provider.set_nodelay(true)?;
+        let start = tokio::time::Instant::from_std(origin + spacing * i as u32);
+        tokio::spawn(stream(telnyx, provider, start, origin, counters.clone()));
+    }
+    tokio::time::sleep_until(tokio::time::Instant::from_std(
+        origin + Duration::from_secs(o.ramp_secs + 2),
+    ))
+    .await;
+
+    let pid = child.0.id();
+    let before = proc_sample(pid).ok_or_else(|| anyhow::anyhow!("the relay is gone"))?;
+    counters.measuring.store(true, Ordering::SeqCst);
+    let window_start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(o.duration_secs)).await;
+    counters.measuring.store(false, Ordering::SeqCst);
+    let window = window_start.elapsed().as_secs_f64();
+    let after = proc_sample(pid).ok_or_else(|| anyhow::anyhow!("the relay is gone"))?;
+    counters.stop.store(true, Ordering::SeqCst);
+
+    let cpu = after.cpu_secs - before.cpu_secs;
+    let caller_frames = counters.caller_frames.load(Ordering::SeqCst);
+    let agent_frames = counters.agent_frames.load(Ordering::SeqCst);
+    let mut trips: Vec<Duration> = counters
+        .round_trips_us
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .map(|us| Duration::from_micros(u64::from(*us)))
+        .collect();
+    trips.sort();
+    Ok(FloorBenchReport {
+        streams,
+        coalesce_us: o.coalesce_us,
+        window_secs: window,
+        relay_cpu_secs: cpu,
+        cpu_ms_per_call_second: cpu * 1000.0 / (streams as f64 * window),
+        caller_frames,
+        agent_frames,
+        cpu_us_per_frame: cpu * 1e6 / (caller_frames + agent_frames).max(1) as f64,
+        round_trip_p50_ms: percentile_ms(&trips, 0.50),
+        round_trip_p99_ms: percentile_ms(&trips, 0.99),
+        round_trip_max_ms: trips.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        load_late_max_ms: counters.late_max_us.load(Ordering::SeqCst) as f64 / 1000.0,
+    })
+}
+
+/// One simulated call: caller frames every 20 ms, an agent frame every tenth tick, and both
+/// relayed directions read back.
+async fn stream(
+    telnyx: TcpStream,
+    provider: TcpStream,
+    start: tokio::time::Instant,
+    origin: Instant,
+    counters: Arc<Counters>,
+) {
+    let (mut telnyx_in, mut telnyx_out) = telnyx.into_split();
+    let (mut provider_in, mut provider_out) = provider.into_split();
+    let c = counters.clone();
+    tokio::spawn(async move {
+        // Caller frames come back as Deepgram-sized messages: time their round trip.
+        let mut frame = vec![0u8; DEEPGRAM_FRAME];
+        while provider_in.read_exact(&mut frame).await.is_ok() {
+            if c.measuring.load(Ordering::Relaxed) {
+                let sent = u64::from_le_bytes(frame[..8].try_into().expect("8 bytes"));
+                let now = origin.elapsed().as_micros() as u64;
+                let trip = u32::try_from(now.saturating_sub(sent)).unwrap_or(u32::MAX);
+                c.round_trips_us.lock().expect("not poisoned").push(trip);
+                c.caller_frames.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let c = counters.clone();
+    tokio::spawn(async move {
+        let mut frame = vec![0u8; TELNYX_FRAME];
+        while telnyx_in.read_exact(&mut frame).await.is_ok() {
+            if c.measuring.load(Ordering::Relaxed) {
+                c.agent_frames.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let mut ticks = tokio::time::interval_at(start, FRAME);
+    let (mut caller, mut agent) = (vec![0u8; TELNYX_FRAME], vec![0u8; CARTESIA_FRAME]);
+    for n in 0u64.. {
+        let due = ticks.tick().await;
+        if counters.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if counters.measuring.load(Ordering::Relaxed) {
+            let late = due.elapsed().as_micros() as u64;
+            counters.late_max_us.fetch_max(late, Ordering::Relaxed);
+        }
+        let now = (origin.elapsed().as_micros() as u64).to_le_bytes();
+        caller[..8].copy_from_slice(&now);
+        if telnyx_out.write_all(&caller).await.is_err() {
+            return;
+        }
+        if n % AGENT_EVERY == 0 {
+            agent[..8].copy_from_slice(&now);
+            if provider_out.write_all(&agent).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The relay child, killed when the bench ends (also on error).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
