@@ -8,4 +8,5 @@ pub mod recorder;
 pub mod registry;
 pub mod spill;
 pub mod stt;
+pub mod timers;
 pub mod tts;

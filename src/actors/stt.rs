@@ -319,7 +319,9 @@ impl Actor for SttStream {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.mailbox);
         self.connect(ctx);
-        ctx.run_interval(self.keepalive, |act, _| {
+        // On the shared grid, so the keep-alive checks of every stream on this thread share
+        // one wake-up.
+        crate::actors::timers::run_on_grid(ctx, self.keepalive, |act, _| {
             if act.last_audio.elapsed() >= act.keepalive {
                 if let Some(sender) = &act.sender {
                     let _ = sender.keep_alive();

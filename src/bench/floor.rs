@@ -164,7 +164,11 @@ async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
         .arg(o.coalesce_us.to_string())
         .stdout(std::process::Stdio::piped());
     let mut child = KillOnDrop(command.spawn()?);
-    let stdout = child.0.stdout.take().expect("piped");
+    let stdout = child
+        .0
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("the relay's stdout is not piped"))?;
     let addr = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).map(|_| line)
@@ -207,7 +211,7 @@ async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
     let mut trips: Vec<Duration> = counters
         .round_trips_us
         .lock()
-        .expect("not poisoned")
+        .unwrap_or_else(|e| e.into_inner())
         .iter()
         .map(|us| Duration::from_micros(u64::from(*us)))
         .collect();
@@ -245,10 +249,15 @@ async fn stream(
         let mut frame = vec![0u8; DEEPGRAM_FRAME];
         while provider_in.read_exact(&mut frame).await.is_ok() {
             if c.measuring.load(Ordering::Relaxed) {
-                let sent = u64::from_le_bytes(frame[..8].try_into().expect("8 bytes"));
+                let mut stamp = [0u8; 8];
+                stamp.copy_from_slice(&frame[..8]);
+                let sent = u64::from_le_bytes(stamp);
                 let now = origin.elapsed().as_micros() as u64;
                 let trip = u32::try_from(now.saturating_sub(sent)).unwrap_or(u32::MAX);
-                c.round_trips_us.lock().expect("not poisoned").push(trip);
+                c.round_trips_us
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(trip);
                 c.caller_frames.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -127,3 +127,51 @@ fn bench_idle_reports_the_engines_cpu_share_and_wake_ups_per_thread() {
         "{report}"
     );
 }
+
+#[test]
+fn bench_floor_relays_every_frame_of_every_stream_and_reports_its_cost() {
+    let out = Command::new(env!("CARGO_BIN_EXE_iace"))
+        .current_dir(project_dir())
+        .env("APP_ENV", "test")
+        .env_remove("RUST_LOG")
+        .args([
+            "bench",
+            "floor",
+            "--streams",
+            "4",
+            "--duration",
+            "2",
+            "--ramp",
+            "1",
+        ])
+        .output()
+        .expect("run iace bench floor");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let last = stdout.lines().last().expect("a JSON line");
+    let report: Value = serde_json::from_str(last).expect("the last line is JSON");
+
+    // 4 streams x 50 caller frames a second x 2 s come back through the relay, give or take
+    // the frames in flight at the window's edges; agent frames are a tenth of that.
+    let window = number(&report, "window_secs");
+    let expected = 4.0 * 50.0 * window;
+    let caller = number(&report, "caller_frames");
+    assert!(
+        (caller - expected).abs() <= 0.05 * expected + 8.0,
+        "{report}"
+    );
+    let agent = number(&report, "agent_frames");
+    assert!(
+        (agent - expected / 10.0).abs() <= 0.1 * expected / 10.0 + 8.0,
+        "{report}"
+    );
+    // Each round trip crossed the relay: positive, and far below a frame's 20 ms when idle.
+    let p50 = number(&report, "round_trip_p50_ms");
+    assert!(
+        p50 > 0.0 && p50 <= number(&report, "round_trip_max_ms"),
+        "{report}"
+    );
+    assert!(number(&report, "relay_cpu_secs") >= 0.0, "{report}");
+    assert!(stdout.contains("| CPU per call-second"), "{stdout}");
+}

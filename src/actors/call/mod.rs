@@ -680,7 +680,9 @@ impl Actor for Call {
             Duration::from_secs(settings.max_duration_secs.into()),
             |act, ctx| act.terminate(EndReason::TimeLimit, ctx),
         );
-        ctx.run_interval(
+        // On the shared grid: one wake-up checks every call of this shard.
+        crate::actors::timers::run_on_grid(
+            ctx,
             Duration::from_millis(settings.media_check_interval_ms),
             |act, ctx| act.check_media(ctx),
         );
