@@ -12,7 +12,7 @@ pub async fn follow_call(
     call_control_id: &str,
     timeout: Duration,
 ) -> anyhow::Result<String> {
-    let db = pool::db_pool(&settings.database)?;
+    let db = pool::db_pool(&settings.database, None)?;
     let deadline = tokio::time::Instant::now() + timeout;
     let call = loop {
         let mut conn = db.get().await?;

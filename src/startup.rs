@@ -127,7 +127,12 @@ impl Application {
         crate::install_crypto_provider();
         let port = listener.local_addr()?.port();
         let settings = Arc::new(settings);
-        let db = pool::db_pool(&settings.database)?;
+        let db = pool::db_pool(
+            &settings.database,
+            Some(crate::store::patterns::session_settings(
+                settings.learning.ef_search,
+            )),
+        )?;
         let redis = pool::redis_pool(&settings.redis)?;
         let metrics = Arc::new(Metrics::new()?);
         // One breaker per provider for the whole instance: every call sees the same state.

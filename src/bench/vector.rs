@@ -80,6 +80,8 @@ pub fn vector(
 
 async fn run(url: &str, o: &VectorBenchOptions) -> anyhow::Result<VectorBenchReport> {
     let mut conn = AsyncPgConnection::establish(url).await?;
+    // As every pooled connection of the engine is set up.
+    patterns::configure_session(&mut conn, o.ef_search).await?;
     let mut rng = StdRng::seed_from_u64(o.seed);
     let orgs: Vec<Uuid> = (0..o.orgs.max(1)).map(|_| Uuid::new_v4()).collect();
     let rows: Vec<_> = orgs
@@ -166,7 +168,7 @@ async fn run(url: &str, o: &VectorBenchOptions) -> anyhow::Result<VectorBenchRep
         .collect();
     // Warm the caches (index pages, plans) before timing anything.
     for (org, query) in queries.iter().take(20) {
-        patterns::search(&mut conn, *org, query, K, -1.0, o.ef_search).await?;
+        patterns::search(&mut conn, *org, query, K, -1.0).await?;
     }
     let scans_before = index_scans(&mut conn, &orgs).await?;
     // The timed searches run in one pass, as a live engine serves them; the exact references
@@ -176,7 +178,7 @@ async fn run(url: &str, o: &VectorBenchOptions) -> anyhow::Result<VectorBenchRep
     let mut answers = Vec::with_capacity(queries.len());
     for (org, query) in &queries {
         let started = Instant::now();
-        answers.push(patterns::search(&mut conn, *org, query, K, -1.0, o.ef_search).await?);
+        answers.push(patterns::search(&mut conn, *org, query, K, -1.0).await?);
         fast.push(started.elapsed());
     }
     let (mut exact, mut recalls) = (Vec::new(), Vec::new());

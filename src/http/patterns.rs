@@ -137,7 +137,6 @@ async fn search_patterns(
         &embedding,
         k,
         min_similarity,
-        state.learning.settings.ef_search,
     )
     .await?;
     Ok(HttpResponse::Ok().json(SearchResults {

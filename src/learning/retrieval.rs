@@ -50,7 +50,6 @@ pub struct Retriever {
     key_prefix: String,
     top_k: i64,
     min_similarity: f64,
-    ef_search: u32,
     cache_ttl_secs: u64,
     duration: HistogramVec,
 }
@@ -72,7 +71,6 @@ impl Retriever {
             key_prefix: format!("{key_prefix}:learning:ctx"),
             top_k: settings.retrieval_top_k,
             min_similarity: settings.min_similarity,
-            ef_search: settings.ef_search,
             cache_ttl_secs: settings.cache_ttl_secs,
             duration,
         }
@@ -157,7 +155,6 @@ impl Retriever {
             &query,
             self.top_k,
             self.min_similarity,
-            self.ef_search,
         )
         .await?;
         let ids: Vec<Uuid> = hits.iter().map(|h| h.pattern.id).collect();

@@ -236,39 +236,51 @@ pub async fn mark_used(
     Ok(())
 }
 
+/// The session settings every connection that searches patterns carries: `hnsw.ef_search`
+/// (the HNSW candidate list) and iterative scans, which keep an HNSW scan going until `k` rows
+/// pass the model/confirmed filters (rows may then come slightly out of order; they are
+/// re-sorted here). The pool runs this on each new connection (`store::pool::db_pool`), so a
+/// search needs no transaction around it. Both settings touch HNSW scans only, and pattern
+/// search is the only query that makes one.
+pub fn session_settings(ef_search: u32) -> String {
+    hnsw_settings("SET", ef_search)
+}
+
+/// The HNSW settings as `SET` (the session) or `SET LOCAL` (the transaction) statements.
+fn hnsw_settings(set: &str, ef_search: u32) -> String {
+    // SET takes no bind parameters; ef_search is a number, so formatting it is safe.
+    format!(
+        "{set} hnsw.ef_search = {}; {set} hnsw.iterative_scan = relaxed_order",
+        ef_search.clamp(1, 1000)
+    )
+}
+
+/// Applies [`session_settings`] to a connection that did not come from the pool.
+pub async fn configure_session(
+    conn: &mut AsyncPgConnection,
+    ef_search: u32,
+) -> Result<(), StoreError> {
+    Ok(conn.batch_execute(&session_settings(ef_search)).await?)
+}
+
 /// The `k` confirmed patterns of `organization_id` nearest to `query` (same model only), most
-/// similar first, none less similar than `min_similarity`: what a call may be told.
+/// similar first, none less similar than `min_similarity`: what a call may be told. The
+/// connection carries [`session_settings`] (every pooled one does).
 ///
 /// The plan is exact for a small organization and its own partial HNSW index for a large one.
-/// `plan_cache_mode = force_custom_plan` makes Postgres plan with the organization id's value,
-/// which is what lets it match the partial index's predicate (a generic plan of the cached
-/// prepared statement could not). Iterative scans (`relaxed_order`) keep the HNSW scan going
-/// until `k` rows pass the model/confirmed filters; rows may come slightly out of order, so
-/// they are re-sorted here. The settings are `SET LOCAL`, hence the transaction: they never
-/// leak to the next user of a pooled connection.
+/// One statement, two round trips (prepare, execute), no transaction: see [`nearest`].
 pub async fn search(
     conn: &mut AsyncPgConnection,
     organization_id: Uuid,
     query: &Embedding,
     k: i64,
     min_similarity: f64,
-    ef_search: u32,
 ) -> Result<Vec<PatternHit>, StoreError> {
-    conn.transaction::<_, StoreError, _>(async |conn| {
-        search_in_transaction(
-            conn,
-            organization_id,
-            query,
-            k,
-            min_similarity,
-            true,
-            ef_search,
-        )
-        .await
-    })
-    .await
+    nearest(conn, organization_id, query, k, min_similarity, true).await
 }
 
+/// [`search`] inside a caller's transaction (the merge), with the HNSW settings made local to
+/// it, so the merge does not depend on how its connection was set up.
 async fn search_in_transaction(
     conn: &mut AsyncPgConnection,
     organization_id: Uuid,
@@ -278,13 +290,8 @@ async fn search_in_transaction(
     confirmed_only: bool,
     ef_search: u32,
 ) -> Result<Vec<PatternHit>, StoreError> {
-    // SET takes no bind parameters; ef_search is a number, so formatting it is safe.
-    conn.batch_execute(&format!(
-        "SET LOCAL plan_cache_mode = force_custom_plan; \
-         SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {}",
-        ef_search.clamp(1, 1000)
-    ))
-    .await?;
+    conn.batch_execute(&hnsw_settings("SET LOCAL", ef_search))
+        .await?;
     nearest(
         conn,
         organization_id,
@@ -314,6 +321,12 @@ pub async fn search_exact(
 
 /// The ordered top-k query (only confirmed patterns when `confirmed_only`); the plan (index or
 /// not) is up to the caller's settings.
+///
+/// The statement is deliberately not cached: prepared for this one execution, Postgres plans it
+/// with this organization's id, which is what lets it match that organization's partial index
+/// (a cached statement's generic plan could not). That costs a prepare round trip and a plan
+/// per search, the price `plan_cache_mode = force_custom_plan` paid before without needing a
+/// transaction to scope it.
 async fn nearest(
     conn: &mut AsyncPgConnection,
     organization_id: Uuid,
@@ -326,6 +339,9 @@ async fn nearest(
     let mut rows = patterns::table
         .filter(patterns::organization_id.eq(organization_id))
         .filter(patterns::embedding_model.eq(&query.model))
+        // A literal fragment marks the statement unsafe to cache (diesel then prepares it for
+        // this execution only): see above.
+        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("TRUE"))
         .into_boxed();
     if confirmed_only {
         rows = rows.filter(patterns::confirmed.eq(true));

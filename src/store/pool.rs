@@ -5,11 +5,14 @@ use crate::config::{DatabaseSettings, RedisSettings};
 use crate::store::tls::PgTransport;
 use crate::store::StoreError;
 use deadpool_redis::Runtime;
+use diesel::ConnectionError;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use diesel_async::AsyncPgConnection;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use futures_util::FutureExt;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub type DbPool = Pool<AsyncPgConnection>;
@@ -17,15 +20,38 @@ pub type DbConn = Object<AsyncPgConnection>;
 pub type RedisPool = deadpool_redis::Pool;
 
 /// Builds the Postgres pool. Connections open lazily, so this succeeds with the database down
-/// (readiness reports it instead).
-pub fn db_pool(settings: &DatabaseSettings) -> Result<DbPool, StoreError> {
+/// (readiness reports it instead). `session_sql`, when given, runs on every new connection
+/// before first use (the engine's pattern-search settings, `store::patterns::session_settings`).
+pub fn db_pool(
+    settings: &DatabaseSettings,
+    session_sql: Option<String>,
+) -> Result<DbPool, StoreError> {
     let mut config = ManagerConfig::default();
     if !settings.verify_connections {
         config.recycling_method = RecyclingMethod::Fast;
     }
     let transport = PgTransport::from_url(settings.url.expose())?;
-    if let Some(setup) = transport.setup() {
-        config.custom_setup = setup;
+    let connect = transport.setup();
+    if connect.is_some() || session_sql.is_some() {
+        let connect = Arc::new(connect);
+        let session_sql = Arc::new(session_sql);
+        config.custom_setup = Box::new(move |url| {
+            let (connect, session_sql, url) =
+                (connect.clone(), session_sql.clone(), url.to_owned());
+            async move {
+                let mut conn = match connect.as_ref() {
+                    Some(connect) => connect(&url).await?,
+                    None => AsyncPgConnection::establish(&url).await?,
+                };
+                if let Some(sql) = session_sql.as_ref() {
+                    conn.batch_execute(sql)
+                        .await
+                        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+                }
+                Ok(conn)
+            }
+            .boxed()
+        });
     }
     tracing::debug!(?transport, "postgres pool transport");
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(

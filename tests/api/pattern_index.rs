@@ -52,6 +52,26 @@ async fn a_large_organization_gets_its_own_index_and_every_search_stays_within_i
     let app = spawn_app().await;
     let (large, small) = (app.create_org("large").await, app.create_org("small").await);
     let mut conn = app.state.db.get().await.unwrap();
+    // Searches run without a transaction: every pooled connection carries the HNSW settings.
+    #[derive(diesel::QueryableByName)]
+    struct Settings {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        ef_search: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        iterative_scan: String,
+    }
+    let settings: Settings = diesel::sql_query(
+        "SELECT current_setting('hnsw.ef_search') AS ef_search, \
+         current_setting('hnsw.iterative_scan') AS iterative_scan",
+    )
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        settings.ef_search,
+        app.state.settings.learning.ef_search.to_string()
+    );
+    assert_eq!(settings.iterative_scan, "relaxed_order");
     let mut rng = StdRng::seed_from_u64(7);
     // 3000 patterns for `large` over 20 topics (a size at which Postgres prefers the index to
     // comparing every row); 40 for `small` on the same topics.
@@ -95,7 +115,7 @@ async fn a_large_organization_gets_its_own_index_and_every_search_stays_within_i
             values: near(&mut rng, topic),
         };
         for org in [large, small] {
-            let found = patterns::search(&mut conn, org, &query, 10, -1.0, 64)
+            let found = patterns::search(&mut conn, org, &query, 10, -1.0)
                 .await
                 .unwrap();
             let truth = patterns::search_exact(&mut conn, org, &query, 10)

@@ -19,7 +19,7 @@ async fn server_sees_ssl(url: String) -> Result<bool, String> {
     let mut settings = test_settings().database;
     settings.url = Secret::new(url);
     settings.pool_timeout_ms = 5000;
-    let pool = pool::db_pool(&settings).map_err(|e| e.to_string())?;
+    let pool = pool::db_pool(&settings, None).map_err(|e| e.to_string())?;
     let mut conn = pool.get().await.map_err(|e| e.to_string())?;
     let row: Ssl = diesel::sql_query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
         .get_result(&mut conn)
