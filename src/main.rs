@@ -15,6 +15,11 @@ fn main() -> ExitCode {
     if let Command::Admin(AdminCommand::GenKey) = cli.command {
         return cli::admin::gen_key();
     }
+    // The floor benchmark's relay child needs no configuration, and its stdout carries only its
+    // address (it may run from any directory: its parent runs it by path).
+    if let Command::Bench(cli::BenchCommand::FloorRelay { coalesce_us }) = cli.command {
+        return cli::bench::floor_relay(coalesce_us);
+    }
     let mut settings = match Settings::load(&cli.config_dir) {
         Ok(settings) => settings,
         Err(err) => {

@@ -91,6 +91,11 @@ impl FloorBenchReport {
 /// The relay child's body: prints its address, then pairs connections as they arrive (the first
 /// of each pair is the stream's Telnyx side, the second its provider side) until killed.
 pub fn relay(coalesce_us: u64) -> anyhow::Result<()> {
+    // The parent holds our stdin open: when it ends (however it ends), so does the relay.
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_all();
     if coalesce_us > 0 {
@@ -162,6 +167,7 @@ async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
     command
         .args(["bench", "floor-relay", "--coalesce-us"])
         .arg(o.coalesce_us.to_string())
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped());
     let mut child = KillOnDrop(command.spawn()?);
     let stdout = child
@@ -169,13 +175,17 @@ async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
         .stdout
         .take()
         .ok_or_else(|| anyhow::anyhow!("the relay's stdout is not piped"))?;
-    let addr = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await??;
-    let addr = addr.trim().to_owned();
-    anyhow::ensure!(!addr.is_empty(), "the relay exited before listening");
+    // Its first line that is an address; anything else (a log line) is skipped.
+    let read_addr = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| line.trim().parse::<std::net::SocketAddr>().ok())
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(10), read_addr)
+        .await
+        .map_err(|_| anyhow::anyhow!("the relay did not say where it listens within 10 s"))??
+        .ok_or_else(|| anyhow::anyhow!("the relay exited before listening"))?;
 
     let counters = Arc::new(Counters::default());
     let origin = Instant::now();
@@ -183,8 +193,8 @@ async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
     let spacing = Duration::from_secs(o.ramp_secs).div_f64(streams as f64);
     for i in 0..streams {
         // Sequential connects: the relay pairs them in accept order.
-        let telnyx = TcpStream::connect(&addr).await?;
-        let provider = TcpStream::connect(&addr).await?;
+        let telnyx = TcpStream::connect(addr).await?;
+        let provider = TcpStream::connect(addr).await?;
         telnyx.set_nodelay(true)?;
         provider.set_nodelay(true)?;
         let start = tokio::time::Instant::from_std(origin + spacing * i as u32);
@@ -296,7 +306,8 @@ async fn stream(
     }
 }
 
-/// The relay child, killed when the bench ends (also on error).
+/// The relay child, killed when the bench ends (also on error). Its stdin stays open with it:
+/// if this process dies without dropping it, the closed pipe ends the relay too.
 struct KillOnDrop(std::process::Child);
 
 impl Drop for KillOnDrop {

@@ -74,13 +74,7 @@ pub fn run(settings: &Settings, config_dir: &Path, command: BenchCommand) -> Exi
             iace::bench::floor::FloorBenchReport::table,
             None,
         ),
-        BenchCommand::FloorRelay { coalesce_us } => match iace::bench::floor::relay(coalesce_us) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("floor relay: {err:#}");
-                ExitCode::FAILURE
-            }
-        },
+        BenchCommand::FloorRelay { coalesce_us } => floor_relay(coalesce_us),
         BenchCommand::Calls {
             calls,
             duration,
@@ -138,6 +132,17 @@ impl ApiArgs {
 
 /// Prints a benchmark's table, then its report as one JSON line (also written to `json_path`);
 /// exit code 1 when it failed.
+/// `bench floor`'s relay child (started by it, before any settings are loaded).
+pub fn floor_relay(coalesce_us: u64) -> ExitCode {
+    match iace::bench::floor::relay(coalesce_us) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("floor relay: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn print_bench<R: serde::Serialize>(
     result: anyhow::Result<R>,
     table: impl Fn(&R) -> String,

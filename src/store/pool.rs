@@ -5,7 +5,6 @@ use crate::config::{DatabaseSettings, RedisSettings};
 use crate::store::tls::PgTransport;
 use crate::store::StoreError;
 use deadpool_redis::Runtime;
-use diesel::ConnectionError;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
@@ -44,9 +43,14 @@ pub fn db_pool(
                     None => AsyncPgConnection::establish(&url).await?,
                 };
                 if let Some(sql) = session_sql.as_ref() {
-                    conn.batch_execute(sql)
-                        .await
-                        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+                    // Not fatal: a server without these settings (pgvector before 0.8) still
+                    // serves everything else, and searches fall back to pgvector's defaults.
+                    if let Err(err) = conn.batch_execute(sql).await {
+                        tracing::warn!(
+                            error = %err,
+                            "session settings not applied to a new database connection"
+                        );
+                    }
                 }
                 Ok(conn)
             }
