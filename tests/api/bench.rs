@@ -2,9 +2,8 @@
 //! scratch database, starts an engine child on it and loads the calls API (or leaves the engine
 //! idle); its JSON report must add up.
 
-use crate::helpers::project_dir;
+use crate::helpers::run_bench;
 use serde_json::Value;
-use std::process::Command;
 
 fn number(report: &Value, key: &str) -> f64 {
     report[key]
@@ -14,37 +13,25 @@ fn number(report: &Value, key: &str) -> f64 {
 
 #[test]
 fn bench_api_reports_consistent_latencies_and_no_errors_over_seeded_calls() {
-    let out = Command::new(env!("CARGO_BIN_EXE_iace"))
-        .current_dir(project_dir())
-        .env("APP_ENV", "test")
-        .env_remove("RUST_LOG")
-        .args([
-            "bench",
-            "api",
-            "--calls",
-            "2000",
-            "--orgs",
-            "2",
-            "--transcripts",
-            "200",
-            "--clients",
-            "8",
-            "--requests",
-            "300",
-            "--warmup",
-            "0",
-            "--db-pool",
-            "4",
-            "--engine-workers",
-            "1",
-        ])
-        .output()
-        .expect("run iace bench api");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let last = stdout.lines().last().expect("a JSON line");
-    let report: Value = serde_json::from_str(last).expect("the last line is JSON");
+    let (report, stdout) = run_bench(&[
+        "api",
+        "--calls",
+        "2000",
+        "--orgs",
+        "2",
+        "--transcripts",
+        "200",
+        "--clients",
+        "8",
+        "--requests",
+        "300",
+        "--warmup",
+        "0",
+        "--db-pool",
+        "4",
+        "--engine-workers",
+        "1",
+    ]);
 
     assert_eq!(report["calls"], 2000);
     assert_eq!(report["orgs"], 2);
@@ -93,18 +80,7 @@ fn bench_api_reports_consistent_latencies_and_no_errors_over_seeded_calls() {
 
 #[test]
 fn bench_idle_reports_the_engines_cpu_share_and_wake_ups_per_thread() {
-    let out = Command::new(env!("CARGO_BIN_EXE_iace"))
-        .current_dir(project_dir())
-        .env("APP_ENV", "test")
-        .env_remove("RUST_LOG")
-        .args(["bench", "idle", "--duration", "3", "--settle", "1"])
-        .output()
-        .expect("run iace bench idle");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let last = stdout.lines().last().expect("a JSON line");
-    let report: Value = serde_json::from_str(last).expect("the last line is JSON");
+    let (report, _) = run_bench(&["idle", "--duration", "3", "--settle", "1"]);
 
     assert!(number(&report, "duration_secs") >= 3.0, "{report}");
     let cpu = number(&report, "cpu_percent_of_core");
@@ -130,27 +106,8 @@ fn bench_idle_reports_the_engines_cpu_share_and_wake_ups_per_thread() {
 
 #[test]
 fn bench_floor_relays_every_frame_of_every_stream_and_reports_its_cost() {
-    let out = Command::new(env!("CARGO_BIN_EXE_iace"))
-        .current_dir(project_dir())
-        .env("APP_ENV", "test")
-        .env_remove("RUST_LOG")
-        .args([
-            "bench",
-            "floor",
-            "--streams",
-            "4",
-            "--duration",
-            "2",
-            "--ramp",
-            "1",
-        ])
-        .output()
-        .expect("run iace bench floor");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let last = stdout.lines().last().expect("a JSON line");
-    let report: Value = serde_json::from_str(last).expect("the last line is JSON");
+    let (report, stdout) =
+        run_bench(&["floor", "--streams", "4", "--duration", "2", "--ramp", "1"]);
 
     // 4 streams x 50 caller frames a second x 2 s come back through the relay, give or take
     // the frames in flight at the window's edges; agent frames are a tenth of that.

@@ -2,9 +2,8 @@
 //! simulated calls, and its report is well formed and consistent (frames add up, every stage is
 //! measured, the simulators' delays are the ones asked for). No wall-clock limit is asserted.
 
-use crate::helpers::project_dir;
+use crate::helpers::run_bench;
 use serde_json::Value;
-use std::process::Command;
 
 fn f(v: &Value, path: &str) -> f64 {
     v.pointer(path)
@@ -14,31 +13,19 @@ fn f(v: &Value, path: &str) -> f64 {
 
 #[test]
 fn bench_calls_runs_small_and_reports_consistent_numbers() {
-    let out = Command::new(env!("CARGO_BIN_EXE_iace"))
-        .current_dir(project_dir())
-        .env("APP_ENV", "test")
-        .env_remove("RUST_LOG")
-        .args([
-            "bench",
-            "calls",
-            "--calls",
-            "2",
-            "--duration",
-            "14",
-            "--ramp",
-            "1",
-            "--sample-every",
-            "1",
-            "--tts-first-audio-ms",
-            "50",
-        ])
-        .output()
-        .expect("run iace bench calls");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let json = stdout.lines().last().expect("a JSON line");
-    let r: Value = serde_json::from_str(json).expect("the last line is JSON");
+    let (r, stdout) = run_bench(&[
+        "calls",
+        "--calls",
+        "2",
+        "--duration",
+        "14",
+        "--ramp",
+        "1",
+        "--sample-every",
+        "1",
+        "--tts-first-audio-ms",
+        "50",
+    ]);
     assert!(stdout.contains("| engine: per-turn overhead"), "{stdout}");
 
     assert_eq!(f(&r, "/calls"), 2.0);

@@ -68,6 +68,25 @@ pub fn project_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs `iace bench <args>` (test configuration, from the project folder), requires success,
+/// and returns its report (the last line of its output, JSON) and its whole output.
+pub fn run_bench(args: &[&str]) -> (serde_json::Value, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_iace"))
+        .current_dir(project_dir())
+        .env("APP_ENV", "test")
+        .env_remove("RUST_LOG")
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("run iace bench");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let last = stdout.lines().last().expect("a JSON line");
+    let report = serde_json::from_str(last).expect("the last line is JSON");
+    (report, stdout)
+}
+
 /// The test layer of the configuration, with the environment's overrides (the database and
 /// Redis URLs that `scripts/test` exports).
 pub fn test_settings() -> Settings {
