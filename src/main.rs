@@ -17,8 +17,15 @@ fn main() -> ExitCode {
     }
     // The floor benchmark's relay child needs no configuration, and its stdout carries only its
     // address (it may run from any directory: its parent runs it by path).
-    if let Command::Bench(cli::BenchCommand::FloorRelay { coalesce_us }) = cli.command {
-        return cli::bench::floor_relay(coalesce_us);
+    if let Command::Bench(cli::BenchCommand::FloorRelay {
+        coalesce_us,
+        stack_provider,
+    }) = cli.command
+    {
+        return cli::bench::floor_relay(coalesce_us, stack_provider);
+    }
+    if let Command::Bench(cli::BenchCommand::IdleFloor) = cli.command {
+        return cli::bench::idle_floor();
     }
     let mut settings = match Settings::load(&cli.config_dir) {
         Ok(settings) => settings,

@@ -140,7 +140,7 @@ impl Application {
             BreakerMetrics::new(&metrics.registry)?.with_providers(metrics.voice.providers.clone());
         let breakers = Breakers::new(&settings.breakers, &breaker_metrics);
 
-        let recorder_arbiter = Arbiter::new();
+        let recorder_arbiter = crate::actors::threads::named_arbiter("iace-recorder");
         let recorder_config = RecorderConfig {
             batch_size: settings.recorder.batch_size,
             flush_interval: Duration::from_millis(settings.recorder.flush_interval_ms),
@@ -387,6 +387,8 @@ fn build_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server
     let sentry_transactions = crate::telemetry::sentry::start_transactions(&settings);
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || {
+        // Runs on each worker thread as it starts.
+        crate::actors::threads::name_current_thread("iace-http");
         App::new()
             .app_data(data.clone())
             .app_data(
@@ -412,6 +414,9 @@ fn build_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server
     })
     // Signals are ours: readiness must flip before the listener closes (see ShutdownHandle).
     .disable_signals()
+    // Media sockets carry a 20 ms frame at a time: each goes out when written, not after the
+    // previous one's ACK (actix leaves Nagle's algorithm on unless asked).
+    .tcp_nodelay(true)
     .shutdown_timeout(settings.server.shutdown_timeout_secs)
     .listen(listener)?;
     if settings.server.workers > 0 {

@@ -8,5 +8,6 @@ pub mod recorder;
 pub mod registry;
 pub mod spill;
 pub mod stt;
+pub mod threads;
 pub mod timers;
 pub mod tts;

@@ -53,7 +53,9 @@ impl CallRegistry {
         make_deps: impl Fn(CallRegistry) -> CallDeps,
     ) -> CallRegistry {
         let shards = shards.max(1);
-        let arbiters: Vec<Arbiter> = (0..shards).map(|_| Arbiter::new()).collect();
+        let arbiters: Vec<Arbiter> = (0..shards)
+            .map(|i| crate::actors::threads::named_arbiter(&format!("iace-shard-{i}")))
+            .collect();
         let registry = CallRegistry {
             inner: Arc::new(Inner {
                 shards: RwLock::new(Vec::new()),

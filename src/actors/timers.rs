@@ -1,6 +1,8 @@
 //! Periodic actor timers on a process-wide grid: every actor's timer of the same period fires
 //! at the same instants (multiples of the period since the process's first such timer), so the
 //! watchdogs of every call on one arbiter cost one wake-up per period instead of one each.
+//! Plain tasks (the cluster heartbeat and sweep) wait for the grid with [`grid_tick`], so an idle
+//! engine's periodic work of the same or multiple periods shares its wake-ups too.
 
 use actix::{Actor, AsyncContext, Context};
 use std::sync::OnceLock;
@@ -20,6 +22,11 @@ where
             run_on_grid(ctx, period, f);
         },
     );
+}
+
+/// Waits until the next multiple of `period` on the process grid (for a task's loop).
+pub async fn grid_tick(period: Duration) {
+    tokio::time::sleep(until_next_tick(period, origin().elapsed())).await;
 }
 
 fn origin() -> Instant {

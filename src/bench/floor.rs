@@ -7,6 +7,14 @@
 //! Its CPU per call-second is what the kernel and the runtime cost before the engine does
 //! anything; `--coalesce-us` shows what deliberately batching wake-ups (sleeping before each
 //! park, like a NIC's interrupt moderation) would save, and the latency it adds.
+//!
+//! `--stack` measures a second floor: the same relay written on the engine's own stack and
+//! nothing else. The child serves the media route with actix-web and actix-ws and opens each
+//! stream's provider socket with awc (the engine's ws client), and one task per stream moves
+//! frames both ways: no JSON, no base64, no actors, no metrics. The load speaks WebSocket to it
+//! with pre-built frames (a zero mask on its client frames), so it costs the load little. What
+//! the engine spends above this floor is its own work; what this floor spends above the bare
+//! one is the price of the framework's media path (HTTP dispatcher, payload channel, codecs).
 
 use super::stats::percentile_ms;
 use super::stats::proc_sample;
@@ -41,10 +49,14 @@ pub struct FloorBenchOptions {
     pub relay_cpus: Option<String>,
     /// Microseconds the relay sleeps before each park (0: wake per event).
     pub coalesce_us: u64,
+    /// The relay on the engine's stack (actix-web, actix-ws, awc) instead of bare sockets.
+    pub stack: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FloorBenchReport {
+    /// "bare" (tokio sockets) or "stack" (actix-web, actix-ws and awc).
+    pub relay: String,
     pub streams: usize,
     pub coalesce_us: u64,
     pub window_secs: f64,
@@ -64,7 +76,7 @@ pub struct FloorBenchReport {
 impl FloorBenchReport {
     pub fn table(&self) -> String {
         format!(
-            "bare relay floor: {} streams, coalesce {} us, {:.0} s window\n\
+            "{} relay floor: {} streams, coalesce {} us, {:.0} s window\n\
              | metric | value |\n|---|---|\n\
              | relay CPU | {:.2} s |\n\
              | CPU per call-second | {:.3} ms |\n\
@@ -72,6 +84,7 @@ impl FloorBenchReport {
              | CPU per frame relayed | {:.1} us |\n\
              | round trip p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |\n\
              | load sends late, worst | {:.2} ms |",
+            self.relay,
             self.streams,
             self.coalesce_us,
             self.window_secs,
@@ -169,6 +182,17 @@ async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
         .arg(o.coalesce_us.to_string())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped());
+    // The stack relay opens each stream's provider socket to this listener.
+    let providers = if o.stack {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        command
+            .arg("--stack-provider")
+            .arg(listener.local_addr()?.to_string());
+        Some(listener)
+    } else {
+        None
+    };
+    let wire = if o.stack { Wire::STACK } else { Wire::BARE };
     let mut child = KillOnDrop(command.spawn()?);
     let stdout = child
         .0
@@ -192,13 +216,39 @@ async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
     let streams = o.streams.max(1);
     let spacing = Duration::from_secs(o.ramp_secs).div_f64(streams as f64);
     for i in 0..streams {
-        // Sequential connects: the relay pairs them in accept order.
-        let telnyx = TcpStream::connect(addr).await?;
-        let provider = TcpStream::connect(addr).await?;
+        let (telnyx, provider) = match &providers {
+            // Sequential connects: the relay pairs them in accept order.
+            None => (
+                TcpStream::connect(addr).await?,
+                TcpStream::connect(addr).await?,
+            ),
+            // One stream at a time: the provider socket accepted next is this stream's.
+            Some(listener) => {
+                let mut telnyx = TcpStream::connect(addr).await?;
+                ws_client_handshake(&mut telnyx, i).await?;
+                let (mut provider, _) =
+                    tokio::time::timeout(Duration::from_secs(10), listener.accept())
+                        .await
+                        .map_err(|_| {
+                            anyhow::anyhow!(
+                                "the stack relay did not open stream {i}'s provider socket"
+                            )
+                        })??;
+                ws_server_handshake(&mut provider).await?;
+                (telnyx, provider)
+            }
+        };
         telnyx.set_nodelay(true)?;
         provider.set_nodelay(true)?;
         let start = tokio::time::Instant::from_std(origin + spacing * i as u32);
-        tokio::spawn(stream(telnyx, provider, start, origin, counters.clone()));
+        tokio::spawn(stream(
+            telnyx,
+            provider,
+            start,
+            origin,
+            counters.clone(),
+            wire,
+        ));
     }
     tokio::time::sleep_until(tokio::time::Instant::from_std(
         origin + Duration::from_secs(o.ramp_secs + 2),
@@ -227,6 +277,7 @@ async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
         .collect();
     trips.sort();
     Ok(FloorBenchReport {
+        relay: if o.stack { "stack" } else { "bare" }.to_owned(),
         streams,
         coalesce_us: o.coalesce_us,
         window_secs: window,
@@ -250,18 +301,17 @@ async fn stream(
     start: tokio::time::Instant,
     origin: Instant,
     counters: Arc<Counters>,
+    wire: Wire,
 ) {
     let (mut telnyx_in, mut telnyx_out) = telnyx.into_split();
     let (mut provider_in, mut provider_out) = provider.into_split();
     let c = counters.clone();
     tokio::spawn(async move {
         // Caller frames come back as Deepgram-sized messages: time their round trip.
-        let mut frame = vec![0u8; DEEPGRAM_FRAME];
+        let mut frame = vec![0u8; wire.to_provider];
         while provider_in.read_exact(&mut frame).await.is_ok() {
             if c.measuring.load(Ordering::Relaxed) {
-                let mut stamp = [0u8; 8];
-                stamp.copy_from_slice(&frame[..8]);
-                let sent = u64::from_le_bytes(stamp);
+                let sent = wire.read_stamp(&frame);
                 let now = origin.elapsed().as_micros() as u64;
                 let trip = u32::try_from(now.saturating_sub(sent)).unwrap_or(u32::MAX);
                 c.round_trips_us
@@ -274,7 +324,7 @@ async fn stream(
     });
     let c = counters.clone();
     tokio::spawn(async move {
-        let mut frame = vec![0u8; TELNYX_FRAME];
+        let mut frame = vec![0u8; wire.to_telnyx];
         while telnyx_in.read_exact(&mut frame).await.is_ok() {
             if c.measuring.load(Ordering::Relaxed) {
                 c.agent_frames.fetch_add(1, Ordering::Relaxed);
@@ -282,7 +332,7 @@ async fn stream(
         }
     });
     let mut ticks = tokio::time::interval_at(start, FRAME);
-    let (mut caller, mut agent) = (vec![0u8; TELNYX_FRAME], vec![0u8; CARTESIA_FRAME]);
+    let (mut caller, agent) = (wire.caller_frame(), wire.agent_frame());
     for n in 0u64.. {
         let due = ticks.tick().await;
         if counters.stop.load(Ordering::Relaxed) {
@@ -292,23 +342,250 @@ async fn stream(
             let late = due.elapsed().as_micros() as u64;
             counters.late_max_us.fetch_max(late, Ordering::Relaxed);
         }
-        let now = (origin.elapsed().as_micros() as u64).to_le_bytes();
-        caller[..8].copy_from_slice(&now);
+        wire.write_stamp(&mut caller, origin.elapsed().as_micros() as u64);
         if telnyx_out.write_all(&caller).await.is_err() {
             return;
         }
-        if n % AGENT_EVERY == 0 {
-            agent[..8].copy_from_slice(&now);
-            if provider_out.write_all(&agent).await.is_err() {
-                return;
-            }
+        if n % AGENT_EVERY == 0 && provider_out.write_all(&agent).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The frames the load writes and reads, whole (headers included), and where the caller frame's
+/// send time travels.
+#[derive(Debug, Clone, Copy)]
+struct Wire {
+    /// Load → relay, the caller's frame.
+    caller: usize,
+    /// Relay → load's provider side, the caller frame forwarded.
+    to_provider: usize,
+    /// Load's provider side → relay, an agent frame.
+    agent: usize,
+    /// Relay → load's Telnyx side, the agent frame forwarded.
+    to_telnyx: usize,
+    websocket: bool,
+}
+
+/// Payload of a stack caller frame (a Telnyx `media` JSON text with 20 ms of base64 PCMU).
+const STACK_TEXT: usize = TELNYX_FRAME - 8;
+/// Payload of the stack relay's Deepgram message (20 ms of PCMU, binary).
+const STACK_AUDIO: usize = 160;
+
+impl Wire {
+    const BARE: Wire = Wire {
+        caller: TELNYX_FRAME,
+        to_provider: DEEPGRAM_FRAME,
+        agent: CARTESIA_FRAME,
+        to_telnyx: TELNYX_FRAME,
+        websocket: false,
+    };
+    /// Client frames carry a 16-bit length and a mask (8-byte header), server frames a 16-bit
+    /// length (4 bytes).
+    const STACK: Wire = Wire {
+        caller: 8 + STACK_TEXT,
+        to_provider: 8 + STACK_AUDIO,
+        agent: 4 + STACK_TEXT,
+        to_telnyx: 4 + STACK_TEXT,
+        websocket: true,
+    };
+
+    /// A caller frame: bare bytes, or a masked (zero mask) text frame of ASCII.
+    fn caller_frame(&self) -> Vec<u8> {
+        if !self.websocket {
+            return vec![0u8; self.caller];
+        }
+        let mut frame = ws_header(0x81, STACK_TEXT, true);
+        frame.resize(self.caller, b'a');
+        frame
+    }
+
+    /// An agent frame: bare bytes, or an unmasked server text frame of ASCII.
+    fn agent_frame(&self) -> Vec<u8> {
+        if !self.websocket {
+            return vec![0u8; self.agent];
+        }
+        let mut frame = ws_header(0x81, STACK_TEXT, false);
+        frame.resize(self.agent, b'a');
+        frame
+    }
+
+    /// Writes the send time (µs since the load's origin) into a caller frame: 8 bytes up
+    /// front, or 16 hex digits at the start of the text.
+    fn write_stamp(&self, frame: &mut [u8], micros: u64) {
+        if self.websocket {
+            frame[8..24].copy_from_slice(format!("{micros:016x}").as_bytes());
+        } else {
+            frame[..8].copy_from_slice(&micros.to_le_bytes());
+        }
+    }
+
+    /// The send time a forwarded caller frame carries (unmasking the relay's client frame).
+    fn read_stamp(&self, frame: &[u8]) -> u64 {
+        if !self.websocket {
+            let mut stamp = [0u8; 8];
+            stamp.copy_from_slice(&frame[..8]);
+            return u64::from_le_bytes(stamp);
+        }
+        let mask = &frame[4..8];
+        let hex: String = frame[8..24]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| char::from(b ^ mask[i % 4]))
+            .collect();
+        u64::from_str_radix(&hex, 16).unwrap_or(0)
+    }
+}
+
+/// A WebSocket frame header for a final frame of `opcode` with a payload of 126..65535 bytes
+/// (16-bit length); a client's carries a zero mask, which leaves the payload as written.
+fn ws_header(opcode: u8, len: usize, masked: bool) -> Vec<u8> {
+    let len = u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes();
+    let mut header = vec![
+        opcode,
+        if masked { 0x80 | 126 } else { 126 },
+        len[0],
+        len[1],
+    ];
+    if masked {
+        header.extend_from_slice(&[0, 0, 0, 0]);
+    }
+    header
+}
+
+/// Reads an HTTP head (up to the blank line) byte by byte: once per stream, before timing.
+async fn read_head(socket: &mut TcpStream) -> anyhow::Result<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        anyhow::ensure!(head.len() < 8192, "HTTP head too long");
+        socket.read_exact(&mut byte).await?;
+        head.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// The load's Telnyx side opens stream `n`'s media socket on the stack relay.
+async fn ws_client_handshake(socket: &mut TcpStream, n: usize) -> anyhow::Result<()> {
+    let request = format!(
+        "GET /media/{n} HTTP/1.1\r\nHost: relay\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    socket.write_all(request.as_bytes()).await?;
+    let head = read_head(socket).await?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 101"),
+        "the stack relay refused the media socket: {head}"
+    );
+    Ok(())
+}
+
+/// The load's provider side accepts the relay's upgrade (awc checks the accept key).
+async fn ws_server_handshake(socket: &mut TcpStream) -> anyhow::Result<()> {
+    let head = read_head(socket).await?;
+    let key = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| value.trim().to_owned())
+        })
+        .ok_or_else(|| anyhow::anyhow!("the relay's upgrade has no key: {head}"))?;
+    let accept = actix_http::ws::hash_key(key.as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n\r\n",
+        String::from_utf8_lossy(&accept)
+    );
+    socket.write_all(response.as_bytes()).await?;
+    Ok(())
+}
+
+/// The stack relay child's body: the media route on actix-web + actix-ws, each stream's
+/// provider socket opened with awc to `provider`, one task per stream; prints its address.
+pub fn stack_relay(provider: String) -> anyhow::Result<()> {
+    use actix_web::{web, App, HttpServer};
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    actix_web::rt::System::new().block_on(async move {
+        let provider = web::Data::new(provider);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(provider.clone())
+                .route("/media/{n}", web::get().to(stack_media))
+        })
+        .workers(1)
+        .disable_signals()
+        .tcp_nodelay(true)
+        .bind("127.0.0.1:0")?;
+        for addr in server.addrs() {
+            println!("{addr}");
+        }
+        server.run().await?;
+        Ok(())
+    })
+}
+
+async fn stack_media(
+    req: actix_web::HttpRequest,
+    body: actix_web::web::Payload,
+    n: actix_web::web::Path<u64>,
+    provider: actix_web::web::Data<String>,
+) -> actix_web::Result<actix_web::HttpResponse> {
+    let (response, session, telnyx) = actix_ws::handle(&req, body)?;
+    let url = format!("ws://{}/deepgram/{}", provider.get_ref(), n.into_inner());
+    actix_web::rt::spawn(stack_stream(url, session, telnyx));
+    Ok(response)
+}
+
+/// One stream on the stack: caller text frames out to the provider as 160-byte binary messages
+/// (carrying the send time), agent text frames back to Telnyx.
+async fn stack_stream(
+    url: String,
+    mut session: actix_ws::Session,
+    mut telnyx: actix_ws::MessageStream,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    let client = crate::providers::ws::client(Duration::from_secs(5));
+    let Ok((_, provider)) = client.ws(url).connect().await else {
+        let _ = session.close(None).await;
+        return;
+    };
+    let (mut to_provider, mut from_provider) = provider.split();
+    let mut audio = vec![0u8; STACK_AUDIO];
+    loop {
+        tokio::select! {
+            message = telnyx.next() => match message {
+                Some(Ok(actix_ws::Message::Text(text))) if text.len() >= 16 => {
+                    audio[..16].copy_from_slice(&text.as_bytes()[..16]);
+                    let message = awc::ws::Message::Binary(bytes::Bytes::copy_from_slice(&audio));
+                    if to_provider.send(message).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => return,
+            },
+            frame = from_provider.next() => match frame {
+                Some(Ok(awc::ws::Frame::Text(text))) => {
+                    let Ok(text) = std::str::from_utf8(&text) else { return };
+                    if session.text(text.to_owned()).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => return,
+            },
         }
     }
 }
 
 /// The relay child, killed when the bench ends (also on error). Its stdin stays open with it:
 /// if this process dies without dropping it, the closed pipe ends the relay too.
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

@@ -63,6 +63,7 @@ pub fn run(settings: &Settings, config_dir: &Path, command: BenchCommand) -> Exi
             ramp,
             relay_cpus,
             coalesce_us,
+            stack,
         } => print_bench(
             iace::bench::floor::run(&iace::bench::floor::FloorBenchOptions {
                 streams,
@@ -70,11 +71,16 @@ pub fn run(settings: &Settings, config_dir: &Path, command: BenchCommand) -> Exi
                 ramp_secs: ramp,
                 relay_cpus,
                 coalesce_us,
+                stack,
             }),
             iace::bench::floor::FloorBenchReport::table,
             None,
         ),
-        BenchCommand::FloorRelay { coalesce_us } => floor_relay(coalesce_us),
+        BenchCommand::FloorRelay {
+            coalesce_us,
+            stack_provider,
+        } => floor_relay(coalesce_us, stack_provider),
+        BenchCommand::IdleFloor => idle_floor(),
         BenchCommand::Calls {
             calls,
             duration,
@@ -130,11 +136,13 @@ impl ApiArgs {
     }
 }
 
-/// Prints a benchmark's table, then its report as one JSON line (also written to `json_path`);
-/// exit code 1 when it failed.
 /// `bench floor`'s relay child (started by it, before any settings are loaded).
-pub fn floor_relay(coalesce_us: u64) -> ExitCode {
-    match iace::bench::floor::relay(coalesce_us) {
+pub fn floor_relay(coalesce_us: u64, stack_provider: Option<String>) -> ExitCode {
+    let result = match stack_provider {
+        Some(provider) => iace::bench::floor::stack_relay(provider),
+        None => iace::bench::floor::relay(coalesce_us),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("floor relay: {err:#}");
@@ -143,6 +151,19 @@ pub fn floor_relay(coalesce_us: u64) -> ExitCode {
     }
 }
 
+/// `bench idle`'s stack-floor child (started by it, before any settings are loaded).
+pub fn idle_floor() -> ExitCode {
+    match iace::bench::idle::stack_floor() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("idle floor: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a benchmark's table, then its report as one JSON line (also written to `json_path`);
+/// exit code 1 when it failed.
 fn print_bench<R: serde::Serialize>(
     result: anyhow::Result<R>,
     table: impl Fn(&R) -> String,

@@ -127,6 +127,9 @@ pub enum BenchCommand {
         #[arg(long)]
         engine_config_dir: Option<PathBuf>,
     },
+    /// The stack-floor child of `bench idle` (started by it).
+    #[command(hide = true)]
+    IdleFloor,
     /// The floor under `calls`' CPU figure: a bare relay child (pinned with --relay-cpus) does
     /// only the socket reads and writes N calls' frames need, no parsing or actors; reports its
     /// CPU per call-second. For BENCHMARKS.md: `taskset -c 1 iace bench floor --relay-cpus 0`.
@@ -146,12 +149,18 @@ pub enum BenchCommand {
         /// Microseconds the relay sleeps before each park, batching wake-ups (0: none).
         #[arg(long, default_value_t = 0)]
         coalesce_us: u64,
+        /// Relay on the engine's own stack (actix-web, actix-ws, awc) instead of bare sockets.
+        #[arg(long)]
+        stack: bool,
     },
     /// The relay process of `bench floor` (started by it).
     #[command(hide = true)]
     FloorRelay {
         #[arg(long, default_value_t = 0)]
         coalesce_us: u64,
+        /// Relay on the engine's stack, opening provider sockets to this address.
+        #[arg(long)]
+        stack_provider: Option<String>,
     },
     /// N concurrent simulated calls against an engine started here as a child process (on a
     /// scratch database, simulators in this process): each a real media socket streaming 20 ms

@@ -238,11 +238,11 @@ impl Cluster {
             "cluster: this instance"
         );
         actix::spawn(async move {
-            let mut ticker = tokio::time::interval(every.min(lease_every));
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The first beat at once; then on the process grid, where the sweep (a multiple of
+            // this period by default) shares the wake-up.
             while !cluster.inner.left.load(Ordering::SeqCst) {
-                ticker.tick().await;
                 cluster.beat().await;
+                crate::actors::timers::grid_tick(every.min(lease_every)).await;
             }
         });
     }

@@ -161,25 +161,33 @@ impl Takeover {
     /// One sweep: the live calls of every instance whose heartbeat lapsed, and old ownerless
     /// ones, are claimed (one claimant per call) and ended. Returns how many this instance ended.
     pub async fn sweep(&self) -> anyhow::Result<usize> {
-        let ownerless = match self.sweep_ownerless().await {
-            Ok(n) => n,
+        // Both questions on one pooled connection: a sweep runs every couple of seconds on
+        // every instance, idle or not, so each checkout (and its verification) counts.
+        let grace = Duration::from_secs(self.cluster.settings().ownerless_grace_secs);
+        let before = Utc::now() - chrono::Duration::from_std(grace)?;
+        let (ownerless, elsewhere) = {
+            let mut conn = self.db.get().await?;
+            let ownerless = ownership::live_calls_without_owner(&mut conn, before).await;
+            let elsewhere =
+                ownership::live_calls_owned_elsewhere(&mut conn, self.cluster.id()).await;
+            (ownerless, elsewhere)
+        };
+        let ownerless = match ownerless {
+            Ok(rows) => self.end_ownerless(rows).await.unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "ownerless sweep skipped");
+                0
+            }),
             Err(e) => {
                 tracing::debug!(error = %e, "ownerless sweep skipped");
                 0
             }
         };
-        Ok(ownerless + self.sweep_lost_owners().await?)
+        Ok(ownerless + self.end_lost_owners(elsewhere?).await?)
     }
 
-    /// Live rows with no owner recorded (from before `owner_instance` existed): past the grace
-    /// period, and with no lease naming an owner, nothing will ever end them but this.
-    pub async fn sweep_ownerless(&self) -> anyhow::Result<usize> {
-        let grace = Duration::from_secs(self.cluster.settings().ownerless_grace_secs);
-        let before = Utc::now() - chrono::Duration::from_std(grace)?;
-        let rows = {
-            let mut conn = self.db.get().await?;
-            ownership::live_calls_without_owner(&mut conn, before).await?
-        };
+    /// Live rows with no owner recorded (from before `owner_instance` existed), past the grace
+    /// period: those with no lease naming an owner are ended, since nothing else ever will.
+    async fn end_ownerless(&self, rows: Vec<CallRow>) -> anyhow::Result<usize> {
         let mut unleased = Vec::new();
         for row in rows {
             // A Redis that cannot answer proves nothing: the row waits for a later sweep.
@@ -197,12 +205,8 @@ impl Takeover {
         Ok(self.end_claimed(&unleased, EndReason::InstanceLost).await)
     }
 
-    /// The live calls of every instance whose heartbeat lapsed.
-    async fn sweep_lost_owners(&self) -> anyhow::Result<usize> {
-        let rows = {
-            let mut conn = self.db.get().await?;
-            ownership::live_calls_owned_elsewhere(&mut conn, self.cluster.id()).await?
-        };
+    /// Of the live calls other instances own (`rows`), those whose owner's heartbeat lapsed.
+    async fn end_lost_owners(&self, rows: Vec<CallRow>) -> anyhow::Result<usize> {
         if rows.is_empty() {
             return Ok(0);
         }
@@ -339,13 +343,13 @@ impl Takeover {
             if let Err(e) = self.reconcile_own(started).await {
                 tracing::warn!(error = %e, "start-up reconcile failed; the sweeper retries");
             }
-            let mut ticker = tokio::time::interval(every);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // On the process grid: the heartbeat's ticks include these, so an idle instance
+            // wakes once for both.
             loop {
-                ticker.tick().await;
                 if let Err(e) = self.sweep().await {
                     tracing::debug!(error = %e, "orphan sweep skipped");
                 }
+                crate::actors::timers::grid_tick(every).await;
             }
         });
     }

@@ -20,6 +20,8 @@ pub fn server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> 
     let shutdown_timeout = state.settings.server.shutdown_timeout_secs;
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
+        // Runs on the worker thread as it starts.
+        crate::actors::threads::name_current_thread("iace-ops");
         App::new()
             .app_data(data.clone())
             .app_data(web::JsonConfig::default().error_handler(json_error_handler))

@@ -86,7 +86,10 @@ async fn forward(
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let url = format!("{}{path}", peer.private_url);
     let timeout = Duration::from_millis(state.cluster.settings().forward_timeout_ms);
-    let client = awc::Client::builder().timeout(timeout).finish();
+    let client = awc::Client::builder()
+        .connector(crate::providers::http::connector())
+        .timeout(timeout)
+        .finish();
     let mut request = client.request(req.method().clone(), &url);
     for (name, value) in req.headers() {
         if !HOP_BY_HOP.contains(&name.as_str()) {

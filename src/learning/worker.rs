@@ -61,7 +61,7 @@ impl JobWorkers {
                 arbiter: None,
             };
         }
-        let arbiter = Arbiter::new();
+        let arbiter = crate::actors::threads::named_arbiter("iace-jobs");
         let instance = format!(
             "{}:{}:{}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "iace".into()),

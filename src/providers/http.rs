@@ -9,7 +9,37 @@ use std::time::Duration;
 thread_local! {
     /// awc clients are `!Send` and hold a connection pool: one per arbiter thread, built on
     /// first use. No client-wide timeout: each call sets its own.
-    static CLIENT: awc::Client = awc::Client::builder().disable_timeout().finish();
+    static CLIENT: awc::Client = awc::Client::builder()
+        .connector(connector())
+        .disable_timeout()
+        .finish();
+}
+
+/// awc's connector (TLS as configured by its features) with `TCP_NODELAY` on every socket it
+/// opens. awc leaves Nagle's algorithm on, so a small write (a 20 ms audio frame to Deepgram,
+/// a request) waits while an earlier one is unacknowledged, up to the peer's delayed-ACK
+/// timer (40 ms on Linux); every provider client of the engine is built on this.
+pub fn connector() -> awc::Connector<
+    impl actix_service::Service<
+            actix_tls::connect::ConnectInfo<awc::http::Uri>,
+            Response = actix_tls::connect::Connection<
+                awc::http::Uri,
+                actix_web::rt::net::TcpStream,
+            >,
+            Error = actix_tls::connect::ConnectError,
+        > + Clone,
+> {
+    use actix_service::ServiceExt;
+    let tcp = actix_tls::connect::Connector::default().service().map(
+        |connection: actix_tls::connect::Connection<
+            awc::http::Uri,
+            actix_web::rt::net::TcpStream,
+        >| {
+            let _ = connection.io_ref().set_nodelay(true);
+            connection
+        },
+    );
+    awc::Connector::new().connector(tcp)
 }
 
 /// This thread's HTTP client (cheap: an `Rc` clone).

@@ -193,6 +193,7 @@ pub async fn open<P: WsProtocol>(
 /// offer h2 to TLS servers) with the handshake bounded by `connect_timeout`.
 pub fn client(connect_timeout: Duration) -> awc::Client {
     awc::Client::builder()
+        .connector(super::http::connector())
         .max_http_version(awc::http::Version::HTTP_11)
         .timeout(connect_timeout)
         .finish()

@@ -36,6 +36,8 @@ impl SimServer {
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || App::new().configure(configure.clone()))
             .workers(1)
+            // As the real providers' servers: streamed messages go out when written.
+            .tcp_nodelay(true)
             .disable_signals()
             .shutdown_timeout(1)
             .listen(listener)?

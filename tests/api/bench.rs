@@ -96,18 +96,63 @@ fn bench_idle_reports_the_engines_cpu_share_and_wake_ups_per_thread() {
     // Even an idle engine beats its heartbeat into Redis every second: something woke.
     assert!(total > 0.0, "{report}");
     assert!(
-        threads
-            .iter()
-            .all(|t| number(t, "count") >= 1.0
-                && t["thread"].as_str().is_some_and(|n| !n.is_empty())),
+        threads.iter().all(|t| number(t, "count") >= 1.0
+            && t["thread"].as_str().is_some_and(|n| !n.is_empty())
+            && number(t, "cpu_us_per_sec") >= 0.0),
         "{report}"
     );
+    // The engine's threads carry their names, so the table says which part woke.
+    let names = |threads: &serde_json::Value| -> Vec<String> {
+        threads
+            .as_array()
+            .expect("threads")
+            .iter()
+            .filter_map(|t| t["thread"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let engine_threads = names(&report["threads"]);
+    for name in [
+        "iace-http",
+        "iace-ops",
+        "iace-shard-0",
+        "iace-recorder",
+        "iace-jobs",
+    ] {
+        assert!(
+            engine_threads.iter().any(|n| n == name),
+            "{name} missing: {report}"
+        );
+    }
+    // The stack floor is the two bare listeners, measured over the same window: their
+    // workers wake (actix-http's date timer), and the engine's own share is the difference.
+    let floor = &report["stack_floor"];
+    let floor_threads = names(&floor["threads"]);
+    assert!(
+        floor_threads.iter().any(|n| n == "iace-http")
+            && floor_threads.iter().any(|n| n == "iace-ops"),
+        "{report}"
+    );
+    assert!(number(floor, "wakeups_per_sec") > 0.0, "{report}");
+    let own = number(&report, "engine_own_percent_of_core");
+    let expected = cpu - number(floor, "cpu_percent_of_core");
+    assert!((own - expected).abs() < 1e-9, "{report}");
 }
 
 #[test]
 fn bench_floor_relays_every_frame_of_every_stream_and_reports_its_cost() {
-    let (report, stdout) =
-        run_bench(&["floor", "--streams", "4", "--duration", "2", "--ramp", "1"]);
+    assert_floor_relays_every_frame(&[], "bare");
+}
+
+#[test]
+fn bench_floor_on_the_engines_stack_relays_every_frame_through_actix_ws_and_awc() {
+    assert_floor_relays_every_frame(&["--stack"], "stack");
+}
+
+fn assert_floor_relays_every_frame(extra: &[&str], relay: &str) {
+    let mut args = vec!["floor", "--streams", "4", "--duration", "2", "--ramp", "1"];
+    args.extend_from_slice(extra);
+    let (report, stdout) = run_bench(&args);
+    assert_eq!(report["relay"], relay, "{report}");
 
     // 4 streams x 50 caller frames a second x 2 s come back through the relay, give or take
     // the frames in flight at the window's edges; agent frames are a tenth of that.
@@ -123,10 +168,11 @@ fn bench_floor_relays_every_frame_of_every_stream_and_reports_its_cost() {
         (agent - expected / 10.0).abs() <= 0.1 * expected / 10.0 + 8.0,
         "{report}"
     );
-    // Each round trip crossed the relay: positive, and far below a frame's 20 ms when idle.
+    // Each round trip crossed the relay carrying its send time: positive, and (a misread
+    // stamp would be hours) well under a second.
     let p50 = number(&report, "round_trip_p50_ms");
     assert!(
-        p50 > 0.0 && p50 <= number(&report, "round_trip_max_ms"),
+        p50 > 0.0 && p50 <= number(&report, "round_trip_max_ms") && p50 < 1000.0,
         "{report}"
     );
     assert!(number(&report, "relay_cpu_secs") >= 0.0, "{report}");

@@ -346,7 +346,10 @@ thread_local! {
     // pool (and TLS sessions) across commands.
     static HTTP: awc::Client = {
         crate::install_crypto_provider();
-        awc::Client::builder().disable_redirects().finish()
+        awc::Client::builder()
+            .connector(crate::providers::http::connector())
+            .disable_redirects()
+            .finish()
     };
 }
 
