@@ -414,7 +414,8 @@ pub struct CallSettings {
     /// Outbound audio frames queued for one media socket; when its reader stalls the oldest
     /// are dropped (and counted), so memory stays flat. 50 frames = 1 s.
     pub media_out_queue_frames: usize,
-    /// Inbound frames waiting in one call's mailbox beyond which new ones are dropped (counted).
+    /// Caller frames waiting for one call's Deepgram socket beyond which new ones are dropped
+    /// (counted as `iace_stt_audio_dropped_total{reason="backpressure"}`).
     pub media_in_queue_frames: usize,
     /// What a call still live at the end of a drain hears before the hangup.
     pub drain_goodbye_line: String,

@@ -2,6 +2,11 @@
 //! keeps the socket alive through silences, assembles caller turns from final segments, and,
 //! when the socket drops, reconnects with backoff and replays the audio Deepgram had not yet
 //! finalised, so no caller words are lost.
+//!
+//! Caller audio does not pass through the actor's mailbox: the media socket's reader hands each
+//! frame to the stream's [`CallerAudioPath`], which writes it to the socket's queue and keeps the
+//! replay buffers. The actor owns the connection's life (connect, reconnect, keep-alive, close)
+//! and the results. Both run on the media socket's thread, so the path's lock is uncontended.
 
 use crate::domain::audio::{ms_for_bytes, Codec};
 use crate::providers::deepgram::{DeepgramClient, DeepgramSender, ListenParams, SttEvent};
@@ -10,6 +15,7 @@ use crate::telemetry::metrics::observe_since;
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What the stream tells its call.
@@ -27,11 +33,6 @@ pub enum SttNotice {
     Failed(String),
 }
 
-/// Audio from the caller, as received, with when its frame was read off the media socket.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CallerAudio(pub Bytes, pub Instant);
-
 /// End of the call: flush and close the socket.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -41,32 +42,18 @@ pub struct SttStream {
     client: DeepgramClient,
     params: ListenParams,
     notify: Recipient<SttNotice>,
-    sender: Option<DeepgramSender>,
+    /// Where the reader's caller audio goes: the socket's queue and the replay buffers.
+    audio: CallerAudioPath,
+    /// The socket's sender kept after `CloseStt`, so the socket stays open for Deepgram's last
+    /// results (the path no longer sends).
+    closing_sender: Option<DeepgramSender>,
     connecting: bool,
     closing: bool,
-    /// Audio sent on this connection that Deepgram has not finalised yet (replayed after a
-    /// reconnect), with the connection-time (ms) of its first byte.
-    unconfirmed: ReplayBuffer,
-    unconfirmed_start_ms: u64,
-    /// Audio that arrived while disconnected.
-    backlog: ReplayBuffer,
-    sent_ms: u64,
     segments: Vec<String>,
-    last_audio: Instant,
     keepalive: Duration,
     attempts: u32,
-    /// Bound of each replay buffer (`deepgram.replay_buffer_ms`).
-    max_replay_ms: u64,
     pub reconnects: u32,
     metrics: crate::telemetry::metrics::VoiceMetrics,
-    /// Caller frames that may wait in the mailbox (`calls.media_in_queue_frames`).
-    mailbox: usize,
-    /// Caller frames sent to Deepgram per message (`deepgram.audio_frames_per_message`): 2
-    /// halves the socket writes at the price of holding every other frame one frame longer.
-    frames_per_message: usize,
-    /// Live frames held until a message is full, and when each was read off the media socket.
-    batch: BytesMut,
-    batch_read_at: Vec<Instant>,
 }
 
 impl SttStream {
@@ -86,36 +73,47 @@ impl SttStream {
         if !language.is_empty() {
             params.language = language.to_owned();
         }
-        Self {
-            client,
-            params,
-            notify,
+        let audio = CallerAudioPath(Arc::new(Mutex::new(AudioState {
             sender: None,
-            connecting: false,
             closing: false,
             unconfirmed: ReplayBuffer::default(),
             unconfirmed_start_ms: 0,
             backlog: ReplayBuffer::default(),
             sent_ms: 0,
-            segments: Vec::new(),
             last_audio: Instant::now(),
-            keepalive: Duration::from_millis(settings.keepalive_interval_ms.max(500)),
-            attempts: 0,
             max_replay_ms: settings.replay_buffer_ms.max(1),
-            reconnects: 0,
-            metrics,
-            mailbox: 16, // actix's default
+            metrics: metrics.clone(),
             frames_per_message: settings.audio_frames_per_message.max(1),
             batch: BytesMut::new(),
             batch_read_at: Vec::new(),
+        })));
+        Self {
+            client,
+            params,
+            notify,
+            audio,
+            closing_sender: None,
+            connecting: false,
+            closing: false,
+            segments: Vec::new(),
+            keepalive: Duration::from_millis(settings.keepalive_interval_ms.max(500)),
+            attempts: 0,
+            reconnects: 0,
+            metrics,
         }
     }
 
-    /// Caller audio is offered with `try_send`: past `frames` waiting messages it is dropped
-    /// (and counted by the reader) instead of piling up behind a stream that cannot keep up.
-    pub fn with_mailbox(mut self, frames: usize) -> Self {
-        self.mailbox = frames.max(1);
+    /// Caller frames that may wait for the socket (`calls.media_in_queue_frames`): past them,
+    /// new audio is dropped and counted (`backpressure`) instead of piling up behind a socket
+    /// that cannot keep up.
+    pub fn with_audio_queue(mut self, frames: usize) -> Self {
+        self.client = self.client.clone().with_command_queue(frames);
         self
+    }
+
+    /// The path the media socket's reader feeds (hand it to the link before or after start).
+    pub fn audio_path(&self) -> CallerAudioPath {
+        self.audio.clone()
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
@@ -131,16 +129,119 @@ impl SttStream {
             match result {
                 Ok(conn) => {
                     ctx.add_stream(conn.events);
-                    act.on_connected(conn.sender);
+                    act.attempts = 0;
+                    act.audio.lock().on_connected(conn.sender);
                 }
                 Err(e) => act.retry(e, ctx),
             }
         }));
     }
 
+    /// The open socket broke off (lost, or closed by Deepgram): Deepgram's breaker counts it,
+    /// so a provider that keeps dropping calls opens it and calls fall back to Telnyx's STT.
+    fn mid_stream_failure(&self) {
+        if let Some(breaker) = self.client.breaker() {
+            breaker.failure();
+        }
+    }
+
+    fn retry(&mut self, error: ProviderError, ctx: &mut Context<Self>) {
+        self.audio.lock().sender = None;
+        if self.closing {
+            ctx.stop();
+            return;
+        }
+        if !error.is_transient() || self.attempts >= 8 {
+            // Nothing will send the held audio: stop holding it.
+            self.audio.lock().close();
+            self.notify.do_send(SttNotice::Failed(error.to_string()));
+            ctx.stop();
+            return;
+        }
+        self.attempts += 1;
+        self.reconnects += 1;
+        self.metrics.providers.reconnect("deepgram", error.kind());
+        let delay = Duration::from_millis(50 * 2u64.pow(self.attempts.min(6)));
+        tracing::warn!(error = %error, attempt = self.attempts, ?delay, "deepgram socket lost; reconnecting");
+        ctx.run_later(delay, |act, ctx| act.connect(ctx));
+    }
+
+    fn end_turn(&mut self, heard: Instant) {
+        if self.segments.is_empty() {
+            return;
+        }
+        let text = self.segments.join(" ");
+        self.segments.clear();
+        self.notify.do_send(SttNotice::CallerTurn(text, heard));
+    }
+}
+
+/// The caller-audio half of a call's Deepgram stream, shared by the media socket's reader (which
+/// feeds it every frame, with no actor hop) and its [`SttStream`] (which swaps the socket in and
+/// out and confirms what Deepgram finalised).
+#[derive(Clone)]
+pub struct CallerAudioPath(Arc<Mutex<AudioState>>);
+
+impl std::fmt::Debug for CallerAudioPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerAudioPath").finish_non_exhaustive()
+    }
+}
+
+impl CallerAudioPath {
+    /// One live caller frame, read off the media socket at `received`: sent now, or held until
+    /// a message holds `frames_per_message` frames (or until the socket is back). Nothing goes
+    /// to Deepgram once the stream is closing.
+    pub fn live_audio(&self, frame: Bytes, received: Instant) {
+        self.lock().live_audio(frame, received);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AudioState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What the audio path keeps between frames.
+struct AudioState {
+    /// The open socket's queue; `None` while (re)connecting.
+    sender: Option<DeepgramSender>,
+    closing: bool,
+    /// Audio sent on this connection that Deepgram has not finalised yet (replayed after a
+    /// reconnect), with the connection-time (ms) of its first byte.
+    unconfirmed: ReplayBuffer,
+    unconfirmed_start_ms: u64,
+    /// Audio that arrived while disconnected.
+    backlog: ReplayBuffer,
+    sent_ms: u64,
+    last_audio: Instant,
+    /// Bound of each replay buffer (`deepgram.replay_buffer_ms`).
+    max_replay_ms: u64,
+    metrics: crate::telemetry::metrics::VoiceMetrics,
+    /// Caller frames sent to Deepgram per message (`deepgram.audio_frames_per_message`): 2
+    /// halves the socket writes at the price of holding every other frame one frame longer.
+    frames_per_message: usize,
+    /// Live frames held until a message is full, and when each was read off the media socket.
+    batch: BytesMut,
+    batch_read_at: Vec<Instant>,
+}
+
+impl AudioState {
+    fn live_audio(&mut self, frame: Bytes, received: Instant) {
+        if self.closing {
+            return;
+        }
+        if self.frames_per_message <= 1 {
+            return self.send_audio(frame, &[received]);
+        }
+        self.batch.extend_from_slice(&frame);
+        self.batch_read_at.push(received);
+        if self.batch_read_at.len() >= self.frames_per_message {
+            self.flush_batch();
+        }
+    }
+
+    /// A new connection: its clock starts at zero with the replayed audio.
     fn on_connected(&mut self, sender: DeepgramSender) {
-        self.attempts = 0;
-        // A new connection's clock starts at zero with the replayed audio.
         self.sent_ms = 0;
         self.unconfirmed_start_ms = 0;
         let replay: Vec<Bytes> = self
@@ -155,44 +256,13 @@ impl SttStream {
         }
     }
 
-    /// The open socket broke off (lost, or closed by Deepgram): Deepgram's breaker counts it,
-    /// so a provider that keeps dropping calls opens it and calls fall back to Telnyx's STT.
-    fn mid_stream_failure(&self) {
-        if let Some(breaker) = self.client.breaker() {
-            breaker.failure();
-        }
-    }
-
-    fn retry(&mut self, error: ProviderError, ctx: &mut Context<Self>) {
-        self.sender = None;
-        if self.closing {
-            ctx.stop();
-            return;
-        }
-        if !error.is_transient() || self.attempts >= 8 {
-            self.notify.do_send(SttNotice::Failed(error.to_string()));
-            ctx.stop();
-            return;
-        }
-        self.attempts += 1;
-        self.reconnects += 1;
-        self.metrics.providers.reconnect("deepgram", error.kind());
-        let delay = Duration::from_millis(50 * 2u64.pow(self.attempts.min(6)));
-        tracing::warn!(error = %error, attempt = self.attempts, ?delay, "deepgram socket lost; reconnecting");
-        ctx.run_later(delay, |act, ctx| act.connect(ctx));
-    }
-
-    /// One live caller frame, read off the media socket at `received`: sent now, or held until
-    /// a message holds `frames_per_message` frames.
-    fn live_audio(&mut self, frame: Bytes, received: Instant) {
-        if self.frames_per_message <= 1 {
-            return self.send_audio(frame, &[received]);
-        }
-        self.batch.extend_from_slice(&frame);
-        self.batch_read_at.push(received);
-        if self.batch_read_at.len() >= self.frames_per_message {
-            self.flush_batch();
-        }
+    /// No more audio is taken or held (the stream is closing or gave up).
+    fn close(&mut self) {
+        self.closing = true;
+        self.batch.clear();
+        self.batch_read_at.clear();
+        self.unconfirmed.take();
+        self.backlog.take();
     }
 
     /// Sends the frames held for a message, if any.
@@ -260,15 +330,6 @@ impl SttStream {
             self.unconfirmed.pop_front();
         }
     }
-
-    fn end_turn(&mut self, heard: Instant) {
-        if self.segments.is_empty() {
-            return;
-        }
-        let text = self.segments.join(" ");
-        self.segments.clear();
-        self.notify.do_send(SttNotice::CallerTurn(text, heard));
-    }
 }
 
 /// Caller audio held for replay, bounded by its duration: beyond the bound the oldest frames go
@@ -317,13 +378,13 @@ impl Actor for SttStream {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.mailbox);
         self.connect(ctx);
         // On the shared grid, so the keep-alive checks of every stream on this thread share
         // one wake-up.
         crate::actors::timers::run_on_grid(ctx, self.keepalive, |act, _| {
-            if act.last_audio.elapsed() >= act.keepalive {
-                if let Some(sender) = &act.sender {
+            let audio = act.audio.lock();
+            if audio.last_audio.elapsed() >= act.keepalive {
+                if let Some(sender) = &audio.sender {
                     let _ = sender.keep_alive();
                 }
             }
@@ -340,7 +401,7 @@ impl StreamHandler<Result<SttEvent, ProviderError>> for SttStream {
                 let text = r.transcript().trim().to_owned();
                 if r.is_final {
                     let end_ms = ((r.start + r.duration) * 1000.0).max(0.0) as u64;
-                    self.confirm_until(end_ms);
+                    self.audio.lock().confirm_until(end_ms);
                     if !text.is_empty() {
                         self.segments.push(text);
                     }
@@ -385,15 +446,13 @@ impl StreamHandler<Result<SttEvent, ProviderError>> for SttStream {
     }
 }
 
-impl Handler<CallerAudio> for SttStream {
-    type Result = ();
-    fn handle(&mut self, msg: CallerAudio, _: &mut Self::Context) {
-        // The reader may still hold this stream's address for a frame or two after the call
-        // closed it: nothing goes to Deepgram after `CloseStream`.
-        if self.closing {
-            return;
-        }
-        self.live_audio(msg.0, msg.1);
+impl Drop for SttStream {
+    /// However the stream ends (closed, given up, or its arbiter gone), the reader's path lets
+    /// go of the socket, so the socket's task closes it once the actor's own sender is gone too.
+    fn drop(&mut self) {
+        let mut audio = self.audio.lock();
+        audio.close();
+        audio.sender = None;
     }
 }
 
@@ -401,11 +460,19 @@ impl Handler<CloseStt> for SttStream {
     type Result = ();
     fn handle(&mut self, _: CloseStt, ctx: &mut Self::Context) {
         self.closing = true;
-        self.flush_batch();
+        // The reader may still hold the path for a frame or two: nothing it hands over goes
+        // to Deepgram after `CloseStream`. The sender stays here until the actor stops.
+        let sender = {
+            let mut audio = self.audio.lock();
+            audio.flush_batch();
+            audio.close();
+            audio.sender.take()
+        };
         self.end_turn(Instant::now());
-        match &self.sender {
+        match sender {
             Some(sender) => {
                 let _ = sender.close_stream();
+                self.closing_sender = Some(sender);
                 // Deepgram answers with the last results and closes; don't wait forever.
                 ctx.run_later(Duration::from_secs(2), |_, ctx| ctx.stop());
             }

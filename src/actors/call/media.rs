@@ -8,7 +8,7 @@
 //! through [`MediaLink::last_frame`] (its no-media watchdog), not frame by frame.
 
 use super::Call;
-use crate::actors::stt::CallerAudio;
+use crate::actors::stt::CallerAudioPath;
 use crate::providers::telnyx::media::{InboundFrame, OutboundFrame};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
@@ -56,7 +56,9 @@ struct MediaQueue {
     /// when the link was made outside an arbiter, as in unit tests).
     arbiter: Option<ArbiterHandle>,
     /// Where the reader sends caller audio, once the call has a speech-to-text stream.
-    audio_to: Mutex<Option<Recipient<CallerAudio>>>,
+    audio_to: Mutex<Option<CallerAudioPath>>,
+    /// Bumped by every `route_audio`, so the reader sees a change with one atomic load a frame.
+    audio_generation: AtomicU64,
     /// When the reader last took a caller frame (µs since [`epoch`], 0 before the first).
     last_frame_us: AtomicU64,
 }
@@ -88,6 +90,7 @@ impl MediaLink {
             dropped,
             arbiter: Arbiter::try_current(),
             audio_to: Mutex::new(None),
+            audio_generation: AtomicU64::new(0),
             last_frame_us: AtomicU64::new(0),
         });
         (
@@ -109,14 +112,16 @@ impl MediaLink {
         self.queue.arbiter.clone()
     }
 
-    /// From now on the reader hands caller audio straight to `to` (the call's speech-to-text
-    /// stream, started on [`arbiter`](Self::arbiter)); `None` stops it (frames are dropped).
-    pub fn route_audio(&self, to: Option<Recipient<CallerAudio>>) {
+    /// From now on the reader hands caller audio straight to `to` (the audio path of the
+    /// call's speech-to-text stream, started on [`arbiter`](Self::arbiter)); `None` stops it
+    /// (frames are dropped).
+    pub fn route_audio(&self, to: Option<CallerAudioPath>) {
         *self
             .queue
             .audio_to
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = to;
+        self.queue.audio_generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// When the reader last took a caller frame, if it has.
@@ -240,8 +245,9 @@ pub struct CallerMediaSink {
     call: Addr<Call>,
     link: MediaLink,
     stream_id: Option<String>,
-    /// Where audio goes, cached from the link once the call has routed it.
-    audio_to: Option<Recipient<CallerAudio>>,
+    /// Where audio goes, cached from the link, and the link's routing generation it came from.
+    audio_to: Option<CallerAudioPath>,
+    audio_generation: u64,
     /// Decoded audio is carved out of this block (one allocation per many frames, not one each).
     audio_buf: BytesMut,
     rejected: prometheus::IntCounterVec,
@@ -263,6 +269,7 @@ impl CallerMediaSink {
             link,
             stream_id: None,
             audio_to: None,
+            audio_generation: 0,
             audio_buf: BytesMut::new(),
             rejected,
             frames_in,
@@ -309,7 +316,8 @@ impl CallerMediaSink {
             Ordering::Relaxed,
         );
         self.frames_in.inc();
-        if self.audio_to.is_none() {
+        let generation = self.link.queue.audio_generation.load(Ordering::SeqCst);
+        if generation != self.audio_generation {
             self.audio_to = self
                 .link
                 .queue
@@ -317,17 +325,12 @@ impl CallerMediaSink {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
+            self.audio_generation = generation;
         }
-        // Before speech-to-text is up (or after it failed) the audio has nowhere to go.
-        let Some(to) = &self.audio_to else { return };
-        // Bounded: a stream that cannot keep up loses audio, not memory.
-        match to.try_send(CallerAudio(audio, received)) {
-            Ok(()) => {}
-            Err(SendError::Full(_)) => self.reject("call_busy"),
-            Err(SendError::Closed(_)) => {
-                // That stream ended; the call may route a new one.
-                self.audio_to = None;
-            }
+        // Before speech-to-text is up (or after it failed) the audio has nowhere to go. The
+        // path is bounded: a socket that cannot keep up loses audio (counted), not memory.
+        if let Some(to) = &self.audio_to {
+            to.live_audio(audio, received);
         }
     }
 

@@ -182,14 +182,15 @@ impl Call {
             ctx.address().recipient(),
             deps.voice_metrics.clone(),
         )
-        .with_mailbox(deps.settings.media_in_queue_frames);
+        .with_audio_queue(deps.settings.media_in_queue_frames);
+        let audio = stt.audio_path();
         // On the media socket's thread, so the reader hands it each frame with no thread hop;
         // in the call's trace, so the Deepgram handshake (and reconnects) are its children.
         let stt = match voice.link.arbiter() {
             Some(arbiter) => crate::telemetry::otlp::start_actor_in(&arbiter, stt, trace),
             None => crate::telemetry::otlp::start_actor(stt, trace),
         };
-        voice.link.route_audio(Some(stt.clone().recipient()));
+        voice.link.route_audio(Some(audio));
         voice.stt = Some(stt);
         // Cartesia's breaker is open: no socket to wait for, Telnyx speaks from the first word.
         if self.deps.breakers.cartesia.would_allow() {

@@ -251,6 +251,12 @@ impl DeepgramClient {
         self
     }
 
+    /// Messages (audio frames, mostly) that may wait to be written on each socket.
+    pub fn with_command_queue(mut self, messages: usize) -> Self {
+        self.options.command_queue = messages.max(1);
+        self
+    }
+
     /// The socket URL for `params`.
     pub fn listen_url(&self, params: &ListenParams) -> String {
         format!("{}/v1/listen?{}", self.base_url, params.to_query())
