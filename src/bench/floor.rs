@@ -104,11 +104,7 @@ impl FloorBenchReport {
 /// The relay child's body: prints its address, then pairs connections as they arrive (the first
 /// of each pair is the stream's Telnyx side, the second its provider side) until killed.
 pub fn relay(coalesce_us: u64) -> anyhow::Result<()> {
-    // The parent holds our stdin open: when it ends (however it ends), so does the relay.
-    std::thread::spawn(|| {
-        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-        std::process::exit(0);
-    });
+    exit_with_parent();
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_all();
     if coalesce_us > 0 {
@@ -168,15 +164,7 @@ pub fn run(options: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
 }
 
 async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
-    let exe: PathBuf = std::env::current_exe()?;
-    let mut command = match &o.relay_cpus {
-        Some(cpus) => {
-            let mut c = std::process::Command::new("taskset");
-            c.args(["-c", cpus]).arg(&exe);
-            c
-        }
-        None => std::process::Command::new(&exe),
-    };
+    let mut command = child_command(o.relay_cpus.as_deref())?;
     command
         .args(["bench", "floor-relay", "--coalesce-us"])
         .arg(o.coalesce_us.to_string())
@@ -392,21 +380,20 @@ impl Wire {
 
     /// A caller frame: bare bytes, or a masked (zero mask) text frame of ASCII.
     fn caller_frame(&self) -> Vec<u8> {
-        if !self.websocket {
-            return vec![0u8; self.caller];
-        }
-        let mut frame = ws_header(0x81, STACK_TEXT, true);
-        frame.resize(self.caller, b'a');
-        frame
+        self.frame(self.caller, true)
     }
 
     /// An agent frame: bare bytes, or an unmasked server text frame of ASCII.
     fn agent_frame(&self) -> Vec<u8> {
+        self.frame(self.agent, false)
+    }
+
+    fn frame(&self, len: usize, masked: bool) -> Vec<u8> {
         if !self.websocket {
-            return vec![0u8; self.agent];
+            return vec![0u8; len];
         }
-        let mut frame = ws_header(0x81, STACK_TEXT, false);
-        frame.resize(self.agent, b'a');
+        let mut frame = ws_header(0x81, STACK_TEXT, masked);
+        frame.resize(len, b'a');
         frame
     }
 
@@ -506,10 +493,7 @@ async fn ws_server_handshake(socket: &mut TcpStream) -> anyhow::Result<()> {
 /// provider socket opened with awc to `provider`, one task per stream; prints its address.
 pub fn stack_relay(provider: String) -> anyhow::Result<()> {
     use actix_web::{web, App, HttpServer};
-    std::thread::spawn(|| {
-        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-        std::process::exit(0);
-    });
+    exit_with_parent();
     actix_web::rt::System::new().block_on(async move {
         let provider = web::Data::new(provider);
         let server = HttpServer::new(move || {
@@ -581,6 +565,28 @@ async fn stack_stream(
             },
         }
     }
+}
+
+/// A bench child's parent holds its stdin open: when the parent ends (however it ends), the
+/// pipe closes and so does the child.
+pub(crate) fn exit_with_parent() {
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+}
+
+/// `iace` run as a bench child, pinned to `cpus` (a `taskset -c` list) when given.
+pub(crate) fn child_command(cpus: Option<&str>) -> anyhow::Result<std::process::Command> {
+    let exe: PathBuf = std::env::current_exe()?;
+    Ok(match cpus {
+        Some(cpus) => {
+            let mut c = std::process::Command::new("taskset");
+            c.args(["-c", cpus]).arg(&exe);
+            c
+        }
+        None => std::process::Command::new(&exe),
+    })
 }
 
 /// The relay child, killed when the bench ends (also on error). Its stdin stays open with it:

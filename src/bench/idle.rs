@@ -12,7 +12,7 @@
 //! the report gives the engine's own share above it.
 
 use super::engine::{EngineOptions, EngineProcess};
-use super::floor::KillOnDrop;
+use super::floor::{child_command, exit_with_parent, KillOnDrop};
 use super::scratch::ScratchDb;
 use crate::config::Settings;
 use serde::Serialize;
@@ -130,15 +130,7 @@ async fn measure(
 
 /// Starts the stack-floor child, pinned to `cpus` like the engine; killed when dropped.
 fn start_floor(cpus: Option<&str>) -> anyhow::Result<KillOnDrop> {
-    let exe = std::env::current_exe()?;
-    let mut command = match cpus {
-        Some(cpus) => {
-            let mut c = std::process::Command::new("taskset");
-            c.args(["-c", cpus]).arg(&exe);
-            c
-        }
-        None => std::process::Command::new(&exe),
-    };
+    let mut command = child_command(cpus)?;
     command
         .args(["bench", "idle-floor"])
         .stdin(std::process::Stdio::piped())
@@ -266,11 +258,7 @@ fn thread_samples(pid: u32) -> BTreeMap<u64, ThreadSample> {
 /// `http::ops::server`), each with one route, until its stdin closes.
 pub fn stack_floor() -> anyhow::Result<()> {
     use actix_web::{web, App, HttpResponse, HttpServer};
-    // The parent holds our stdin open: when it ends (however it ends), so does this child.
-    std::thread::spawn(|| {
-        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-        std::process::exit(0);
-    });
+    exit_with_parent();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     actix_web::rt::System::new().block_on(async move {
         use crate::actors::threads::name_current_thread;
