@@ -82,6 +82,7 @@ impl SttStream {
             sent_ms: 0,
             last_audio: Instant::now(),
             max_replay_ms: settings.replay_buffer_ms.max(1),
+            live_queue_bound: usize::MAX,
             metrics: metrics.clone(),
             frames_per_message: settings.audio_frames_per_message.max(1),
             batch: BytesMut::new(),
@@ -103,11 +104,20 @@ impl SttStream {
         }
     }
 
-    /// Caller frames that may wait for the socket (`calls.media_in_queue_frames`): past them,
-    /// new audio is dropped and counted (`backpressure`) instead of piling up behind a socket
-    /// that cannot keep up.
+    /// Live caller frames that may wait for the socket (`calls.media_in_queue_frames`): past
+    /// them, new audio is dropped and counted (`backpressure`) instead of piling up behind a
+    /// socket that cannot keep up. The socket's queue itself is sized to also take a whole
+    /// replay after a reconnect (both replay buffers at their bound), which is sent at once.
     pub fn with_audio_queue(mut self, frames: usize) -> Self {
-        self.client = self.client.clone().with_command_queue(frames);
+        let frames = frames.max(1);
+        let replay = {
+            let mut audio = self.audio.lock();
+            audio.live_queue_bound = frames;
+            // 20 ms frames, one a message at most, in each of the two replay buffers.
+            2 * audio.max_replay_ms.div_ceil(20) as usize
+        };
+        // Room for the control messages (keep-alive, finalize, close) on top.
+        self.client = self.client.clone().with_command_queue(frames + replay + 16);
         self
     }
 
@@ -216,6 +226,9 @@ struct AudioState {
     last_audio: Instant,
     /// Bound of each replay buffer (`deepgram.replay_buffer_ms`).
     max_replay_ms: u64,
+    /// Messages the socket's queue may hold before a live frame is dropped
+    /// (`calls.media_in_queue_frames`); a replay is not held to it.
+    live_queue_bound: usize,
     metrics: crate::telemetry::metrics::VoiceMetrics,
     /// Caller frames sent to Deepgram per message (`deepgram.audio_frames_per_message`): 2
     /// halves the socket writes at the price of holding every other frame one frame longer.
@@ -281,6 +294,11 @@ impl AudioState {
         let Some(sender) = &self.sender else {
             return self.hold_for_reconnect(frame);
         };
+        // A live frame behind a full queue is news Deepgram would hear too late: drop it.
+        if !read_at.is_empty() && sender.queued() >= self.live_queue_bound {
+            self.count_dropped("backpressure", 1);
+            return;
+        }
         match sender.audio(frame.clone()) {
             Ok(()) => {}
             Err(ProviderError::Backpressure { .. }) => {
@@ -484,6 +502,68 @@ impl Handler<CloseStt> for SttStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::deepgram::SttCommand;
+
+    fn path(
+        live_queue_bound: usize,
+        max_replay_ms: u64,
+    ) -> (AudioState, prometheus::IntCounterVec) {
+        let metrics = crate::telemetry::metrics::Metrics::new().unwrap().voice;
+        let dropped = metrics.stt_audio_dropped.clone();
+        let state = AudioState {
+            sender: None,
+            closing: false,
+            unconfirmed: ReplayBuffer::default(),
+            unconfirmed_start_ms: 0,
+            backlog: ReplayBuffer::default(),
+            sent_ms: 0,
+            last_audio: Instant::now(),
+            max_replay_ms,
+            live_queue_bound,
+            metrics,
+            frames_per_message: 1,
+            batch: BytesMut::new(),
+            batch_read_at: Vec::new(),
+        };
+        (state, dropped)
+    }
+
+    fn sent(rx: &mut tokio::sync::mpsc::Receiver<SttCommand>) -> Vec<u8> {
+        let mut firsts = Vec::new();
+        while let Ok(command) = rx.try_recv() {
+            if let SttCommand::Audio(audio) = command {
+                firsts.push(audio[0]);
+            }
+        }
+        firsts
+    }
+
+    #[test]
+    fn a_replay_is_sent_whole_but_live_frames_behind_a_full_queue_are_dropped() {
+        // 160 bytes = 20 ms; live frames may wait 2 deep, the replay holds 10 s.
+        let frame = |n: u8| Bytes::from(vec![n; 160]);
+        let (mut audio, dropped) = path(2, 10_000);
+        // Disconnected: ten frames are held for the socket.
+        for n in 0..10 {
+            audio.live_audio(frame(n), Instant::now());
+        }
+        let (sender, mut rx) = DeepgramSender::for_test(64);
+        audio.on_connected(sender);
+        // All ten go out at once, in order, although the live bound is 2.
+        assert_eq!(sent(&mut rx), (0..10).collect::<Vec<u8>>());
+        assert_eq!(dropped.with_label_values(&["backpressure"]).get(), 0);
+        // The queue is empty again (read above) and nothing drains it now: two live frames
+        // fit behind each other, the third is dropped and counted.
+        for n in 10..13 {
+            audio.live_audio(frame(n), Instant::now());
+        }
+        assert_eq!(sent(&mut rx), vec![10, 11]);
+        assert_eq!(dropped.with_label_values(&["backpressure"]).get(), 1);
+        // Closed: nothing more is taken.
+        audio.close();
+        audio.live_audio(frame(20), Instant::now());
+        assert!(sent(&mut rx).is_empty());
+    }
 
     #[test]
     fn a_replay_buffer_keeps_only_its_bound_of_the_newest_audio() {

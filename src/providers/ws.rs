@@ -113,6 +113,19 @@ impl<C> WsSender<C> {
         })
     }
 
+    /// A sender whose commands land in the returned receiver (unit tests of its users).
+    #[cfg(test)]
+    pub(crate) fn for_test(capacity: usize) -> (Self, mpsc::Receiver<C>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let provider = "test";
+        (Self { tx, provider }, rx)
+    }
+
+    /// Commands waiting to be written.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// True once the socket task has ended.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
