@@ -73,21 +73,11 @@ impl SttStream {
         if !language.is_empty() {
             params.language = language.to_owned();
         }
-        let audio = CallerAudioPath(Arc::new(Mutex::new(AudioState {
-            sender: None,
-            closing: false,
-            unconfirmed: ReplayBuffer::default(),
-            unconfirmed_start_ms: 0,
-            backlog: ReplayBuffer::default(),
-            sent_ms: 0,
-            last_audio: Instant::now(),
-            max_replay_ms: settings.replay_buffer_ms.max(1),
-            live_queue_bound: usize::MAX,
-            metrics: metrics.clone(),
-            frames_per_message: settings.audio_frames_per_message.max(1),
-            batch: BytesMut::new(),
-            batch_read_at: Vec::new(),
-        })));
+        let audio = CallerAudioPath(Arc::new(Mutex::new(AudioState::new(
+            settings.replay_buffer_ms,
+            settings.audio_frames_per_message,
+            metrics.clone(),
+        ))));
         Self {
             client,
             params,
@@ -239,6 +229,29 @@ struct AudioState {
 }
 
 impl AudioState {
+    /// Disconnected and empty; live frames are not bounded until `with_audio_queue` says so.
+    fn new(
+        max_replay_ms: u64,
+        frames_per_message: usize,
+        metrics: crate::telemetry::metrics::VoiceMetrics,
+    ) -> Self {
+        Self {
+            sender: None,
+            closing: false,
+            unconfirmed: ReplayBuffer::default(),
+            unconfirmed_start_ms: 0,
+            backlog: ReplayBuffer::default(),
+            sent_ms: 0,
+            last_audio: Instant::now(),
+            max_replay_ms: max_replay_ms.max(1),
+            live_queue_bound: usize::MAX,
+            metrics,
+            frames_per_message: frames_per_message.max(1),
+            batch: BytesMut::new(),
+            batch_read_at: Vec::new(),
+        }
+    }
+
     fn live_audio(&mut self, frame: Bytes, received: Instant) {
         if self.closing {
             return;
@@ -510,21 +523,8 @@ mod tests {
     ) -> (AudioState, prometheus::IntCounterVec) {
         let metrics = crate::telemetry::metrics::Metrics::new().unwrap().voice;
         let dropped = metrics.stt_audio_dropped.clone();
-        let state = AudioState {
-            sender: None,
-            closing: false,
-            unconfirmed: ReplayBuffer::default(),
-            unconfirmed_start_ms: 0,
-            backlog: ReplayBuffer::default(),
-            sent_ms: 0,
-            last_audio: Instant::now(),
-            max_replay_ms,
-            live_queue_bound,
-            metrics,
-            frames_per_message: 1,
-            batch: BytesMut::new(),
-            batch_read_at: Vec::new(),
-        };
+        let mut state = AudioState::new(max_replay_ms, 1, metrics);
+        state.live_queue_bound = live_queue_bound;
         (state, dropped)
     }
 
