@@ -4,8 +4,9 @@
 //! Caller audio does not pass through the call actor: the call starts its speech-to-text stream
 //! on the socket's own thread (the HTTP worker's arbiter, [`MediaLink::arbiter`]) and hands the
 //! stream's audio path to the reader ([`MediaLink::route_audio`]), so a caller frame crosses no
-//! thread (and no actor mailbox) between the Telnyx socket and the Deepgram socket's queue. The call sees when media last arrived
-//! through [`MediaLink::last_frame`] (its no-media watchdog), not frame by frame.
+//! thread (and no actor mailbox) between the Telnyx socket and the Deepgram socket's queue. The
+//! call sees when media last arrived through [`MediaLink::last_frame`] (its no-media
+//! watchdog), not frame by frame.
 
 use super::Call;
 use crate::actors::stt::CallerAudioPath;
@@ -121,7 +122,8 @@ impl MediaLink {
             .audio_to
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = to;
-        self.queue.audio_generation.fetch_add(1, Ordering::SeqCst);
+        // Release: a reader that sees the new generation also sees the route stored above.
+        self.queue.audio_generation.fetch_add(1, Ordering::Release);
     }
 
     /// When the reader last took a caller frame, if it has.
@@ -316,7 +318,7 @@ impl CallerMediaSink {
             Ordering::Relaxed,
         );
         self.frames_in.inc();
-        let generation = self.link.queue.audio_generation.load(Ordering::SeqCst);
+        let generation = self.link.queue.audio_generation.load(Ordering::Acquire);
         if generation != self.audio_generation {
             self.audio_to = self
                 .link
