@@ -12,8 +12,9 @@ use crate::domain::call::{outcome_for, CallId, CallState, Direction, EndReason, 
 use crate::providers::telnyx::{CallControl, TelnyxError, TransferRequest};
 use crate::store::calls::{CallChanges, CallRow};
 use crate::store::events::{self, NewCallEvent};
-use crate::store::{agents, ownership, DbPool};
+use crate::store::{agents, ownership, DbPool, StoreError};
 use chrono::Utc;
+use diesel_async::AsyncConnection;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,10 +80,6 @@ impl Takeover {
             duration_ms: Some(duration_ms),
             ..Default::default()
         };
-        let mut conn = self.db.get().await?;
-        if !ownership::end_if_live(&mut conn, row.organization_id, row.id, &changes).await? {
-            return Ok(false);
-        }
         let event = NewCallEvent {
             organization_id: row.organization_id,
             call_id: row.id,
@@ -96,9 +93,25 @@ impl Takeover {
             }),
             occurred_at: ended_at,
         };
-        events::insert_call_event(&mut conn, &event).await?;
-        if row.answered_at.is_some() {
-            crate::learning::enqueue_post_call(&mut conn, row.organization_id, row.id).await?;
+        let answered = row.answered_at.is_some();
+        let (organization_id, call_id) = (row.organization_id, row.id);
+        let mut conn = self.db.get().await?;
+        // One transaction: whoever reads the call ended also finds why (its event) and its
+        // learning job; an end that fails half-way leaves the row live for the next sweep.
+        let ended = conn
+            .transaction::<_, StoreError, _>(async |conn| {
+                if !ownership::end_if_live(conn, organization_id, call_id, &changes).await? {
+                    return Ok(false);
+                }
+                events::insert_call_event(conn, &event).await?;
+                if answered {
+                    crate::learning::enqueue_post_call(conn, organization_id, call_id).await?;
+                }
+                Ok(true)
+            })
+            .await?;
+        if !ended {
+            return Ok(false);
         }
         self.taken_over.with_label_values(&[reason.as_str()]).inc();
         self.calls.ended(

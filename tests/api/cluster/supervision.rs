@@ -100,12 +100,15 @@ async fn a_panicking_call_actor_is_ended_internal_error_with_its_sockets_closed_
     // The gauge and admission count agree: nothing live.
     assert_eq!(app.state.cluster.live(), 0);
     assert_eq!(app.state.registry.live_count().await, 0);
-    let metrics = app.ops_get("/metrics").await.text().await.unwrap();
+    // The counters move just after the row's transaction commits: wait for them, not the row.
+    let metrics = wait_until(Duration::from_secs(10), "taken-over counter", || async {
+        let metrics = app.ops_get("/metrics").await.text().await.unwrap();
+        metrics
+            .contains("iace_calls_taken_over_total{reason=\"internal_error\"} 1")
+            .then_some(metrics)
+    })
+    .await;
     assert!(metrics.contains("iace_live_calls 0"), "live gauge");
-    assert!(
-        metrics.contains("iace_calls_taken_over_total{reason=\"internal_error\"} 1"),
-        "taken-over counter"
-    );
     // Ended by the takeover, not by the actor: counted once with the calls that end normally.
     assert_eq!(
         crate::ops::metric_sum(
