@@ -160,10 +160,15 @@ pub struct DatabaseSettings {
     pub url: Secret,
     pub pool_max_size: usize,
     pub pool_timeout_ms: u64,
-    /// Run `SELECT 1` on a connection each time it leaves the pool, so a dead one is replaced
-    /// unseen. false saves that round trip on every request; a dead connection then fails its
-    /// first query (one request errors) and is discarded.
+    /// Run `SELECT 1` on a connection that leaves the pool after `verify_idle_ms` unused, so a
+    /// dead one is replaced unseen. false never runs it; a connection the server closed is still
+    /// never handed out (its socket's end is seen without a round trip), but one cut off silently
+    /// fails its first query (one request errors) and is discarded.
     pub verify_connections: bool,
+    /// A connection taken from the pool within this long of its last use is not verified (its
+    /// socket's end would have been seen): busy connections pay no extra round trip per request.
+    /// 0 verifies every checkout.
+    pub verify_idle_ms: u64,
     pub auto_migrate: bool,
 }
 

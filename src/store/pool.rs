@@ -4,18 +4,18 @@
 use crate::config::{DatabaseSettings, RedisSettings};
 use crate::store::tls::PgTransport;
 use crate::store::StoreError;
+use deadpool::managed::{Manager, Metrics, Object, Pool, RecycleError, RecycleResult};
 use deadpool_redis::Runtime;
-use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+    AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::FutureExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub type DbPool = Pool<AsyncPgConnection>;
-pub type DbConn = Object<AsyncPgConnection>;
+pub type DbPool = Pool<PgManager>;
+pub type DbConn = Object<PgManager>;
 pub type RedisPool = deadpool_redis::Pool;
 
 /// Builds the Postgres pool. Connections open lazily, so this succeeds with the database down
@@ -58,10 +58,10 @@ pub fn db_pool(
         });
     }
     tracing::debug!(?transport, "postgres pool transport");
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
-        settings.url.expose(),
-        config,
-    );
+    let manager = PgManager {
+        inner: AsyncDieselConnectionManager::new_with_config(settings.url.expose(), config),
+        trust_for: Duration::from_millis(settings.verify_idle_ms),
+    };
     let timeout = Some(Duration::from_millis(settings.pool_timeout_ms));
     Pool::builder(manager)
         .max_size(settings.pool_max_size)
@@ -71,6 +71,40 @@ pub fn db_pool(
         .runtime(Runtime::Tokio1)
         .build()
         .map_err(|e| StoreError::Pool(e.to_string()))
+}
+
+/// The Postgres pool's manager: diesel-async's, except that a connection used within
+/// `database.verify_idle_ms` is handed out without its `SELECT 1`. On a busy engine that query
+/// was a round trip (and a wake-up) in front of nearly every statement. A connection whose
+/// socket the server closed is still caught: tokio-postgres sees the end of the stream on its
+/// own, and `is_broken` reads that (and a transaction left broken) without a round trip.
+pub struct PgManager {
+    inner: AsyncDieselConnectionManager<AsyncPgConnection>,
+    /// Used more recently than this: not verified.
+    trust_for: Duration,
+}
+
+impl Manager for PgManager {
+    type Type = AsyncPgConnection;
+    type Error = diesel_async::pooled_connection::PoolError;
+
+    async fn create(&self) -> Result<AsyncPgConnection, Self::Error> {
+        self.inner.create().await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<Self::Error> {
+        if metrics.last_used() >= self.trust_for {
+            return self.inner.recycle(conn, metrics).await;
+        }
+        if std::thread::panicking() || conn.is_broken() {
+            return Err(RecycleError::message("broken connection"));
+        }
+        Ok(())
+    }
 }
 
 /// Builds the Redis pool (lazy as well). `rediss://` checks the server against the webpki

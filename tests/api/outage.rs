@@ -4,6 +4,7 @@
 use crate::conversation::utterances as utterances_of;
 use crate::helpers::{free_port, spawn_voice_app, wait_until, TestApp, VoiceSetup};
 use crate::services::{PrivatePostgres, PrivateRedis};
+use diesel::RunQueryDsl;
 use iace::config::Secret;
 use iace::sim::caller::{CallerScript, CallerScripts};
 use iace::sim::groq::GroqSimConfig;
@@ -176,4 +177,74 @@ async fn redis_stopped_mid_call_leaves_the_call_going_and_recorded() {
     app.wait_for_status(&t, id, "ended").await;
     let call = app.recorded_call(&t, id).await;
     assert_eq!(utterances_of(&call, "caller").len(), 3, "{call}");
+}
+
+/// Queries of `SELECT 1` (the pool's liveness check) the app has run so far.
+async fn liveness_queries(app: &TestApp) -> f64 {
+    let metrics = app.ops_get("/metrics").await.text().await.unwrap();
+    crate::ops::metric_sum(
+        &metrics,
+        "iace_db_query_duration_seconds_count",
+        &[("query", "select_other")],
+    )
+}
+
+/// The liveness queries run while an organization's calls are listed `n` times.
+async fn liveness_queries_over(app: &TestApp, token: &str, n: usize) -> f64 {
+    let before = liveness_queries(app).await;
+    list_calls(app, token, n).await;
+    liveness_queries(app).await - before
+}
+
+/// Lists an organization's calls `n` times, each answered 200.
+async fn list_calls(app: &TestApp, token: &str, n: usize) {
+    for _ in 0..n {
+        let (status, body) = app.get_json(token, "/api/v1/calls").await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+#[actix_web::test]
+async fn busy_pool_connections_skip_the_liveness_query_and_ones_the_server_closed_are_replaced() {
+    // Trusted for a minute after use: nothing in this test is verified by `SELECT 1`.
+    let app = crate::helpers::spawn_app_with(|s| s.database.verify_idle_ms = 60_000).await;
+    let t = app.create_tenant("+15550900011").await;
+    list_calls(&app, &t.token, 3).await;
+    assert_eq!(
+        liveness_queries_over(&app, &t.token, 10).await,
+        0.0,
+        "a connection used moments ago went out with a SELECT 1 in front"
+    );
+
+    // The server ends every connection of the engine's database (a restart, a failover): none
+    // of them is handed out again, though none is verified.
+    let killed: Vec<bool> = diesel::sql_query(format!(
+        "SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity \
+         WHERE datname = '{}' AND pid <> pg_backend_pid()",
+        app.db_name
+    ))
+    .load::<Killed>(&mut crate::helpers::admin_connection())
+    .expect("terminate the engine's connections")
+    .into_iter()
+    .map(|k| k.killed)
+    .collect();
+    assert!(killed.iter().any(|k| *k), "the engine held connections");
+    // The close reaches each connection's task at once; give it a moment to be read.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    list_calls(&app, &t.token, 5).await;
+
+    // With no trust window, every checkout is verified.
+    let strict = crate::helpers::spawn_app_with(|s| s.database.verify_idle_ms = 0).await;
+    let t = strict.create_tenant("+15550900012").await;
+    list_calls(&strict, &t.token, 2).await;
+    assert!(
+        liveness_queries_over(&strict, &t.token, 10).await >= 10.0,
+        "verify_idle_ms = 0 verifies every checkout"
+    );
+}
+
+#[derive(diesel::QueryableByName)]
+struct Killed {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    killed: bool,
 }
