@@ -1,6 +1,7 @@
 //! The actors that run live calls: the sharded `CallRegistry`, one `Call` per live call, and the
 //! `Recorder` that persists what calls do, off their hot path.
 
+pub mod agent_audio;
 pub mod call;
 pub mod greeting;
 pub mod outcomes;

@@ -1,8 +1,11 @@
 //! `TtsStream`: a call's Cartesia socket. One context per agent turn; sentences go out as they
-//! are ready (`continue` until the last); audio, word timings and the end of each context go
-//! back to the call. A cancelled context's late chunks are dropped. A dropped socket is reopened
-//! and the unfinished context's sentences are sent again.
+//! are ready (`continue` until the last); audio goes straight to the caller through the call's
+//! [`AgentAudioPath`] (the stream runs on the media socket's thread), and its start, the word
+//! timings and the end of each context go back to the call. A cancelled context's late chunks
+//! are dropped. A dropped socket is reopened and the unfinished context's sentences are sent
+//! again.
 
+use crate::actors::agent_audio::AgentAudioPath;
 use crate::domain::audio::Codec;
 use crate::providers::cartesia::{CartesiaClient, CartesiaSender, TtsEvent};
 use crate::providers::ProviderError;
@@ -14,13 +17,15 @@ use std::time::{Duration, Instant};
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub enum TtsNotice {
-    /// Audio in the caller's codec for a context: when its chunk was read off the socket, and
-    /// when the context's first request went out (for the engine's latency metrics).
-    Audio {
+    /// A context's first audio went to the caller (`at`): when that chunk was read off the
+    /// socket, and when the context's first request went out (for the latency metrics). The
+    /// rest of its audio is not reported chunk by chunk: the call reads how far it got from
+    /// the [`AgentAudioPath`].
+    Started {
         context_id: String,
-        audio: Vec<u8>,
         received: Instant,
         requested: Option<Instant>,
+        at: Instant,
     },
     /// Word timings of a context (seconds from the start of its audio).
     Words {
@@ -60,6 +65,8 @@ pub struct TtsStream {
     voice_id: String,
     language: String,
     notify: Recipient<TtsNotice>,
+    /// Where the audio goes: the call's media socket queue, for the context the call speaks.
+    audio: AgentAudioPath,
     sender: Option<CartesiaSender>,
     connecting: bool,
     closing: bool,
@@ -81,6 +88,7 @@ impl TtsStream {
         voice_id: String,
         language: String,
         notify: Recipient<TtsNotice>,
+        audio: AgentAudioPath,
         metrics: crate::telemetry::metrics::VoiceMetrics,
     ) -> Self {
         Self {
@@ -89,6 +97,7 @@ impl TtsStream {
             voice_id,
             language,
             notify,
+            audio,
             sender: None,
             connecting: false,
             closing: false,
@@ -197,12 +206,23 @@ impl StreamHandler<Result<TtsEvent, ProviderError>> for TtsStream {
                     return;
                 }
                 match chunk.audio() {
-                    Ok(audio) if !audio.is_empty() => self.notify.do_send(TtsNotice::Audio {
-                        requested: self.requested.get(&chunk.context_id).copied(),
-                        context_id: chunk.context_id,
-                        audio,
-                        received,
-                    }),
+                    Ok(audio) if !audio.is_empty() => {
+                        let Some(played) = self.audio.play(&chunk.context_id, &audio) else {
+                            return; // not (or no longer) what the caller should hear
+                        };
+                        self.metrics.frames_out.inc();
+                        self.metrics
+                            .tts_to_media
+                            .observe(played.at.saturating_duration_since(received).as_secs_f64());
+                        if played.first {
+                            self.notify.do_send(TtsNotice::Started {
+                                requested: self.requested.get(&chunk.context_id).copied(),
+                                context_id: chunk.context_id,
+                                received,
+                                at: played.at,
+                            });
+                        }
+                    }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "cartesia chunk is not base64"),
                 }

@@ -58,7 +58,9 @@ impl Call {
         if !fallen_back || !self.deps.breakers.cartesia.would_allow() {
             return;
         }
-        let tts = self.start_tts(ctx);
+        let Some(tts) = self.start_tts(ctx) else {
+            return;
+        };
         if let Some(voice) = self.voice.as_mut() {
             voice.tts = Some(tts);
             voice.tts_fallback = false;

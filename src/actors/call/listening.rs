@@ -12,7 +12,6 @@ use crate::domain::sentiment::{lexicon_score, Sentiment};
 use crate::live::{LiveEvent, Stage};
 use crate::prompts;
 use crate::providers::groq::ChatMessage;
-use crate::providers::telnyx::media::OutboundFrame;
 use crate::store::calls::CallChanges;
 use crate::store::utterances::NewUtterance;
 use actix::prelude::*;
@@ -33,6 +32,8 @@ impl Handler<SttNotice> for Call {
     type Result = ();
     fn handle(&mut self, msg: SttNotice, ctx: &mut Self::Context) {
         self.heard_from_stt(&msg);
+        // Whether the agent is still audible depends on how much of its audio went out.
+        self.refresh_speaking();
         match msg {
             SttNotice::CallerTurn(text, at) => self.on_caller_turn(text, at, ctx),
             SttNotice::SpeechStarted => {
@@ -205,6 +206,7 @@ impl Call {
     /// The caller talks over the agent: stop the audio at Telnyx, the context at Cartesia and
     /// the LLM; keep only the words that were actually played.
     pub(super) fn barge_in(&mut self, ctx: &mut Context<Self>) {
+        self.refresh_speaking();
         let Some(voice) = self.voice.as_mut() else {
             return;
         };
@@ -218,7 +220,8 @@ impl Call {
             return;
         };
         voice.barged_in = true;
-        voice.link.send(OutboundFrame::Clear);
+        // No more of this turn's audio is written, and Telnyx drops what it has buffered.
+        voice.agent_audio.silence();
         if turn.telnyx_speaking {
             self.stop_telnyx_speech(ctx);
         }

@@ -269,6 +269,7 @@ impl Call {
                     ));
                 }
             }
+            voice.agent_audio.speak(&turn.context_id);
             tts.do_send(Speak {
                 context_id: turn.context_id.clone(),
                 text: sentence.clone(),

@@ -1,6 +1,7 @@
 //! What the caller hears: agent turns sent to Cartesia (a fixed line, or the greeting's
-//! ready-made audio), Cartesia's notices (audio, word timings, done, failure) relayed to the
-//! media socket with a mark after each sentence, and the marks Telnyx echoes back once played.
+//! ready-made audio), Cartesia's notices (first audio, word timings, done, failure), a mark
+//! after each sentence placed in the agent-audio path (the TTS stream writes the audio itself),
+//! and the marks Telnyx echoes back once played.
 
 use super::media::MarkPlayed;
 use super::turn::{AgentTurn, TurnKind};
@@ -74,6 +75,7 @@ impl Call {
         let context_id = voice.next_context_id(id);
         let started_ms = voice.now_ms();
         if let Some(tts) = &voice.tts {
+            voice.agent_audio.speak(&context_id);
             tts.do_send(Speak {
                 context_id: context_id.clone(),
                 text: text.clone(),
@@ -89,38 +91,28 @@ impl Call {
 
     fn on_tts(&mut self, notice: TtsNotice, ctx: &mut Context<Self>) {
         match notice {
-            TtsNotice::Audio {
+            TtsNotice::Started {
                 context_id,
-                audio,
                 received,
                 requested,
+                at,
             } => {
                 let metrics = self.deps.voice_metrics.clone();
-                let Some(voice) = self.voice.as_mut() else {
-                    return;
-                };
-                let Some(turn) = voice
-                    .speaking
-                    .as_mut()
-                    .filter(|t| t.context_id == context_id)
+                let Some(turn) = self
+                    .voice_mut()
+                    .and_then(|v| v.speaking.as_mut())
+                    .filter(|t| t.context_id == context_id && t.first_audio_at.is_none())
                 else {
-                    return; // a late chunk of a context we dropped
+                    return; // a context we dropped
                 };
                 turn.progressed();
-                let first = turn.first_audio_at.is_none();
-                if first {
-                    turn.first_audio_at = Some(Instant::now());
-                    // Handed to the media writer just below: the caller turn's span ends.
-                    turn.end_span(false);
-                }
-                turn.audio_ms += ms_for_bytes(audio.len());
-                voice.link.send(OutboundFrame::media(&audio));
-                let to_media = received.elapsed();
-                metrics.tts_to_media.observe(to_media.as_secs_f64());
-                metrics.frames_out.inc();
+                turn.first_audio_at = Some(at);
+                // At the media socket's queue: the caller turn's span ends.
+                turn.end_span(false);
+                let to_media = at.saturating_duration_since(received);
                 // The turn's engine share: to the LLM, sentence to TTS, first chunk out.
-                if let (true, Some(llm), Some(sentence), Some(requested)) = (
-                    first && turn.kind == TurnKind::Reply,
+                if let (TurnKind::Reply, Some(llm), Some(sentence), Some(requested)) = (
+                    turn.kind,
                     turn.llm_overhead,
                     turn.first_sentence_at,
                     requested,
@@ -133,10 +125,7 @@ impl Call {
                         .turn_overhead
                         .observe((llm + to_tts + to_media).as_secs_f64());
                 }
-                if first {
-                    self.live_stage(Stage::Speaking);
-                }
-                self.send_due_marks(false);
+                self.live_stage(Stage::Speaking);
             }
             TtsNotice::Words {
                 context_id,
@@ -162,6 +151,7 @@ impl Call {
                     return;
                 };
                 turn.tts_done = true;
+                self.refresh_speaking();
                 self.send_due_marks(true);
                 // The audio is all queued at Telnyx; the turn is over once it has played.
                 let remaining = self.remaining_playback();
@@ -178,7 +168,9 @@ impl Call {
             .map_or(Duration::ZERO, AgentTurn::remaining_playback)
     }
 
-    /// A mark after each sentence whose last word's audio has been sent (and one at the end).
+    /// A mark after each sentence, placed in the agent-audio path as soon as its offset is
+    /// known: the TTS stream sends it once the audio has passed it (`all`: every remaining one,
+    /// now, after the whole turn's audio).
     fn send_due_marks(&mut self, all: bool) {
         let Some(voice) = self.voice.as_mut() else {
             return;
@@ -186,8 +178,27 @@ impl Call {
         let Some(turn) = voice.speaking.as_mut() else {
             return;
         };
-        for mark in turn.take_due_marks(all) {
-            voice.link.send(OutboundFrame::mark(mark));
+        let marks = turn.take_timed_marks(all);
+        if !marks.is_empty() {
+            voice.agent_audio.queue_marks(marks);
+        }
+    }
+
+    /// Brings the current turn's audio sent and last progress up to date from the agent-audio
+    /// path, where the TTS stream writes them (the call is not told of every chunk).
+    pub(super) fn refresh_speaking(&mut self) {
+        let Some(voice) = self.voice.as_mut() else {
+            return;
+        };
+        let Some(turn) = voice.speaking.as_mut() else {
+            return;
+        };
+        let Some(progress) = voice.agent_audio.progress(&turn.context_id) else {
+            return;
+        };
+        turn.audio_ms = turn.audio_ms.max(progress.audio_ms);
+        if let Some(at) = progress.last_at.filter(|at| *at > turn.progress_at) {
+            turn.progress_at = at;
         }
     }
 

@@ -199,28 +199,30 @@ impl AgentTurn {
             .collect()
     }
 
-    /// The names of the marks now due, one after each sentence whose last word's audio has been
-    /// sent (every remaining one when `all`), each counted as sent.
-    pub(super) fn take_due_marks(&mut self, all: bool) -> Vec<String> {
-        let mut due_marks = Vec::new();
+    /// The marks whose place in the audio is now known, in order, each counted as sent: one
+    /// after each sentence, due once the audio reaches its last word's end (ms from the turn's
+    /// first audio); with `all` (every byte sent), every remaining one, due now (`None`).
+    pub(super) fn take_timed_marks(&mut self, all: bool) -> Vec<(Option<f64>, String)> {
+        let mut marks = Vec::new();
         let mut words_before = 0usize;
         for (index, sentence) in self.sentences.iter().enumerate() {
             words_before += sentence.split_whitespace().count();
             if index < self.marked {
                 continue;
             }
-            let due = all
-                || self
-                    .words
-                    .get(words_before.saturating_sub(1))
-                    .is_some_and(|(_, end)| (self.audio_ms as f64) >= end * 1000.0);
-            if !due {
-                break;
-            }
-            due_marks.push(format!("{}:{}", self.context_id, index + 1));
+            let offset = self
+                .words
+                .get(words_before.saturating_sub(1))
+                .map(|(_, end)| end * 1000.0);
+            let due = match (all, offset) {
+                (true, _) => None,
+                (false, Some(ms)) => Some(ms),
+                (false, None) => break,
+            };
+            marks.push((due, format!("{}:{}", self.context_id, index + 1)));
             self.marked = index + 1;
         }
-        due_marks
+        marks
     }
 
     /// True when `mark` is this turn's last sentence's mark and the whole turn was sent.
@@ -319,17 +321,27 @@ mod tests {
     }
 
     #[test]
-    fn marks_follow_the_audio_of_each_sentences_last_word() {
+    fn each_sentences_mark_is_placed_at_its_last_words_end_once_known() {
         let mut turn = AgentTurn::reply("c-3".into(), 0, Instant::now());
-        turn.sentences = vec!["One two.".into(), "Three.".into()];
+        turn.sentences = vec!["One two.".into(), "Three.".into(), "Four.".into()];
+        assert!(turn.take_timed_marks(false).is_empty(), "no timings yet");
         timed(&mut turn, &[("One", 0.2), ("two.", 0.5), ("Three.", 0.9)]);
-        turn.audio_ms = 400;
-        assert!(turn.take_due_marks(false).is_empty());
-        turn.audio_ms = 600;
-        assert_eq!(turn.take_due_marks(false), vec!["c-3:1".to_owned()]);
-        assert!(turn.take_due_marks(false).is_empty(), "a mark is sent once");
-        assert_eq!(turn.take_due_marks(true), vec!["c-3:2".to_owned()]);
-        assert_eq!(turn.marked, 2);
+        assert_eq!(
+            turn.take_timed_marks(false),
+            vec![
+                (Some(500.0), "c-3:1".to_owned()),
+                (Some(900.0), "c-3:2".to_owned())
+            ]
+        );
+        assert!(
+            turn.take_timed_marks(false).is_empty(),
+            "a mark is placed once"
+        );
+        assert_eq!(
+            turn.take_timed_marks(true),
+            vec![(None, "c-3:3".to_owned())]
+        );
+        assert_eq!(turn.marked, 3);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use super::media::*;
 use super::turn::{AgentTurn, TurnKind};
 use super::Call;
+use crate::actors::agent_audio::AgentAudioPath;
 use crate::actors::stt::{CloseStt, SttStream};
 use crate::actors::tts::{CloseTts, TtsStream};
 use crate::domain::audio::Codec;
@@ -31,6 +32,8 @@ pub(super) struct Prefetch {
 /// The conversation state of a call with its media stream up.
 pub(super) struct Voice {
     pub(super) link: MediaLink,
+    /// Where the TTS stream writes the agent's audio (and the call its marks and clears).
+    pub(super) agent_audio: AgentAudioPath,
     pub(super) stream_id: Option<String>,
     pub(super) codec: Option<Codec>,
     pub(super) stt: Option<Addr<SttStream>>,
@@ -74,6 +77,7 @@ pub(super) struct Voice {
 impl Voice {
     fn new(link: MediaLink) -> Self {
         Self {
+            agent_audio: AgentAudioPath::new(link.clone()),
             link,
             stream_id: None,
             codec: None,
@@ -196,7 +200,7 @@ impl Call {
         if self.deps.breakers.cartesia.would_allow() {
             let tts = self.start_tts(ctx);
             if let Some(voice) = self.voice.as_mut() {
-                voice.tts = Some(tts);
+                voice.tts = tts;
             }
         } else {
             self.tts_unavailable("cartesia circuit breaker is open");
@@ -212,8 +216,9 @@ impl Call {
         }
     }
 
-    /// A Cartesia stream for this call, in its codec, voice and language.
-    pub(super) fn start_tts(&self, ctx: &mut Context<Self>) -> Addr<TtsStream> {
+    /// A Cartesia stream for this call, in its codec, voice and language (none before the
+    /// call has media).
+    pub(super) fn start_tts(&self, ctx: &mut Context<Self>) -> Option<Addr<TtsStream>> {
         let (voice_id, language) = self
             .profile
             .as_ref()
@@ -224,18 +229,25 @@ impl Call {
             .as_ref()
             .and_then(|v| v.codec)
             .unwrap_or(Codec::Pcmu);
-        // In the call's trace: the Cartesia handshake (and reconnects) are its children.
-        crate::telemetry::otlp::start_actor(
-            TtsStream::new(
-                self.deps.cartesia.clone(),
-                codec,
-                voice_id,
-                language,
-                ctx.address().recipient(),
-                self.deps.voice_metrics.clone(),
-            ),
-            self.trace_context(),
-        )
+        let voice = self.voice.as_ref()?;
+        let tts = TtsStream::new(
+            self.deps.cartesia.clone(),
+            codec,
+            voice_id,
+            language,
+            ctx.address().recipient(),
+            voice.agent_audio.clone(),
+            self.deps.voice_metrics.clone(),
+        );
+        // On the media socket's thread, so each chunk goes to the socket's queue with no
+        // thread hop; in the call's trace: the Cartesia handshake (and reconnects) are its
+        // children.
+        Some(match voice.link.arbiter() {
+            Some(arbiter) => {
+                crate::telemetry::otlp::start_actor_in(&arbiter, tts, self.trace_context())
+            }
+            None => crate::telemetry::otlp::start_actor(tts, self.trace_context()),
+        })
     }
 
     /// Closes the sub-actors and the socket (the call is over).

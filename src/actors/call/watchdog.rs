@@ -101,6 +101,8 @@ impl Call {
             self.stalled("stt");
             self.stt_failed("deepgram stalled".into(), ctx);
         }
+        // Cartesia's audio moves the turn on in the agent-audio path, not chunk by chunk here.
+        self.refresh_speaking();
         let Some(stage) = self.speaking().and_then(|turn| turn.stalled_stage(limit)) else {
             return;
         };
