@@ -34,6 +34,7 @@ struct AgentAudio {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AudioProgress {
     pub audio_ms: u64,
+    pub first_at: Option<Instant>,
     pub last_at: Option<Instant>,
 }
 
@@ -84,6 +85,20 @@ impl AgentAudioPath {
         audio.link.send(OutboundFrame::Clear);
     }
 
+    /// The call: nothing more is written (the call ends, or Telnyx speaks from now on); what
+    /// is queued already plays out.
+    pub fn stop(&self) {
+        let mut audio = self.lock();
+        audio.context = None;
+        audio.marks.clear();
+    }
+
+    /// The call: the whole turn's audio has been written; every mark still waiting goes out
+    /// now (the audio's length can fall a little short of Cartesia's last word end).
+    pub fn flush_marks(&self) {
+        self.lock().flush_marks(f64::INFINITY);
+    }
+
     /// The call: marks for the current context, in order, each to go out once the audio has
     /// reached its offset (ms); `None` goes out now, after every mark still waiting.
     pub fn queue_marks(&self, marks: Vec<(Option<f64>, String)>) {
@@ -126,6 +141,7 @@ impl AgentAudioPath {
         let audio = self.lock();
         (audio.context.as_deref() == Some(context_id)).then_some(AudioProgress {
             audio_ms: audio.audio_ms,
+            first_at: audio.first_at,
             last_at: audio.last_at,
         })
     }
@@ -192,6 +208,20 @@ mod tests {
         );
         assert_eq!(path.progress("c-1").unwrap().audio_ms, 200);
         assert_eq!(path.progress("c-2"), None);
+    }
+
+    #[actix_web::test]
+    async fn a_flush_sends_the_waiting_marks_and_a_stopped_path_writes_nothing() {
+        let (path, mut rx) = path();
+        path.speak("c-1");
+        path.play("c-1", &[0; 160]).unwrap(); // 20 ms
+        path.queue_marks(vec![(Some(20.4), "c-1:1".into())]);
+        path.flush_marks();
+        path.stop();
+        assert!(path.play("c-1", &[0; 160]).is_none(), "stopped");
+        assert_eq!(path.progress("c-1"), None);
+        let out = drain(&path, &mut rx).await;
+        assert_eq!(out, vec![format!("audio:{}", 216), "mark:c-1:1".into()]);
     }
 
     #[actix_web::test]

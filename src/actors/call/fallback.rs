@@ -31,6 +31,8 @@ impl Call {
             return;
         };
         voice.tts = None;
+        // Late Cartesia chunks must not play over Telnyx speaking the turn.
+        voice.agent_audio.stop();
         if !voice.tts_fallback {
             voice.tts_fallback = true;
             tracing::warn!(parent: &self.span, %why, "text-to-speech falls back to Telnyx speak");

@@ -101,12 +101,13 @@ impl Call {
                 let Some(turn) = self
                     .voice_mut()
                     .and_then(|v| v.speaking.as_mut())
-                    .filter(|t| t.context_id == context_id && t.first_audio_at.is_none())
+                    .filter(|t| t.context_id == context_id && !t.audio_started)
                 else {
                     return; // a context we dropped
                 };
                 turn.progressed();
-                turn.first_audio_at = Some(at);
+                turn.audio_started = true;
+                turn.first_audio_at.get_or_insert(at);
                 // At the media socket's queue: the caller turn's span ends.
                 turn.end_span(false);
                 let to_media = at.saturating_duration_since(received);
@@ -178,13 +179,16 @@ impl Call {
         let Some(turn) = voice.speaking.as_mut() else {
             return;
         };
+        if all {
+            voice.agent_audio.flush_marks();
+        }
         let marks = turn.take_timed_marks(all);
         if !marks.is_empty() {
             voice.agent_audio.queue_marks(marks);
         }
     }
 
-    /// Brings the current turn's audio sent and last progress up to date from the agent-audio
+    /// Brings the current turn's audio sent, first audio and last progress up to date from the agent-audio
     /// path, where the TTS stream writes them (the call is not told of every chunk).
     pub(super) fn refresh_speaking(&mut self) {
         let Some(voice) = self.voice.as_mut() else {
@@ -197,6 +201,10 @@ impl Call {
             return;
         };
         turn.audio_ms = turn.audio_ms.max(progress.audio_ms);
+        // Audible from the first chunk written, even before its `Started` is handled here.
+        if turn.first_audio_at.is_none() {
+            turn.first_audio_at = progress.first_at;
+        }
         if let Some(at) = progress.last_at.filter(|at| *at > turn.progress_at) {
             turn.progress_at = at;
         }

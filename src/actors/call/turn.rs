@@ -21,6 +21,8 @@ pub(super) struct AgentTurn {
     /// When Deepgram's result ending the caller turn was read.
     pub(super) caller_turn_at: Option<Instant>,
     pub(super) first_audio_at: Option<Instant>,
+    /// The TTS stream's `Started` for this turn was handled (its first-audio bookkeeping done).
+    pub(super) audio_started: bool,
     /// Engine time from the caller turn's end to the LLM request (stage `final_to_llm`).
     pub(super) llm_overhead: Option<Duration>,
     /// When the reply's first sentence was complete, and when its LLM request went out.
@@ -90,6 +92,7 @@ impl AgentTurn {
             llm: None,
             caller_turn_at: None,
             first_audio_at: None,
+            audio_started: false,
             llm_overhead: None,
             first_sentence_at: None,
             llm_requested_at: None,

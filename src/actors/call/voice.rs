@@ -269,6 +269,9 @@ impl Call {
         if let Some(tts) = voice.tts.take() {
             tts.do_send(CloseTts);
         }
+        // The TTS stream may still be mid-chunk on the socket's thread: nothing more of it
+        // goes in behind the close.
+        voice.agent_audio.stop();
         voice.link.close("call ended");
     }
 }
