@@ -188,8 +188,8 @@ impl Call {
         }
     }
 
-    /// Brings the current turn's audio sent, first audio and last progress up to date from the agent-audio
-    /// path, where the TTS stream writes them (the call is not told of every chunk).
+    /// Brings the current turn's audio sent, first audio and last progress up to date from the
+    /// agent-audio path, where the TTS stream writes them (the call is not told of every chunk).
     pub(super) fn refresh_speaking(&mut self) {
         let Some(voice) = self.voice.as_mut() else {
             return;
