@@ -163,6 +163,9 @@ pub struct EngineCost {
     pub cpu_cores: f64,
     pub call_secs: f64,
     pub cpu_ms_per_call_sec: f64,
+    /// The kernel's part of `cpu_ms_per_call_sec` (system time: the sockets' syscalls, and
+    /// the wake-ups and interrupts they cause).
+    pub kernel_ms_per_call_sec: f64,
     /// One core's worth of calls at this cost.
     pub calls_per_core: f64,
     pub rss_idle_kib: u64,
@@ -405,11 +408,14 @@ async fn drive(
     let live_calls = (live_at_start + live_at_end) as f64 / 2.0;
     let cpu_secs = steady_end.cpu_secs - steady_start.cpu_secs;
     let call_secs = live_calls * steady_secs;
-    let cpu_ms_per_call_sec = if call_secs > 0.0 {
-        cpu_secs * 1000.0 / call_secs
-    } else {
-        0.0
+    let per_call_sec = |secs: f64| {
+        if call_secs > 0.0 {
+            secs * 1000.0 / call_secs
+        } else {
+            0.0
+        }
     };
+    let cpu_ms_per_call_sec = per_call_sec(cpu_secs);
     let engine_cost = EngineCost {
         steady_window_secs: steady_secs,
         cpu_secs,
@@ -420,6 +426,7 @@ async fn drive(
         },
         call_secs,
         cpu_ms_per_call_sec,
+        kernel_ms_per_call_sec: per_call_sec(steady_end.system_secs - steady_start.system_secs),
         calls_per_core: if cpu_ms_per_call_sec > 0.0 {
             1000.0 / cpu_ms_per_call_sec
         } else {
@@ -724,13 +731,14 @@ impl CallsBenchReport {
             f.rejected,
         ));
         out.push_str(&format!(
-            "engine cpu: {:.2} s over {:.0} s steady ({:.3} cores) = {:.4} ms per call-second, {:.0} calls per core\n\
+            "engine cpu: {:.2} s over {:.0} s steady ({:.3} cores) = {:.4} ms per call-second (kernel {:.4}), {:.0} calls per core\n\
              engine rss: idle {} KiB, peak {} KiB, {:.0} KiB per call, after {} KiB; {} threads\n\
              memory trend (steady): {:+.1} KiB/min over {} samples ({} -> {} KiB), second half {:+.1} KiB/min\n",
             e.cpu_secs,
             e.steady_window_secs,
             e.cpu_cores,
             e.cpu_ms_per_call_sec,
+            e.kernel_ms_per_call_sec,
             e.calls_per_core,
             e.rss_idle_kib,
             e.rss_peak_kib,

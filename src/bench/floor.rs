@@ -62,6 +62,8 @@ pub struct FloorBenchReport {
     pub window_secs: f64,
     pub relay_cpu_secs: f64,
     pub cpu_ms_per_call_second: f64,
+    /// The kernel's part of it (system time).
+    pub kernel_ms_per_call_second: f64,
     pub caller_frames: u64,
     pub agent_frames: u64,
     pub cpu_us_per_frame: f64,
@@ -79,7 +81,7 @@ impl FloorBenchReport {
             "{} relay floor: {} streams, coalesce {} us, {:.0} s window\n\
              | metric | value |\n|---|---|\n\
              | relay CPU | {:.2} s |\n\
-             | CPU per call-second | {:.3} ms |\n\
+             | CPU per call-second (kernel) | {:.3} ms ({:.3} ms) |\n\
              | caller / agent frames relayed | {} / {} |\n\
              | CPU per frame relayed | {:.1} us |\n\
              | round trip p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |\n\
@@ -90,6 +92,7 @@ impl FloorBenchReport {
             self.window_secs,
             self.relay_cpu_secs,
             self.cpu_ms_per_call_second,
+            self.kernel_ms_per_call_second,
             self.caller_frames,
             self.agent_frames,
             self.cpu_us_per_frame,
@@ -271,6 +274,8 @@ async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
         window_secs: window,
         relay_cpu_secs: cpu,
         cpu_ms_per_call_second: cpu * 1000.0 / (streams as f64 * window),
+        kernel_ms_per_call_second: (after.system_secs - before.system_secs) * 1000.0
+            / (streams as f64 * window),
         caller_frames,
         agent_frames,
         cpu_us_per_frame: cpu * 1e6 / (caller_frames + agent_frames).max(1) as f64,

@@ -222,6 +222,8 @@ impl Scrape {
 pub struct ProcSample {
     /// User + system CPU time since the process started.
     pub cpu_secs: f64,
+    /// The system (kernel) part of it: syscalls, and the interrupts and wake-ups they cause.
+    pub system_secs: f64,
     pub rss_kib: u64,
     pub threads: u64,
 }
@@ -246,6 +248,7 @@ pub fn proc_sample(pid: u32) -> Option<ProcSample> {
     };
     Some(ProcSample {
         cpu_secs: (utime + stime) / clock_ticks_per_sec(),
+        system_secs: stime / clock_ticks_per_sec(),
         rss_kib: field("VmRSS:")?,
         threads: field("Threads:").unwrap_or(0),
     })
@@ -322,5 +325,25 @@ up 1\n";
         let sample = proc_sample(std::process::id()).expect("linux /proc");
         assert!(sample.rss_kib > 0);
         assert!(sample.threads >= 1);
+    }
+
+    #[test]
+    fn the_kernel_part_is_counted_within_the_total() {
+        // 100 ms in user space, then 100 ms of syscalls, so each part has ticks to count.
+        let busy = |syscalls: bool| {
+            let start = std::time::Instant::now();
+            let mut n = 0u64;
+            while start.elapsed() < std::time::Duration::from_millis(100) {
+                if syscalls {
+                    let _ = std::fs::metadata("/proc/self/stat");
+                }
+                n = n.wrapping_add(std::hint::black_box(1));
+            }
+            n
+        };
+        assert!(busy(false) > 0 && busy(true) > 0);
+        let sample = proc_sample(std::process::id()).expect("linux /proc");
+        assert!(sample.system_secs > 0.0, "{sample:?}");
+        assert!(sample.system_secs < sample.cpu_secs, "{sample:?}");
     }
 }
