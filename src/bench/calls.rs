@@ -163,8 +163,8 @@ pub struct EngineCost {
     pub cpu_cores: f64,
     pub call_secs: f64,
     pub cpu_ms_per_call_sec: f64,
-    /// The kernel's part of `cpu_ms_per_call_sec` (system time: the sockets' syscalls, and
-    /// the wake-ups and interrupts they cause).
+    /// The kernel's part of `cpu_ms_per_call_sec` (system time: the sockets' syscalls and the
+    /// other kernel work charged to the engine).
     pub kernel_ms_per_call_sec: f64,
     /// One core's worth of calls at this cost.
     pub calls_per_core: f64,

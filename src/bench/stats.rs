@@ -222,7 +222,7 @@ impl Scrape {
 pub struct ProcSample {
     /// User + system CPU time since the process started.
     pub cpu_secs: f64,
-    /// The system (kernel) part of it: syscalls, and the interrupts and wake-ups they cause.
+    /// The system (kernel) part of it: syscalls and the other kernel work charged to the process.
     pub system_secs: f64,
     pub rss_kib: u64,
     pub threads: u64,
@@ -231,11 +231,7 @@ pub struct ProcSample {
 /// Reads /proc/{pid}/stat and /proc/{pid}/status. `None` when the process is gone (or not Linux).
 pub fn proc_sample(pid: u32) -> Option<ProcSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces: fields start after the last ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // After the name: state(3) ... utime(14) stime(15) are at indexes 11 and 12.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let (user, system) = cpu_times(&stat)?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<u64> {
         status
@@ -247,11 +243,21 @@ pub fn proc_sample(pid: u32) -> Option<ProcSample> {
             .ok()
     };
     Some(ProcSample {
-        cpu_secs: (utime + stime) / clock_ticks_per_sec(),
-        system_secs: stime / clock_ticks_per_sec(),
+        cpu_secs: user + system,
+        system_secs: system,
         rss_kib: field("VmRSS:")?,
         threads: field("Threads:").unwrap_or(0),
     })
+}
+
+/// User and system CPU seconds from the text of a /proc stat file.
+fn cpu_times(stat: &str) -> Option<(f64, f64)> {
+    // The command name is in parentheses and may hold spaces: fields start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // After the name: state(3) ... utime(14) stime(15) are at indexes 11 and 12.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime / clock_ticks_per_sec(), stime / clock_ticks_per_sec()))
 }
 
 /// USER_HZ: 100 on every Linux architecture we deploy to (`getconf CLK_TCK`).
@@ -328,22 +334,27 @@ up 1\n";
     }
 
     #[test]
-    fn the_kernel_part_is_counted_within_the_total() {
-        // 100 ms in user space, then 100 ms of syscalls, so each part has ticks to count.
-        let busy = |syscalls: bool| {
-            let start = std::time::Instant::now();
-            let mut n = 0u64;
-            while start.elapsed() < std::time::Duration::from_millis(100) {
-                if syscalls {
-                    let _ = std::fs::metadata("/proc/self/stat");
-                }
-                n = n.wrapping_add(std::hint::black_box(1));
-            }
-            n
+    fn user_and_system_time_are_read_from_their_own_fields() {
+        // pid (comm with a space and a parenthesis) state ppid ... utime=700 stime=300 cutime cstime
+        let stat = "4242 (iace (x) y) S 1 4242 4242 0 -1 4194560 123 0 0 0 700 300 9 8 20 0 7";
+        assert_eq!(cpu_times(stat), Some((7.0, 3.0)));
+        assert_eq!(cpu_times("4242 (cut short) S 1"), None);
+    }
+
+    #[test]
+    fn a_thread_in_syscalls_is_counted_as_system_time() {
+        let read = || {
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("linux /proc");
+            cpu_times(&stat).expect("stat fields")
         };
-        assert!(busy(false) > 0 && busy(true) > 0);
-        let sample = proc_sample(std::process::id()).expect("linux /proc");
-        assert!(sample.system_secs > 0.0, "{sample:?}");
-        assert!(sample.system_secs < sample.cpu_secs, "{sample:?}");
+        let (user_before, system_before) = read();
+        // 300 ms of syscalls (about 30 ticks): most land in the kernel.
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(300) {
+            let _ = std::fs::metadata("/proc/self/stat");
+        }
+        let (user_after, system_after) = read();
+        let (user, system) = (user_after - user_before, system_after - system_before);
+        assert!(system > user, "user {user} s, system {system} s");
     }
 }
