@@ -80,17 +80,14 @@ impl AgentAudioPath {
     /// same lock the stream writes under, so no chunk can follow it.
     pub fn silence(&self) {
         let mut audio = self.lock();
-        audio.context = None;
-        audio.marks.clear();
+        audio.forget_turn();
         audio.link.send(OutboundFrame::Clear);
     }
 
     /// The call: nothing more is written (the call ends, or Telnyx speaks from now on); what
     /// is queued already plays out.
     pub fn stop(&self) {
-        let mut audio = self.lock();
-        audio.context = None;
-        audio.marks.clear();
+        self.lock().forget_turn();
     }
 
     /// The call: the whole turn's audio has been written; every mark still waiting goes out
@@ -148,6 +145,12 @@ impl AgentAudioPath {
 }
 
 impl AgentAudio {
+    /// No context is heard any more and no mark waits for its audio.
+    fn forget_turn(&mut self) {
+        self.context = None;
+        self.marks.clear();
+    }
+
     /// Sends the waiting marks whose offset the audio has reached, in order.
     fn flush_marks(&mut self, reached_ms: f64) {
         while self.marks.front().is_some_and(|(at, _)| *at <= reached_ms) {

@@ -267,15 +267,15 @@ async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
         .map(|us| Duration::from_micros(u64::from(*us)))
         .collect();
     trips.sort();
+    let per_call_sec = |secs: f64| secs * 1000.0 / (streams as f64 * window);
     Ok(FloorBenchReport {
         relay: if o.stack { "stack" } else { "bare" }.to_owned(),
         streams,
         coalesce_us: o.coalesce_us,
         window_secs: window,
         relay_cpu_secs: cpu,
-        cpu_ms_per_call_second: cpu * 1000.0 / (streams as f64 * window),
-        kernel_ms_per_call_second: (after.system_secs - before.system_secs) * 1000.0
-            / (streams as f64 * window),
+        cpu_ms_per_call_second: per_call_sec(cpu),
+        kernel_ms_per_call_second: per_call_sec(after.system_secs - before.system_secs),
         caller_frames,
         agent_frames,
         cpu_us_per_frame: cpu * 1e6 / (caller_frames + agent_frames).max(1) as f64,
