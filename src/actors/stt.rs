@@ -4,8 +4,9 @@
 //! finalised, so no caller words are lost.
 //!
 //! Caller audio does not pass through the actor's mailbox: the media socket's reader hands each
-//! frame to the stream's [`CallerAudioPath`], which writes it to the socket's queue and keeps the
-//! replay buffers. The actor owns the connection's life (connect, reconnect, keep-alive, close)
+//! frame to the stream's [`CallerAudioPath`], which writes it into the socket (on this thread a
+//! provider socket's sender writes directly, with no queue or task between) and keeps the replay
+//! buffers. The actor owns the connection's life (connect, reconnect, keep-alive, close)
 //! and the results. Both run on the media socket's thread, so the path's lock is uncontended.
 
 use crate::domain::audio::{ms_for_bytes, Codec};
@@ -42,7 +43,7 @@ pub struct SttStream {
     client: DeepgramClient,
     params: ListenParams,
     notify: Recipient<SttNotice>,
-    /// Where the reader's caller audio goes: the socket's queue and the replay buffers.
+    /// Where the reader's caller audio goes: the socket and the replay buffers.
     audio: CallerAudioPath,
     /// The socket's sender kept after `CloseStt`, so the socket stays open for Deepgram's last
     /// results (the path no longer sends).
@@ -203,7 +204,7 @@ impl CallerAudioPath {
 
 /// What the audio path keeps between frames.
 struct AudioState {
-    /// The open socket's queue; `None` while (re)connecting.
+    /// The open socket's sender; `None` while (re)connecting.
     sender: Option<DeepgramSender>,
     closing: bool,
     /// Audio sent on this connection that Deepgram has not finalised yet (replayed after a

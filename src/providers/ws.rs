@@ -4,12 +4,17 @@
 //!
 //! One local task (spawned on the current arbiter, because awc sockets are `!Send`) owns the socket:
 //! it writes queued commands, parses incoming text frames, answers pings, and reports the end of
-//! the socket as a final event (orderly close) or a final `Err` (the socket was lost).
+//! the socket as a final event (orderly close) or a final `Err` (the socket was lost). A sender on
+//! the socket's own thread skips the queue and writes into the socket itself ([`direct`]).
+
+mod direct;
 
 use super::ProviderError;
 use awc::ws::{CloseCode, CloseReason, Frame, Message};
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use direct::{Refused, Registration, SharedSocket};
+use futures_util::Stream;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -83,12 +88,36 @@ impl Default for WsOptions {
     }
 }
 
-/// Queues commands for the socket. Cheap to clone and `Send` (when the commands are), so other
-/// actors may hold one. The socket closes (normal closure) once every sender is dropped.
+/// Sends commands to the socket without waiting. Cheap to clone and `Send` (when the commands
+/// are), so other actors may hold one. On the socket's own thread a command is written into the
+/// socket at once; elsewhere, or while commands from elsewhere still wait, it is queued for the
+/// socket's task (so commands keep their order). The socket closes (normal closure) once every
+/// sender is dropped.
 #[derive(Debug)]
 pub struct WsSender<C> {
     tx: mpsc::Sender<C>,
     provider: &'static str,
+    direct: Option<DirectRoute<C>>,
+}
+
+/// How a sender reaches its socket without the queue.
+#[derive(Debug)]
+struct DirectRoute<C> {
+    /// The socket's id in its thread's map.
+    socket: u64,
+    encode: fn(C) -> Result<Message, ProviderError>,
+    /// Messages that may wait for the kernel before a send is refused (the queue's capacity).
+    limit: usize,
+}
+
+impl<C> Clone for DirectRoute<C> {
+    fn clone(&self) -> Self {
+        Self {
+            socket: self.socket,
+            encode: self.encode,
+            limit: self.limit,
+        }
+    }
 }
 
 impl<C> Clone for WsSender<C> {
@@ -96,20 +125,33 @@ impl<C> Clone for WsSender<C> {
         Self {
             tx: self.tx.clone(),
             provider: self.provider,
+            direct: self.direct.clone(),
         }
     }
 }
 
 impl<C> WsSender<C> {
-    /// Queues `command` without waiting: fails when the socket is gone or the queue is full.
+    /// Sends `command` without waiting: fails when the socket is gone or `command_queue`
+    /// messages already wait to be written.
     pub fn send(&self, command: C) -> Result<(), ProviderError> {
+        let provider = self.provider;
+        // Behind queued commands a direct write would overtake them: then it is queued too.
+        let queue_empty = self.tx.capacity() == self.tx.max_capacity();
+        let socket = match &self.direct {
+            Some(route) if queue_empty => direct::socket(route.socket).map(|s| (route, s)),
+            _ => None,
+        };
+        if let Some((route, socket)) = socket {
+            return match socket.write((route.encode)(command)?, route.limit) {
+                Ok(()) => Ok(()),
+                Err(Refused::Full) => Err(ProviderError::Backpressure { provider }),
+                Err(Refused::Broken) => Err(ProviderError::Closed { provider }),
+                Err(Refused::Encode(message)) => Err(ProviderError::Protocol { provider, message }),
+            };
+        }
         self.tx.try_send(command).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ProviderError::Backpressure {
-                provider: self.provider,
-            },
-            mpsc::error::TrySendError::Closed(_) => ProviderError::Closed {
-                provider: self.provider,
-            },
+            mpsc::error::TrySendError::Full(_) => ProviderError::Backpressure { provider },
+            mpsc::error::TrySendError::Closed(_) => ProviderError::Closed { provider },
         })
     }
 
@@ -118,12 +160,27 @@ impl<C> WsSender<C> {
     pub(crate) fn for_test(capacity: usize) -> (Self, mpsc::Receiver<C>) {
         let (tx, rx) = mpsc::channel(capacity);
         let provider = "test";
-        (Self { tx, provider }, rx)
+        let direct = None;
+        (
+            Self {
+                tx,
+                provider,
+                direct,
+            },
+            rx,
+        )
     }
 
-    /// Commands waiting to be written.
+    /// Commands waiting to be written: queued for the socket's task, or written into the socket
+    /// and not yet all taken by the kernel (seen from the socket's thread).
     pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        let queued = self.tx.max_capacity() - self.tx.capacity();
+        let unflushed = self
+            .direct
+            .as_ref()
+            .and_then(|route| direct::socket(route.socket))
+            .map(|socket| socket.unflushed());
+        queued + unflushed.unwrap_or(0)
     }
 
     /// True once the socket task has ended.
@@ -186,8 +243,15 @@ pub async fn open<P: WsProtocol>(
         .map(str::to_owned);
     let (command_tx, command_rx) = mpsc::channel(options.command_queue.max(1));
     let (event_tx, event_rx) = mpsc::channel(options.event_queue.max(1));
-    actix_web::rt::spawn(pump::<P, _>(
-        framed,
+    let (registration, socket) = Registration::new(framed);
+    let direct = Some(DirectRoute {
+        socket: registration.id(),
+        encode: P::encode,
+        limit: options.command_queue.max(1),
+    });
+    actix_web::rt::spawn(pump::<P>(
+        socket,
+        registration,
         command_rx,
         event_tx,
         options.close_timeout,
@@ -196,6 +260,7 @@ pub async fn open<P: WsProtocol>(
         sender: WsSender {
             tx: command_tx,
             provider: P::PROVIDER,
+            direct,
         },
         events: WsEvents { rx: event_rx },
         request_id,
@@ -251,18 +316,17 @@ fn handshake_error(
 }
 
 /// Owns the socket until it closes. Reading continues after the caller drops its senders, so
-/// the last messages (e.g. Deepgram's final results and metadata) still arrive.
-async fn pump<P, S>(
-    mut socket: S,
+/// the last messages (e.g. Deepgram's final results and metadata) still arrive. The socket is
+/// borrowed only inside each poll, never across an await, so senders on this thread can write
+/// into it between polls; its registration ends with this task.
+async fn pump<P: WsProtocol>(
+    socket: Rc<SharedSocket>,
+    _registration: Registration,
     mut commands: mpsc::Receiver<P::Command>,
     events: mpsc::Sender<Result<P::Event, ProviderError>>,
     close_timeout: Duration,
-) where
-    P: WsProtocol,
-    S: Stream<Item = Result<Frame, awc::error::WsProtocolError>>
-        + Sink<Message, Error = awc::error::WsProtocolError>
-        + Unpin,
-{
+) {
+    use std::future::poll_fn;
     let provider = P::PROVIDER;
     let mut commands_open = true;
     let mut events_open = true;
@@ -270,9 +334,21 @@ async fn pump<P, S>(
     let close_deadline = actix_web::rt::time::sleep(Duration::from_secs(86_400 * 365));
     tokio::pin!(close_deadline);
     let lost = |message: String| ProviderError::Disconnected { provider, message };
+    // Buffers `message` and waits until the kernel has taken everything buffered.
+    let send = |message: Message| {
+        let socket = socket.clone();
+        async move {
+            socket.buffer(message)?;
+            poll_fn(|cx| match socket.poll_flush(cx) {
+                Some(result) => Poll::Ready(result),
+                None => Poll::Pending,
+            })
+            .await
+        }
+    };
     loop {
         tokio::select! {
-            frame = socket.next() => {
+            frame = poll_fn(|cx| socket.poll_frame(cx)) => {
                 // The socket is finished after a close frame, an error or its end.
                 let mut last = true;
                 let event = match frame {
@@ -292,12 +368,12 @@ async fn pump<P, S>(
                         }
                     },
                     Some(Ok(Frame::Ping(payload))) => {
-                        let _ = socket.send(Message::Pong(payload)).await;
+                        let _ = send(Message::Pong(payload)).await;
                         continue;
                     }
                     Some(Ok(Frame::Close(reason))) => {
                         // Echo the close as RFC 6455 asks; the socket is done either way.
-                        let _ = socket.send(Message::Close(reason.clone())).await;
+                        let _ = send(Message::Close(reason.clone())).await;
                         Ok(P::closed(WsClose::from(reason)))
                     }
                     Some(Ok(Frame::Binary(_) | Frame::Pong(_) | Frame::Continuation(_))) => {
@@ -315,7 +391,7 @@ async fn pump<P, S>(
             command = commands.recv(), if commands_open => match command {
                 Some(command) => match P::encode(command) {
                     Ok(message) => {
-                        if let Err(err) = socket.send(message).await {
+                        if let Err(err) = send(message).await {
                             let _ = events.send(Err(lost(err.to_string()))).await;
                             break;
                         }
@@ -329,7 +405,7 @@ async fn pump<P, S>(
                     if !events_open {
                         break;
                     }
-                    let _ = socket.send(Message::Close(Some(CloseCode::Normal.into()))).await;
+                    let _ = send(Message::Close(Some(CloseCode::Normal.into()))).await;
                     close_deadline
                         .as_mut()
                         .reset(actix_web::rt::time::Instant::now() + close_timeout);
@@ -371,4 +447,194 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
         provider,
         message: format!("undecodable message: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::io::{Read, Write};
+    use std::sync::mpsc as std_mpsc;
+
+    /// Binary messages out, text frames in: the least a protocol needs.
+    struct Raw;
+
+    impl WsProtocol for Raw {
+        type Command = Bytes;
+        type Event = String;
+        const PROVIDER: &'static str = "raw";
+        fn encode(command: Bytes) -> Result<Message, ProviderError> {
+            Ok(Message::Binary(command))
+        }
+        fn decode(text: &str) -> Result<String, ProviderError> {
+            Ok(text.to_owned())
+        }
+        fn closed(_: WsClose) -> String {
+            "closed".into()
+        }
+    }
+
+    /// A WebSocket server on its own OS thread (blocking sockets, no runtime shared with the
+    /// test): it accepts one upgrade, waits for `start_reading`, then reports the payload of
+    /// every frame it reads.
+    fn server() -> (String, std_mpsc::Sender<()>, std_mpsc::Receiver<Vec<u8>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        let (start_tx, start_rx) = std_mpsc::channel();
+        let (frames_tx, frames_rx) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                socket.read_exact(&mut byte).unwrap();
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let key = head
+                .lines()
+                .find_map(|l| l.strip_prefix("sec-websocket-key: "))
+                .or_else(|| {
+                    head.lines()
+                        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                })
+                .unwrap()
+                .trim()
+                .to_owned();
+            let accept = actix_http::ws::hash_key(key.as_bytes());
+            write!(
+                socket,
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\n\r\n",
+                String::from_utf8_lossy(&accept)
+            )
+            .unwrap();
+            if start_rx.recv().is_err() {
+                return;
+            }
+            loop {
+                let mut header = [0u8; 2];
+                if socket.read_exact(&mut header).is_err() {
+                    return;
+                }
+                let len = match header[1] & 0x7f {
+                    126 => {
+                        let mut ext = [0u8; 2];
+                        socket.read_exact(&mut ext).unwrap();
+                        usize::from(u16::from_be_bytes(ext))
+                    }
+                    127 => {
+                        let mut ext = [0u8; 8];
+                        socket.read_exact(&mut ext).unwrap();
+                        usize::try_from(u64::from_be_bytes(ext)).unwrap()
+                    }
+                    n => usize::from(n),
+                };
+                let mut mask = [0u8; 4];
+                socket.read_exact(&mut mask).unwrap();
+                let mut payload = vec![0u8; len];
+                socket.read_exact(&mut payload).unwrap();
+                for (i, b) in payload.iter_mut().enumerate() {
+                    *b ^= mask[i % 4];
+                }
+                if frames_tx.send(payload).is_err() {
+                    return;
+                }
+            }
+        });
+        (url, start_tx, frames_rx)
+    }
+
+    async fn connect(url: &str, queue: usize) -> WsConnection<Bytes, String> {
+        let options = WsOptions {
+            command_queue: queue,
+            ..WsOptions::default()
+        };
+        open::<Raw>(client(options.connect_timeout).ws(url), options, "x")
+            .await
+            .unwrap()
+    }
+
+    #[actix_web::test]
+    async fn a_send_on_the_sockets_thread_reaches_the_server_without_the_socket_task() {
+        let (url, start, frames) = server();
+        let conn = connect(&url, 8).await;
+        start.send(()).unwrap();
+        // No await from here on: this thread never yields, so the socket's task cannot run,
+        // and only a write made inside `send` itself reaches the server.
+        conn.sender.send(Bytes::from_static(b"first")).unwrap();
+        conn.sender.send(Bytes::from_static(b"second")).unwrap();
+        let wait = Duration::from_secs(5);
+        assert_eq!(frames.recv_timeout(wait).unwrap(), b"first");
+        assert_eq!(frames.recv_timeout(wait).unwrap(), b"second");
+        assert_eq!(conn.sender.queued(), 0);
+    }
+
+    #[actix_web::test]
+    async fn a_peer_that_stops_reading_fills_the_bound_then_gets_everything_in_order() {
+        let (url, start, frames) = server();
+        let conn = connect(&url, 4).await;
+        // The server reads nothing yet: once the kernel's buffers are full, four messages wait
+        // in the socket and the fifth is refused.
+        let chunk = |n: u32| {
+            let mut payload = vec![0u8; 16 * 1024];
+            payload[..4].copy_from_slice(&n.to_be_bytes());
+            Bytes::from(payload)
+        };
+        let mut sent = 0u32;
+        let refused = loop {
+            assert!(sent < 100_000, "the socket never pushed back");
+            match conn.sender.send(chunk(sent)) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(refused, ProviderError::Backpressure { .. }),
+            "{refused:?}"
+        );
+        assert_eq!(conn.sender.queued(), 4);
+        // The server reads again: the socket's task finishes the waiting writes, nothing is
+        // lost or reordered, and sends are taken again.
+        start.send(()).unwrap();
+        let frames = tokio::task::spawn_blocking(move || {
+            let read: Vec<Vec<u8>> = (0..sent)
+                .map_while(|_| frames.recv_timeout(Duration::from_secs(10)).ok())
+                .collect();
+            (read, frames)
+        });
+        let (read, frames) = frames.await.unwrap();
+        let numbers: Vec<u32> = read
+            .iter()
+            .map(|p| u32::from_be_bytes(p[..4].try_into().unwrap()))
+            .collect();
+        assert_eq!(numbers, (0..sent).collect::<Vec<_>>());
+        assert_eq!(conn.sender.queued(), 0);
+        conn.sender.send(chunk(sent)).unwrap();
+        let last = frames.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(last[..4], sent.to_be_bytes());
+    }
+
+    #[actix_web::test]
+    async fn commands_queued_from_another_thread_are_not_overtaken() {
+        let (url, start, frames) = server();
+        let conn = connect(&url, 8).await;
+        start.send(()).unwrap();
+        // Queued from another thread (the socket's task has not run since), then sent here:
+        // the second waits behind the first instead of being written first.
+        let elsewhere = conn.sender.clone();
+        std::thread::spawn(move || elsewhere.send(Bytes::from_static(b"queued")).unwrap())
+            .join()
+            .unwrap();
+        conn.sender.send(Bytes::from_static(b"here")).unwrap();
+        assert_eq!(conn.sender.queued(), 2);
+        let frames = tokio::task::spawn_blocking(move || {
+            let wait = Duration::from_secs(5);
+            [frames.recv_timeout(wait), frames.recv_timeout(wait)]
+        })
+        .await
+        .unwrap();
+        assert_eq!(frames[0].as_deref().unwrap(), b"queued");
+        assert_eq!(frames[1].as_deref().unwrap(), b"here");
+    }
 }
