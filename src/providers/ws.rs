@@ -241,6 +241,15 @@ pub async fn open<P: WsProtocol>(
         .get(request_id_header)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    Ok(start::<P>(framed, options, request_id))
+}
+
+/// Starts the pump of an open socket on the current arbiter; returns the connection's ends.
+fn start<P: WsProtocol>(
+    framed: direct::Socket,
+    options: WsOptions,
+    request_id: Option<String>,
+) -> WsConnection<P::Command, P::Event> {
     let (command_tx, command_rx) = mpsc::channel(options.command_queue.max(1));
     let (event_tx, event_rx) = mpsc::channel(options.event_queue.max(1));
     let (registration, socket) = Registration::new(framed);
@@ -256,7 +265,7 @@ pub async fn open<P: WsProtocol>(
         event_tx,
         options.close_timeout,
     ));
-    Ok(WsConnection {
+    WsConnection {
         sender: WsSender {
             tx: command_tx,
             provider: P::PROVIDER,
@@ -264,7 +273,7 @@ pub async fn open<P: WsProtocol>(
         },
         events: WsEvents { rx: event_rx },
         request_id,
-    })
+    }
 }
 
 /// A ws client for one connection: HTTP/1.1 only (the upgrade needs it, and ALPN would otherwise
@@ -334,18 +343,8 @@ async fn pump<P: WsProtocol>(
     let close_deadline = actix_web::rt::time::sleep(Duration::from_secs(86_400 * 365));
     tokio::pin!(close_deadline);
     let lost = |message: String| ProviderError::Disconnected { provider, message };
-    // Buffers `message` and waits until the kernel has taken everything buffered.
-    let send = |message: Message| {
-        let socket = socket.clone();
-        async move {
-            socket.buffer(message)?;
-            poll_fn(|cx| match socket.poll_flush(cx) {
-                Some(result) => Poll::Ready(result),
-                None => Poll::Pending,
-            })
-            .await
-        }
-    };
+    // The pump's own writes are buffered; the next poll of the socket (the first branch below)
+    // flushes them with the rest, so the pump never parks on a write while frames wait.
     loop {
         tokio::select! {
             frame = poll_fn(|cx| socket.poll_frame(cx)) => {
@@ -368,12 +367,13 @@ async fn pump<P: WsProtocol>(
                         }
                     },
                     Some(Ok(Frame::Ping(payload))) => {
-                        let _ = send(Message::Pong(payload)).await;
+                        let _ = socket.buffer(Message::Pong(payload));
                         continue;
                     }
                     Some(Ok(Frame::Close(reason))) => {
-                        // Echo the close as RFC 6455 asks; the socket is done either way.
-                        let _ = send(Message::Close(reason.clone())).await;
+                        // Echo the close as RFC 6455 asks (flushed below, on the way out); the
+                        // socket is done either way.
+                        let _ = socket.buffer(Message::Close(reason.clone()));
                         Ok(P::closed(WsClose::from(reason)))
                     }
                     Some(Ok(Frame::Binary(_) | Frame::Pong(_) | Frame::Continuation(_))) => {
@@ -391,7 +391,7 @@ async fn pump<P: WsProtocol>(
             command = commands.recv(), if commands_open => match command {
                 Some(command) => match P::encode(command) {
                     Ok(message) => {
-                        if let Err(err) = send(message).await {
+                        if let Err(err) = socket.buffer(message) {
                             let _ = events.send(Err(lost(err.to_string()))).await;
                             break;
                         }
@@ -405,7 +405,7 @@ async fn pump<P: WsProtocol>(
                     if !events_open {
                         break;
                     }
-                    let _ = send(Message::Close(Some(CloseCode::Normal.into()))).await;
+                    let _ = socket.buffer(Message::Close(Some(CloseCode::Normal.into())));
                     close_deadline
                         .as_mut()
                         .reset(actix_web::rt::time::Instant::now() + close_timeout);
@@ -423,6 +423,12 @@ async fn pump<P: WsProtocol>(
             }
         }
     }
+    // What is still buffered (the close echo, say) gets the close timeout to go out.
+    let flushed = poll_fn(|cx| match socket.poll_flush(cx) {
+        Some(_) => Poll::Ready(()),
+        None => Poll::Pending,
+    });
+    let _ = actix_web::rt::time::timeout(close_timeout, flushed).await;
 }
 
 /// Serialises a command as one text frame.
@@ -593,6 +599,8 @@ mod tests {
             matches!(refused, ProviderError::Backpressure { .. }),
             "{refused:?}"
         );
+        // The kernel took messages before any waited: they were written, not queued.
+        assert!(sent > 4, "only {sent} sent");
         assert_eq!(conn.sender.queued(), 4);
         // The server reads again: the socket's task finishes the waiting writes, nothing is
         // lost or reordered, and sends are taken again.
@@ -636,5 +644,79 @@ mod tests {
         .unwrap();
         assert_eq!(frames[0].as_deref().unwrap(), b"queued");
         assert_eq!(frames[1].as_deref().unwrap(), b"here");
+    }
+
+    /// A socket that takes every write but keeps it until flushed, as TLS keeps its records,
+    /// and whose flush waits until released (then the waiting task is woken).
+    #[derive(Clone, Default)]
+    struct HeldFlush(std::rc::Rc<std::cell::RefCell<Held>>);
+
+    #[derive(Default)]
+    struct Held {
+        written: usize,
+        flushed: usize,
+        released: bool,
+        waiting: Option<std::task::Waker>,
+    }
+
+    impl tokio::io::AsyncWrite for HeldFlush {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.0.borrow_mut().written += buf.len();
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            let mut held = self.0.borrow_mut();
+            if held.released {
+                held.flushed = held.written;
+                Poll::Ready(Ok(()))
+            } else {
+                held.waiting = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl tokio::io::AsyncRead for HeldFlush {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Pending // the peer never speaks
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_write_the_socket_holds_until_flushed_is_flushed_by_the_socket_task() {
+        let io = HeldFlush::default();
+        let framed = actix_codec::Framed::new(
+            Box::new(io.clone()) as awc::BoxedSocket,
+            awc::ws::Codec::new().client_mode(),
+        );
+        let conn = start::<Raw>(framed, WsOptions::default(), None);
+        // The socket's task runs once and waits for frames.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        conn.sender.send(Bytes::from_static(b"held")).unwrap();
+        assert!(io.0.borrow().written > 0);
+        assert_eq!(io.0.borrow().flushed, 0);
+        assert_eq!(conn.sender.queued(), 1, "written, not yet flushed");
+        // The socket can flush now and wakes the task that waited: the socket's task (not a
+        // later send) finishes the write.
+        let waiting = {
+            let mut held = io.0.borrow_mut();
+            held.released = true;
+            held.waiting.take()
+        };
+        waiting.expect("the flush left a waker").wake();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(io.0.borrow().flushed, io.0.borrow().written);
+        assert_eq!(conn.sender.queued(), 0);
     }
 }

@@ -5,8 +5,9 @@
 //! on the socket's own thread (the HTTP worker's arbiter, [`MediaLink::arbiter`]) and hands the
 //! stream's audio path to the reader ([`MediaLink::route_audio`]), so a caller frame crosses no
 //! thread, no actor mailbox and no queue between the Telnyx socket and the Deepgram socket: the
-//! reader's own task writes it into the Deepgram socket ([`crate::providers::ws`]). The call sees when media last arrived through [`MediaLink::last_frame`] (its no-media
-//! watchdog), not frame by frame.
+//! reader's own task writes it into the Deepgram socket ([`crate::providers::ws`]). The call
+//! sees when media last arrived through [`MediaLink::last_frame`] (its no-media watchdog), not
+//! frame by frame.
 
 use super::Call;
 use crate::actors::stt::CallerAudioPath;

@@ -39,6 +39,8 @@ pub(super) struct SharedSocket {
     unflushed: Cell<usize>,
     /// Why a write failed, once one has.
     failed: RefCell<Option<String>>,
+    /// A close frame is buffered: nothing may follow it (RFC 6455).
+    closing: Cell<bool>,
 }
 
 thread_local! {
@@ -64,6 +66,7 @@ impl Registration {
             pump: RefCell::new(None),
             unflushed: Cell::new(0),
             failed: RefCell::new(None),
+            closing: Cell::new(false),
         });
         SOCKETS.with(|sockets| sockets.borrow_mut().insert(id, socket.clone()));
         (Self { id }, socket)
@@ -93,7 +96,7 @@ impl SharedSocket {
     /// Encodes `message` into the socket and hands it to the kernel now, unless `limit`
     /// messages already wait for it; what the kernel does not take the pump finishes later.
     pub(super) fn write(&self, message: Message, limit: usize) -> Result<(), Refused> {
-        if self.failed.borrow().is_some() {
+        if self.failed.borrow().is_some() || self.closing.get() {
             return Err(Refused::Broken);
         }
         if self.unflushed.get() >= limit {
@@ -106,19 +109,30 @@ impl SharedSocket {
         self.unflushed.set(self.unflushed.get() + 1);
         // Before the pump's first poll there is no waker yet; that poll flushes whatever the
         // kernel did not take, so no wake-up is needed for it.
-        let pump = self.pump.borrow();
-        let waker = pump.as_ref().unwrap_or(Waker::noop());
-        self.flushed(Pin::new(&mut *framed).flush(&mut Context::from_waker(waker)));
+        let waker = self.pump.borrow().clone();
+        let cx = &mut Context::from_waker(waker.as_ref().unwrap_or(Waker::noop()));
+        let poll = Pin::new(&mut *framed).flush(cx);
+        drop(framed);
+        self.flushed(poll);
         if self.failed.borrow().is_some() {
             // The pump reports the loss (its next poll sees it).
-            waker.wake_by_ref();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         }
         Ok(())
     }
 
     /// Encodes `message` into the socket for the pump's next flush (the pump's own writes:
-    /// commands from its queue, pongs, the close).
+    /// commands from its queue, pongs, the close). After a close nothing more is buffered or
+    /// written.
     pub(super) fn buffer(&self, message: Message) -> Result<(), WsProtocolError> {
+        if self.closing.get() {
+            return Ok(());
+        }
+        if matches!(message, Message::Close(_)) {
+            self.closing.set(true);
+        }
         let mut framed = self.framed.borrow_mut();
         Pin::new(&mut *framed).write(message)?;
         self.unflushed.set(self.unflushed.get() + 1);
@@ -131,12 +145,6 @@ impl SharedSocket {
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame, WsProtocolError>>> {
-        {
-            let mut pump = self.pump.borrow_mut();
-            if !pump.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *pump = Some(cx.waker().clone());
-            }
-        }
         if let Some(Err(err)) = self.poll_flush(cx) {
             return Poll::Ready(Some(Err(err)));
         }
@@ -148,11 +156,21 @@ impl SharedSocket {
         Pin::new(&mut *self.framed.borrow_mut()).next_item(cx)
     }
 
-    /// Writes what is buffered: `None` while the kernel takes no more (the socket wakes `cx`
-    /// when it does), `Some(Ok)` once all of it is written.
+    /// The pump's flush: writes what is buffered and flushes the socket (TLS keeps written
+    /// bytes of its own until then). `None` while the kernel takes no more (the socket wakes
+    /// the pump when it does), `Some(Ok)` once everything is out. Keeps the pump's waker, so
+    /// direct writes that the kernel cannot finish wake the pump too.
     pub(super) fn poll_flush(&self, cx: &mut Context<'_>) -> Option<Result<(), WsProtocolError>> {
+        {
+            let mut pump = self.pump.borrow_mut();
+            if !pump.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *pump = Some(cx.waker().clone());
+            }
+        }
         let mut framed = self.framed.borrow_mut();
-        if framed.is_write_buf_empty() {
+        // Every message since the last complete flush counts: the buffer may be empty while
+        // the socket (TLS) still holds some of it.
+        if framed.is_write_buf_empty() && self.unflushed.get() == 0 {
             return Some(Ok(()));
         }
         let poll = Pin::new(&mut *framed).flush::<Message>(cx);
