@@ -109,13 +109,17 @@ impl SharedSocket {
         self.unflushed.set(self.unflushed.get() + 1);
         // Before the pump's first poll there is no waker yet; that poll flushes whatever the
         // kernel did not take, so no wake-up is needed for it.
-        let waker = self.pump.borrow().clone();
-        let cx = &mut Context::from_waker(waker.as_ref().unwrap_or(Waker::noop()));
-        let poll = Pin::new(&mut *framed).flush(cx);
+        let poll = {
+            let pump = self.pump.borrow();
+            let cx = &mut Context::from_waker(pump.as_ref().unwrap_or(Waker::noop()));
+            Pin::new(&mut *framed).flush(cx)
+        };
         drop(framed);
         self.flushed(poll);
         if self.failed.borrow().is_some() {
-            // The pump reports the loss (its next poll sees it).
+            // The pump reports the loss (its next poll sees it). Cloned on this rare path only,
+            // so no borrow is held while waking and a frame pays no waker clone.
+            let waker = self.pump.borrow().clone();
             if let Some(waker) = waker {
                 waker.wake();
             }
