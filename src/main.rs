@@ -20,9 +20,10 @@ fn main() -> ExitCode {
     if let Command::Bench(cli::BenchCommand::FloorRelay {
         coalesce_us,
         stack_provider,
+        raw_media,
     }) = cli.command
     {
-        return cli::bench::floor_relay(coalesce_us, stack_provider);
+        return cli::bench::floor_relay(coalesce_us, stack_provider, raw_media);
     }
     if let Command::Bench(cli::BenchCommand::IdleFloor) = cli.command {
         return cli::bench::idle_floor();

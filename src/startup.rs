@@ -24,8 +24,9 @@ use crate::telemetry::{metrics::Metrics, RequestSpan};
 use actix::Arbiter;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use std::net::TcpListener;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing_actix_web::TracingLogger;
@@ -381,12 +382,21 @@ fn media_base_url(public_url: &str) -> String {
     }
 }
 
+/// The public server: actix-web's app on actix-http's HTTP/1 service, built by hand rather
+/// than with `HttpServer` for one reason: `HttpServer` cannot take an upgrade service, and the
+/// media socket runs on its raw connection after the upgrade (`http::upgrade`). The settings
+/// are `HttpServer`'s defaults, spelled out.
 fn build_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
+    use actix_http::{HttpService, KeepAlive, Request};
+    use actix_service::{
+        fn_factory, fn_service, map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt,
+    };
+    use actix_web::dev::AppConfig;
     let settings = state.settings.clone();
     let limit = settings.server.body_limit_bytes;
     let sentry_transactions = crate::telemetry::sentry::start_transactions(&settings);
     let data = web::Data::new(state);
-    let mut server = HttpServer::new(move || {
+    let make_app = move || {
         // Runs on each worker thread as it starts.
         crate::actors::threads::name_current_thread("iace-http");
         App::new()
@@ -411,16 +421,49 @@ fn build_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::RouteNotFound)
             }))
-    })
+    };
+    let addr = listener.local_addr()?;
     // Signals are ours: readiness must flip before the listener closes (see ShutdownHandle).
-    .disable_signals()
-    // Media sockets carry a 20 ms frame at a time: each goes out when written, not after the
-    // previous one's ACK (actix leaves Nagle's algorithm on unless asked).
-    .tcp_nodelay(true)
-    .shutdown_timeout(settings.server.shutdown_timeout_secs)
-    .listen(listener)?;
+    let mut builder = Server::build()
+        .disable_signals()
+        .shutdown_timeout(settings.server.shutdown_timeout_secs);
     if settings.server.workers > 0 {
-        server = server.workers(settings.server.workers);
+        builder = builder.workers(settings.server.workers);
     }
-    Ok(server.run())
+    // Idle keep-alive connections close when a graceful stop begins, as under HttpServer.
+    let stopping = builder.graceful_shutdown_signal();
+    let builder = builder.listen("iace-http", listener, move || {
+        let stopping = stopping.clone();
+        let app = make_app()
+            .into_factory()
+            .map_err(|err: actix_web::Error| err.error_response());
+        // Each worker's upgrade requests get an app of their own (the same routes and state).
+        let upgrade_app = make_app.clone();
+        HttpService::build()
+            .keep_alive(KeepAlive::default())
+            .client_request_timeout(Duration::from_secs(5))
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .h1_allow_half_closed(true)
+            .local_addr(addr)
+            // Media sockets carry a 20 ms frame at a time: each goes out when written, not
+            // after the previous one's ACK.
+            .tcp_nodelay(true)
+            .graceful_shutdown_signal(move || {
+                let stopping = stopping.clone();
+                async move { stopping.notified().await }
+            })
+            .upgrade(fn_factory(move || {
+                let app = map_config(upgrade_app().into_factory(), |_| AppConfig::default())
+                    .new_service(());
+                async move {
+                    let app = Rc::new(app.await?);
+                    Ok::<_, ()>(fn_service(move |(req, framed): (Request, _)| {
+                        http::upgrade::handle(app.clone(), req, framed)
+                    }))
+                }
+            }))
+            .finish(map_config(app, |_| AppConfig::default()))
+            .tcp()
+    })?;
+    Ok(builder.run())
 }

@@ -18,6 +18,7 @@
 
 use super::stats::percentile_ms;
 use super::stats::proc_sample;
+use actix_codec::Framed;
 use serde::Serialize;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -51,11 +52,16 @@ pub struct FloorBenchOptions {
     pub coalesce_us: u64,
     /// The relay on the engine's stack (actix-web, actix-ws, awc) instead of bare sockets.
     pub stack: bool,
+    /// With `stack`: the media socket is taken from actix-http at its upgrade and read and
+    /// written on the raw TCP stream in the stream's own task (no HTTP dispatcher, payload
+    /// channel or actix-ws), the provider side still on awc.
+    pub raw_media: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FloorBenchReport {
-    /// "bare" (tokio sockets) or "stack" (actix-web, actix-ws and awc).
+    /// "bare" (tokio sockets), "stack" (actix-web, actix-ws and awc) or "stack-raw" (the
+    /// media socket raw after actix-http's upgrade, awc for the provider).
     pub relay: String,
     pub streams: usize,
     pub coalesce_us: u64,
@@ -179,6 +185,9 @@ async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
         command
             .arg("--stack-provider")
             .arg(listener.local_addr()?.to_string());
+        if o.raw_media {
+            command.arg("--raw-media");
+        }
         Some(listener)
     } else {
         None
@@ -269,7 +278,12 @@ async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
     trips.sort();
     let per_call_sec = |secs: f64| secs * 1000.0 / (streams as f64 * window);
     Ok(FloorBenchReport {
-        relay: if o.stack { "stack" } else { "bare" }.to_owned(),
+        relay: match (o.stack, o.raw_media) {
+            (false, _) => "bare",
+            (true, false) => "stack",
+            (true, true) => "stack-raw",
+        }
+        .to_owned(),
         streams,
         coalesce_us: o.coalesce_us,
         window_secs: window,
@@ -496,10 +510,15 @@ async fn ws_server_handshake(socket: &mut TcpStream) -> anyhow::Result<()> {
 
 /// The stack relay child's body: the media route on actix-web + actix-ws, each stream's
 /// provider socket opened with awc to `provider`, one task per stream; prints its address.
-pub fn stack_relay(provider: String) -> anyhow::Result<()> {
+/// With `raw_media` the media socket is served by [`raw_media_server`] instead.
+pub fn stack_relay(provider: String, raw_media: bool) -> anyhow::Result<()> {
     use actix_web::{web, App, HttpServer};
     exit_with_parent();
     actix_web::rt::System::new().block_on(async move {
+        if raw_media {
+            raw_media_server(provider)?.await?;
+            return Ok(());
+        }
         let provider = web::Data::new(provider);
         let server = HttpServer::new(move || {
             App::new()
@@ -516,6 +535,113 @@ pub fn stack_relay(provider: String) -> anyhow::Result<()> {
         server.run().await?;
         Ok(())
     })
+}
+
+/// The media socket below actix-web: one worker whose actix-http service hands every
+/// WebSocket upgrade to [`raw_media`] with the connection itself (`HttpService::upgrade`);
+/// other requests go to an (empty) actix-web `App`, as they would in the engine.
+fn raw_media_server(provider: String) -> anyhow::Result<actix_web::dev::Server> {
+    use actix_http::{h1, HttpService, Request};
+    use actix_service::{
+        fn_factory, fn_service, map_config, IntoServiceFactory, ServiceFactoryExt,
+    };
+    use actix_web::dev::AppConfig;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    println!("{}", listener.local_addr()?);
+    let provider = Arc::new(provider);
+    let server = actix_web::dev::Server::build()
+        .workers(1)
+        .disable_signals()
+        .listen("stack-raw", listener, move || {
+            let provider = provider.clone();
+            let app = actix_web::App::new()
+                .into_factory()
+                .map_err(|err: actix_web::Error| err.error_response());
+            HttpService::build()
+                .tcp_nodelay(true)
+                .upgrade(fn_factory(move || {
+                    let provider = provider.clone();
+                    async move {
+                        Ok::<_, ()>(fn_service(
+                            move |(req, framed): (Request, Framed<TcpStream, h1::Codec>)| {
+                                let provider = provider.clone();
+                                async move {
+                                    if let Err(err) = raw_media(provider, req, framed).await {
+                                        eprintln!("stack-raw stream: {err:#}");
+                                    }
+                                    Ok::<(), actix_http::Error>(())
+                                }
+                            },
+                        ))
+                    }
+                }))
+                .finish(map_config(app, |_| AppConfig::default()))
+                .tcp()
+        })?
+        .run();
+    Ok(server)
+}
+
+/// One stream whose media socket actix-http handed over at its upgrade: answer 101, then
+/// read and write WebSocket frames on the TCP stream in this task (bytes already read after
+/// the request head stay first in the read buffer).
+async fn raw_media(
+    provider: Arc<String>,
+    req: actix_http::Request,
+    framed: Framed<TcpStream, actix_http::h1::Codec>,
+) -> anyhow::Result<()> {
+    use actix_http::ws;
+    use futures_util::{SinkExt, StreamExt};
+    let n = req
+        .path()
+        .strip_prefix("/media/")
+        .ok_or_else(|| anyhow::anyhow!("not a media socket: {}", req.path()))?
+        .to_owned();
+    let response = ws::handshake(req.head())
+        .map_err(|e| anyhow::anyhow!("bad WebSocket handshake: {e}"))?
+        .finish()
+        .drop_body();
+    let framed = actix_http::h1::SendResponse::new(framed, response)
+        .await
+        .map_err(|e| anyhow::anyhow!("101 not sent: {e}"))?;
+    let parts = framed.into_parts();
+    let mut telnyx = Framed::from_parts(actix_codec::FramedParts::with_read_buf(
+        parts.io,
+        ws::Codec::new(),
+        parts.read_buf,
+    ));
+    let url = format!("ws://{}/deepgram/{n}", provider.as_str());
+    let client = crate::providers::ws::client(Duration::from_secs(5));
+    let Ok((_, provider)) = client.ws(url).connect().await else {
+        return Ok(());
+    };
+    let (mut to_provider, mut from_provider) = provider.split();
+    let mut audio = vec![0u8; STACK_AUDIO];
+    loop {
+        tokio::select! {
+            frame = telnyx.next() => match frame {
+                Some(Ok(ws::Frame::Text(text))) if text.len() >= 16 => {
+                    audio[..16].copy_from_slice(&text[..16]);
+                    let message = awc::ws::Message::Binary(bytes::Bytes::copy_from_slice(&audio));
+                    if to_provider.send(message).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => return Ok(()),
+            },
+            frame = from_provider.next() => match frame {
+                Some(Ok(awc::ws::Frame::Text(text))) => {
+                    let Ok(text) = String::from_utf8(text.to_vec()) else { return Ok(()) };
+                    if telnyx.send(ws::Message::Text(text.into())).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => return Ok(()),
+            },
+        }
+    }
 }
 
 async fn stack_media(

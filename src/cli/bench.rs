@@ -64,6 +64,7 @@ pub fn run(settings: &Settings, config_dir: &Path, command: BenchCommand) -> Exi
             relay_cpus,
             coalesce_us,
             stack,
+            raw_media,
         } => print_bench(
             iace::bench::floor::run(&iace::bench::floor::FloorBenchOptions {
                 streams,
@@ -72,6 +73,7 @@ pub fn run(settings: &Settings, config_dir: &Path, command: BenchCommand) -> Exi
                 relay_cpus,
                 coalesce_us,
                 stack,
+                raw_media,
             }),
             iace::bench::floor::FloorBenchReport::table,
             None,
@@ -79,7 +81,8 @@ pub fn run(settings: &Settings, config_dir: &Path, command: BenchCommand) -> Exi
         BenchCommand::FloorRelay {
             coalesce_us,
             stack_provider,
-        } => floor_relay(coalesce_us, stack_provider),
+            raw_media,
+        } => floor_relay(coalesce_us, stack_provider, raw_media),
         BenchCommand::IdleFloor => idle_floor(),
         BenchCommand::Calls {
             calls,
@@ -137,9 +140,9 @@ impl ApiArgs {
 }
 
 /// `bench floor`'s relay child (started by it, before any settings are loaded).
-pub fn floor_relay(coalesce_us: u64, stack_provider: Option<String>) -> ExitCode {
+pub fn floor_relay(coalesce_us: u64, stack_provider: Option<String>, raw_media: bool) -> ExitCode {
     let result = match stack_provider {
-        Some(provider) => iace::bench::floor::stack_relay(provider),
+        Some(provider) => iace::bench::floor::stack_relay(provider, raw_media),
         None => iace::bench::floor::relay(coalesce_us),
     };
     match result {

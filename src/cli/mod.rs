@@ -152,6 +152,10 @@ pub enum BenchCommand {
         /// Relay on the engine's own stack (actix-web, actix-ws, awc) instead of bare sockets.
         #[arg(long)]
         stack: bool,
+        /// With --stack: take the media socket from actix-http at its upgrade and read and
+        /// write it raw in the stream's task, instead of through actix-ws.
+        #[arg(long, requires = "stack")]
+        raw_media: bool,
     },
     /// The relay process of `bench floor` (started by it).
     #[command(hide = true)]
@@ -161,6 +165,9 @@ pub enum BenchCommand {
         /// Relay on the engine's stack, opening provider sockets to this address.
         #[arg(long)]
         stack_provider: Option<String>,
+        /// The stack relay's media socket raw after the upgrade.
+        #[arg(long)]
+        raw_media: bool,
     },
     /// N concurrent simulated calls against an engine started here as a child process (on a
     /// scratch database, simulators in this process): each a real media socket streaming 20 ms

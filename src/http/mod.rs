@@ -16,6 +16,7 @@ pub mod ops;
 pub mod patterns;
 pub mod routing;
 pub mod stats;
+pub mod upgrade;
 pub mod users;
 pub mod webapp;
 pub mod webhooks;

@@ -148,6 +148,11 @@ fn bench_floor_on_the_engines_stack_relays_every_frame_through_actix_ws_and_awc(
     assert_floor_relays_every_frame(&["--stack"], "stack");
 }
 
+#[test]
+fn bench_floor_with_the_media_socket_taken_raw_at_its_upgrade_relays_every_frame() {
+    assert_floor_relays_every_frame(&["--stack", "--raw-media"], "stack-raw");
+}
+
 fn assert_floor_relays_every_frame(extra: &[&str], relay: &str) {
     let mut args = vec!["floor", "--streams", "4", "--duration", "2", "--ramp", "1"];
     args.extend_from_slice(extra);

@@ -45,6 +45,48 @@ async fn a_media_socket_without_a_valid_token_is_refused_before_the_upgrade() {
     assert_eq!(res.status(), 400);
 }
 
+/// A WebSocket upgrade request to a route that is not the media socket is answered as that
+/// route answers (all upgrades pass through the upgrade service), then the connection closes.
+#[actix_web::test]
+async fn a_websocket_upgrade_on_another_route_gets_that_routes_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let t = app.create_tenant("+15550200002").await;
+    let ask = |token: Option<String>| {
+        let address = app.address.trim_start_matches("http://").to_owned();
+        async move {
+            let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+            let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+            let request = format!(
+                "GET /api/v1/calls HTTP/1.1\r\nHost: {address}\r\n{auth}Upgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Sec-WebSocket-Version: 13\r\n\r\n"
+            );
+            socket.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer))
+                .await
+                .expect("the connection closes after the answer")
+                .unwrap();
+            let answer = String::from_utf8(answer).unwrap();
+            let (head, body) = answer.split_once("\r\n\r\n").expect("a whole response");
+            let body: Value = serde_json::from_str(body).expect("a JSON body");
+            (head.to_owned(), body)
+        }
+    };
+    let (head, body) = ask(None).await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(body["code"].is_string(), "{body}");
+    let token = app.token_for(t.org, iace::domain::Role::Admin).await;
+    let (head, body) = ask(Some(token)).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert!(body.is_object() || body.is_array(), "{body}");
+}
+
 use crate::helpers::Tenant;
 use crate::helpers::{spawn_voice_app, TestApp, VoiceSetup};
 use iace::domain::audio::Codec;
@@ -492,6 +534,34 @@ async fn a_pcma_call_runs_end_to_end_without_transcoding() {
     );
 }
 
+/// Places an inbound call from `from` and opens its media socket as Telnyx would (the test
+/// speaks for Telnyx: no simulated caller is on the stream): the call's id and the socket.
+async fn open_media_socket(
+    app: &TestApp,
+    t: &Tenant,
+    from: &str,
+) -> (
+    uuid::Uuid,
+    actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
+) {
+    let ccid = app.telnyx.place_inbound_call(from, NUMBER);
+    let id = app.call_id_for(t, &ccid).await;
+    app.wait_for_status(t, id, "streaming").await;
+    let answer = app
+        .telnyx
+        .commands()
+        .into_iter()
+        .find(|c| c.action == "answer")
+        .unwrap();
+    let stream_url = answer.body["stream_url"].as_str().unwrap().to_owned();
+    let (_, ws) = awc::Client::new()
+        .ws(stream_url)
+        .connect()
+        .await
+        .expect("socket opens");
+    (id, ws)
+}
+
 #[actix_web::test]
 async fn malformed_media_frames_are_counted_and_leave_the_call_alive() {
     use futures_util::{SinkExt, StreamExt};
@@ -501,21 +571,7 @@ async fn malformed_media_frames_are_counted_and_leave_the_call_alive() {
     };
     let app = spawn_voice_app(setup, |s| s.calls.media_max_frame_bytes = 2048).await;
     let t = app.create_tenant(NUMBER).await;
-    let ccid = app.telnyx.place_inbound_call("+15559990303", NUMBER);
-    let id = app.call_id_for(&t, &ccid).await;
-    app.wait_for_status(&t, id, "streaming").await;
-    let answer = app
-        .telnyx
-        .commands()
-        .into_iter()
-        .find(|c| c.action == "answer")
-        .unwrap();
-    let stream_url = answer.body["stream_url"].as_str().unwrap().to_owned();
-    let (_, mut ws) = awc::Client::new()
-        .ws(stream_url)
-        .connect()
-        .await
-        .expect("socket opens");
+    let (id, mut ws) = open_media_socket(&app, &t, "+15559990303").await;
     let text = |s: String| awc::ws::Message::Text(s.into());
     let start = r#"{"event":"start","stream_id":"s1","start":{"call_control_id":"x","media_format":{"encoding":"PCMU","sample_rate":8000,"channels":1}}}"#;
     let media = |stream: &str, payload: &str| {
@@ -556,6 +612,107 @@ async fn malformed_media_frames_are_counted_and_leave_the_call_alive() {
     let (_, call) = app.get_json(&t.token, &format!("/api/v1/calls/{id}")).await;
     assert_eq!(call["status"], "streaming", "the call is alive");
     assert_eq!(app.state.registry.live_count().await, 1);
+}
+
+/// The value of one metric series in the ops endpoint's text (`None` when absent).
+fn metric(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse::<f64>().ok())
+    })
+}
+
+#[actix_web::test]
+async fn the_media_socket_answers_pings_reassembles_fragments_and_closes_cleanly() {
+    use actix_http::ws::Item;
+    use awc::ws::{CloseCode, CloseReason, Frame, Message};
+    use futures_util::{SinkExt, StreamExt};
+    let setup = VoiceSetup {
+        callers_on_stream: false,
+        ..VoiceSetup::new(CallerScripts::new(CallerScript::new()))
+    };
+    let app = spawn_voice_app(setup, |_| {}).await;
+    let t = app.create_tenant(NUMBER).await;
+    let (_, mut ws) = open_media_socket(&app, &t, "+15559990304").await;
+    // The first frame past the agent's audio (text frames) within 5 s.
+    async fn next_control<S, E>(ws: &mut S) -> Option<Frame>
+    where
+        S: futures_util::Stream<Item = Result<Frame, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(frame) = ws.next().await {
+                match frame {
+                    Ok(Frame::Text(_)) => continue,
+                    Ok(other) => return Some(other),
+                    Err(e) => panic!("socket error: {e}"),
+                }
+            }
+            None
+        })
+        .await
+        .expect("an answer within 5 s")
+    }
+
+    ws.send(Message::Ping(bytes::Bytes::from_static(b"are you there")))
+        .await
+        .unwrap();
+    match next_control(&mut ws).await {
+        Some(Frame::Pong(payload)) => assert_eq!(&payload[..], b"are you there"),
+        other => panic!("expected the ping's pong, got {other:?}"),
+    }
+
+    // `start` in three fragments: only once it is whole does the stream id exist, so the media
+    // frame after it is the caller's (counted in) rather than a wrong stream's.
+    let start = r#"{"event":"start","stream_id":"s1","start":{"call_control_id":"x","media_format":{"encoding":"PCMU","sample_rate":8000,"channels":1}}}"#;
+    let (a, rest) = start.split_at(20);
+    let (b, c) = rest.split_at(40);
+    for item in [
+        Item::FirstText(bytes::Bytes::copy_from_slice(a.as_bytes())),
+        Item::Continue(bytes::Bytes::copy_from_slice(b.as_bytes())),
+        Item::Last(bytes::Bytes::copy_from_slice(c.as_bytes())),
+    ] {
+        ws.send(Message::Continuation(item)).await.unwrap();
+    }
+    let media =
+        r#"{"event":"media","stream_id":"s1","media":{"track":"inbound","payload":"/////w=="}}"#;
+    ws.send(Message::Text(media.into())).await.unwrap();
+    let frames_in = r#"iace_media_frames_total{direction="in"}"#;
+    crate::helpers::wait_until(
+        Duration::from_secs(5),
+        "the media frame counted",
+        || async {
+            let metrics = app.ops_get("/metrics").await.text().await.unwrap();
+            (metric(&metrics, frames_in) == Some(1.0)).then_some(())
+        },
+    )
+    .await;
+    let metrics = app.ops_get("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"iace_media_frames_rejected_total{reason="wrong_stream"}"#
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "the fragmented start was put back together:\n{metrics}"
+    );
+
+    // The client closes: the engine answers with a close frame and ends the connection.
+    ws.send(Message::Close(Some(CloseReason::from(CloseCode::Normal))))
+        .await
+        .unwrap();
+    match next_control(&mut ws).await {
+        Some(Frame::Close(_)) => {}
+        other => panic!("expected the close handshake's answer, got {other:?}"),
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("the connection ends")
+            .is_none(),
+        "nothing follows the close"
+    );
 }
 
 #[actix_web::test]

@@ -182,7 +182,7 @@ impl MediaLink {
 
 impl MediaOutReceiver {
     /// The next frame to write, waiting for one.
-    pub async fn recv(&mut self) -> MediaOut {
+    pub async fn recv(&self) -> MediaOut {
         loop {
             let next = self
                 .queue
@@ -195,6 +195,30 @@ impl MediaOutReceiver {
             }
             self.queue.ready.notified().await;
         }
+    }
+
+    /// Waits until something is queued (or was since the last wait).
+    pub async fn changed(&self) {
+        self.queue.ready.notified().await;
+    }
+
+    /// Whether the call has asked for the socket to close (its close waits in the queue).
+    pub fn close_queued(&self) -> bool {
+        self.queue
+            .items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|out| matches!(out, MediaOut::Close(_)))
+    }
+
+    /// The next frame to write if one is waiting (the writer batches what is queued).
+    pub fn try_recv(&self) -> Option<MediaOut> {
+        self.queue
+            .items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
     }
 }
 
@@ -260,6 +284,14 @@ pub struct CallerMediaSink {
 /// Bytes reserved at a time for decoded audio: 25 frames of 20 ms at 8 kHz.
 const AUDIO_BLOCK: usize = 4096;
 
+/// However the socket ends (closed, failed, or never taken over after its 101), the call hears
+/// of it.
+impl Drop for CallerMediaSink {
+    fn drop(&mut self) {
+        self.closed();
+    }
+}
+
 impl CallerMediaSink {
     pub fn new(
         call: Addr<Call>,
@@ -279,7 +311,8 @@ impl CallerMediaSink {
         }
     }
 
-    /// Tells the call this socket is gone.
+    /// Tells the call this socket is gone (again when the sink is dropped: the call ignores a
+    /// repeat).
     pub fn closed(&self) {
         self.call.do_send(MediaClosed(self.link.id()));
     }
@@ -414,7 +447,7 @@ mod tests {
     #[actix_web::test]
     async fn a_stalled_reader_loses_the_oldest_audio_and_every_drop_is_counted() {
         let dropped = prometheus::IntCounter::new("dropped", "test").unwrap();
-        let (link, mut rx) = MediaLink::bounded(3, dropped.clone());
+        let (link, rx) = MediaLink::bounded(3, dropped.clone());
         assert!(link.send(OutboundFrame::mark("m1")));
         for n in 0..5 {
             assert!(link.send(audio(n)));
