@@ -127,6 +127,8 @@ const READ_ROOM: usize = 4096;
 /// After our close frame, how long the client has to answer with its own (and how long the
 /// answer to the client's close may wait for the kernel).
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Bytes of the call's frames taken from its queue for one write.
+const WRITE_BATCH: usize = 8 * 1024;
 /// Unsent bytes past which pings are no longer answered.
 const CONTROL_BACKLOG: usize = 64 * 1024;
 
@@ -234,6 +236,10 @@ impl MediaSocket {
             if write_now(&writer, &mut write).is_err() {
                 break;
             }
+            if write.is_empty() && write.capacity() > WRITE_BATCH {
+                // A burst's room is given back: kept, it would stay with every call.
+                write = BytesMut::new();
+            }
             if read.capacity() - read.len() < READ_ROOM {
                 read.reserve(READ_ROOM);
             }
@@ -260,7 +266,13 @@ impl MediaSocket {
                             MediaOut::Frame(frame) => {
                                 let json = frame.into_json();
                                 ws::Parser::write_message(&mut write, json, OpCode::Text, true, false);
-                                next = self.out.try_recv();
+                                // A burst (a whole answer's audio arrives faster than it
+                                // plays) goes out a batch at a time.
+                                next = if write.len() < WRITE_BATCH {
+                                    self.out.try_recv()
+                                } else {
+                                    None
+                                };
                             }
                             MediaOut::Close(mut reason) => {
                                 // A close frame's reason has room for 123 bytes.
