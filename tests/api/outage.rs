@@ -210,10 +210,13 @@ async fn busy_pool_connections_skip_the_liveness_query_and_ones_the_server_close
     let app = crate::helpers::spawn_app_with(|s| s.database.verify_idle_ms = 60_000).await;
     let t = app.create_tenant("+15550900011").await;
     list_calls(&app, &t.token, 3).await;
-    assert_eq!(
-        liveness_queries_over(&app, &t.token, 10).await,
-        0.0,
-        "a connection used moments ago went out with a SELECT 1 in front"
+    // The label also counts other table-less SELECTs, such as the advisory lock and unlock of a
+    // pattern-index job the new tenant may start in the background on a slow run: up to those
+    // two. Ten verified checkouts would be ten or more (the strict app below).
+    let trusted = liveness_queries_over(&app, &t.token, 10).await;
+    assert!(
+        trusted <= 2.0,
+        "connections used moments ago went out with a SELECT 1 in front ({trusted} queries)"
     );
 
     // The server ends every connection of the engine's database (a restart, a failover): none
