@@ -179,9 +179,12 @@ impl MediaSocket {
         // Bytes for the client the kernel has not taken yet. Writes never wait inside the
         // loop: a client slow to read must not stop its own audio from being read.
         let mut write = BytesMut::new();
-        // Set once our close frame is queued: no more frames are taken from the call, and the
-        // client has CLOSE_GRACE to answer with its own.
+        // Set once our close frame is in `write`: nothing may follow it, so no more frames are
+        // taken from the call.
         let mut closing = false;
+        // Set once the call's close is known (written, or seen queued behind a backlog): the
+        // socket ends CLOSE_GRACE later at the latest, whether or not the client answers.
+        let mut ending = false;
         let grace = tokio::time::sleep(CLOSE_GRACE);
         tokio::pin!(grace);
         loop {
@@ -250,9 +253,11 @@ impl MediaSocket {
                 },
                 // Meanwhile, a close from the call still ends the socket (after the grace) even
                 // though its frame cannot get past what the client has not read.
-                () = self.out.changed(), if !closing && !write.is_empty() => {
+                // Frames are still taken once the backlog drains, so the close frame itself can
+                // still go out within the grace.
+                () = self.out.changed(), if !ending && !write.is_empty() => {
                     if self.out.close_queued() {
-                        closing = true;
+                        ending = true;
                         grace.as_mut().reset(tokio::time::Instant::now() + CLOSE_GRACE);
                     }
                 }
@@ -287,13 +292,16 @@ impl MediaSocket {
                                 };
                                 ws::Parser::write_close(&mut write, Some(reason), false);
                                 closing = true;
-                                grace.as_mut().reset(tokio::time::Instant::now() + CLOSE_GRACE);
+                                if !ending {
+                                    ending = true;
+                                    grace.as_mut().reset(tokio::time::Instant::now() + CLOSE_GRACE);
+                                }
                             }
                         }
                     }
                 }
                 // Before the read: a client that keeps sending must not keep it from firing.
-                () = &mut grace, if closing => break,
+                () = &mut grace, if ending => break,
                 got = reader.read_buf(&mut read) => match got {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
@@ -397,6 +405,93 @@ impl Fragments {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actors::call::Call;
+    use crate::providers::telnyx::media::OutboundFrame;
+
+    /// A socket pair on loopback with small kernel buffers, so a few hundred frames back up.
+    async fn cramped_pair() -> (TcpStream, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = tokio::net::TcpSocket::new_v4().unwrap();
+        client.set_recv_buffer_size(4096).unwrap();
+        let client = client
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().unwrap();
+        // The option is set through a duplicate of the descriptor: it is the same socket.
+        let options = tokio::net::TcpSocket::from_std_stream(server.try_clone().unwrap());
+        options.set_send_buffer_size(4096).unwrap();
+        drop(options);
+        server.set_nonblocking(true).unwrap();
+        (TcpStream::from_std(server).unwrap(), client)
+    }
+
+    #[actix_web::test]
+    async fn a_close_seen_behind_a_backlog_still_goes_out_once_the_client_reads() {
+        const FRAMES: usize = 1000;
+        let (server, mut client) = cramped_pair().await;
+        let counter = |name| prometheus::IntCounter::new(name, "test").unwrap();
+        let (link, out) = MediaLink::bounded(4 * FRAMES, counter("dropped"));
+        // The call side is not under test: its messages are held, unread.
+        let (to_call, _call_inbox) = actix::dev::channel::channel::<Call>(16);
+        let rejected =
+            prometheus::IntCounterVec::new(prometheus::Opts::new("rejected", "test"), &["reason"])
+                .unwrap();
+        let sink = CallerMediaSink::new(
+            actix::Addr::new(to_call),
+            link.clone(),
+            rejected,
+            counter("frames_in"),
+        );
+        let socket = MediaSocket {
+            call_id: Uuid::nil(),
+            sink,
+            out,
+            cap: 64 * 1024,
+        };
+        let task = actix_web::rt::spawn(socket.run(server, BytesMut::new()));
+        for n in 0..FRAMES {
+            assert!(link.send(OutboundFrame::media(&[n as u8; 160])));
+        }
+        // The client reads nothing yet: the kernel's buffers fill and the rest waits queued.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(link.queued() > 0, "no backlog: the test proves nothing");
+        link.close("call ended");
+        // The socket sees the close queued behind its backlog; the client starts reading
+        // within the grace.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut codec = ws::Codec::new().client_mode().max_size(1 << 20);
+        let mut read = BytesMut::new();
+        let (mut texts, mut close) = (0, None);
+        let reading = async {
+            loop {
+                while let Some(frame) = codec.decode(&mut read).unwrap() {
+                    match frame {
+                        ws::Frame::Text(_) => texts += 1,
+                        ws::Frame::Close(reason) => close = Some(reason),
+                        other => panic!("unexpected frame {other:?}"),
+                    }
+                }
+                if close.is_some() || client.read_buf(&mut read).await.unwrap() == 0 {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), reading)
+            .await
+            .expect("the socket neither closed nor ended");
+        assert_eq!(texts, FRAMES, "every frame queued before the close arrives");
+        let reason = close.expect("the close frame went out after the backlog");
+        assert_eq!(
+            reason.and_then(|r| r.description).as_deref(),
+            Some("call ended")
+        );
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the socket's task ends after the close")
+            .unwrap();
+    }
 
     #[test]
     fn fragments_come_back_whole_in_order_and_within_the_limit() {
