@@ -11,6 +11,7 @@ use diesel_async::pooled_connection::{
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::FutureExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +62,7 @@ pub fn db_pool(
     let manager = PgManager {
         inner: AsyncDieselConnectionManager::new_with_config(settings.url.expose(), config),
         trust_for: Duration::from_millis(settings.verify_idle_ms),
+        verified: AtomicU64::new(0),
     };
     let timeout = Some(Duration::from_millis(settings.pool_timeout_ms));
     Pool::builder(manager)
@@ -86,6 +88,16 @@ pub struct PgManager {
     inner: AsyncDieselConnectionManager<AsyncPgConnection>,
     /// Used more recently than this: not verified.
     trust_for: Duration,
+    /// Checkouts handed to diesel-async's own check (`SELECT 1` when verification is on).
+    verified: AtomicU64,
+}
+
+impl PgManager {
+    /// Checkouts of this pool that went through diesel-async's check so far. Unlike the
+    /// process-wide query histogram, it counts this pool's connections only.
+    pub fn verified_checkouts(&self) -> u64 {
+        self.verified.load(Ordering::Relaxed)
+    }
 }
 
 impl Manager for PgManager {
@@ -102,6 +114,7 @@ impl Manager for PgManager {
         metrics: &Metrics,
     ) -> RecycleResult<Self::Error> {
         if metrics.last_used() >= self.trust_for {
+            self.verified.fetch_add(1, Ordering::Relaxed);
             return self.inner.recycle(conn, metrics).await;
         }
         if std::thread::panicking() || conn.is_broken() {
