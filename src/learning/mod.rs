@@ -16,7 +16,7 @@ pub mod retrieval;
 pub mod worker;
 
 pub use embedder::Embedder;
-pub use retrieval::{RetrievedContext, Retriever};
+pub use retrieval::{MemoryFetch, RetrievedContext, Retriever};
 
 use crate::store::jobs::{self, NewJob, DEFAULT_MAX_ATTEMPTS};
 use crate::store::StoreError;

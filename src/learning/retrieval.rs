@@ -14,12 +14,18 @@ use crate::store::patterns::{self, PatternHit};
 use crate::store::{DbPool, RedisPool, StoreError};
 use crate::telemetry::otlp::in_current_trace;
 use deadpool_redis::redis;
+use futures_util::future::{LocalBoxFuture, Shared};
+use futures_util::FutureExt;
 use prometheus::HistogramVec;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
+
+/// The caller's memory being fetched, shared by a call's turns: `None` once it failed (a later
+/// turn fetches again), `Some(None)` when there is none.
+pub type MemoryFetch = Shared<LocalBoxFuture<'static, Option<Option<MemorySnapshot>>>>;
 
 /// What retrieval found for one turn.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -86,18 +92,56 @@ impl Retriever {
         text: &str,
         budget: Duration,
     ) -> RetrievedContext {
+        let memory = self.memory_of(organization_id, caller_number);
+        self.context_with_memory(organization_id, memory, text, budget)
+            .await
+    }
+
+    /// Starts fetching the memory of `caller_number` (`None` when there is no number). A call
+    /// fetches it once and hands it to each [`Self::context_with_memory`]: memory is written when
+    /// a call ends, so it does not change during one (another call of the same caller ending
+    /// meanwhile is seen by the next call).
+    pub fn memory_of(&self, organization_id: Uuid, caller_number: &str) -> Option<MemoryFetch> {
+        if caller_number.trim().is_empty() {
+            return None;
+        }
+        // Spawned, so a late fetch runs to its end (its connection comes back clean) while the
+        // turn goes on without it; in the current trace.
+        let this = self.clone();
+        let number = caller_number.to_owned();
+        let task = actix_web::rt::spawn(in_current_trace(async move {
+            this.memory(organization_id, &number).await
+        }));
+        let fetch: LocalBoxFuture<'static, _> = Box::pin(async move {
+            match task.await {
+                Ok(Ok(memory)) => Some(memory),
+                Ok(Err(err)) => {
+                    tracing::warn!(part = "memory", error = %err, "retrieval part failed");
+                    None
+                }
+                Err(err) => {
+                    tracing::warn!(part = "memory", error = %err, "retrieval task died");
+                    None
+                }
+            }
+        });
+        Some(fetch.shared())
+    }
+
+    /// As [`Self::context_for_turn`], with the caller's memory already being fetched (or not
+    /// wanted: `None`).
+    pub async fn context_with_memory(
+        &self,
+        organization_id: Uuid,
+        memory: Option<MemoryFetch>,
+        text: &str,
+        budget: Duration,
+    ) -> RetrievedContext {
         let started = Instant::now();
         let deadline = started + budget;
         // Spawned, so a late part runs to its end (connections come back clean, the cache
         // gets warm) while this turn goes on without it; in the turn's trace (the embedding
         // request is the turn's child).
-        let memory = (!caller_number.trim().is_empty()).then(|| {
-            let this = self.clone();
-            let number = caller_number.to_owned();
-            actix_web::rt::spawn(in_current_trace(async move {
-                this.memory(organization_id, &number).await
-            }))
-        });
         let patterns = (!text.trim().is_empty()).then(|| {
             let this = self.clone();
             let text = text.to_owned();
@@ -105,14 +149,23 @@ impl Retriever {
                 this.patterns(organization_id, &text).await
             }))
         });
-        let (memory, patterns) = futures_util::future::join(
-            within(deadline, memory, "memory"),
-            within(deadline, patterns, "patterns"),
-        )
-        .await;
+        let memory = async {
+            let Some(memory) = memory else {
+                return Some(None); // nothing to fetch counts as found
+            };
+            match tokio::time::timeout_at(deadline, memory).await {
+                Ok(memory) => Some(memory.flatten()),
+                Err(_) => {
+                    tracing::debug!(part = "memory", "retrieval part skipped: over the budget");
+                    None
+                }
+            }
+        };
+        let (memory, patterns) =
+            futures_util::future::join(memory, within(deadline, patterns, "patterns")).await;
         let context = RetrievedContext {
             timed_out: memory.is_none() || patterns.is_none(),
-            memory: memory.flatten().flatten(),
+            memory: memory.flatten(),
             patterns: patterns.flatten().unwrap_or_default(),
         };
         let result = if context.timed_out {

@@ -879,6 +879,21 @@ async fn a_solved_problem_and_the_callers_memory_reach_the_prompt_of_their_next_
         system.contains("## Solutions that worked"),
         "pattern in the prompt:\n{system}"
     );
+    // The memory is fetched once per call and serves its later turns too.
+    let thanks = voice.groq.requests()[before..]
+        .iter()
+        .filter_map(|r| r.chat())
+        .find(|c| {
+            c.stream
+                && c.last_user_message()
+                    .is_some_and(|m| m.contains("fixed it"))
+        })
+        .expect("the second turn of the second call");
+    let system = thanks.system_prompt().unwrap();
+    assert!(
+        system.contains("## This caller"),
+        "memory in the second turn's prompt:\n{system}"
+    );
 }
 
 #[actix_web::test]

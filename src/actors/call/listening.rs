@@ -4,6 +4,7 @@
 
 use super::turn::{AgentTurn, TurnKind};
 use super::voice::Prefetch;
+use crate::learning::MemoryFetch;
 use super::Call;
 use crate::actors::recorder::Write;
 use crate::actors::stt::SttNotice;
@@ -25,8 +26,9 @@ const BARGE_IN_WORDS: usize = 3;
 /// A retrieval started on an interim transcript answers the final one when it saw at least this
 /// share of the final's words (the rest of the final rarely changes which patterns are near).
 pub(super) const PREFETCH_MIN_WORDS_SHARE: f64 = 0.6;
-/// New words an interim needs over the last prefetch's before it is fetched again.
-const PREFETCH_REFRESH_WORDS: usize = 3;
+/// Words an interim needs before it is fetched at all: a one-word fetch would answer only a
+/// one-word final, whose own fetch costs the same.
+const PREFETCH_MIN_WORDS: usize = 2;
 
 impl Handler<SttNotice> for Call {
     type Result = ();
@@ -157,22 +159,25 @@ impl Call {
     }
 
     /// Starts retrieval for `text` (patterns near it, the caller's memory) within the budget;
-    /// its provider requests (the embedding) are children of `span`.
+    /// its provider requests (the embedding) are children of `span`. The memory is fetched once
+    /// per call (again only after a failure).
     pub(super) fn retrieve(
-        &self,
+        &mut self,
         text: &str,
         span: tracing::Span,
     ) -> Option<Shared<LocalBoxFuture<'static, crate::learning::RetrievedContext>>> {
         let org = self.organization_id?;
         let retriever = self.deps.learning.retriever.clone();
         let budget = Duration::from_millis(self.deps.learning.settings.retrieval_budget_ms);
-        // Memory is the far end's: the callee's on an outbound call, not our own number's.
-        let caller = self.direction.remote_party(&self.from, &self.to).to_owned();
+        let memory = {
+            let _trace = span.enter();
+            self.caller_memory(org)
+        };
         let text = text.to_owned();
         let fut: LocalBoxFuture<'static, _> = Box::pin(
             async move {
                 retriever
-                    .context_for_turn(org, &caller, &text, budget)
+                    .context_with_memory(org, memory, &text, budget)
                     .await
             }
             .instrument(span),
@@ -180,16 +185,31 @@ impl Call {
         Some(fut.shared())
     }
 
+    /// The caller's memory: the call's fetch, or a new one when there is none yet or the last
+    /// one failed.
+    fn caller_memory(&mut self, org: uuid::Uuid) -> Option<MemoryFetch> {
+        let kept = self.voice.as_ref().and_then(|v| v.memory.clone());
+        if let Some(fetch) = kept.filter(|f| !matches!(f.peek(), Some(None))) {
+            return Some(fetch);
+        }
+        // Memory is the far end's: the callee's on an outbound call, not our own number's.
+        let caller = self.direction.remote_party(&self.from, &self.to);
+        let fetch = self.deps.learning.retriever.memory_of(org, caller);
+        if let Some(voice) = self.voice.as_mut() {
+            voice.memory.clone_from(&fetch);
+        }
+        fetch
+    }
+
     /// The caller is mid-sentence: fetch what the words so far point to. One fetch at a time
-    /// per call; a finished one is replaced only once a few more words are known (each fetch
-    /// costs an embedding request).
+    /// per call, and a new one only once the words have outgrown the last (a fetch answers a
+    /// final that has at most 1/[`PREFETCH_MIN_WORDS_SHARE`] times its words; each fetch costs
+    /// an embedding request and a search).
     fn prefetch(&mut self, text: &str, ctx: &mut Context<Self>) {
         let words = text.split_whitespace().count();
         let current = self.voice.as_ref().and_then(|v| v.prefetch.as_ref());
-        let fresh_enough = current.is_some_and(|p| {
-            p.context.peek().is_none() || words < p.words + PREFETCH_REFRESH_WORDS
-        });
-        if fresh_enough || words == 0 {
+        let fresh_enough = current.is_some_and(|p| p.context.peek().is_none() || p.serves(words));
+        if fresh_enough || words < PREFETCH_MIN_WORDS {
             return;
         }
         // Before the caller turn ends: part of the call, not of a turn yet.

@@ -3,7 +3,6 @@
 //! (429 as asked, 5xx and timeouts up to `groq.max_retries`), the fallback model, then the
 //! profile's apology line (and, after `calls.max_failed_replies` in a row, the end of the call).
 
-use super::listening::PREFETCH_MIN_WORDS_SHARE;
 use super::turn::{AgentTurn, TurnKind};
 use super::Call;
 use crate::actors::tts::Speak;
@@ -70,10 +69,7 @@ impl Call {
         // What earlier calls taught us, within the budget; a late answer is skipped. Usually
         // already fetched while the caller spoke.
         let words = question.split_whitespace().count();
-        let prefetched = voice
-            .prefetch
-            .take()
-            .filter(|p| p.words as f64 >= words as f64 * PREFETCH_MIN_WORDS_SHARE);
+        let prefetched = voice.prefetch.take().filter(|p| p.serves(words));
         let fut = match prefetched {
             Some(prefetch) => prefetch.context,
             None => match self.retrieve(&question, span) {

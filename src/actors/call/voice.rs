@@ -14,6 +14,7 @@ use crate::actors::tts::{CloseTts, TtsStream};
 use crate::domain::audio::Codec;
 use crate::domain::call::{CallId, CallState, EndReason};
 use crate::domain::sentiment::RollingSentiment;
+use crate::learning::MemoryFetch;
 use crate::providers::groq::ChatMessage;
 use actix::prelude::*;
 use futures_util::future::{LocalBoxFuture, Shared};
@@ -27,6 +28,13 @@ const PROMPT_HISTORY: usize = 20;
 pub(super) struct Prefetch {
     pub(super) words: usize,
     pub(super) context: Shared<LocalBoxFuture<'static, crate::learning::RetrievedContext>>,
+}
+
+impl Prefetch {
+    /// True when this fetch may answer a transcript of `words` words (it saw enough of them).
+    pub(super) fn serves(&self, words: usize) -> bool {
+        self.words as f64 >= words as f64 * super::listening::PREFETCH_MIN_WORDS_SHARE
+    }
 }
 
 /// The conversation state of a call with its media stream up.
@@ -51,6 +59,9 @@ pub(super) struct Voice {
     /// Escalation's transfer has been sent (it is sent once, whatever fires first).
     pub(super) handed_off: bool,
     pub(super) prefetch: Option<Prefetch>,
+    /// The caller's memory, fetched at the first retrieval and shared by every later one (it
+    /// is written when a call ends, not during one); fetched again after a failure.
+    pub(super) memory: Option<MemoryFetch>,
     /// Cartesia failed: agent turns are said by Telnyx `speak` until its breaker lets it back.
     pub(super) tts_fallback: bool,
     /// Deepgram failed: caller turns come from Telnyx transcription (`call.transcription`).
@@ -92,6 +103,7 @@ impl Voice {
             escalating: false,
             handed_off: false,
             prefetch: None,
+            memory: None,
             tts_fallback: false,
             stt_fallback: false,
             failed_replies: 0,
