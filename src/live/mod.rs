@@ -105,6 +105,24 @@ pub struct LiveBus {
 /// Events sent to Redis in one pipeline at most.
 const BATCH: usize = 64;
 
+/// Runs `pipe` on the kept connection, or on one checked out now; keeps the connection only
+/// when it worked.
+async fn send(
+    redis: &RedisPool,
+    kept: &mut Option<deadpool_redis::Connection>,
+    pipe: &deadpool_redis::redis::Pipeline,
+) -> Result<(), String> {
+    let mut conn = match kept.take() {
+        Some(conn) => conn,
+        None => redis.get().await.map_err(|e| e.to_string())?,
+    };
+    pipe.query_async::<()>(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    *kept = Some(conn);
+    Ok(())
+}
+
 impl LiveBus {
     /// Starts this instance's publisher task (needs a Tokio runtime) with a queue of
     /// `capacity` events.
@@ -112,6 +130,10 @@ impl LiveBus {
         let (tx, mut rx) = mpsc::channel::<(Uuid, String)>(capacity.max(1));
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
+            // Kept between batches while it works: each checkout costs the pool's check (a
+            // round trip of its own), and batches come a few hundred times a second on a busy
+            // instance. Dropped after an error; the next batch checks one out again.
+            let mut kept: Option<deadpool_redis::Connection> = None;
             while rx.recv_many(&mut batch, BATCH).await > 0 {
                 let mut pipe = deadpool_redis::redis::pipe();
                 for (org, payload) in batch.drain(..) {
@@ -120,13 +142,13 @@ impl LiveBus {
                         .arg(payload)
                         .ignore();
                 }
-                let sent = match redis.get().await {
-                    Ok(mut conn) => pipe
-                        .query_async::<()>(&mut conn)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
+                let reused = kept.is_some();
+                let mut sent = send(&redis, &mut kept, &pipe).await;
+                if sent.is_err() && reused {
+                    // The kept connection may have died since (Redis restarted): once more,
+                    // on a connection the pool checks.
+                    sent = send(&redis, &mut kept, &pipe).await;
+                }
                 if let Err(error) = sent {
                     // Live views miss these events; the call and its records are unaffected.
                     tracing::warn!(%error, "live events not published");

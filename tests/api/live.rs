@@ -332,3 +332,49 @@ async fn a_reader_that_stops_reading_is_disconnected() {
     })
     .await;
 }
+
+#[actix_web::test]
+async fn events_published_after_redis_restarts_still_reach_subscribers() {
+    use futures_util::StreamExt;
+    let port = crate::helpers::free_port();
+    let redis = crate::services::PrivateRedis::start(port);
+    let app = spawn_app_with(|s| {
+        s.redis.url = iace::config::Secret::new(format!("redis://127.0.0.1:{port}"));
+    })
+    .await;
+    let org = Uuid::new_v4();
+    let channel = iace::live::channel(&app.settings.redis.key_prefix, org);
+    let client = deadpool_redis::redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let stage = |stage| LiveEvent::Stage {
+        call_id: Uuid::nil(),
+        stage,
+    };
+    // Publishes `event` and waits for a subscriber of the channel to receive it.
+    let heard = |event: LiveEvent| {
+        let (client, channel, live) = (client.clone(), channel.clone(), app.state.live.clone());
+        async move {
+            let mut pubsub = client.get_async_pubsub().await.unwrap();
+            pubsub.subscribe(&channel).await.unwrap();
+            live.publish(org, &event);
+            let message = tokio::time::timeout(Duration::from_secs(5), async {
+                pubsub.on_message().next().await
+            })
+            .await
+            .ok()
+            .flatten()?;
+            message.get_payload::<String>().ok()
+        }
+    };
+    let first = heard(stage(Stage::Listening)).await.expect("published");
+    assert!(first.contains("listening"), "{first}");
+
+    // Redis restarts: the publisher's connection is gone, and the next event still goes out
+    // (on a new connection), not only the ones after it.
+    drop(redis);
+    let _redis = crate::services::PrivateRedis::start(port);
+    let next = heard(stage(Stage::Speaking)).await;
+    assert!(
+        next.as_deref().is_some_and(|p| p.contains("speaking")),
+        "the first event after the restart was lost: {next:?}"
+    );
+}
