@@ -4,12 +4,12 @@
 
 use super::turn::{AgentTurn, TurnKind};
 use super::voice::Prefetch;
-use crate::learning::MemoryFetch;
 use super::Call;
 use crate::actors::recorder::Write;
 use crate::actors::stt::SttNotice;
 use crate::actors::tts::CancelContext;
 use crate::domain::sentiment::{lexicon_score, Sentiment};
+use crate::learning::MemoryFetch;
 use crate::live::{LiveEvent, Stage};
 use crate::prompts;
 use crate::providers::groq::ChatMessage;
@@ -26,9 +26,12 @@ const BARGE_IN_WORDS: usize = 3;
 /// A retrieval started on an interim transcript answers the final one when it saw at least this
 /// share of the final's words (the rest of the final rarely changes which patterns are near).
 pub(super) const PREFETCH_MIN_WORDS_SHARE: f64 = 0.6;
-/// Words an interim needs before it is fetched at all: a one-word fetch would answer only a
-/// one-word final, whose own fetch costs the same.
-const PREFETCH_MIN_WORDS: usize = 2;
+/// Words an interim needs before it is fetched at all. Later fetches come once the words
+/// outgrow the last fetch's by 5/3 (at 3, 6, 11, 19 words when every word brings an interim),
+/// so a 9-word question costs two fetches where one every 3 new words cost three (at 1, 4, 7),
+/// and a 20-word one four where that cost seven. A shorter fetch would answer only finals of
+/// 1 to 3 words, whose own fetch costs the same.
+const PREFETCH_MIN_WORDS: usize = 3;
 
 impl Handler<SttNotice> for Call {
     type Result = ();
