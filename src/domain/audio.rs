@@ -120,13 +120,17 @@ impl Codec {
         if bytes.is_empty() {
             return 0.0;
         }
-        let sum: f64 = bytes
-            .iter()
-            .map(|&b| {
-                let s = f64::from(self.decode_sample(b));
-                s * s
+        // Each byte's squared sample, from a table: a simulator measures every frame it hears.
+        static SQUARES: std::sync::LazyLock<[[f64; 256]; 2]> = std::sync::LazyLock::new(|| {
+            [Codec::Pcmu, Codec::Pcma].map(|codec| {
+                std::array::from_fn(|b| {
+                    let s = f64::from(codec.decode_sample(b as u8));
+                    s * s
+                })
             })
-            .sum();
+        });
+        let squares = &SQUARES[self as usize];
+        let sum: f64 = bytes.iter().map(|&b| squares[usize::from(b)]).sum();
         (sum / bytes.len() as f64).sqrt() as f32
     }
 
@@ -139,7 +143,26 @@ impl Codec {
     /// envelope and a little noise. Every 20 ms frame of it has an energy far above
     /// [`SPEECH_ENERGY_THRESHOLD`], so energy-based detectors see it as speech throughout.
     pub fn speech_like(self, duration_ms: u32) -> Vec<u8> {
+        // The audio is the same from its first sample whatever its length, so a shorter one is
+        // a prefix of a longer one: each codec's is made once (four sines a sample were the
+        // largest share of a load run's CPU) and copied, made again only when a longer one is
+        // asked for.
+        static MADE: [std::sync::Mutex<Vec<u8>>; 2] = [
+            std::sync::Mutex::new(Vec::new()),
+            std::sync::Mutex::new(Vec::new()),
+        ];
         let samples = bytes_for_ms(duration_ms);
+        let mut made = MADE[self as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if made.len() < samples {
+            *made = self.synthesize_speech(samples);
+        }
+        made[..samples].to_vec()
+    }
+
+    /// The first `samples` samples of [`Self::speech_like`] audio, computed.
+    fn synthesize_speech(self, samples: usize) -> Vec<u8> {
         let rate = f64::from(SAMPLE_RATE);
         // A tiny LCG keeps the noise deterministic without a dependency on `rand`.
         let mut seed: u32 = 0x1234_5678;
@@ -253,6 +276,35 @@ fn alaw_to_linear(byte: u8) -> i16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn speech_like_audio_is_the_same_whichever_length_was_made_first() {
+        for codec in [Codec::Pcmu, Codec::Pcma] {
+            let long = codec.speech_like(700);
+            let short = codec.speech_like(300);
+            assert_eq!(short.len(), bytes_for_ms(300));
+            assert_eq!(short, codec.synthesize_speech(bytes_for_ms(300)));
+            assert_eq!(long, codec.synthesize_speech(bytes_for_ms(700)));
+            let longer = codec.speech_like(1200);
+            assert_eq!(&longer[..long.len()], &long[..]);
+        }
+    }
+
+    #[test]
+    fn energy_from_the_table_is_the_rms_of_the_decoded_samples() {
+        for codec in [Codec::Pcmu, Codec::Pcma] {
+            let frame = codec.speech_like(20);
+            let samples = codec.decode(&frame);
+            let rms = (samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>()
+                / samples.len() as f64)
+                .sqrt() as f32;
+            assert!((codec.energy(&frame) - rms).abs() < 1e-3, "{codec}");
+            assert!(
+                codec.energy(&codec.silence(20)) < 10.0,
+                "{codec}: silence is about 0"
+            );
+        }
+    }
 
     #[test]
     fn codec_names_parse_for_every_provider() {
