@@ -153,6 +153,11 @@ impl GroqSim {
         self.server.port()
     }
 
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.server.connections()
+    }
+
     /// Every request so far, oldest first.
     pub fn requests(&self) -> Vec<GroqSimRequest> {
         lock(&self.shared).requests.clone()

@@ -14,6 +14,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 use actix_ws::{CloseReason, Session};
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -23,6 +24,8 @@ use tokio::time::Instant;
 pub(crate) struct SimServer {
     port: u16,
     handle: ServerHandle,
+    /// TCP connections accepted so far (a client that reuses its connections opens few).
+    connections: Arc<AtomicU64>,
 }
 
 impl SimServer {
@@ -34,7 +37,12 @@ impl SimServer {
     {
         let listener = TcpListener::bind(address)?;
         let port = listener.local_addr()?.port();
+        let connections = Arc::new(AtomicU64::new(0));
+        let accepted = connections.clone();
         let server = HttpServer::new(move || App::new().configure(configure.clone()))
+            .on_connect(move |_, _| {
+                accepted.fetch_add(1, Ordering::Relaxed);
+            })
             .workers(1)
             // As the real providers' servers: streamed messages go out when written.
             .tcp_nodelay(true)
@@ -44,7 +52,11 @@ impl SimServer {
             .run();
         let handle = server.handle();
         actix_web::rt::spawn(server);
-        Ok(Self { port, handle })
+        Ok(Self {
+            port,
+            handle,
+            connections,
+        })
     }
 
     /// Like [`start`](Self::start), with `state` shared by the handlers (as
@@ -65,6 +77,11 @@ impl SimServer {
 
     pub(crate) fn port(&self) -> u16 {
         self.port
+    }
+
+    /// TCP connections accepted so far.
+    pub(crate) fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Stops accepting and closes open connections.

@@ -589,6 +589,31 @@ async fn groq_streamed_tokens_are_cut_into_sentences_and_the_prompt_is_recorded(
     );
 }
 
+#[actix_web::test]
+async fn a_finished_answer_stream_leaves_its_connection_for_the_next_request() {
+    let (sim, client) = start_groq(GroqSimConfig {
+        rules: vec![GroqRule::new("hours", "We open at nine. See you then!")],
+        ..GroqSimConfig::default()
+    });
+    let request = client.chat_request(vec![ChatMessage::user("What are your hours?")]);
+    for turn in 0..3 {
+        let mut tokens = client.stream(request.clone()).await.expect("stream opens");
+        let mut text = String::new();
+        while let Some(token) = next_within(&mut tokens, 5).await {
+            text.push_str(&token.expect("no error"));
+        }
+        assert_eq!(text, "We open at nine. See you then!", "turn {turn}");
+    }
+    // A stream dropped at `[DONE]` with its body unread would close its connection, and each
+    // turn would open a new one.
+    assert_eq!(sim.requests().len(), 3);
+    assert_eq!(
+        sim.connections(),
+        1,
+        "every answer on the one pooled connection"
+    );
+}
+
 #[derive(Debug, serde::Deserialize)]
 struct Sentiment {
     score: f64,

@@ -173,6 +173,7 @@ impl GroqClient {
             parser: SseParser::new(),
             pending: VecDeque::new(),
             finished: false,
+            drain: false,
             idle_timeout: self.stream_idle_timeout,
             breaker: self.breaker.clone(),
         };
@@ -227,6 +228,9 @@ struct TokenState<S> {
     pending: VecDeque<Result<String, ProviderError>>,
     /// Nothing more is read: `[DONE]`, an error, or the end of the body was seen.
     finished: bool,
+    /// `[DONE]` was seen: the rest of the body is read before the stream ends (see
+    /// [`drain`]).
+    drain: bool,
     idle_timeout: Duration,
     /// The breaker that let the request through: a stream that breaks off after its head was
     /// counted a success is a failure of the provider too.
@@ -259,6 +263,9 @@ where
             return Some((item, state));
         }
         if state.finished {
+            if std::mem::take(&mut state.drain) {
+                drain(&mut state.body).await;
+            }
             return None;
         }
         let lost = |message: String| ProviderError::Disconnected {
@@ -280,7 +287,10 @@ where
                     match interpret(&event) {
                         Streamed::Token(token) => state.pending.push_back(Ok(token)),
                         Streamed::Nothing => {}
-                        Streamed::Done => state.finished = true,
+                        Streamed::Done => {
+                            state.finished = true;
+                            state.drain = true;
+                        }
                         Streamed::Failed(err) => state.broke_off(err),
                     }
                     if state.finished {
@@ -290,6 +300,31 @@ where
             }
         }
     }
+}
+
+/// How long the end of a body may take after `[DONE]`, and how much of it is read.
+const DRAIN_WITHIN: Duration = Duration::from_millis(100);
+const DRAIN_LIMIT: usize = 16 * 1024;
+
+/// Reads what follows `[DONE]` to the body's end (normally nothing, and already here), so awc
+/// gives the connection back to its pool: a response dropped mid-body closes its connection,
+/// and every turn's answer then paid a new connection (and, to the real Groq, a TLS
+/// handshake). A server that keeps the body open or keeps sending costs at most
+/// [`DRAIN_WITHIN`]; its connection is then closed as before.
+async fn drain<S>(body: &mut S)
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let _ = actix_web::rt::time::timeout(DRAIN_WITHIN, async {
+        let mut read = 0;
+        while let Some(Ok(bytes)) = body.next().await {
+            read += bytes.len();
+            if read > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// What one SSE event means for the token stream.
