@@ -50,6 +50,9 @@ pub struct CallsBenchOptions {
     pub tts_first_audio_ms: u64,
     /// The config folder the engine reads (APP_ENV=development, then overrides).
     pub config_dir: PathBuf,
+    /// The engine binary (default: this one): an older build driven by this build's load, so
+    /// two engines are compared under the same callers and simulators.
+    pub engine_exe: Option<PathBuf>,
 }
 
 impl CallsBenchOptions {
@@ -65,6 +68,7 @@ impl CallsBenchOptions {
             llm_tokens_per_second: 200.0,
             tts_first_audio_ms: 90,
             config_dir,
+            engine_exe: None,
         }
     }
 }
@@ -250,6 +254,9 @@ async fn run_in_system(
     let sims = start_simulators(&o, hang_up_at).await?;
     let gemini = GeminiSim::start(GeminiSimConfig::default()).context("start the Gemini sim")?;
     let mut engine_options = EngineOptions::new(o.config_dir.clone(), &database_url, &redis_url)?;
+    if let Some(exe) = &o.engine_exe {
+        engine_options.exe = exe.clone();
+    }
     let threads = o
         .engine_cpus
         .as_deref()

@@ -95,6 +95,8 @@ pub fn run(settings: &Settings, config_dir: &Path, command: BenchCommand) -> Exi
             llm_tokens_per_second,
             tts_first_audio_ms,
             json,
+            engine_exe,
+            engine_config_dir,
         } => {
             let options = iace::bench::calls::CallsBenchOptions {
                 calls,
@@ -106,7 +108,8 @@ pub fn run(settings: &Settings, config_dir: &Path, command: BenchCommand) -> Exi
                 llm_first_token_ms,
                 llm_tokens_per_second,
                 tts_first_audio_ms,
-                config_dir: config_dir.to_path_buf(),
+                config_dir: engine_config_dir.unwrap_or_else(|| config_dir.to_path_buf()),
+                engine_exe,
             };
             print_bench(
                 iace::bench::calls::run(settings, &options),

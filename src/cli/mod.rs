@@ -206,6 +206,13 @@ pub enum BenchCommand {
         /// Also write the JSON report to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// The engine binary to measure (default: this one), e.g. an older build under this
+        /// build's callers and simulators.
+        #[arg(long)]
+        engine_exe: Option<PathBuf>,
+        /// The engine's config folder, when it is not this command's (an older build's).
+        #[arg(long)]
+        engine_config_dir: Option<PathBuf>,
     },
     /// The calls API under many concurrent authenticated clients: seeds calls (with events and
     /// transcripts for the ones detail requests read), starts `iace serve` on them as a child
