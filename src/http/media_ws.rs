@@ -124,8 +124,9 @@ struct MediaSocket {
 
 /// Read buffer room kept free before each read: several frames' worth.
 const READ_ROOM: usize = 4096;
-/// After our close frame, how long the client has to answer with its own (and how long the
-/// answer to the client's close may wait for the kernel).
+/// From the first sight of the call's close (written, or queued behind frames the client has
+/// not read yet), how long the socket lives on for the close frame to go out and the client to
+/// answer with its own; also how long the answer to the client's close may wait for the kernel.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Bytes of the call's frames taken from its queue for one write.
 const WRITE_BATCH: usize = 8 * 1024;

@@ -27,6 +27,10 @@ use uuid::Uuid;
 /// turn fetches again), `Some(None)` when there is none.
 pub type MemoryFetch = Shared<LocalBoxFuture<'static, Option<Option<MemorySnapshot>>>>;
 
+/// The longest a memory fetch may take before it counts as failed (turns stop waiting for it at
+/// their retrieval budget long before).
+const MEMORY_FETCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What retrieval found for one turn.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct RetrievedContext {
@@ -110,7 +114,11 @@ impl Retriever {
         let this = self.clone();
         let number = caller_number.to_owned();
         let task = actix_web::rt::spawn(in_current_trace(async move {
-            this.memory(organization_id, &number).await
+            // A fetch that hangs (a stuck connection) ends as a failure, so a later turn of the
+            // call fetches again instead of sharing it for the rest of the call.
+            tokio::time::timeout(MEMORY_FETCH_LIMIT, this.memory(organization_id, &number))
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Pool("memory fetch timed out".into())))
         }));
         let fetch: LocalBoxFuture<'static, _> = Box::pin(async move {
             match task.await {

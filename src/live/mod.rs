@@ -105,22 +105,64 @@ pub struct LiveBus {
 /// Events sent to Redis in one pipeline at most.
 const BATCH: usize = 64;
 
+/// Why a batch was not published.
+enum SendError {
+    /// No connection could be checked out.
+    Checkout(String),
+    /// The connection failed under the batch.
+    Query(deadpool_redis::redis::RedisError),
+}
+
+impl SendError {
+    /// The connection itself is gone (Redis restarted, the socket was reset): the batch never
+    /// reached Redis, so it may go again on another. Not after a timeout: a slow Redis may
+    /// still run it, and subscribers would see it twice.
+    fn connection_lost(&self) -> bool {
+        match self {
+            SendError::Checkout(_) => false,
+            SendError::Query(e) => {
+                !e.is_timeout() && (e.is_connection_dropped() || e.is_unrecoverable_error())
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Checkout(e) => write!(f, "no redis connection: {e}"),
+            SendError::Query(e) => e.fmt(f),
+        }
+    }
+}
+
 /// Runs `pipe` on the kept connection, or on one checked out now; keeps the connection only
-/// when it worked.
+/// when it worked, and takes a lost one out of the pool for good.
 async fn send(
     redis: &RedisPool,
     kept: &mut Option<deadpool_redis::Connection>,
     pipe: &deadpool_redis::redis::Pipeline,
-) -> Result<(), String> {
+) -> Result<(), SendError> {
     let mut conn = match kept.take() {
         Some(conn) => conn,
-        None => redis.get().await.map_err(|e| e.to_string())?,
+        None => redis
+            .get()
+            .await
+            .map_err(|e| SendError::Checkout(e.to_string()))?,
     };
-    pipe.query_async::<()>(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
-    *kept = Some(conn);
-    Ok(())
+    match pipe.query_async::<()>(&mut conn).await {
+        Ok(()) => {
+            *kept = Some(conn);
+            Ok(())
+        }
+        Err(e) => {
+            let err = SendError::Query(e);
+            if err.connection_lost() {
+                drop(deadpool_redis::Connection::take(conn));
+            }
+            Err(err)
+        }
+    }
 }
 
 impl LiveBus {
@@ -144,9 +186,9 @@ impl LiveBus {
                 }
                 let reused = kept.is_some();
                 let mut sent = send(&redis, &mut kept, &pipe).await;
-                if sent.is_err() && reused {
-                    // The kept connection may have died since (Redis restarted): once more,
-                    // on a connection the pool checks.
+                if reused && sent.as_ref().is_err_and(SendError::connection_lost) {
+                    // The kept connection died since its last batch (Redis restarted): once
+                    // more, on a connection the pool checks.
                     sent = send(&redis, &mut kept, &pipe).await;
                 }
                 if let Err(error) = sent {

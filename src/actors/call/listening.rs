@@ -192,7 +192,10 @@ impl Call {
     /// one failed.
     fn caller_memory(&mut self, org: uuid::Uuid) -> Option<MemoryFetch> {
         let kept = self.voice.as_ref().and_then(|v| v.memory.clone());
-        if let Some(fetch) = kept.filter(|f| !matches!(f.peek(), Some(None))) {
+        // Polled once here: a fetch that failed after the last turn stopped waiting for it
+        // shows as failed only once some clone has seen it end.
+        let failed = |f: &MemoryFetch| matches!(f.clone().now_or_never(), Some(None));
+        if let Some(fetch) = kept.filter(|f| !failed(f)) {
             return Some(fetch);
         }
         // Memory is the far end's: the callee's on an outbound call, not our own number's.

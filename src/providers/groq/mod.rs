@@ -228,8 +228,7 @@ struct TokenState<S> {
     pending: VecDeque<Result<String, ProviderError>>,
     /// Nothing more is read: `[DONE]`, an error, or the end of the body was seen.
     finished: bool,
-    /// `[DONE]` was seen: the rest of the body is read before the stream ends (see
-    /// [`drain`]).
+    /// `[DONE]` was seen: the rest of the body is read (see [`drain`]) once the stream ends.
     drain: bool,
     idle_timeout: Duration,
     /// The breaker that let the request through: a stream that breaks off after its head was
@@ -256,15 +255,19 @@ async fn next_token<S>(
     mut state: TokenState<S>,
 ) -> Option<(Result<String, ProviderError>, TokenState<S>)>
 where
-    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>
+        + Unpin
+        + 'static,
 {
     loop {
         if let Some(item) = state.pending.pop_front() {
             return Some((item, state));
         }
         if state.finished {
-            if std::mem::take(&mut state.drain) {
-                drain(&mut state.body).await;
+            if state.drain {
+                // In a task of its own: the answer ends now, whenever the body does.
+                let mut body = state.body;
+                actix_web::rt::spawn(async move { drain(&mut body).await });
             }
             return None;
         }
@@ -309,8 +312,8 @@ const DRAIN_LIMIT: usize = 16 * 1024;
 /// Reads what follows `[DONE]` to the body's end (normally nothing, and already here), so awc
 /// gives the connection back to its pool: a response dropped mid-body closes its connection,
 /// and every turn's answer then paid a new connection (and, to the real Groq, a TLS
-/// handshake). A server that keeps the body open or keeps sending costs at most
-/// [`DRAIN_WITHIN`]; its connection is then closed as before.
+/// handshake). A server that keeps the body open or keeps sending is given [`DRAIN_WITHIN`];
+/// its connection is then closed as before.
 async fn drain<S>(body: &mut S)
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
