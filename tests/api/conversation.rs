@@ -861,16 +861,16 @@ async fn a_solved_problem_and_the_callers_memory_reach_the_prompt_of_their_next_
     assert!(outcomes[1].is_ok(), "second caller ran");
     app.telnyx.caller_hangs_up(&ccid);
     app.wait_for_status(&t, id, "ended").await;
-    let later = voice.groq.requests()[before..]
-        .iter()
-        .filter_map(|r| r.chat())
-        .find(|c| {
-            c.stream
-                && c.last_user_message()
-                    .is_some_and(|m| m.contains("dropping"))
-        })
-        .expect("an LLM turn in the second call");
-    let system = later.system_prompt().unwrap();
+    // The system prompt of the second call's reply to the caller line containing `words`.
+    let prompt_of_reply_to = |words: &str| {
+        voice.groq.requests()[before..]
+            .iter()
+            .filter_map(|r| r.chat())
+            .find(|c| c.stream && c.last_user_message().is_some_and(|m| m.contains(words)))
+            .and_then(|c| c.system_prompt().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no reply to {words:?} in the second call"))
+    };
+    let system = prompt_of_reply_to("dropping");
     assert!(
         system.contains("## This caller"),
         "memory in the prompt:\n{system}"
@@ -880,16 +880,7 @@ async fn a_solved_problem_and_the_callers_memory_reach_the_prompt_of_their_next_
         "pattern in the prompt:\n{system}"
     );
     // The memory is fetched once per call and serves its later turns too.
-    let thanks = voice.groq.requests()[before..]
-        .iter()
-        .filter_map(|r| r.chat())
-        .find(|c| {
-            c.stream
-                && c.last_user_message()
-                    .is_some_and(|m| m.contains("fixed it"))
-        })
-        .expect("the second turn of the second call");
-    let system = thanks.system_prompt().unwrap();
+    let system = prompt_of_reply_to("fixed it");
     assert!(
         system.contains("## This caller"),
         "memory in the second turn's prompt:\n{system}"
