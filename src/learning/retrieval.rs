@@ -120,19 +120,8 @@ impl Retriever {
                 .await
                 .unwrap_or_else(|_| Err(StoreError::Pool("memory fetch timed out".into())))
         }));
-        let fetch: LocalBoxFuture<'static, _> = Box::pin(async move {
-            match task.await {
-                Ok(Ok(memory)) => Some(memory),
-                Ok(Err(err)) => {
-                    tracing::warn!(part = "memory", error = %err, "retrieval part failed");
-                    None
-                }
-                Err(err) => {
-                    tracing::warn!(part = "memory", error = %err, "retrieval task died");
-                    None
-                }
-            }
-        });
+        let fetch: LocalBoxFuture<'static, _> =
+            Box::pin(async move { settled(task.await, "memory") });
         Some(fetch.shared())
     }
 
@@ -153,27 +142,19 @@ impl Retriever {
         let patterns = (!text.trim().is_empty()).then(|| {
             let this = self.clone();
             let text = text.to_owned();
-            actix_web::rt::spawn(in_current_trace(async move {
+            let task = actix_web::rt::spawn(in_current_trace(async move {
                 this.patterns(organization_id, &text).await
-            }))
+            }));
+            async move { settled(task.await, "patterns") }
         });
-        let memory = async {
-            let Some(memory) = memory else {
-                return Some(None); // nothing to fetch counts as found
-            };
-            match tokio::time::timeout_at(deadline, memory).await {
-                Ok(memory) => Some(memory.flatten()),
-                Err(_) => {
-                    tracing::debug!(part = "memory", "retrieval part skipped: over the budget");
-                    None
-                }
-            }
-        };
-        let (memory, patterns) =
-            futures_util::future::join(memory, within(deadline, patterns, "patterns")).await;
+        let (memory, patterns) = futures_util::future::join(
+            within(deadline, memory, "memory"),
+            within(deadline, patterns, "patterns"),
+        )
+        .await;
         let context = RetrievedContext {
             timed_out: memory.is_none() || patterns.is_none(),
-            memory: memory.flatten(),
+            memory: memory.flatten().flatten(),
             patterns: patterns.flatten().unwrap_or_default(),
         };
         let result = if context.timed_out {
@@ -322,29 +303,39 @@ struct CachedContext {
     hits: Vec<PatternHit>,
 }
 
-/// `Some(result)` if `task` finished by `deadline` (an error logged and turned into `None`
-/// inside), `None` if it was late. No task (nothing to fetch) counts as finished.
+/// `Some(result)` if `part` ended by `deadline` (`Some(None)`: it failed, see [`settled`]),
+/// `None` if it was late. No part (nothing to fetch) counts as found.
 async fn within<T: Default>(
     deadline: Instant,
-    task: Option<tokio::task::JoinHandle<Result<T, StoreError>>>,
+    part: Option<impl std::future::Future<Output = Option<T>>>,
     what: &str,
 ) -> Option<Option<T>> {
-    let Some(task) = task else {
+    let Some(part) = part else {
         return Some(Some(T::default()));
     };
-    match tokio::time::timeout_at(deadline, task).await {
+    match tokio::time::timeout_at(deadline, part).await {
         Err(_) => {
             tracing::debug!(part = what, "retrieval part skipped: over the budget");
             None
         }
-        Ok(Ok(Ok(value))) => Some(Some(value)),
-        Ok(Ok(Err(err))) => {
-            tracing::warn!(part = what, error = %err, "retrieval part failed");
-            Some(None)
-        }
+        Ok(value) => Some(value),
+    }
+}
+
+/// A retrieval part's task, ended: its value, or `None` once why it has none is logged.
+fn settled<T>(
+    joined: Result<Result<T, StoreError>, tokio::task::JoinError>,
+    what: &str,
+) -> Option<T> {
+    match joined {
+        Ok(Ok(value)) => Some(value),
         Ok(Err(err)) => {
+            tracing::warn!(part = what, error = %err, "retrieval part failed");
+            None
+        }
+        Err(err) => {
             tracing::warn!(part = what, error = %err, "retrieval task died");
-            Some(None)
+            None
         }
     }
 }
