@@ -48,6 +48,9 @@ pub struct CallsBenchOptions {
     pub llm_first_token_ms: u64,
     pub llm_tokens_per_second: f32,
     pub tts_first_audio_ms: u64,
+    /// Questions each caller asks (`None`: one after every answer until it hangs up). 0 keeps
+    /// the callers silent after the greeting: the frames' cost without the conversation's.
+    pub caller_turns: Option<usize>,
     /// The config folder the engine reads (APP_ENV=development, then overrides).
     pub config_dir: PathBuf,
     /// The engine binary (default: this one): an older build driven by this build's load, so
@@ -67,6 +70,7 @@ impl CallsBenchOptions {
             llm_first_token_ms: 350,
             llm_tokens_per_second: 200.0,
             tts_first_audio_ms: 90,
+            caller_turns: None,
             config_dir,
             engine_exe: None,
         }
@@ -326,7 +330,8 @@ async fn start_simulators(
     o: &CallsBenchOptions,
     hang_up_at: tokio::time::Instant,
 ) -> anyhow::Result<SimSuiteHandle> {
-    let turns = (o.duration_secs / 3 + 4) as usize;
+    // Enough questions to fill the call unless a number is asked for (a turn takes > 3 s).
+    let turns = o.caller_turns.unwrap_or((o.duration_secs / 3 + 4) as usize);
     let mut script = CallerScript::new().wait_for_agent(15_000);
     for _ in 0..turns {
         script = script.say(CALLER_LINE).wait_for_agent(15_000);

@@ -94,6 +94,7 @@ pub fn run(settings: &Settings, config_dir: &Path, command: BenchCommand) -> Exi
             llm_first_token_ms,
             llm_tokens_per_second,
             tts_first_audio_ms,
+            caller_turns,
             json,
             engine_exe,
             engine_config_dir,
@@ -108,6 +109,7 @@ pub fn run(settings: &Settings, config_dir: &Path, command: BenchCommand) -> Exi
                 llm_first_token_ms,
                 llm_tokens_per_second,
                 tts_first_audio_ms,
+                caller_turns,
                 config_dir: engine_config_dir.unwrap_or_else(|| config_dir.to_path_buf()),
                 engine_exe,
             };

@@ -203,6 +203,10 @@ pub enum BenchCommand {
         /// Cartesia: wait before the first audio of a request.
         #[arg(long, default_value_t = 90)]
         tts_first_audio_ms: u64,
+        /// Questions each caller asks (default: one after every answer until it hangs up); 0
+        /// keeps the callers silent after the greeting, which measures the media path alone.
+        #[arg(long)]
+        caller_turns: Option<usize>,
         /// Also write the JSON report to this file.
         #[arg(long)]
         json: Option<PathBuf>,
