@@ -14,11 +14,12 @@ use crate::actors::stt::CallerAudioPath;
 use crate::providers::telnyx::media::{InboundFrame, OutboundFrame};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 /// What the writer task does next.
 #[derive(Debug)]
@@ -49,7 +50,12 @@ pub struct MediaOutReceiver {
 
 struct MediaQueue {
     items: Mutex<VecDeque<MediaOut>>,
-    ready: Notify,
+    /// The writer task, woken by every push. A waker slot rather than a `Notify`: the writer
+    /// waits on the queue in every turn of its loop (once per caller frame read), and a
+    /// `Notify` wait takes and gives back a lock each time.
+    ready: AtomicWaker,
+    /// Something was pushed since the writer last asked [`MediaOutReceiver::changed`].
+    pushed: AtomicBool,
     capacity: usize,
     /// The writer task is gone: sends fail.
     closed: AtomicBool,
@@ -86,7 +92,8 @@ impl MediaLink {
     pub fn bounded(capacity: usize, dropped: prometheus::IntCounter) -> (Self, MediaOutReceiver) {
         let queue = Arc::new(MediaQueue {
             items: Mutex::new(VecDeque::new()),
-            ready: Notify::new(),
+            ready: AtomicWaker::new(),
+            pushed: AtomicBool::new(false),
             capacity: capacity.max(1),
             closed: AtomicBool::new(false),
             dropped,
@@ -157,7 +164,8 @@ impl MediaLink {
             }
         }
         drop(items);
-        q.ready.notify_one();
+        q.pushed.store(true, Ordering::Release);
+        q.ready.wake();
         true
     }
 
@@ -183,23 +191,34 @@ impl MediaLink {
 impl MediaOutReceiver {
     /// The next frame to write, waiting for one.
     pub async fn recv(&self) -> MediaOut {
-        loop {
-            let next = self
-                .queue
-                .items
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front();
-            if let Some(out) = next {
-                return out;
+        std::future::poll_fn(|cx| {
+            if let Some(out) = self.try_recv() {
+                return Poll::Ready(out);
             }
-            self.queue.ready.notified().await;
-        }
+            // Registered before the second look, so a push in between still wakes us.
+            self.queue.ready.register(cx.waker());
+            match self.try_recv() {
+                Some(out) => Poll::Ready(out),
+                None => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// Waits until something is queued (or was since the last wait).
     pub async fn changed(&self) {
-        self.queue.ready.notified().await;
+        std::future::poll_fn(|cx| {
+            if self.queue.pushed.swap(false, Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.queue.ready.register(cx.waker());
+            if self.queue.pushed.swap(false, Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     /// Whether the call has asked for the socket to close (its close waits in the queue).
