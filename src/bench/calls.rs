@@ -268,6 +268,10 @@ async fn run_in_system(
         .unwrap_or(0)
         .to_string();
     engine_options.cpus = o.engine_cpus.clone();
+    if o.caller_turns == Some(0) {
+        // Silent callers would be asked whether they are still there, then hung up.
+        engine_options.set("IACE__CALLS__SILENCE_LIMIT_SECS", "0");
+    }
     engine_options
         .set("IACE__SERVER__WORKERS", threads.clone())
         .set("IACE__CALLS__REGISTRY_SHARDS", threads)
