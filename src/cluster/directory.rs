@@ -5,7 +5,7 @@
 //! Keys (under `redis.key_prefix`): `{p}:cluster:instance:{id}` (JSON, expiring) and
 //! `{p}:cluster:instances` (a set of ids, pruned of ids whose entry expired).
 
-use crate::store::RedisPool;
+use crate::store::{KeptRedis, RedisPool};
 use deadpool_redis::redis::{self, AsyncCommands};
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +60,8 @@ impl ClusterRedisError {
 #[derive(Clone)]
 pub struct Directory {
     redis: RedisPool,
+    /// The heartbeat's own connection: it writes every second, idle or not.
+    beats: KeptRedis,
     prefix: String,
     ttl_ms: u64,
 }
@@ -67,6 +69,7 @@ pub struct Directory {
 impl Directory {
     pub fn new(redis: RedisPool, key_prefix: &str, ttl_ms: u64) -> Self {
         Self {
+            beats: KeptRedis::new(redis.clone()),
             redis,
             prefix: format!("{key_prefix}:cluster"),
             ttl_ms,
@@ -88,17 +91,18 @@ impl Directory {
     /// Writes this instance's entry (a heartbeat).
     pub async fn beat(&self, info: &InstanceInfo) -> Result<(), ClusterRedisError> {
         let json = serde_json::to_string(info).map_err(ClusterRedisError::of)?;
-        let mut conn = self.conn().await?;
-        redis::pipe()
-            .cmd("SET")
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
             .arg(self.entry_key(&info.id))
             .arg(json)
             .arg("PX")
             .arg(self.ttl_ms)
             .ignore()
             .sadd(self.set_key(), &info.id)
-            .ignore()
-            .query_async::<()>(&mut conn)
+            .ignore();
+        // Both writes may run twice (a lost connection's retry): they set, never add up.
+        self.beats
+            .query::<()>(&pipe)
             .await
             .map_err(ClusterRedisError::of)
     }

@@ -6,7 +6,7 @@
 
 use super::directory::ClusterRedisError;
 use crate::domain::call::CallId;
-use crate::store::RedisPool;
+use crate::store::{KeptRedis, RedisPool};
 use deadpool_redis::redis::{self, AsyncCommands};
 use uuid::Uuid;
 
@@ -38,6 +38,8 @@ const TAKEOVER_CLAIM_MS: u64 = 120_000;
 #[derive(Clone)]
 pub struct Leases {
     redis: RedisPool,
+    /// The heartbeat's renewals' own connection: they run every few seconds while calls live.
+    renewals: KeptRedis,
     prefix: String,
     ttl_ms: u64,
 }
@@ -45,6 +47,7 @@ pub struct Leases {
 impl Leases {
     pub fn new(redis: RedisPool, key_prefix: &str, ttl_ms: u64) -> Self {
         Self {
+            renewals: KeptRedis::new(redis.clone()),
             redis,
             prefix: format!("{key_prefix}:cluster"),
             ttl_ms,
@@ -92,17 +95,19 @@ impl Leases {
         if ids.is_empty() {
             return Ok(0);
         }
-        let mut conn = self.conn().await?;
         let mut eval = redis::cmd("EVAL");
         eval.arg(RENEW).arg(ids.len());
         for id in ids {
             eval.arg(self.call_key(*id));
         }
-        eval.arg(me)
-            .arg(self.ttl_ms)
-            .query_async::<usize>(&mut conn)
+        eval.arg(me).arg(self.ttl_ms);
+        // On the heartbeat's kept connection; a renewal may run twice (it only extends).
+        let (renewed,) = self
+            .renewals
+            .query::<(usize,)>(redis::pipe().add_command(eval))
             .await
-            .map_err(ClusterRedisError::of)
+            .map_err(ClusterRedisError::of)?;
+        Ok(renewed)
     }
 
     /// Gives the lease back at the call's end (only if `me` still holds it).

@@ -215,7 +215,10 @@ impl Cluster {
         if self.inner.left.load(Ordering::SeqCst) {
             return;
         }
-        self.inner.cpu.sample();
+        if self.inner.max_cpu_percent > 0 {
+            // Only the watermark reads it: without one, no `/proc` read each second.
+            self.inner.cpu.sample();
+        }
         if let Err(e) = self.inner.directory.beat(&self.info()).await {
             tracing::warn!(error = %e, "heartbeat not written");
         }

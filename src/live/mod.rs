@@ -3,7 +3,7 @@
 //! instance forwards them to Redis pub/sub (`{prefix}:live:{org}`), and every instance's
 //! `GET /api/v1/live` subscribes to its caller's organization channel (`crate::http::live`).
 
-use crate::store::RedisPool;
+use crate::store::{KeptRedis, RedisPool};
 use chrono::{DateTime, Utc};
 use prometheus::{IntCounter, IntGauge, Registry};
 use serde::Serialize;
@@ -105,66 +105,6 @@ pub struct LiveBus {
 /// Events sent to Redis in one pipeline at most.
 const BATCH: usize = 64;
 
-/// Why a batch was not published.
-enum SendError {
-    /// No connection could be checked out.
-    Checkout(String),
-    /// The connection failed under the batch.
-    Query(deadpool_redis::redis::RedisError),
-}
-
-impl SendError {
-    /// The connection itself is gone (Redis restarted, the socket was reset): the batch never
-    /// reached Redis, so it may go again on another. Not after a timeout: a slow Redis may
-    /// still run it, and subscribers would see it twice.
-    fn connection_lost(&self) -> bool {
-        match self {
-            SendError::Checkout(_) => false,
-            SendError::Query(e) => {
-                !e.is_timeout() && (e.is_connection_dropped() || e.is_unrecoverable_error())
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for SendError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SendError::Checkout(e) => write!(f, "no redis connection: {e}"),
-            SendError::Query(e) => e.fmt(f),
-        }
-    }
-}
-
-/// Runs `pipe` on the kept connection, or on one checked out now; keeps the connection only
-/// when it worked, and takes a lost one out of the pool for good.
-async fn send(
-    redis: &RedisPool,
-    kept: &mut Option<deadpool_redis::Connection>,
-    pipe: &deadpool_redis::redis::Pipeline,
-) -> Result<(), SendError> {
-    let mut conn = match kept.take() {
-        Some(conn) => conn,
-        None => redis
-            .get()
-            .await
-            .map_err(|e| SendError::Checkout(e.to_string()))?,
-    };
-    match pipe.query_async::<()>(&mut conn).await {
-        Ok(()) => {
-            *kept = Some(conn);
-            Ok(())
-        }
-        Err(e) => {
-            let err = SendError::Query(e);
-            if err.connection_lost() {
-                drop(deadpool_redis::Connection::take(conn));
-            }
-            Err(err)
-        }
-    }
-}
-
 impl LiveBus {
     /// Starts this instance's publisher task (needs a Tokio runtime) with a queue of
     /// `capacity` events.
@@ -172,10 +112,9 @@ impl LiveBus {
         let (tx, mut rx) = mpsc::channel::<(Uuid, String)>(capacity.max(1));
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
-            // Kept between batches while it works: each checkout costs the pool's check (a
-            // round trip of its own), and batches come a few hundred times a second on a busy
-            // instance. Dropped after an error; the next batch checks one out again.
-            let mut kept: Option<deadpool_redis::Connection> = None;
+            // Batches come a few hundred times a second on a busy instance: one connection is
+            // kept for them rather than checked out (and pinged) for each.
+            let redis = KeptRedis::new(redis);
             while rx.recv_many(&mut batch, BATCH).await > 0 {
                 let mut pipe = deadpool_redis::redis::pipe();
                 for (org, payload) in batch.drain(..) {
@@ -184,14 +123,7 @@ impl LiveBus {
                         .arg(payload)
                         .ignore();
                 }
-                let reused = kept.is_some();
-                let mut sent = send(&redis, &mut kept, &pipe).await;
-                if reused && sent.as_ref().is_err_and(SendError::connection_lost) {
-                    // The kept connection died since its last batch (Redis restarted): once
-                    // more, on a connection the pool checks.
-                    sent = send(&redis, &mut kept, &pipe).await;
-                }
-                if let Err(error) = sent {
+                if let Err(error) = redis.query::<()>(&pipe).await {
                     // Live views miss these events; the call and its records are unaffected.
                     tracing::warn!(%error, "live events not published");
                 }

@@ -20,7 +20,7 @@ pub mod tls;
 pub mod users;
 pub mod utterances;
 
-pub use pool::{DbConn, DbPool, RedisPool};
+pub use pool::{DbConn, DbPool, KeptRedis, KeptRedisError, RedisPool};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]

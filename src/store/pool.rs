@@ -160,3 +160,105 @@ pub fn redis_pool(settings: &RedisSettings) -> Result<RedisPool, StoreError> {
         .build()
         .map_err(|e| StoreError::Redis(e.to_string()))
 }
+
+/// One Redis connection kept between uses by a task that talks to Redis all the time (the live
+/// events' publisher, the cluster's heartbeat): a pool checkout costs the pool's `PING`, a round
+/// trip of its own, so an instance that checks out for every batch or beat pays two round trips
+/// where one does. A user that finds the slot taken (another task is using it) checks one out.
+#[derive(Clone)]
+pub struct KeptRedis {
+    pool: RedisPool,
+    slot: Arc<std::sync::Mutex<Option<deadpool_redis::Connection>>>,
+}
+
+/// Why a query on a [`KeptRedis`] failed.
+#[derive(Debug)]
+pub enum KeptRedisError {
+    /// No connection could be checked out.
+    Checkout(String),
+    /// The connection failed under the query.
+    Query(redis::RedisError),
+}
+
+impl KeptRedisError {
+    /// The connection itself is gone (Redis restarted, the socket was reset): the query never
+    /// reached Redis, so it may go again on another. Not after a timeout: a slow Redis may
+    /// still run it, and it would then run twice.
+    fn connection_lost(&self) -> bool {
+        match self {
+            KeptRedisError::Checkout(_) => false,
+            KeptRedisError::Query(e) => {
+                !e.is_timeout() && (e.is_connection_dropped() || e.is_unrecoverable_error())
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for KeptRedisError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeptRedisError::Checkout(e) => write!(f, "no redis connection: {e}"),
+            KeptRedisError::Query(e) => e.fmt(f),
+        }
+    }
+}
+
+impl KeptRedis {
+    pub fn new(pool: RedisPool) -> Self {
+        Self {
+            pool,
+            slot: Arc::new(std::sync::Mutex::new(None)),
+        }
+    }
+
+    /// Runs `pipe` on the kept connection (or on one checked out now, which is kept if the slot
+    /// is free). When the kept connection turns out lost (Redis restarted since its last use)
+    /// the pipeline runs once more on a connection the pool checks.
+    pub async fn query<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, KeptRedisError> {
+        let kept = self.lock().take();
+        let reused = kept.is_some();
+        match self.once(kept, pipe).await {
+            Err(e) if reused && e.connection_lost() => self.once(None, pipe).await,
+            done => done,
+        }
+    }
+
+    async fn once<T: redis::FromRedisValue>(
+        &self,
+        conn: Option<deadpool_redis::Connection>,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, KeptRedisError> {
+        let mut conn = match conn {
+            Some(conn) => conn,
+            None => self
+                .pool
+                .get()
+                .await
+                .map_err(|e| KeptRedisError::Checkout(e.to_string()))?,
+        };
+        match pipe.query_async::<T>(&mut conn).await {
+            Ok(value) => {
+                let mut slot = self.lock();
+                if slot.is_none() {
+                    *slot = Some(conn);
+                }
+                Ok(value)
+            }
+            Err(e) => {
+                let err = KeptRedisError::Query(e);
+                if err.connection_lost() {
+                    // Out of the pool for good: the next checkout opens a new one.
+                    drop(deadpool_redis::Connection::take(conn));
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<deadpool_redis::Connection>> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
