@@ -50,6 +50,7 @@ pub struct CallsBenchOptions {
     pub tts_first_audio_ms: u64,
     /// Questions each caller asks (`None`: one after every answer until it hangs up). 0 keeps
     /// the callers silent after the greeting: the frames' cost without the conversation's.
+    /// Given, the engine's silence limit is turned off, so quiet callers stay on the line.
     pub caller_turns: Option<usize>,
     /// The config folder the engine reads (APP_ENV=development, then overrides).
     pub config_dir: PathBuf,
@@ -268,8 +269,9 @@ async fn run_in_system(
         .unwrap_or(0)
         .to_string();
     engine_options.cpus = o.engine_cpus.clone();
-    if o.caller_turns == Some(0) {
-        // Silent callers would be asked whether they are still there, then hung up.
+    if o.caller_turns.is_some() {
+        // Callers silent after their last question would be asked whether they are still
+        // there, then hung up before the run ends.
         engine_options.set("IACE__CALLS__SILENCE_LIMIT_SECS", "0");
     }
     engine_options

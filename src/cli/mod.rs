@@ -205,6 +205,7 @@ pub enum BenchCommand {
         tts_first_audio_ms: u64,
         /// Questions each caller asks (default: one after every answer until it hangs up); 0
         /// keeps the callers silent after the greeting, which measures the media path alone.
+        /// Given, it turns the engine's silence limit off (callers stay on the line).
         #[arg(long)]
         caller_turns: Option<usize>,
         /// Also write the JSON report to this file.

@@ -164,11 +164,17 @@ pub fn redis_pool(settings: &RedisSettings) -> Result<RedisPool, StoreError> {
 /// One Redis connection kept between uses by a task that talks to Redis all the time (the live
 /// events' publisher, the cluster's heartbeat): a pool checkout costs the pool's `PING`, a round
 /// trip of its own, so an instance that checks out for every batch or beat pays two round trips
-/// where one does. A user that finds the slot taken (another task is using it) checks one out.
+/// where one does. The kept connection is taken out of the pool (it does not count against
+/// `redis.pool_max_size`, so it never leaves the pool short); a user that finds the slot taken
+/// (another task is using it) goes through the pool.
+///
+/// A query on a connection found lost is run once more on a fresh one. A connection cut off
+/// while Redis was answering may already have run it, so only queries that are harmless to
+/// repeat go through here (a heartbeat, a lease renewal, live events a view may see twice).
 #[derive(Clone)]
 pub struct KeptRedis {
     pool: RedisPool,
-    slot: Arc<std::sync::Mutex<Option<deadpool_redis::Connection>>>,
+    slot: Arc<std::sync::Mutex<Option<redis::aio::MultiplexedConnection>>>,
 }
 
 /// Why a query on a [`KeptRedis`] failed.
@@ -181,9 +187,8 @@ pub enum KeptRedisError {
 }
 
 impl KeptRedisError {
-    /// The connection itself is gone (Redis restarted, the socket was reset): the query never
-    /// reached Redis, so it may go again on another. Not after a timeout: a slow Redis may
-    /// still run it, and it would then run twice.
+    /// The connection itself is gone (Redis restarted, the socket was reset). Not after a
+    /// timeout: a slow Redis may still run the query, and it would then run twice.
     fn connection_lost(&self) -> bool {
         match self {
             KeptRedisError::Checkout(_) => false,
@@ -211,39 +216,47 @@ impl KeptRedis {
         }
     }
 
-    /// Runs `pipe` on the kept connection (or on one checked out now, which is kept if the slot
-    /// is free). When the kept connection turns out lost (Redis restarted since its last use)
-    /// the pipeline runs once more on a connection the pool checks.
+    /// Runs `pipe` on the kept connection, or on one checked out now (which is then kept if
+    /// the slot is free). When the kept connection turns out lost (Redis restarted since its
+    /// last use) the pipeline runs once more on a connection the pool checks.
     pub async fn query<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, KeptRedisError> {
         let kept = self.lock().take();
-        let reused = kept.is_some();
-        match self.once(kept, pipe).await {
-            Err(e) if reused && e.connection_lost() => self.once(None, pipe).await,
-            done => done,
-        }
-    }
-
-    async fn once<T: redis::FromRedisValue>(
-        &self,
-        conn: Option<deadpool_redis::Connection>,
-        pipe: &redis::Pipeline,
-    ) -> Result<T, KeptRedisError> {
-        let mut conn = match conn {
-            Some(conn) => conn,
-            None => self
-                .pool
-                .get()
-                .await
-                .map_err(|e| KeptRedisError::Checkout(e.to_string()))?,
+        let Some(mut conn) = kept else {
+            return self.checked_out(pipe).await;
         };
         match pipe.query_async::<T>(&mut conn).await {
             Ok(value) => {
-                let mut slot = self.lock();
-                if slot.is_none() {
-                    *slot = Some(conn);
+                self.keep(conn);
+                Ok(value)
+            }
+            Err(e) => {
+                // Dropped either way: whatever went wrong, the next query checks one out.
+                let err = KeptRedisError::Query(e);
+                if err.connection_lost() {
+                    return self.checked_out(pipe).await;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// `pipe` on a connection from the pool; kept (taken out of the pool) when it worked.
+    async fn checked_out<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, KeptRedisError> {
+        let mut conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| KeptRedisError::Checkout(e.to_string()))?;
+        match pipe.query_async::<T>(&mut conn).await {
+            Ok(value) => {
+                if self.lock().is_none() {
+                    self.keep(deadpool_redis::Connection::take(conn));
                 }
                 Ok(value)
             }
@@ -258,7 +271,15 @@ impl KeptRedis {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<deadpool_redis::Connection>> {
+    /// Puts `conn` in the slot; when another task filled it meanwhile, `conn` is closed.
+    fn keep(&self, conn: redis::aio::MultiplexedConnection) {
+        let mut slot = self.lock();
+        if slot.is_none() {
+            *slot = Some(conn);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<redis::aio::MultiplexedConnection>> {
         self.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -112,6 +112,9 @@ async fn heartbeats_and_renewals_keep_one_connection_and_outlive_a_redis_restart
     let url = format!("redis://127.0.0.1:{port}");
     let mut settings = test_settings().redis;
     settings.url = iace::config::Secret::new(url.clone());
+    // One connection in the pool: the kept ones are taken out of it, so they never leave the
+    // rest of the instance (here: each other and the lease checkouts) without one.
+    settings.pool_max_size = 1;
     let pool = iace::store::pool::redis_pool(&settings).expect("redis pool");
     let client = deadpool_redis::redis::Client::open(url).unwrap();
     let (directory, leases) = (
