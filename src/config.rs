@@ -270,6 +270,11 @@ pub struct DeepgramSettings {
     /// finalised and audio that arrived while disconnected, each held to this much. Beyond it
     /// (Deepgram stalled, or away for long) the oldest is dropped and counted, so memory stays flat.
     pub replay_buffer_ms: u64,
+    /// A tighter bound for the first of those: audio sent on a live connection and not yet
+    /// finalised. Deepgram finalises speech within seconds and silence with empty finals, so
+    /// more than this unfinalised means a lagging provider; holding it to `replay_buffer_ms`
+    /// (sized for an outage's backlog) would cost every such call up to a megabyte.
+    pub unconfirmed_buffer_ms: u64,
     /// Caller frames (20 ms each) per audio message to Deepgram: 1 sends each frame as it comes;
     /// 2 halves the socket writes and holds every other frame 20 ms longer (see BENCHMARKS.md).
     pub audio_frames_per_message: usize,

@@ -75,7 +75,7 @@ impl SttStream {
             params.language = language.to_owned();
         }
         let audio = CallerAudioPath(Arc::new(Mutex::new(AudioState::new(
-            settings.replay_buffer_ms,
+            ReplayBounds::from_settings(settings),
             settings.audio_frames_per_message,
             metrics.clone(),
         ))));
@@ -105,7 +105,7 @@ impl SttStream {
             let mut audio = self.audio.lock();
             audio.live_queue_bound = frames;
             // 20 ms frames, one a message at most, in each of the two replay buffers.
-            2 * audio.max_replay_ms.div_ceil(20) as usize
+            (audio.bounds.unconfirmed_ms + audio.bounds.backlog_ms).div_ceil(20) as usize
         };
         // Room for the control messages (keep-alive, finalize, close) on top.
         self.client = self.client.clone().with_command_queue(frames + replay + 16);
@@ -215,8 +215,8 @@ struct AudioState {
     backlog: ReplayBuffer,
     sent_ms: u64,
     last_audio: Instant,
-    /// Bound of each replay buffer (`deepgram.replay_buffer_ms`).
-    max_replay_ms: u64,
+    /// How much each replay buffer may hold.
+    bounds: ReplayBounds,
     /// Messages the socket's queue may hold before a live frame is dropped
     /// (`calls.media_in_queue_frames`); a replay is not held to it.
     live_queue_bound: usize,
@@ -232,7 +232,7 @@ struct AudioState {
 impl AudioState {
     /// Disconnected and empty; live frames are not bounded until `with_audio_queue` says so.
     fn new(
-        max_replay_ms: u64,
+        bounds: ReplayBounds,
         frames_per_message: usize,
         metrics: crate::telemetry::metrics::VoiceMetrics,
     ) -> Self {
@@ -244,7 +244,7 @@ impl AudioState {
             backlog: ReplayBuffer::default(),
             sent_ms: 0,
             last_audio: Instant::now(),
-            max_replay_ms: max_replay_ms.max(1),
+            bounds,
             live_queue_bound: usize::MAX,
             metrics,
             frames_per_message: frames_per_message.max(1),
@@ -331,7 +331,7 @@ impl AudioState {
         for received in read_at {
             observe_since(&self.metrics.media_in_to_stt, *received);
         }
-        let (dropped, dropped_ms) = self.unconfirmed.push(frame, self.max_replay_ms);
+        let (dropped, dropped_ms) = self.unconfirmed.push(frame, self.bounds.unconfirmed_ms);
         // Audio that can no longer be replayed counts as confirmed for the connection's clock.
         self.unconfirmed_start_ms += dropped_ms;
         self.count_dropped("unconfirmed", dropped);
@@ -339,7 +339,7 @@ impl AudioState {
     }
 
     fn hold_for_reconnect(&mut self, frame: Bytes) {
-        let (dropped, _) = self.backlog.push(frame, self.max_replay_ms);
+        let (dropped, _) = self.backlog.push(frame, self.bounds.backlog_ms);
         self.count_dropped("backlog", dropped);
     }
 
@@ -360,6 +360,26 @@ impl AudioState {
             }
             self.unconfirmed_start_ms += len;
             self.unconfirmed.pop_front();
+        }
+    }
+}
+
+/// How much caller audio (ms) each replay buffer holds at most.
+#[derive(Debug, Clone, Copy)]
+struct ReplayBounds {
+    /// Sent on the live connection, not yet finalised (`deepgram.unconfirmed_buffer_ms`, and
+    /// never more than `replay_buffer_ms`).
+    unconfirmed_ms: u64,
+    /// Arrived while disconnected (`deepgram.replay_buffer_ms`).
+    backlog_ms: u64,
+}
+
+impl ReplayBounds {
+    fn from_settings(settings: &crate::config::DeepgramSettings) -> Self {
+        let backlog_ms = settings.replay_buffer_ms.max(1);
+        Self {
+            unconfirmed_ms: settings.unconfirmed_buffer_ms.clamp(1, backlog_ms),
+            backlog_ms,
         }
     }
 }
@@ -524,7 +544,11 @@ mod tests {
     ) -> (AudioState, prometheus::IntCounterVec) {
         let metrics = crate::telemetry::metrics::Metrics::new().unwrap().voice;
         let dropped = metrics.stt_audio_dropped.clone();
-        let mut state = AudioState::new(max_replay_ms, 1, metrics);
+        let bounds = ReplayBounds {
+            unconfirmed_ms: max_replay_ms,
+            backlog_ms: max_replay_ms,
+        };
+        let mut state = AudioState::new(bounds, 1, metrics);
         state.live_queue_bound = live_queue_bound;
         (state, dropped)
     }
@@ -564,6 +588,36 @@ mod tests {
         audio.close();
         audio.live_audio(frame(20), Instant::now());
         assert!(sent(&mut rx).is_empty());
+    }
+
+    #[test]
+    fn unfinalised_audio_is_held_to_its_own_tighter_bound_and_the_backlog_to_the_outage_bound() {
+        let frame = |n: u8| Bytes::from(vec![n; 160]);
+        let (mut audio, dropped) = path(64, 0);
+        audio.bounds = ReplayBounds {
+            unconfirmed_ms: 60,
+            backlog_ms: 200,
+        };
+        let (sender, mut rx) = DeepgramSender::for_test(64);
+        audio.on_connected(sender);
+        // Five frames sent and none finalised: only the newest three (60 ms) are kept.
+        for n in 0..5 {
+            audio.live_audio(frame(n), Instant::now());
+        }
+        assert_eq!(sent(&mut rx), (0..5).collect::<Vec<u8>>());
+        assert_eq!(dropped.with_label_values(&["unconfirmed"]).get(), 2);
+        // The dropped 40 ms count as confirmed on the connection's clock: a final up to 80 ms
+        // releases frames 2 and 3 (40..80 ms) and keeps frame 4.
+        audio.confirm_until(80);
+        // The socket goes; ten frames (200 ms) arrive meanwhile and are all kept.
+        audio.sender = None;
+        for n in 5..15 {
+            audio.live_audio(frame(n), Instant::now());
+        }
+        assert_eq!(dropped.with_label_values(&["backlog"]).get(), 0);
+        let (sender, mut rx) = DeepgramSender::for_test(64);
+        audio.on_connected(sender);
+        assert_eq!(sent(&mut rx), (4..15).collect::<Vec<u8>>());
     }
 
     #[test]

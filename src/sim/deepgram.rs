@@ -43,6 +43,10 @@ pub struct DeepgramSimConfig {
     pub words_per_second: f32,
     /// Silence after speech that finalises a segment when the client turned endpointing off.
     pub final_delay_ms: u32,
+    /// Silence (audio time) with no speech pending after which an empty final result is sent,
+    /// as Deepgram finalises silence too (PROTOCOLS.md 3.4); 0 never. How often the real
+    /// service does so is not documented: 3 s is our assumption.
+    pub silence_final_ms: u32,
     /// Frame RMS (16-bit scale) at or above which a frame is speech.
     pub speech_threshold: f32,
     /// Without audio or `KeepAlive` for this long, the socket is closed (`NET-0001`).
@@ -61,6 +65,7 @@ impl Default for DeepgramSimConfig {
             interim_interval_ms: 300,
             words_per_second: 3.0,
             final_delay_ms: 300,
+            silence_final_ms: 3000,
             speech_threshold: SPEECH_ENERGY_THRESHOLD,
             idle_timeout: Duration::from_secs(10),
             latency: Duration::ZERO,
@@ -419,6 +424,8 @@ struct Recogniser {
     segment: Option<Segment>,
     /// End of the last finalised word, until its `UtteranceEnd` is sent.
     last_word_end: Option<f64>,
+    /// The frame up to which audio has been finalised (speech or silence).
+    finalised_until: u64,
 }
 
 const FRAME_SECS: f64 = FRAME_MS as f64 / 1000.0;
@@ -435,6 +442,7 @@ impl Recogniser {
             frames: 0,
             segment: None,
             last_word_end: None,
+            finalised_until: 0,
         }
     }
 
@@ -513,6 +521,15 @@ impl Recogniser {
                 }));
             }
         }
+        // Long silence is finalised too, with an empty transcript: the client may let go of it.
+        let silent_frames = index + 1 - self.finalised_until.min(index + 1);
+        let every = u64::from(self.config.silence_final_ms / FRAME_MS);
+        if every > 0 && silent_frames >= every {
+            let from = self.finalised_until;
+            self.finalised_until = index + 1;
+            let results = self.results(&[], from, index + 1, true, false, false);
+            events.push(SttEvent::Results(results));
+        }
     }
 
     /// The final result of the current segment, consuming its script utterance.
@@ -524,6 +541,7 @@ impl Recogniser {
     ) -> Option<SttEvent> {
         let segment = self.segment.take()?;
         shared.next_utterance += 1;
+        self.finalised_until = segment.last_speech_frame + 1;
         let results = self.results(
             &segment.words,
             segment.start_frame,
@@ -545,6 +563,7 @@ impl Recogniser {
             Some(event) => vec![event],
             None if from_finalize => {
                 let at = self.frames;
+                self.finalised_until = at;
                 vec![SttEvent::Results(self.results(
                     &[],
                     at,
@@ -665,6 +684,41 @@ mod tests {
                 other => format!("{other:?}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn long_silence_is_finalised_with_empty_results_that_tile_the_audio() {
+        let (mut rec, mut shared) = recogniser(&[
+            ("encoding", "mulaw"),
+            ("sample_rate", "8000"),
+            ("interim_results", "true"),
+            ("endpointing", "300"),
+        ]);
+        let span = |e: &SttEvent| match e {
+            SttEvent::Results(r) if r.is_final => (
+                (r.start * 1000.0).round() as u64,
+                ((r.start + r.duration) * 1000.0).round() as u64,
+            ),
+            other => panic!("{other:?}"),
+        };
+        // 7 s of silence: finals for 0..3 s and 3..6 s, empty and not ends of speech.
+        let events = rec.audio(&Codec::Pcmu.silence(7000), &mut shared);
+        assert_eq!(kinds(&events), vec!["final:", "final:"]);
+        assert_eq!(
+            events.iter().map(span).collect::<Vec<_>>(),
+            vec![(0, 3000), (3000, 6000)]
+        );
+        // Speech, then silence: the speech's final, then silence counted from its end.
+        let mut events = rec.audio(&Codec::Pcmu.speech_like(1000), &mut shared);
+        events.extend(rec.audio(&Codec::Pcmu.silence(3500), &mut shared));
+        let finals: Vec<_> = events
+            .iter()
+            .filter(|e| matches!(e, SttEvent::Results(r) if r.is_final))
+            .collect();
+        assert_eq!(finals.len(), 2, "{:?}", kinds(&events));
+        assert_eq!(span(finals[0]), (7000, 8000));
+        assert_eq!(span(finals[1]), (8000, 11000));
+        assert_eq!(shared.next_utterance, 1, "silence uses no utterance");
     }
 
     #[test]

@@ -35,6 +35,7 @@ fn deepgram_settings(base_url: String, key: &str) -> DeepgramSettings {
         connect_timeout_ms: 2000,
         keepalive_interval_ms: 4000,
         replay_buffer_ms: 120_000,
+        unconfirmed_buffer_ms: 20_000,
         audio_frames_per_message: 1,
     }
 }

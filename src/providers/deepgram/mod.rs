@@ -316,6 +316,7 @@ mod tests {
             connect_timeout_ms: 5000,
             keepalive_interval_ms: 4000,
             replay_buffer_ms: 120_000,
+            unconfirmed_buffer_ms: 20_000,
             audio_frames_per_message: 1,
         }
     }
