@@ -45,6 +45,9 @@ pub async fn insert_webhook_event(
 
 #[derive(Debug, Clone, Insertable, serde::Serialize, serde::Deserialize)]
 #[diesel(table_name = call_events)]
+// As `NewUtterance`: a `None` is a bound NULL (the column has no default), so the insert is
+// prepared once per connection instead of on every call event.
+#[diesel(treat_none_as_default_value = false)]
 pub struct NewCallEvent {
     pub organization_id: Uuid,
     pub call_id: Uuid,

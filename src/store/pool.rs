@@ -164,9 +164,13 @@ pub fn redis_pool(settings: &RedisSettings) -> Result<RedisPool, StoreError> {
 /// One Redis connection kept between uses by a task that talks to Redis all the time (the live
 /// events' publisher, the cluster's heartbeat): a pool checkout costs the pool's `PING`, a round
 /// trip of its own, so an instance that checks out for every batch or beat pays two round trips
-/// where one does. The kept connection is taken out of the pool (it does not count against
-/// `redis.pool_max_size`, so it never leaves the pool short); a user that finds the slot taken
-/// (another task is using it) goes through the pool.
+/// where one does.
+///
+/// The kept connection is opened by its user's own task, not taken from the pool: a Redis
+/// connection's I/O runs as a task on the thread that opened it, and a pooled one may have been
+/// opened on any thread (whichever first needed it), so every query would wake that thread and
+/// be woken back. It does not count against `redis.pool_max_size`. A second user that finds the
+/// connection in use goes through the pool.
 ///
 /// A query on a connection found lost is run once more on a fresh one. A connection cut off
 /// while Redis was answering may already have run it, so only queries that are harmless to
@@ -174,7 +178,26 @@ pub fn redis_pool(settings: &RedisSettings) -> Result<RedisPool, StoreError> {
 #[derive(Clone)]
 pub struct KeptRedis {
     pool: RedisPool,
-    slot: Arc<std::sync::Mutex<Option<redis::aio::MultiplexedConnection>>>,
+    slot: Arc<std::sync::Mutex<Slot>>,
+}
+
+/// Empties a [`KeptRedis`] slot left `Busy` by a query future dropped before it finished.
+struct BusyGuard<'a>(&'a KeptRedis);
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        let mut slot = self.0.lock();
+        if matches!(*slot, Slot::Busy) {
+            *slot = Slot::Empty;
+        }
+    }
+}
+
+/// The kept connection: none yet (or lost), idle, or being used by a query.
+enum Slot {
+    Empty,
+    Idle(redis::aio::MultiplexedConnection),
+    Busy,
 }
 
 /// Why a query on a [`KeptRedis`] failed.
@@ -212,39 +235,74 @@ impl KeptRedis {
     pub fn new(pool: RedisPool) -> Self {
         Self {
             pool,
-            slot: Arc::new(std::sync::Mutex::new(None)),
+            slot: Arc::new(std::sync::Mutex::new(Slot::Empty)),
         }
     }
 
-    /// Runs `pipe` on the kept connection, or on one checked out now (which is then kept if
-    /// the slot is free). When the kept connection turns out lost (Redis restarted since its
-    /// last use) the pipeline runs once more on a connection the pool checks.
+    /// Runs `pipe` on the kept connection, opened here first if there is none. When the kept
+    /// connection turns out lost (Redis restarted since its last use) the pipeline runs once
+    /// more on a new one. While another query holds the connection, `pipe` runs on a pooled one.
     pub async fn query<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, KeptRedisError> {
-        let kept = self.lock().take();
-        let Some(mut conn) = kept else {
-            return self.checked_out(pipe).await;
+        let previous = std::mem::replace(&mut *self.lock(), Slot::Busy);
+        let kept = match previous {
+            Slot::Busy => return self.pooled(pipe).await,
+            Slot::Idle(conn) => Some(conn),
+            Slot::Empty => None,
         };
-        match pipe.query_async::<T>(&mut conn).await {
-            Ok(value) => {
-                self.keep(conn);
-                Ok(value)
-            }
-            Err(e) => {
-                // Dropped either way: whatever went wrong, the next query checks one out.
-                let err = KeptRedisError::Query(e);
-                if err.connection_lost() {
-                    return self.checked_out(pipe).await;
-                }
-                Err(err)
-            }
+        // A query abandoned half way (its caller timed out) leaves no slot stuck at `Busy`.
+        let busy = BusyGuard(self);
+        let result = match kept {
+            Some(conn) => match self.run(conn, pipe).await {
+                Err(err) if err.connection_lost() => self.opened(pipe).await,
+                other => other,
+            },
+            None => self.opened(pipe).await,
+        };
+        std::mem::forget(busy);
+        if result.is_err() {
+            // The connection was dropped with its error: the next query opens a new one.
+            *self.lock() = Slot::Empty;
         }
+        result
     }
 
-    /// `pipe` on a connection from the pool; kept (taken out of the pool) when it worked.
-    async fn checked_out<T: redis::FromRedisValue>(
+    /// `pipe` on a connection opened now, on this task's thread; kept when it worked.
+    async fn opened<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, KeptRedisError> {
+        let wait = self
+            .pool
+            .timeouts()
+            .create
+            .unwrap_or(Duration::from_secs(5));
+        let conn = match tokio::time::timeout(wait, self.pool.manager().create()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(KeptRedisError::Checkout(e.to_string())),
+            Err(_) => return Err(KeptRedisError::Checkout("timed out connecting".into())),
+        };
+        self.run(conn, pipe).await
+    }
+
+    /// `pipe` on `conn`, which goes back to the slot if the query worked.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        mut conn: redis::aio::MultiplexedConnection,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, KeptRedisError> {
+        let value = pipe
+            .query_async::<T>(&mut conn)
+            .await
+            .map_err(KeptRedisError::Query)?;
+        *self.lock() = Slot::Idle(conn);
+        Ok(value)
+    }
+
+    /// `pipe` on a connection from the pool, returned to it afterwards.
+    async fn pooled<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, KeptRedisError> {
@@ -253,33 +311,12 @@ impl KeptRedis {
             .get()
             .await
             .map_err(|e| KeptRedisError::Checkout(e.to_string()))?;
-        match pipe.query_async::<T>(&mut conn).await {
-            Ok(value) => {
-                if self.lock().is_none() {
-                    self.keep(deadpool_redis::Connection::take(conn));
-                }
-                Ok(value)
-            }
-            Err(e) => {
-                let err = KeptRedisError::Query(e);
-                if err.connection_lost() {
-                    // Out of the pool for good: the next checkout opens a new one.
-                    drop(deadpool_redis::Connection::take(conn));
-                }
-                Err(err)
-            }
-        }
+        pipe.query_async::<T>(&mut *conn)
+            .await
+            .map_err(KeptRedisError::Query)
     }
 
-    /// Puts `conn` in the slot; when another task filled it meanwhile, `conn` is closed.
-    fn keep(&self, conn: redis::aio::MultiplexedConnection) {
-        let mut slot = self.lock();
-        if slot.is_none() {
-            *slot = Some(conn);
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<redis::aio::MultiplexedConnection>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
         self.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -8,6 +8,10 @@ use uuid::Uuid;
 
 #[derive(Debug, Clone, Insertable, serde::Serialize, serde::Deserialize)]
 #[diesel(table_name = utterances)]
+// A `None` goes in as a bound NULL, not as `DEFAULT` (these columns have no default): the
+// statement's text is then the same for every row, so each connection prepares it once. With
+// `DEFAULT` diesel cannot cache it and every insert pays a second round trip to prepare it.
+#[diesel(treat_none_as_default_value = false)]
 pub struct NewUtterance {
     pub organization_id: Uuid,
     pub call_id: Uuid,

@@ -245,3 +245,82 @@ struct Killed {
     #[diesel(sql_type = diesel::sql_types::Bool)]
     killed: bool,
 }
+
+#[derive(diesel::QueryableByName)]
+struct Prepared {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    statements: i64,
+}
+
+/// Statements of `table`'s inserts that stay prepared on this connection.
+async fn prepared_inserts(conn: &mut diesel_async::AsyncPgConnection, table: &str) -> i64 {
+    let query = diesel::sql_query(
+        "SELECT count(*) AS statements FROM pg_prepared_statements WHERE statement LIKE $1",
+    )
+    .bind::<diesel::sql_types::Text, _>(format!("INSERT INTO \"{table}\"%"));
+    let rows: Vec<Prepared> = diesel_async::RunQueryDsl::load(query, conn).await.unwrap();
+    rows[0].statements
+}
+
+#[actix_web::test]
+async fn a_live_calls_utterance_and_event_inserts_are_prepared_once_per_connection() {
+    // The recorder writes these for every turn, one at a time. A statement diesel cannot cache
+    // is prepared (a round trip) and closed again for every row; a cached one stays prepared.
+    use iace::store::events::{self, NewCallEvent};
+    use iace::store::utterances::{self, NewUtterance};
+    let app = crate::helpers::spawn_app().await;
+    let org = app.create_org("prepared").await;
+    let call = crate::helpers::seed_call(
+        &app,
+        org,
+        crate::helpers::SeededCall {
+            agent: None,
+            from: "+15550900101",
+            to: "+15550900102",
+            at: chrono::Utc::now(),
+            outcome: None,
+            sentiment: None,
+            ended: false,
+            utterances: vec![],
+        },
+    )
+    .await;
+    let mut conn = app.state.db.get().await.unwrap();
+    for seq in 0..3 {
+        // Optional fields both absent and present: the same statement either way.
+        let scored = seq % 2 == 1;
+        let utterance = NewUtterance {
+            organization_id: org,
+            call_id: call,
+            seq,
+            speaker: "caller".into(),
+            text: format!("turn {seq}"),
+            started_ms: i64::from(seq) * 1000,
+            ended_ms: i64::from(seq) * 1000 + 500,
+            sentiment_score: scored.then_some(0.5),
+            sentiment_label: scored.then(|| "positive".to_owned()),
+            rolling_sentiment: scored.then_some(0.4),
+            interrupted: false,
+            latency_ms: scored.then_some(300),
+        };
+        utterances::insert(&mut conn, &utterance).await.unwrap();
+        let event = NewCallEvent {
+            organization_id: org,
+            call_id: call,
+            event_type: "engine.test".into(),
+            telnyx_event_id: scored.then(|| format!("evt-{call}-{seq}")),
+            payload: serde_json::json!({ "seq": seq }),
+            occurred_at: chrono::Utc::now(),
+        };
+        events::insert_call_event(&mut conn, &event).await.unwrap();
+    }
+    assert_eq!(prepared_inserts(&mut conn, "utterances").await, 1);
+    assert_eq!(prepared_inserts(&mut conn, "call_events").await, 1);
+    // And the rows went in with their NULLs and values.
+    let stored = utterances::list_for_call(&mut conn, org, call)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 3);
+    assert_eq!(stored[0].sentiment_score, None);
+    assert_eq!(stored[1].sentiment_score, Some(0.5));
+}
