@@ -266,9 +266,10 @@ pub struct DeepgramSettings {
     pub connect_timeout_ms: u64,
     /// How often to send `KeepAlive` while no audio flows (Deepgram closes after 10 s).
     pub keepalive_interval_ms: u64,
-    /// Caller audio a call keeps for replay after a reconnect: audio Deepgram has not
-    /// finalised and audio that arrived while disconnected, each held to this much. Beyond it
-    /// (Deepgram stalled, or away for long) the oldest is dropped and counted, so memory stays flat.
+    /// Caller audio a call keeps for replay after a reconnect: audio that arrived while
+    /// disconnected is held to this much, and audio sent but not yet finalised to
+    /// `unconfirmed_buffer_ms` (never more than this). Beyond them (Deepgram stalled, or away for
+    /// long) the oldest is dropped and counted, so memory stays flat.
     pub replay_buffer_ms: u64,
     /// A tighter bound for the first of those: audio sent on a live connection and not yet
     /// finalised. Deepgram finalises speech within seconds and silence with empty finals, so

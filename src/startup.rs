@@ -151,9 +151,20 @@ impl Application {
             spill_path: settings.recorder.spill_file.clone().into(),
             fault_injection: settings.calls.fault_injection,
         };
+        // The recorder writes on a connection of its own, opened from its own thread: a
+        // Postgres connection's I/O runs as a task on the thread that opened it, and a shared
+        // pool's may sit on any thread, so each of the recorder's statements would wake that
+        // thread and be woken back. One is enough: it applies its writes one at a time.
+        let recorder_db = pool::db_pool(
+            &crate::config::DatabaseSettings {
+                pool_max_size: 1,
+                ..settings.database.clone()
+            },
+            None,
+        )?;
         let recorder = RecorderHandle::start(
             &recorder_arbiter.handle(),
-            db.clone(),
+            recorder_db,
             recorder_config,
             metrics.recorder.clone(),
             metrics.recorder_failed_writes.clone(),

@@ -211,6 +211,10 @@ struct AudioState {
     /// reconnect), with the connection-time (ms) of its first byte.
     unconfirmed: ReplayBuffer,
     unconfirmed_start_ms: u64,
+    /// Of the unconfirmed audio, how much is a replay not yet finalised: it may exceed the
+    /// tighter live bound (an outage's backlog is up to `replay_buffer_ms`), so that a second
+    /// reconnect can still replay it.
+    replay_allowance_ms: u64,
     /// Audio that arrived while disconnected.
     backlog: ReplayBuffer,
     sent_ms: u64,
@@ -241,6 +245,7 @@ impl AudioState {
             closing: false,
             unconfirmed: ReplayBuffer::default(),
             unconfirmed_start_ms: 0,
+            replay_allowance_ms: 0,
             backlog: ReplayBuffer::default(),
             sent_ms: 0,
             last_audio: Instant::now(),
@@ -278,6 +283,7 @@ impl AudioState {
             .chain(self.backlog.take())
             .collect();
         self.sender = Some(sender);
+        self.replay_allowance_ms = replay.iter().map(|f| ms_for_bytes(f.len())).sum();
         for frame in replay {
             self.send_audio(frame, &[]);
         }
@@ -331,7 +337,9 @@ impl AudioState {
         for received in read_at {
             observe_since(&self.metrics.media_in_to_stt, *received);
         }
-        let (dropped, dropped_ms) = self.unconfirmed.push(frame, self.bounds.unconfirmed_ms);
+        let bound = self.bounds.unconfirmed_ms + self.replay_allowance_ms;
+        let (dropped, dropped_ms) = self.unconfirmed.push(frame, bound);
+        self.replay_allowance_ms = self.replay_allowance_ms.saturating_sub(dropped_ms);
         // Audio that can no longer be replayed counts as confirmed for the connection's clock.
         self.unconfirmed_start_ms += dropped_ms;
         self.count_dropped("unconfirmed", dropped);
@@ -359,6 +367,7 @@ impl AudioState {
                 break;
             }
             self.unconfirmed_start_ms += len;
+            self.replay_allowance_ms = self.replay_allowance_ms.saturating_sub(len);
             self.unconfirmed.pop_front();
         }
     }
@@ -618,6 +627,20 @@ mod tests {
         let (sender, mut rx) = DeepgramSender::for_test(64);
         audio.on_connected(sender);
         assert_eq!(sent(&mut rx), (4..15).collect::<Vec<u8>>());
+        // The replay (220 ms) is held whole although the live bound is 60 ms: if this
+        // connection fails too, all of it goes again, and nothing was counted as dropped.
+        assert_eq!(dropped.with_label_values(&["unconfirmed"]).get(), 2);
+        audio.sender = None;
+        let (sender, mut rx) = DeepgramSender::for_test(64);
+        audio.on_connected(sender);
+        assert_eq!(sent(&mut rx), (4..15).collect::<Vec<u8>>());
+        // Once Deepgram has finalised the replay, live audio is held to 60 ms again.
+        audio.confirm_until(220);
+        for n in 15..20 {
+            audio.live_audio(frame(n), Instant::now());
+        }
+        assert_eq!(sent(&mut rx), (15..20).collect::<Vec<u8>>());
+        assert_eq!(dropped.with_label_values(&["unconfirmed"]).get(), 4);
     }
 
     #[test]

@@ -523,7 +523,7 @@ impl Recogniser {
         }
         // Long silence is finalised too, with an empty transcript: the client may let go of it.
         let silent_frames = index + 1 - self.finalised_until.min(index + 1);
-        let every = u64::from(self.config.silence_final_ms / FRAME_MS);
+        let every = u64::from(self.config.silence_final_ms.div_ceil(FRAME_MS));
         if every > 0 && silent_frames >= every {
             let from = self.finalised_until;
             self.finalised_until = index + 1;

@@ -181,7 +181,7 @@ pub struct KeptRedis {
     slot: Arc<std::sync::Mutex<Slot>>,
 }
 
-/// Empties a [`KeptRedis`] slot left `Busy` by a query future dropped before it finished.
+/// Empties a [`KeptRedis`] slot still `Busy` when its query ends, finished or dropped.
 struct BusyGuard<'a>(&'a KeptRedis);
 
 impl Drop for BusyGuard<'_> {
@@ -252,7 +252,8 @@ impl KeptRedis {
             Slot::Idle(conn) => Some(conn),
             Slot::Empty => None,
         };
-        // A query abandoned half way (its caller timed out) leaves no slot stuck at `Busy`.
+        // Set back to `Empty` unless `run` put the connection back, also when this future is
+        // dropped half way (its caller timed out): the slot is never left `Busy`.
         let busy = BusyGuard(self);
         let result = match kept {
             Some(conn) => match self.run(conn, pipe).await {
@@ -261,11 +262,9 @@ impl KeptRedis {
             },
             None => self.opened(pipe).await,
         };
-        std::mem::forget(busy);
-        if result.is_err() {
-            // The connection was dropped with its error: the next query opens a new one.
-            *self.lock() = Slot::Empty;
-        }
+        // Whatever `run` did not put back (a lost or timed-out connection) is gone: the next
+        // query opens a new one.
+        drop(busy);
         result
     }
 
@@ -293,12 +292,21 @@ impl KeptRedis {
         mut conn: redis::aio::MultiplexedConnection,
         pipe: &redis::Pipeline,
     ) -> Result<T, KeptRedisError> {
-        let value = pipe
+        let result = pipe
             .query_async::<T>(&mut conn)
             .await
-            .map_err(KeptRedisError::Query)?;
-        *self.lock() = Slot::Idle(conn);
-        Ok(value)
+            .map_err(KeptRedisError::Query);
+        let reusable = match &result {
+            Ok(_) => true,
+            // An error reply (READONLY, OOM, a script error) leaves the connection fine; a
+            // timed-out one may still owe the answer, so it is not used again.
+            Err(err @ KeptRedisError::Query(e)) => !err.connection_lost() && !e.is_timeout(),
+            Err(KeptRedisError::Checkout(_)) => false,
+        };
+        if reusable {
+            *self.lock() = Slot::Idle(conn);
+        }
+        result
     }
 
     /// `pipe` on a connection from the pool, returned to it afterwards.
