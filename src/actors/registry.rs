@@ -44,13 +44,14 @@ struct Inner {
 
 impl CallRegistry {
     /// Starts `shards` registry shards, each on its own arbiter (thread). Call actors live on
-    /// their shard's arbiter. `make_deps` builds the dependencies each call receives.
+    /// their shard's arbiter. `make_deps(registry, index)` builds the dependencies the calls of
+    /// shard `index` receive.
     pub fn start(
         shards: usize,
         db: DbPool,
         takeover: Takeover,
         refused: prometheus::IntCounterVec,
-        make_deps: impl Fn(CallRegistry) -> CallDeps,
+        make_deps: impl Fn(CallRegistry, usize) -> CallDeps,
     ) -> CallRegistry {
         let shards = shards.max(1);
         let arbiters: Vec<Arbiter> = (0..shards)
@@ -67,7 +68,6 @@ impl CallRegistry {
                 shard_restarts: AtomicUsize::new(0),
             }),
         };
-        let deps = make_deps(registry.clone());
         let addrs = registry
             .inner
             .arbiters
@@ -78,7 +78,7 @@ impl CallRegistry {
                     index,
                     arbiter.handle(),
                     CallTable::default(),
-                    deps.clone(),
+                    make_deps(registry.clone(), index),
                 )
             })
             .collect();
