@@ -212,32 +212,10 @@ impl Application {
             taken_over: metrics.calls_taken_over.clone(),
             calls: metrics.calls.clone(),
         };
-        // Each registry shard's calls use pools of their own, first used (so opened) on the
-        // shard's thread: a connection's I/O runs as a task on the thread that opened it, and
-        // a shared pool's may sit on any thread (the media socket's among them), so every
-        // query and its answer would wake two threads instead of none. Their sizes split the
-        // configured ones; connections open only as they are needed.
-        let mut shard_pools = Vec::with_capacity(shards);
-        for _ in 0..shards {
-            let db = pool::db_pool(
-                &crate::config::DatabaseSettings {
-                    pool_max_size: (settings.database.pool_max_size / shards).max(2),
-                    ..settings.database.clone()
-                },
-                Some(crate::store::patterns::session_settings(
-                    settings.learning.ef_search,
-                )),
-            )?;
-            let redis = pool::redis_pool(&crate::config::RedisSettings {
-                pool_max_size: (settings.redis.pool_max_size / shards).max(2),
-                ..settings.redis.clone()
-            })?;
-            shard_pools.push((db, redis));
-        }
         let registry = {
             let cluster = cluster.clone();
             let (telnyx, recorder, db) = (telnyx.clone(), recorder.clone(), db.clone());
-            let (settings, auth) = (settings.clone(), auth.clone());
+            let (settings, auth, redis_pool) = (settings.clone(), auth.clone(), redis.clone());
             let learning = learning.clone();
             let voice_metrics = metrics.voice.clone();
             let call_metrics = metrics.calls.clone();
@@ -248,40 +226,33 @@ impl Application {
                 db.clone(),
                 takeover.clone(),
                 metrics.calls_refused.clone(),
-                move |registry, shard| {
-                    let (db, redis) = shard_pools[shard].clone();
-                    CallDeps {
-                        telnyx: telnyx.clone(),
-                        recorder: recorder.clone(),
-                        registry,
-                        db: db.clone(),
-                        settings: settings.calls.clone(),
-                        media_base_url: media_base_url.clone(),
-                        auth: auth.clone(),
-                        deepgram: DeepgramClient::new(&settings.deepgram)
-                            .with_breaker(breakers.deepgram.clone()),
-                        deepgram_settings: settings.deepgram.clone(),
-                        cartesia: CartesiaClient::new(&settings.cartesia)
-                            .with_breaker(breakers.cartesia.clone()),
-                        groq: GroqClient::new(&settings.groq)
-                            .with_breaker(breakers.groq_chat.clone()),
-                        groq_fallback: fallback_groq(&settings.groq),
-                        groq_sentiment: GroqClient::new(&settings.groq)
-                            .with_breaker(breakers.groq_sentiment.clone()),
-                        llm_retries: settings.groq.max_retries,
-                        breakers: breakers.clone(),
-                        sentiment_timeout_ms: settings.groq.sentiment_timeout_ms,
-                        redis: redis.clone(),
-                        redis_prefix: settings.redis.key_prefix.clone(),
-                        learning: Learning {
-                            retriever: learning.retriever.clone().with_pools(db, redis),
-                            ..learning.clone()
-                        },
-                        voice_metrics: voice_metrics.clone(),
-                        call_metrics: call_metrics.clone(),
-                        cluster: cluster.clone(),
-                        live: live.clone(),
-                    }
+                move |registry| CallDeps {
+                    telnyx: telnyx.clone(),
+                    recorder: recorder.clone(),
+                    registry,
+                    db: db.clone(),
+                    settings: settings.calls.clone(),
+                    media_base_url: media_base_url.clone(),
+                    auth: auth.clone(),
+                    deepgram: DeepgramClient::new(&settings.deepgram)
+                        .with_breaker(breakers.deepgram.clone()),
+                    deepgram_settings: settings.deepgram.clone(),
+                    cartesia: CartesiaClient::new(&settings.cartesia)
+                        .with_breaker(breakers.cartesia.clone()),
+                    groq: GroqClient::new(&settings.groq).with_breaker(breakers.groq_chat.clone()),
+                    groq_fallback: fallback_groq(&settings.groq),
+                    groq_sentiment: GroqClient::new(&settings.groq)
+                        .with_breaker(breakers.groq_sentiment.clone()),
+                    llm_retries: settings.groq.max_retries,
+                    breakers: breakers.clone(),
+                    sentiment_timeout_ms: settings.groq.sentiment_timeout_ms,
+                    redis: redis_pool.clone(),
+                    redis_prefix: settings.redis.key_prefix.clone(),
+                    learning: learning.clone(),
+                    voice_metrics: voice_metrics.clone(),
+                    call_metrics: call_metrics.clone(),
+                    cluster: cluster.clone(),
+                    live: live.clone(),
                 },
             )
         };

@@ -44,14 +44,13 @@ struct Inner {
 
 impl CallRegistry {
     /// Starts `shards` registry shards, each on its own arbiter (thread). Call actors live on
-    /// their shard's arbiter. `make_deps(registry, index)` builds the dependencies the calls of
-    /// shard `index` receive.
+    /// their shard's arbiter. `make_deps` builds the dependencies each call receives.
     pub fn start(
         shards: usize,
         db: DbPool,
         takeover: Takeover,
         refused: prometheus::IntCounterVec,
-        make_deps: impl Fn(CallRegistry, usize) -> CallDeps,
+        make_deps: impl Fn(CallRegistry) -> CallDeps,
     ) -> CallRegistry {
         let shards = shards.max(1);
         let arbiters: Vec<Arbiter> = (0..shards)
@@ -68,6 +67,7 @@ impl CallRegistry {
                 shard_restarts: AtomicUsize::new(0),
             }),
         };
+        let deps = make_deps(registry.clone());
         let addrs = registry
             .inner
             .arbiters
@@ -78,7 +78,7 @@ impl CallRegistry {
                     index,
                     arbiter.handle(),
                     CallTable::default(),
-                    make_deps(registry.clone(), index),
+                    deps.clone(),
                 )
             })
             .collect();

@@ -65,11 +65,6 @@ pub struct Retriever {
 }
 
 impl Retriever {
-    /// The same retriever on other pools (a registry shard's own, see `startup`).
-    pub fn with_pools(self, db: DbPool, redis: RedisPool) -> Self {
-        Self { db, redis, ..self }
-    }
-
     /// `duration` is the `retrieval_duration_seconds` histogram (label `result`).
     pub fn new(
         embedder: Embedder,
