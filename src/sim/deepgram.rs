@@ -522,7 +522,7 @@ impl Recogniser {
             }
         }
         // Long silence is finalised too, with an empty transcript: the client may let go of it.
-        let silent_frames = index + 1 - self.finalised_until.min(index + 1);
+        let silent_frames = (index + 1).saturating_sub(self.finalised_until);
         let every = u64::from(self.config.silence_final_ms.div_ceil(FRAME_MS));
         if every > 0 && silent_frames >= every {
             let from = self.finalised_until;

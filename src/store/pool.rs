@@ -181,6 +181,11 @@ pub struct KeptRedis {
     slot: Arc<std::sync::Mutex<Slot>>,
 }
 
+/// The connection under `e` is dropped or unusable (not merely slow, not an error reply).
+fn connection_gone(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() || e.is_unrecoverable_error()
+}
+
 /// Empties a [`KeptRedis`] slot still `Busy` when its query ends, finished or dropped.
 struct BusyGuard<'a>(&'a KeptRedis);
 
@@ -215,9 +220,7 @@ impl KeptRedisError {
     fn connection_lost(&self) -> bool {
         match self {
             KeptRedisError::Checkout(_) => false,
-            KeptRedisError::Query(e) => {
-                !e.is_timeout() && (e.is_connection_dropped() || e.is_unrecoverable_error())
-            }
+            KeptRedisError::Query(e) => !e.is_timeout() && connection_gone(e),
         }
     }
 }
@@ -292,21 +295,17 @@ impl KeptRedis {
         mut conn: redis::aio::MultiplexedConnection,
         pipe: &redis::Pipeline,
     ) -> Result<T, KeptRedisError> {
-        let result = pipe
-            .query_async::<T>(&mut conn)
-            .await
-            .map_err(KeptRedisError::Query);
+        let result = pipe.query_async::<T>(&mut conn).await;
+        // An error reply (READONLY, OOM, a script error) leaves the connection fine; a lost
+        // or timed-out one (it may still owe the answer) is not used again.
         let reusable = match &result {
             Ok(_) => true,
-            // An error reply (READONLY, OOM, a script error) leaves the connection fine; a
-            // timed-out one may still owe the answer, so it is not used again.
-            Err(err @ KeptRedisError::Query(e)) => !err.connection_lost() && !e.is_timeout(),
-            Err(KeptRedisError::Checkout(_)) => false,
+            Err(e) => !e.is_timeout() && !connection_gone(e),
         };
         if reusable {
             *self.lock() = Slot::Idle(conn);
         }
-        result
+        result.map_err(KeptRedisError::Query)
     }
 
     /// `pipe` on a connection from the pool, returned to it afterwards.
