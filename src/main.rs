@@ -15,15 +15,17 @@ fn main() -> ExitCode {
     if let Command::Admin(AdminCommand::GenKey) = cli.command {
         return cli::admin::gen_key();
     }
-    // The floor benchmark's relay child needs no configuration, and its stdout carries only its
-    // address (it may run from any directory: its parent runs it by path).
+    // The floor benchmark's relay child needs no configuration (but with --turns, below), and
+    // its stdout carries only its address (it may run from any directory: its parent runs it
+    // by path).
     if let Command::Bench(cli::BenchCommand::FloorRelay {
         coalesce_us,
         stack_provider,
         raw_media,
+        turns: false,
     }) = cli.command
     {
-        return cli::bench::floor_relay(coalesce_us, stack_provider, raw_media);
+        return cli::bench::floor_relay(coalesce_us, stack_provider, raw_media, None);
     }
     if let Command::Bench(cli::BenchCommand::IdleFloor) = cli.command {
         return cli::bench::idle_floor();

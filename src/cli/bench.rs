@@ -65,24 +65,38 @@ pub fn run(settings: &Settings, config_dir: &Path, command: BenchCommand) -> Exi
             coalesce_us,
             stack,
             raw_media,
+            turns,
+            turn_every_ms,
         } => print_bench(
-            iace::bench::floor::run(&iace::bench::floor::FloorBenchOptions {
-                streams,
-                duration_secs: duration,
-                ramp_secs: ramp,
-                relay_cpus,
-                coalesce_us,
-                stack,
-                raw_media,
-            }),
+            iace::bench::floor::run(
+                settings,
+                &iace::bench::floor::FloorBenchOptions {
+                    streams,
+                    duration_secs: duration,
+                    ramp_secs: ramp,
+                    relay_cpus,
+                    coalesce_us,
+                    stack,
+                    raw_media,
+                    turns,
+                    turn_every_ms,
+                },
+            ),
             iace::bench::floor::FloorBenchReport::table,
             None,
         ),
+        // With the conversation: it needs the settings (the bench points them at its services).
         BenchCommand::FloorRelay {
             coalesce_us,
             stack_provider,
             raw_media,
-        } => floor_relay(coalesce_us, stack_provider, raw_media),
+            turns,
+        } => floor_relay(
+            coalesce_us,
+            stack_provider,
+            raw_media,
+            turns.then(|| settings.clone()),
+        ),
         BenchCommand::IdleFloor => idle_floor(),
         BenchCommand::Calls {
             calls,
@@ -145,9 +159,14 @@ impl ApiArgs {
 }
 
 /// `bench floor`'s relay child (started by it, before any settings are loaded).
-pub fn floor_relay(coalesce_us: u64, stack_provider: Option<String>, raw_media: bool) -> ExitCode {
+pub fn floor_relay(
+    coalesce_us: u64,
+    stack_provider: Option<String>,
+    raw_media: bool,
+    turns: Option<Settings>,
+) -> ExitCode {
     let result = match stack_provider {
-        Some(provider) => iace::bench::floor::stack_relay(provider, raw_media),
+        Some(provider) => iace::bench::floor::stack_relay(provider, raw_media, turns),
         None => iace::bench::floor::relay(coalesce_us),
     };
     match result {

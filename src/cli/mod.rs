@@ -156,6 +156,15 @@ pub enum BenchCommand {
         /// write it raw in the stream's task, instead of through actix-ws.
         #[arg(long, requires = "stack")]
         raw_media: bool,
+        /// With --raw-media: the relay also holds the bench's conversation (Deepgram's results,
+        /// retrievals, Groq, Cartesia, marks, transcript rows, live events) against the
+        /// simulators, a scratch database and Redis: the conversation's floor.
+        #[arg(long, requires = "raw_media")]
+        turns: bool,
+        /// With --turns: a caller turn starts this often on each stream (`bench calls` has
+        /// one about every 8.1 s).
+        #[arg(long, default_value_t = 8100, requires = "turns")]
+        turn_every_ms: u64,
     },
     /// The relay process of `bench floor` (started by it).
     #[command(hide = true)]
@@ -168,6 +177,9 @@ pub enum BenchCommand {
         /// The stack relay's media socket raw after the upgrade.
         #[arg(long)]
         raw_media: bool,
+        /// The relay holds the conversation too (settings from the environment).
+        #[arg(long)]
+        turns: bool,
     },
     /// N concurrent simulated calls against an engine started here as a child process (on a
     /// scratch database, simulators in this process): each a real media socket streaming 20 ms

@@ -183,3 +183,41 @@ fn assert_floor_relays_every_frame(extra: &[&str], relay: &str) {
     assert!(number(&report, "relay_cpu_secs") >= 0.0, "{report}");
     assert!(stdout.contains("| CPU per call-second"), "{stdout}");
 }
+
+#[test]
+fn bench_floor_with_the_conversation_answers_every_caller_turn_and_records_it() {
+    // Two streams, a caller turn every 9 s: each stream's first turn (final at 3.1 s, done
+    // within a second) ends well before the relay is killed at 8 s, and none starts a second.
+    let (report, stdout) = run_bench(&[
+        "floor",
+        "--stack",
+        "--raw-media",
+        "--turns",
+        "--streams",
+        "2",
+        "--duration",
+        "5",
+        "--ramp",
+        "1",
+        "--turn-every-ms",
+        "9000",
+    ]);
+    assert_eq!(report["relay"], "stack-raw", "{report}");
+    assert_eq!(report["turns"], true, "{report}");
+    // Per caller turn: two retrievals (prefetches at 3 and 6 of 9 words), a reply and a
+    // sentiment rating from Groq, the caller's and the agent's transcript rows; per call its
+    // rolling sentiment.
+    let tally = &report["tally"];
+    assert_eq!(tally["embeddings"], 4, "{report}");
+    assert_eq!(tally["llm_requests"], 4, "{report}");
+    assert_eq!(tally["utterances"], 4, "{report}");
+    assert_eq!(tally["scored_calls"], 2, "{report}");
+    // The reply's audio reached the Telnyx side with a mark after each of its two sentences.
+    let marks = number(&report, "marks_echoed");
+    assert!(
+        (2.0..=4.0).contains(&marks) && marks % 2.0 == 0.0,
+        "{report}"
+    );
+    assert!(number(&report, "agent_frames") > 0.0, "{report}");
+    assert!(stdout.contains("with the conversation"), "{stdout}");
+}

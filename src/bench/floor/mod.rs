@@ -16,12 +16,16 @@
 //! the engine spends above this floor is its own work; what this floor spends above the bare
 //! one is the price of the framework's media path (HTTP dispatcher, payload channel, codecs).
 
+pub mod turns;
+
 use super::stats::percentile_ms;
 use super::stats::proc_sample;
+use crate::config::Settings;
 use actix_codec::Framed;
 use serde::Serialize;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,6 +60,10 @@ pub struct FloorBenchOptions {
     /// written on the raw TCP stream in the stream's own task (no HTTP dispatcher, payload
     /// channel or actix-ws), the provider side still on awc.
     pub raw_media: bool,
+    /// With `raw_media`: hold the bench's conversation too (see [`turns`]), a caller turn
+    /// starting every `turn_every_ms` on each stream.
+    pub turns: bool,
+    pub turn_every_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +71,8 @@ pub struct FloorBenchReport {
     /// "bare" (tokio sockets), "stack" (actix-web, actix-ws and awc) or "stack-raw" (the
     /// media socket raw after actix-http's upgrade, awc for the provider).
     pub relay: String,
+    /// The relay held the conversation (`--turns`).
+    pub turns: bool,
     pub streams: usize,
     pub coalesce_us: u64,
     pub window_secs: f64,
@@ -72,6 +82,10 @@ pub struct FloorBenchReport {
     pub kernel_ms_per_call_second: f64,
     pub caller_frames: u64,
     pub agent_frames: u64,
+    /// With `turns`: marks the relay sent, one per agent sentence (two per reply), echoed.
+    pub marks_echoed: u64,
+    /// With `turns`: what the conversation wrote and asked for over the run.
+    pub tally: Option<turns::Tally>,
     pub cpu_us_per_frame: f64,
     /// Load → relay → load for caller frames, including the load's own scheduling.
     pub round_trip_p50_ms: f64,
@@ -83,16 +97,21 @@ pub struct FloorBenchReport {
 
 impl FloorBenchReport {
     pub fn table(&self) -> String {
-        format!(
-            "{} relay floor: {} streams, coalesce {} us, {:.0} s window\n\
+        let mut table = format!(
+            "{} relay floor{}: {} streams, coalesce {} us, {:.0} s window\n\
              | metric | value |\n|---|---|\n\
              | relay CPU | {:.2} s |\n\
              | CPU per call-second (kernel) | {:.3} ms ({:.3} ms) |\n\
              | caller / agent frames relayed | {} / {} |\n\
-             | CPU per frame relayed | {:.1} us |\n\
+             | {} | {:.1} us |\n\
              | round trip p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |\n\
              | load sends late, worst | {:.2} ms |",
             self.relay,
+            if self.turns {
+                " with the conversation"
+            } else {
+                ""
+            },
             self.streams,
             self.coalesce_us,
             self.window_secs,
@@ -101,12 +120,26 @@ impl FloorBenchReport {
             self.kernel_ms_per_call_second,
             self.caller_frames,
             self.agent_frames,
+            if self.turns {
+                "CPU per frame relayed (the conversation's included)"
+            } else {
+                "CPU per frame relayed"
+            },
             self.cpu_us_per_frame,
             self.round_trip_p50_ms,
             self.round_trip_p99_ms,
             self.round_trip_max_ms,
             self.load_late_max_ms,
-        )
+        );
+        if let Some(t) = &self.tally {
+            table.push_str(&format!(
+                "\n| agent marks echoed (one per sentence) | {} |\n\
+                 | over the run: transcript rows / calls scored | {} / {} |\n\
+                 | over the run: embeddings / LLM requests | {} / {} |",
+                self.marks_echoed, t.utterances, t.scored_calls, t.embeddings, t.llm_requests
+            ));
+        }
+        table
     }
 }
 
@@ -161,19 +194,43 @@ struct Counters {
     stop: AtomicBool,
     caller_frames: AtomicU64,
     agent_frames: AtomicU64,
+    marks_echoed: AtomicU64,
     late_max_us: AtomicU64,
     round_trips_us: Mutex<Vec<u32>>,
 }
 
-pub fn run(options: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(measure(options))
+/// Runs the bench; `settings` (the database and Redis) serve `--turns` only.
+pub fn run(settings: &Settings, options: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
+    // An actix system: the simulators `--turns` starts run on it.
+    actix_web::rt::System::new().block_on(measure(settings, options))
 }
 
-async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
+/// The Deepgram messages of one caller turn at their ticks, and how many ticks a turn takes.
+struct TurnScript {
+    frames: Vec<(u64, Vec<u8>)>,
+    every_ticks: u64,
+}
+
+async fn measure(settings: &Settings, o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
     let mut command = child_command(o.relay_cpus.as_deref())?;
+    let (services, script) = if o.turns {
+        anyhow::ensure!(o.stack && o.raw_media, "--turns needs --stack --raw-media");
+        let every_ticks = o.turn_every_ms / FRAME.as_millis() as u64;
+        anyhow::ensure!(
+            every_ticks > turns::SCRIPT_TICKS,
+            "--turn-every-ms must be more than {} ms (a caller turn's messages)",
+            turns::SCRIPT_TICKS * FRAME.as_millis() as u64
+        );
+        let services = turns::Services::start(settings)?;
+        command.envs(services.child_env());
+        let script = TurnScript {
+            frames: turns::deepgram_script()?,
+            every_ticks,
+        };
+        (Some(services), Some(Arc::new(script)))
+    } else {
+        (None, None)
+    };
     command
         .args(["bench", "floor-relay", "--coalesce-us"])
         .arg(o.coalesce_us.to_string())
@@ -187,6 +244,9 @@ async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
             .arg(listener.local_addr()?.to_string());
         if o.raw_media {
             command.arg("--raw-media");
+        }
+        if o.turns {
+            command.arg("--turns");
         }
         Some(listener)
     } else {
@@ -248,6 +308,7 @@ async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
             origin,
             counters.clone(),
             wire,
+            script.clone(),
         ));
     }
     tokio::time::sleep_until(tokio::time::Instant::from_std(
@@ -264,6 +325,9 @@ async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
     let window = window_start.elapsed().as_secs_f64();
     let after = proc_sample(pid).ok_or_else(|| anyhow::anyhow!("the relay is gone"))?;
     counters.stop.store(true, Ordering::SeqCst);
+    drop(child);
+    let tally = services.as_ref().map(turns::Services::tally).transpose()?;
+    drop(services);
 
     let cpu = after.cpu_secs - before.cpu_secs;
     let caller_frames = counters.caller_frames.load(Ordering::SeqCst);
@@ -284,6 +348,7 @@ async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
             (true, true) => "stack-raw",
         }
         .to_owned(),
+        turns: o.turns,
         streams,
         coalesce_us: o.coalesce_us,
         window_secs: window,
@@ -292,6 +357,8 @@ async fn measure(o: &FloorBenchOptions) -> anyhow::Result<FloorBenchReport> {
         kernel_ms_per_call_second: per_call_sec(after.system_secs - before.system_secs),
         caller_frames,
         agent_frames,
+        marks_echoed: counters.marks_echoed.load(Ordering::SeqCst),
+        tally,
         cpu_us_per_frame: cpu * 1e6 / (caller_frames + agent_frames).max(1) as f64,
         round_trip_p50_ms: percentile_ms(&trips, 0.50),
         round_trip_p99_ms: percentile_ms(&trips, 0.99),
@@ -309,6 +376,7 @@ async fn stream(
     origin: Instant,
     counters: Arc<Counters>,
     wire: Wire,
+    script: Option<Arc<TurnScript>>,
 ) {
     let (mut telnyx_in, mut telnyx_out) = telnyx.into_split();
     let (mut provider_in, mut provider_out) = provider.into_split();
@@ -330,14 +398,20 @@ async fn stream(
         }
     });
     let c = counters.clone();
-    tokio::spawn(async move {
-        let mut frame = vec![0u8; wire.to_telnyx];
-        while telnyx_in.read_exact(&mut frame).await.is_ok() {
-            if c.measuring.load(Ordering::Relaxed) {
-                c.agent_frames.fetch_add(1, Ordering::Relaxed);
+    let (echo_tx, mut echoes) = tokio::sync::mpsc::unbounded_channel();
+    if script.is_some() {
+        // Agent audio of varying size, and marks to echo.
+        tokio::spawn(turns::read_telnyx(telnyx_in, echo_tx, c));
+    } else {
+        tokio::spawn(async move {
+            let mut frame = vec![0u8; wire.to_telnyx];
+            while telnyx_in.read_exact(&mut frame).await.is_ok() {
+                if c.measuring.load(Ordering::Relaxed) {
+                    c.agent_frames.fetch_add(1, Ordering::Relaxed);
+                }
             }
-        }
-    });
+        });
+    }
     let mut ticks = tokio::time::interval_at(start, FRAME);
     let (mut caller, agent) = (wire.caller_frame(), wire.agent_frame());
     for n in 0u64.. {
@@ -349,12 +423,27 @@ async fn stream(
             let late = due.elapsed().as_micros() as u64;
             counters.late_max_us.fetch_max(late, Ordering::Relaxed);
         }
+        while let Ok(echo) = echoes.try_recv() {
+            if telnyx_out.write_all(&echo).await.is_err() {
+                return;
+            }
+        }
         wire.write_stamp(&mut caller, origin.elapsed().as_micros() as u64);
         if telnyx_out.write_all(&caller).await.is_err() {
             return;
         }
-        if n % AGENT_EVERY == 0 && provider_out.write_all(&agent).await.is_err() {
-            return;
+        let Some(script) = &script else {
+            if n % AGENT_EVERY == 0 && provider_out.write_all(&agent).await.is_err() {
+                return;
+            }
+            continue;
+        };
+        // With the conversation, this socket is Deepgram's: the turn's messages at their ticks.
+        let tick = n % script.every_ticks;
+        for (_, frame) in script.frames.iter().filter(|(at, _)| *at == tick) {
+            if provider_out.write_all(frame).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -510,15 +599,22 @@ async fn ws_server_handshake(socket: &mut TcpStream) -> anyhow::Result<()> {
 
 /// The stack relay child's body: the media route on actix-web + actix-ws, each stream's
 /// provider socket opened with awc to `provider`, one task per stream; prints its address.
-/// With `raw_media` the media socket is served by [`raw_media_server`] instead.
-pub fn stack_relay(provider: String, raw_media: bool) -> anyhow::Result<()> {
+/// With `raw_media` the media socket is served by [`raw_media_server`] instead, and with
+/// `turns` (settings pointing at the simulators and a scratch database) it also holds the
+/// conversation ([`turns`]).
+pub fn stack_relay(
+    provider: String,
+    raw_media: bool,
+    turns: Option<Settings>,
+) -> anyhow::Result<()> {
     use actix_web::{web, App, HttpServer};
     exit_with_parent();
     actix_web::rt::System::new().block_on(async move {
         if raw_media {
-            raw_media_server(provider)?.await?;
+            raw_media_server(provider, turns)?.await?;
             return Ok(());
         }
+        anyhow::ensure!(turns.is_none(), "--turns needs --raw-media");
         let provider = web::Data::new(provider);
         let server = HttpServer::new(move || {
             App::new()
@@ -540,7 +636,10 @@ pub fn stack_relay(provider: String, raw_media: bool) -> anyhow::Result<()> {
 /// The media socket below actix-web: one worker whose actix-http service hands every
 /// WebSocket upgrade to [`raw_media`] with the connection itself (`HttpService::upgrade`);
 /// other requests go to an (empty) actix-web `App`, as they would in the engine.
-fn raw_media_server(provider: String) -> anyhow::Result<actix_web::dev::Server> {
+fn raw_media_server(
+    provider: String,
+    turns: Option<Settings>,
+) -> anyhow::Result<actix_web::dev::Server> {
     use actix_http::{h1, HttpService, Request};
     use actix_service::{
         fn_factory, fn_service, map_config, IntoServiceFactory, ServiceFactoryExt,
@@ -549,24 +648,42 @@ fn raw_media_server(provider: String) -> anyhow::Result<actix_web::dev::Server> 
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     println!("{}", listener.local_addr()?);
     let provider = Arc::new(provider);
+    // The pool is built here and its connections opened by the worker that uses them.
+    let turns = match turns {
+        Some(settings) => {
+            let session = crate::store::patterns::session_settings(settings.learning.ef_search);
+            let db = crate::store::pool::db_pool(&settings.database, Some(session))?;
+            Some((Arc::new(settings), db))
+        }
+        None => None,
+    };
     let server = actix_web::dev::Server::build()
         .workers(1)
         .disable_signals()
         .listen("stack-raw", listener, move || {
-            let provider = provider.clone();
+            let (provider, turns) = (provider.clone(), turns.clone());
             let app = actix_web::App::new()
                 .into_factory()
                 .map_err(|err: actix_web::Error| err.error_response());
             HttpService::build()
                 .tcp_nodelay(true)
                 .upgrade(fn_factory(move || {
-                    let provider = provider.clone();
+                    let (provider, turns) = (provider.clone(), turns.clone());
                     async move {
+                        // Once per worker: the conversation's clients on its thread.
+                        let deps = match turns {
+                            Some((settings, db)) => Some(
+                                turns::TurnDeps::start(&settings, db)
+                                    .await
+                                    .map_err(|err| eprintln!("stack-raw turns: {err:#}"))?,
+                            ),
+                            None => None,
+                        };
                         Ok::<_, ()>(fn_service(
                             move |(req, framed): (Request, Framed<TcpStream, h1::Codec>)| {
-                                let provider = provider.clone();
+                                let (provider, deps) = (provider.clone(), deps.clone());
                                 async move {
-                                    if let Err(err) = raw_media(provider, req, framed).await {
+                                    if let Err(err) = raw_media(provider, deps, req, framed).await {
                                         eprintln!("stack-raw stream: {err:#}");
                                     }
                                     Ok::<(), actix_http::Error>(())
@@ -587,6 +704,7 @@ fn raw_media_server(provider: String) -> anyhow::Result<actix_web::dev::Server> 
 /// the request head stay first in the read buffer).
 async fn raw_media(
     provider: Arc<String>,
+    turns: Option<Rc<turns::TurnDeps>>,
     req: actix_http::Request,
     framed: Framed<TcpStream, actix_http::h1::Codec>,
 ) -> anyhow::Result<()> {
@@ -615,15 +733,16 @@ async fn raw_media(
     let Ok((_, provider)) = client.ws(url).connect().await else {
         return Ok(());
     };
+    if let Some(deps) = turns {
+        return turns::stream(deps, telnyx, provider).await;
+    }
     let (mut to_provider, mut from_provider) = provider.split();
     let mut audio = vec![0u8; STACK_AUDIO];
     loop {
         tokio::select! {
             frame = telnyx.next() => match frame {
                 Some(Ok(ws::Frame::Text(text))) if text.len() >= 16 => {
-                    audio[..16].copy_from_slice(&text[..16]);
-                    let message = awc::ws::Message::Binary(bytes::Bytes::copy_from_slice(&audio));
-                    if to_provider.send(message).await.is_err() {
+                    if to_provider.send(deepgram_message(&mut audio, &text)).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -642,6 +761,13 @@ async fn raw_media(
             },
         }
     }
+}
+
+/// The Deepgram message a caller frame becomes: `audio` (160 bytes) carrying the frame's send
+/// time (its first 16 bytes).
+fn deepgram_message(audio: &mut [u8], caller_frame: &[u8]) -> awc::ws::Message {
+    audio[..16].copy_from_slice(&caller_frame[..16]);
+    awc::ws::Message::Binary(bytes::Bytes::copy_from_slice(audio))
 }
 
 async fn stack_media(
@@ -675,8 +801,7 @@ async fn stack_stream(
         tokio::select! {
             message = telnyx.next() => match message {
                 Some(Ok(actix_ws::Message::Text(text))) if text.len() >= 16 => {
-                    audio[..16].copy_from_slice(&text.as_bytes()[..16]);
-                    let message = awc::ws::Message::Binary(bytes::Bytes::copy_from_slice(&audio));
+                    let message = deepgram_message(&mut audio, text.as_bytes());
                     if to_provider.send(message).await.is_err() {
                         return;
                     }
