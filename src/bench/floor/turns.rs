@@ -60,7 +60,7 @@ pub(super) struct TurnDeps {
     redis: redis::aio::MultiplexedConnection,
     live: mpsc::UnboundedSender<String>,
     writes: mpsc::UnboundedSender<Write>,
-    /// The retrieval cache's key prefix, and the organization's live channel (the engine's).
+    /// The retrieval cache's key prefix (the engine's, `learning::retrieval`).
     cache_prefix: String,
     top_k: i64,
     min_similarity: f64,
