@@ -500,8 +500,8 @@ impl Wire {
         if !self.websocket {
             return vec![0u8; len];
         }
-        let mut frame = ws_header(0x81, STACK_TEXT, masked);
-        frame.resize(len, b'a');
+        let frame = ws_frame(&[b'a'; STACK_TEXT], masked);
+        debug_assert_eq!(frame.len(), len);
         frame
     }
 
@@ -532,20 +532,26 @@ impl Wire {
     }
 }
 
-/// A WebSocket frame header for a final frame of `opcode` with a payload of 126..65535 bytes
-/// (16-bit length); a client's carries a zero mask, which leaves the payload as written.
-fn ws_header(opcode: u8, len: usize, masked: bool) -> Vec<u8> {
-    let len = u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes();
-    let mut header = vec![
-        opcode,
-        if masked { 0x80 | 126 } else { 126 },
-        len[0],
-        len[1],
-    ];
-    if masked {
-        header.extend_from_slice(&[0, 0, 0, 0]);
+/// A final text frame of `payload`; a client's carries a zero mask (payload as written).
+fn ws_frame(payload: &[u8], masked: bool) -> Vec<u8> {
+    let mask_bit = if masked { 0x80 } else { 0 };
+    let mut frame = vec![0x81];
+    match payload.len() {
+        n if n < 126 => frame.push(mask_bit | n as u8),
+        n if n <= usize::from(u16::MAX) => {
+            frame.push(mask_bit | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(mask_bit | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
     }
-    header
+    if masked {
+        frame.extend_from_slice(&[0; 4]);
+    }
+    frame.extend_from_slice(payload);
+    frame
 }
 
 /// Reads an HTTP head (up to the blank line) byte by byte: once per stream, before timing.

@@ -17,6 +17,7 @@
 //! checkout (with its `PING`) before the `MGET`. Logging is the benches' (warnings only), so
 //! the clients' `provider_request` spans are made but not recorded, as in the engine's bench.
 
+use super::ws_frame;
 use crate::config::Settings;
 use crate::domain::audio::Codec;
 use crate::domain::text::SentenceSplitter;
@@ -209,7 +210,6 @@ pub(super) async fn stream(
     let (mut to_deepgram, mut from_deepgram) = deepgram.split();
     let (commands, mut command_queue) = mpsc::unbounded_channel::<Command>();
     let mut audio = vec![0u8; super::STACK_AUDIO];
-    let mut media = String::with_capacity(1200);
     let mut turn = Turn::default();
     loop {
         tokio::select! {
@@ -245,11 +245,10 @@ pub(super) async fn stream(
                                 deps.publish(call_id, "stage", "speaking");
                             }
                             // Cartesia's base64 goes on as Telnyx's payload as it is.
-                            media.clear();
-                            media.push_str(r#"{"event":"media","media":{"payload":""#);
-                            media.push_str(&chunk.data);
-                            media.push_str(r#""}}"#);
-                            Some(media.clone())
+                            Some(format!(
+                                r#"{{"event":"media","media":{{"payload":"{}"}}}}"#,
+                                chunk.data
+                            ))
                         }
                         Ok(TtsEvent::Timestamps(t)) if turn.is_current(&t.context_id) => {
                             turn.marks += 1;
@@ -374,19 +373,16 @@ impl Turn {
         deps.publish(call_id, "transcript", &self.reply);
         deps.publish(call_id, "turn", "latency");
         deps.publish(call_id, "stage", "listening");
-        let _ = deps.writes.send(Write::Utterance(NewUtterance {
-            organization_id: deps.organization_id,
+        let row = utterance(
+            deps,
             call_id,
-            seq: self.seq,
-            speaker: "agent".into(),
-            text: std::mem::take(&mut self.reply),
-            started_ms: 0,
-            ended_ms: 0,
-            sentiment_score: None,
-            sentiment_label: None,
-            rolling_sentiment: None,
-            interrupted: false,
+            self.seq,
+            "agent",
+            std::mem::take(&mut self.reply),
+        );
+        let _ = deps.writes.send(Write::Utterance(NewUtterance {
             latency_ms: Some(0),
+            ..row
         }));
     }
 }
@@ -488,20 +484,36 @@ async fn score(deps: Rc<TurnDeps>, call_id: Uuid, seq: i32, text: String) {
     };
     deps.publish(call_id, "sentiment", "scored");
     let _ = deps.writes.send(Write::Utterance(NewUtterance {
-        organization_id: deps.organization_id,
-        call_id,
-        seq,
-        speaker: "caller".into(),
-        text,
-        started_ms: 0,
-        ended_ms: 0,
         sentiment_score: Some(score),
         sentiment_label: Some("neutral".into()),
         rolling_sentiment: Some(score),
-        interrupted: false,
-        latency_ms: None,
+        ..utterance(&deps, call_id, seq, "caller", text)
     }));
     let _ = deps.writes.send(Write::Sentiment { call_id, score });
+}
+
+/// A transcript row of the stream's call, with no timings or sentiment.
+fn utterance(
+    deps: &TurnDeps,
+    call_id: Uuid,
+    seq: i32,
+    speaker: &str,
+    text: String,
+) -> NewUtterance {
+    NewUtterance {
+        organization_id: deps.organization_id,
+        call_id,
+        seq,
+        speaker: speaker.into(),
+        text,
+        started_ms: 0,
+        ended_ms: 0,
+        sentiment_score: None,
+        sentiment_label: None,
+        rolling_sentiment: None,
+        interrupted: false,
+        latency_ms: None,
+    }
 }
 
 // The load's side (`iace bench floor`, not the relay child).
@@ -660,28 +672,6 @@ pub(super) fn deepgram_script() -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
 
 /// One past the last tick [`deepgram_script`] uses: a turn cannot be shorter.
 pub(super) const SCRIPT_TICKS: u64 = 308;
-
-/// A final text frame of `payload`; a client's carries a zero mask (payload as written).
-pub(super) fn ws_frame(payload: &[u8], masked: bool) -> Vec<u8> {
-    let mask_bit = if masked { 0x80 } else { 0 };
-    let mut frame = vec![0x81];
-    match payload.len() {
-        n if n < 126 => frame.push(mask_bit | n as u8),
-        n if n <= usize::from(u16::MAX) => {
-            frame.push(mask_bit | 126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(mask_bit | 127);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    if masked {
-        frame.extend_from_slice(&[0; 4]);
-    }
-    frame.extend_from_slice(payload);
-    frame
-}
 
 /// The load's Telnyx side reading what the relay sends it: agent audio counted, every mark
 /// echoed back (as Telnyx does once the audio before it has played; here at once) through
